@@ -1,0 +1,121 @@
+// Netlink (libnl-route-3) and nftables (libnftables) operations inside one network namespace.
+//
+// A NetNs is a move-only handle (an fd) on a network namespace, opened from a path such as a
+// bind-mounted handle (/run/lab/<lab>/m/<machine>/ns/net) or /proc/self/ns/net. A Netlink is a
+// route socket *created inside* a given namespace, so every request it sends acts there, from
+// any thread, without the caller switching namespaces. No `ip`/`nft` process is ever spawned.
+//
+// Deleting something that is already gone is success ("already gone"). A failing multi-step
+// operation undoes its own partial work where it can (e.g. a veth whose peer move failed).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/net.h"
+#include "base/status.h"
+
+struct nl_sock;
+
+namespace lab::hv::kernel {
+
+class NetNs {
+ public:
+  NetNs() = default;
+  explicit NetNs(int fd) : fd_(fd) {}
+  NetNs(NetNs&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  NetNs& operator=(NetNs&& o) noexcept;
+  NetNs(const NetNs&) = delete;
+  NetNs& operator=(const NetNs&) = delete;
+  ~NetNs();
+
+  /// Opens a namespace file (O_RDONLY|O_CLOEXEC).
+  static Result<NetNs> Open(const std::string& path);
+  /// The calling thread's current network namespace.
+  static Result<NetNs> Current();
+  int fd() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+/// Runs `fn` with the calling thread switched into `ns`, then switches back (even on error).
+Status WithNetNs(const NetNs& ns, const std::function<Status()>& fn);
+
+struct LinkInfo {
+  int index = 0;
+  std::string name;
+  std::vector<std::string> altnames;
+  std::string kind;        // "veth", "bridge", "" for others
+  int master = 0;          // ifindex of the bridge it is a port of, 0 for none
+  bool up = false;
+  std::string mac;         // lower case aa:bb:cc:dd:ee:ff
+};
+
+struct AddrInfo {
+  int index = 0;           // ifindex
+  Cidr address;
+};
+
+class Netlink {
+ public:
+  Netlink(Netlink&&) noexcept;
+  Netlink& operator=(Netlink&&) noexcept;
+  ~Netlink();
+
+  /// A route socket living in `ns`.
+  static Result<Netlink> In(const NetNs& ns);
+
+  /// Creates a veth pair: `name` in this socket's namespace (or in `name_ns` when given) and
+  /// `peer` in `peer_ns` (or here when null). `mac` (optional) is set on `name`. Fails with EEXIST
+  /// text when `name` exists.
+  Status CreateVeth(const std::string& name, const NetNs* name_ns, const std::string& peer,
+                    const NetNs* peer_ns, const std::optional<std::string>& mac = std::nullopt);
+  Status CreateBridge(const std::string& name);
+  /// Makes `port` a port of `bridge` (both in this namespace).
+  Status SetMaster(const std::string& port, const std::string& bridge);
+  /// Detaches `port` from its bridge.
+  Status ClearMaster(const std::string& port);
+  Status SetUp(const std::string& name, bool up = true);
+  Status SetMac(const std::string& name, const std::string& mac);
+  /// Adds an alternative name (RTM_NEWLINKPROP/IFLA_ALT_IFNAME). Already present = ok.
+  Status AddAltName(const std::string& name, const std::string& altname);
+  /// Adds an IPv4 address (already present = ok).
+  Status AddAddress(const std::string& name, const Cidr& address);
+  /// Removes an IPv4 address (absent = ok).
+  Status DeleteAddress(const std::string& name, const Cidr& address);
+  /// Sets the default route via `gateway` (replaces an existing default route).
+  Status SetDefaultRoute(Ipv4 gateway);
+  /// Deletes a link by name (absent = ok).
+  Status DeleteLink(const std::string& name);
+  /// Moves link `name` into namespace `target`, renaming it to `new_name` when non-empty.
+  Status MoveLink(const std::string& name, const NetNs& target, const std::string& new_name = "");
+
+  /// One dump of all links / IPv4 addresses of the namespace.
+  Result<std::vector<LinkInfo>> Links();
+  Result<std::vector<AddrInfo>> Addresses();
+  /// The link named `name` (or having it as an altname); nullopt when absent.
+  Result<std::optional<LinkInfo>> FindLink(const std::string& name);
+
+ private:
+  explicit Netlink(nl_sock* sock) : sock_(sock) {}
+  nl_sock* sock_ = nullptr;
+};
+
+/// Writes a /proc/sys/net value (e.g. "ipv4/ip_forward", "1") inside `ns`.
+Status WriteNetSysctl(const NetNs& ns, const std::string& key, const std::string& value);
+
+/// Applies an nftables ruleset text (as `nft -f` takes it) inside `ns`, via libnftables,
+/// atomically. Errors carry libnftables' message.
+Status NftApply(const NetNs& ns, const std::string& ruleset);
+/// Deletes table `family name` inside `ns`; absent = ok.
+Status NftDeleteTable(const NetNs& ns, const std::string& family, const std::string& name);
+/// "family name" of every table inside `ns`.
+Result<std::vector<std::string>> NftListTables(const NetNs& ns);
+
+}  // namespace lab::hv::kernel

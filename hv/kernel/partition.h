@@ -1,0 +1,107 @@
+// Partitions made real with kernel isolation, and processes run inside them.
+//
+// A partition is: its own network, mount, UTS, IPC and PID namespaces; a cgroup (memory limit,
+// CPU quota) on cgroup v1 or v2; an init process (the small static `lab-init`: pid 1 of the
+// partition's PID namespace, reaps children, exits on SIGTERM); a hostname; and a root
+// filesystem that is an overlay: a private writable layer (the partition's differencing disk,
+// disk_dir/upper) over the read-only base layer shared by all partitions, with /usr bound
+// read-only from the machine. Namespace handles are bind-mounted at run_dir/ns/{net,mnt,uts,
+// ipc,pid} so no daemon is needed between commands.
+//
+// Nesting: a partition with a parent is created by a worker process that enters the parent's
+// network, UTS, IPC and PID namespaces and a cgroup below the parent's (so it runs under the
+// parent's limits, and the child's PID namespace is a child of the parent's), keeping the
+// machine's mount namespace only to reach the disk and run directories.
+//
+// Every object is marked as the lab's: it lives under run_dir / disk_dir / the cgroup path,
+// all of which contain the lab's uid. Destroy touches only these paths and a pid verified by
+// its start time; parts already gone are success.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace lab::hv::kernel {
+
+struct CgroupSetup {
+  bool v2 = false;
+  std::string v2_root;                                  // e.g. /sys/fs/cgroup
+  std::vector<std::pair<std::string, std::string>> v1;  // controller -> mount point
+  std::string Describe() const;                         // "cgroup v2 (memory cpu pids)" ...
+};
+/// Detects the machine's cgroup layout (v2 unified; v1/hybrid with memory, cpu, pids, freezer).
+const CgroupSetup& Cgroups();
+
+struct PartitionConfig {
+  std::string lab;                // lab name
+  std::string lab_uid;            // ownership mark
+  std::string machine;            // machine name; also the hostname
+  std::string run_dir;            // e.g. /run/lab/<lab>-<uid>/m/<machine>
+  std::string disk_dir;           // e.g. /var/lib/lab/disks/<lab>-<uid>/<machine> (upper/, work/)
+  std::string base_dir;           // read-only base layer (EnsureBaseLayer)
+  std::string cgroup;             // relative, e.g. "lab/<lab>-<uid>/hv1/middle" (parent's path + name)
+  std::string parent_run_dir;     // "" = made from the machine itself; else the parent partition's
+  uint64_t memory_limit = 0;      // bytes; 0 = none
+  int cpu_count = 0;              // CPU quota in whole CPUs; 0 = none
+  std::string init_path;          // the lab-init binary
+  /// Files written into the partition's writable layer before init starts
+  /// (e.g. /etc/hostname, /etc/hosts, /etc/resolv.conf): path inside -> content.
+  std::vector<std::pair<std::string, std::string>> files;
+};
+
+/// Identifies a process across pid reuse.
+struct ProcessId {
+  int pid = 0;                    // in the machine's PID namespace
+  uint64_t start_time = 0;        // /proc/PID/stat field 22
+};
+
+/// Start time of `pid` (field 22 of /proc/PID/stat); 0 when there is no such process.
+uint64_t ProcessStartTime(int pid);
+/// True when the process exists and has the recorded start time.
+bool IsAlive(const ProcessId& p);
+
+/// Path of a namespace handle of a partition: RUN_DIR/ns/KIND (net, mnt, uts, ipc, pid).
+std::string NsPath(const std::string& run_dir, const std::string& kind);
+
+/// Prepares the runtime root (e.g. /run/lab) as a private bind mount so namespace handles under it
+/// do not propagate. Idempotent.
+Status EnsureRunRoot(const std::string& run_root);
+/// Builds the shared read-only base layer at `base_dir` once (skeleton dirs, /etc copied from the
+/// machine, merged-/usr symlinks). Idempotent and safe against concurrent callers.
+Status EnsureBaseLayer(const std::string& base_dir);
+
+/// Creates and starts a partition; returns its init process. On failure nothing of it is left.
+Result<ProcessId> StartPartition(const PartitionConfig& config);
+/// Stops init (SIGKILL, only when `init` is alive with the same start time), unmounts the namespace
+/// handles, removes the cgroup (waiting for it to empty), run_dir and disk_dir.
+/// Parts already gone are success. Children partitions must be destroyed first.
+Status DestroyPartition(const PartitionConfig& config, const std::optional<ProcessId>& init);
+
+/// Joins the partition's cgroup and all of its namespaces, then runs argv (PATH lookup inside the
+/// partition) with the caller's stdin/stdout/stderr; waits and returns the exit code
+/// (128+signal when killed).
+Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgroup,
+                            const std::vector<std::string>& argv);
+/// Starts a long-running process inside the partition, detached from the caller (its parent
+/// becomes the partition's init); stdout/stderr go to `log_path` inside the partition.
+/// When `self_exe` is true argv[0] is ignored and this very binary (/proc/self/exe) is run.
+Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string& cgroup,
+                                   const std::vector<std::string>& argv, bool self_exe,
+                                   const std::string& log_path);
+/// Ends a process started by SpawnInPartition (only when alive with the same start time).
+Status StopProcess(const ProcessId& p);
+/// Runs `fn` in a child process that has entered the partition's mount, network and UTS
+/// namespaces; returns the string `fn` returned. Fails after `timeout_ms`.
+Result<std::string> RunInPartition(const std::string& run_dir, const std::function<std::string()>& fn,
+                                   int timeout_ms);
+/// Writes a file inside the partition's filesystem (through its mount namespace).
+Status WriteFileInPartition(const std::string& run_dir, const std::string& path,
+                            const std::string& content);
+
+}  // namespace lab::hv::kernel

@@ -1,0 +1,54 @@
+#include "schema/lab.h"
+
+namespace lab::schema {
+
+std::string Diagnostic::ToString() const {
+  return file + ":" + std::to_string(loc.line) + ":" + std::to_string(loc.col) + ": error: " + message;
+}
+
+const char* ToString(SwitchType t) {
+  switch (t) {
+    case SwitchType::kExternal: return "external";
+    case SwitchType::kInternal: return "internal";
+    case SwitchType::kPrivate: return "private";
+  }
+  return "?";
+}
+
+const char* ToString(CheckKind k) {
+  switch (k) {
+    case CheckKind::kPing: return "ping";
+    case CheckKind::kResolve: return "resolve";
+    case CheckKind::kTcp: return "tcp";
+    case CheckKind::kHttp: return "http";
+  }
+  return "?";
+}
+
+std::string Check::Describe() const {
+  std::string s = from + " " + ToString(kind) + " " + target;
+  if (expect_address) s += " = " + expect_address->ToString();
+  if (expect_source) s += " (source " + expect_source->ToString() + ")";
+  if (!expect_success) s += " (expect failure)";
+  return s;
+}
+
+const Switch* Machine::FindSwitch(const std::string& switch_name) const {
+  for (const auto& s : switches)
+    if (s.name == switch_name) return &s;
+  return nullptr;
+}
+
+const Machine* Lab::FindMachine(const std::string& machine) const {
+  for (const auto& m : machines)
+    if (m.name == machine) return &m;
+  return nullptr;
+}
+
+const Network* Lab::FindNetwork(const std::string& network) const {
+  for (const auto& n : networks)
+    if (n.name == network) return &n;
+  return nullptr;
+}
+
+}  // namespace lab::schema

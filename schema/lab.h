@@ -1,0 +1,167 @@
+// schema::Lab: the lab file (format v1) as typed, validated plain data.
+//
+// Invariants of a Lab returned by Load/Parse without errors:
+//  - machine names (hosts and VMs at every depth) are unique; `machines` lists parents before
+//    their children (a pre-order walk of the file), hosts have parent "";
+//  - every switch/network/NIC reference resolves; VMs reference only switches of their parent;
+//  - a VM with children has processor.expose_virtualization_extensions = true;
+//  - addresses are inside their segment (network subnet, NAT prefix or the switch owner's
+//    address), gateways are on the adapter's subnet, no address repeats on one segment.
+// Nothing here touches the system; it validates without privileges.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/net.h"
+
+namespace lab::schema {
+
+/// A position in the lab file, 1-based; {0,0} when unknown.
+struct Loc {
+  int line = 0;
+  int col = 0;
+};
+
+struct Diagnostic {
+  std::string file;
+  Loc loc;
+  std::string message;
+  /// "FILE:LINE:COL: error: MESSAGE"
+  std::string ToString() const;
+};
+
+struct Network {
+  std::string name;
+  Cidr subnet;                          // network address form, e.g. 10.10.0.0/24
+  std::optional<Ipv4> gateway;          // the stand-in "outside world" answers here
+  std::map<std::string, Ipv4> dns_records;
+  bool uplink = false;                  // documented for real use; never in tests
+  Loc loc;
+};
+
+/// A host's physical NIC, wired to a lab network.
+struct Nic {
+  std::string name;                     // "Ethernet"; the interface name inside the host
+  std::string network;
+  std::optional<Cidr> ip;
+  std::optional<Ipv4> gateway;
+  std::vector<Ipv4> dns;
+  std::optional<std::string> mac;
+  Loc loc;
+};
+
+enum class SwitchType { kExternal, kInternal, kPrivate };
+const char* ToString(SwitchType t);
+
+/// New-NetNat -Name NAME -InternalIPInterfaceAddressPrefix PREFIX
+struct Nat {
+  std::string name;
+  Cidr prefix;                          // network address form
+  bool dns_proxy = false;
+  Loc loc;
+};
+
+struct Switch {
+  std::string name;
+  SwitchType type = SwitchType::kInternal;
+  std::vector<std::string> nics;        // external: the owner's NICs/adapters it binds
+  bool allow_management_os = true;      // external: the owner keeps a port (vEthernet (NAME))
+  bool embedded_teaming = false;        // SET
+  std::string teaming_mode = "switch_independent";
+  std::optional<Cidr> ip;               // internal: address of the owner's vEthernet (NAME)
+  std::optional<Nat> nat;               // internal only
+  Loc loc;
+};
+
+/// A VM's network adapter (Add-VMNetworkAdapter / Set-VMNetworkAdapter).
+struct Adapter {
+  std::string name = "Ethernet";        // interface name inside the VM
+  std::string switch_name;
+  std::optional<Cidr> ip;
+  std::optional<Ipv4> gateway;
+  std::vector<Ipv4> dns;
+  std::optional<std::string> mac;
+  bool mac_address_spoofing = false;
+  Loc loc;
+};
+
+struct Processor {
+  int count = 1;
+  bool expose_virtualization_extensions = false;
+};
+
+struct Memory {
+  uint64_t startup = 1ull << 30;        // bytes
+  bool dynamic = false;
+  uint64_t minimum = 0;                 // bytes, dynamic only (0 = not set)
+  uint64_t maximum = 0;                 // bytes, dynamic only (0 = not set)
+};
+
+enum class MachineKind { kHost, kVm };
+
+struct Machine {
+  std::string name;
+  MachineKind kind = MachineKind::kVm;
+  std::string parent;                   // "" for hosts; the VM's host or middle VM otherwise
+  int depth = 0;                        // 0 host, 1 VM on a host, 2 nested VM, ...
+  // VM settings (hosts keep the defaults and memory.startup = 0: unlimited).
+  std::string version = "9.0";          // configuration version
+  int generation = 2;
+  Processor processor;
+  Memory memory;
+  bool virtualization_based_security = false;
+  std::vector<Nic> nics;                // hosts only
+  std::vector<Adapter> adapters;        // VMs only
+  std::vector<Switch> switches;         // switches this machine owns
+  std::vector<std::string> vms;         // names of its child VMs, in file order
+  std::vector<std::string> run;         // commands run inside once the machine is up
+  Loc loc;
+
+  const Switch* FindSwitch(const std::string& switch_name) const;
+};
+
+enum class CheckKind { kPing, kResolve, kTcp, kHttp };
+const char* ToString(CheckKind k);
+
+struct Check {
+  std::string from;                     // a machine name
+  CheckKind kind = CheckKind::kPing;
+  std::string target;                   // ping/resolve: name or address; tcp: HOST:PORT; http: URL
+  std::optional<Ipv4> expect_address;   // resolve: the expected answer
+  std::optional<Ipv4> expect_source;    // http: the source address the stand-in must see
+  bool expect_success = true;           // expect: success | failure
+  int timeout_ms = 2000;
+  int retries = 1;                      // extra attempts before a check fails
+  Loc loc;
+  /// "nested1 ping www.example.test" style one-line description.
+  std::string Describe() const;
+};
+
+struct Lab {
+  int format = 1;
+  std::string name;
+  std::string file;                     // the path it was read from
+  std::vector<Network> networks;
+  std::vector<Machine> machines;        // pre-order: parents before children
+  std::vector<Check> checks;
+
+  const Machine* FindMachine(const std::string& machine) const;
+  const Network* FindNetwork(const std::string& network) const;
+};
+
+struct LoadResult {
+  std::optional<Lab> lab;               // set only when there are no diagnostics
+  std::vector<Diagnostic> diagnostics;  // every problem found, in file order
+  bool ok() const { return lab.has_value() && diagnostics.empty(); }
+};
+
+/// Reads and validates a lab file. Never throws.
+LoadResult LoadFile(const std::string& path);
+/// Parses and validates lab text; `file` is the name used in diagnostics.
+LoadResult Parse(const std::string& text, const std::string& file);
+
+}  // namespace lab::schema

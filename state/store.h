@@ -1,0 +1,124 @@
+// The lab state store: SQLite (WAL) under the state dir, one database for all labs.
+//
+// Tables: labs, resources (kind, key, parent, spec hash, spec, observed facts), journal (each
+// action: intended -> done | failed, with timestamps), locks (pid + process start time), and
+// schema_version with forward migrations. Every applied action is recorded in one transaction
+// (CommitAction): the journal entry turns done and the resource row is written or erased
+// together, so a crash leaves either the old or the new record, never half of one.
+// A Store may be used from several threads; calls are serialized inside.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace lab::state {
+
+struct LabRecord {
+  std::string name;
+  std::string uid;        // random, 12 hex digits, made at the first `up`; the ownership mark
+  std::string file;       // absolute path of the lab file last applied
+  int64_t created = 0;    // unix seconds
+  int64_t updated = 0;
+};
+
+struct ResourceRecord {
+  std::string kind;       // "network", "partition", "switch", "adapter", "nat", "service", ...
+  std::string key;        // unique in the lab, e.g. "partition/middle"
+  std::string parent;     // key of the resource it lives in ("" for none)
+  std::string spec_hash;
+  std::string spec;       // JSON: enough to tear the object down without the lab file
+  std::string facts;      // JSON: what was observed when it was made (pids, names, ...)
+  int64_t updated = 0;
+};
+
+struct JournalEntry {
+  int64_t id = 0;
+  std::string lab;
+  std::string action;     // "create", "delete", "update", ...
+  std::string key;
+  std::string reason;
+  std::string status;     // "intended", "done", "failed"
+  std::string error;
+  int64_t started = 0;    // unix milliseconds
+  int64_t finished = 0;
+};
+
+struct Snapshot {
+  std::optional<LabRecord> lab;
+  std::map<std::string, ResourceRecord> resources;  // by key
+};
+
+class Store;
+
+/// Holds a lab's lock until destroyed. Move-only.
+class LabLock {
+ public:
+  LabLock() = default;
+  LabLock(LabLock&&) noexcept;
+  LabLock& operator=(LabLock&&) noexcept;
+  LabLock(const LabLock&) = delete;
+  LabLock& operator=(const LabLock&) = delete;
+  ~LabLock();
+  /// Set when the lock was taken over from a dead process: a warning for the user.
+  const std::string& takeover_note() const { return takeover_note_; }
+
+ private:
+  friend class Store;
+  Store* store_ = nullptr;
+  std::string lab_;
+  std::string takeover_note_;
+};
+
+class Store {
+ public:
+  /// Opens (creating if needed) `dir`/state.db, applies migrations. A file that is not a
+  /// usable database is reported as an error naming the file; it is never silently replaced.
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir);
+  ~Store();
+
+  static constexpr int kSchemaVersion = 1;
+  int schema_version() const;
+
+  /// The lab record and its resources; an empty Snapshot when the lab is unknown.
+  Result<Snapshot> Load(const std::string& lab);
+  std::vector<LabRecord> ListLabs();
+  /// Inserts the lab or updates its file/updated fields (uid and created are kept).
+  Status PutLab(const LabRecord& lab);
+  /// Removes the lab, its resources and journal (after a complete `down`).
+  Status DeleteLab(const std::string& lab);
+
+  /// Journals an action as intended; returns its id.
+  Result<int64_t> BeginAction(const std::string& lab, const std::string& action,
+                              const std::string& key, const std::string& reason);
+  /// In one transaction: marks the action done and writes `put` (if set) and erases
+  /// `erase_key` (if non-empty) for the lab.
+  Status CommitAction(int64_t id, const std::string& lab, const std::optional<ResourceRecord>& put,
+                      const std::string& erase_key);
+  /// Marks the action failed with the error text.
+  Status FailAction(int64_t id, const std::string& error);
+  /// Newest first.
+  std::vector<JournalEntry> Journal(const std::string& lab, int limit = 100);
+
+  /// Takes the lab's lock, or fails at once with
+  /// "lab 'NAME' is locked by pid N (since TIME)". A lock whose holder is dead (pid gone or
+  /// its start time differs) is taken over, with takeover_note() set.
+  Result<LabLock> Lock(const std::string& lab);
+
+ private:
+  friend class LabLock;
+  Store() = default;
+  void Unlock(const std::string& lab);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Now, in unix milliseconds.
+int64_t NowMillis();
+
+}  // namespace lab::state
