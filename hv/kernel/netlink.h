@@ -62,6 +62,8 @@ struct AddrInfo {
   Cidr address;
 };
 
+/// Not for concurrent use: a Netlink keeps one sequence counter and one receive buffer, so
+/// give each thread its own (they are cheap).
 class Netlink {
  public:
   Netlink(Netlink&&) noexcept;
