@@ -1,0 +1,631 @@
+// Lab file text -> schema::Lab: the decoder (shape, types, names and the rules local to one
+// object), then Validate (rules across objects), every problem collected in one run.
+//
+// yaml-cpp throws; its exceptions stop here and become a Diagnostic at the syntax error.
+// A value that cannot be read is left at its default and reported once; rules that depend on it
+// skip it, so one mistake gives one error.
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include "base/status.h"
+#include "base/text.h"
+#include "schema/lab.h"
+#include "schema/reader.h"
+
+namespace lab::schema {
+
+namespace {
+
+std::string Q(const std::string& s) { return "'" + s + "'"; }
+
+/// "9.0" -> {9, 0}; "8" is read as "8.0".
+std::optional<std::pair<int, int>> ParseVersion(const std::string& s) {
+  size_t dot = s.find('.');
+  std::string major = s.substr(0, dot);
+  std::string minor = dot == std::string::npos ? "0" : s.substr(dot + 1);
+  auto all_digits = [](const std::string& t) {
+    return !t.empty() && t.size() <= 4 &&
+           std::all_of(t.begin(), t.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+  };
+  if (!all_digits(major) || !all_digits(minor)) return std::nullopt;
+  return std::pair{std::stoi(major), std::stoi(minor)};
+}
+
+/// A host name in dns_records: letters, digits, '-' and '.', at most 253 characters.
+bool IsDnsName(const std::string& s) {
+  if (s.empty() || s.size() > 253 || s.front() == '.' || s.front() == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+  });
+}
+
+class Decoder {
+ public:
+  explicit Decoder(ParseContext& ctx) : ctx_(ctx) {}
+
+  void DecodeLab(const YAML::Node& root, Lab& lab) {
+    if (!root.IsDefined() || root.IsNull()) {
+      ctx_.Error(Loc{1, 1}, "the lab file is empty; it needs at least 'lab: NAME' and 'hosts:'");
+      return;
+    }
+    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, {"lab", "format", "networks", "hosts", "checks"});
+    if (!r.ok()) return;
+    if (auto n = r.Require("lab", "the lab's name, e.g. lab: my-lab")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("lab"), "lab")) {
+        lab.name = *s;
+        if (auto why = CheckLabName(*s); !why.empty()) ctx_.Error(r.ValueLoc("lab"), "lab name " + Q(*s) + " " + why);
+      }
+    }
+    if (auto n = r.Get("format")) {
+      if (!n->IsScalar() || n->Scalar() != "1")
+        ctx_.Error(r.ValueLoc("format"), "format " + (n->IsScalar() ? Q(n->Scalar()) + " " : std::string()) +
+                                             "is not supported; this version of lab reads format: 1");
+    }
+    if (auto n = r.Get("networks")) {
+      if (ExpectMap(*n, r.KeyLoc("networks"), "networks"))
+        for (auto& e : Entries(ctx_, *n, "networks")) DecodeNetwork(e, lab);
+    }
+    if (auto n = r.Require("hosts", "the lab's physical machines, e.g. hosts: {hv1: {nics: ...}}")) {
+      if (ExpectMap(*n, r.KeyLoc("hosts"), "hosts")) {
+        auto hosts = Entries(ctx_, *n, "hosts");
+        if (hosts.empty()) ctx_.Error(r.KeyLoc("hosts"), "hosts: a lab needs at least one host");
+        for (auto& e : hosts) DecodeMachine(e, MachineKind::kHost, "", 0, "hosts." + e.key, lab);
+      }
+    }
+    if (auto n = r.Get("checks")) {
+      if (!n->IsNull() && !n->IsSequence()) {
+        ctx_.Error(r.ValueLoc("checks"), "checks: expected a list, like - {from: hv1, ping: 10.10.0.1}");
+      } else if (n->IsSequence()) {
+        for (size_t i = 0; i < n->size(); ++i) DecodeCheck((*n)[i], i, r.KeyLoc("checks"), lab);
+      }
+    }
+  }
+
+ private:
+  /// True for a map; null reads as an empty map (false, nothing reported).
+  bool ExpectMap(const YAML::Node& n, Loc at, const std::string& what) {
+    if (n.IsMap()) return true;
+    if (!n.IsNull()) ctx_.Error(LocOf(n, at), what + ": expected a map of NAME: {...}");
+    return false;
+  }
+
+  void DecodeNetwork(const Entry& e, Lab& lab) {
+    Network net;
+    net.name = e.key;
+    net.loc = e.key_loc;
+    if (auto why = CheckMachineName(e.key); !why.empty()) ctx_.Error(e.key_loc, "network name " + Q(e.key) + " " + why);
+    std::string what = "network " + Q(e.key);
+    MapReader r(ctx_, e.value, "networks." + e.key, what, e.key_loc, {"subnet", "gateway", "dns_records", "uplink"});
+    bool have_subnet = false;
+    if (auto n = r.Require("subnet", "its address range, e.g. subnet: 10.10.0.0/24")) {
+      if (auto c = ReadNetwork(ctx_, *n, r.KeyLoc("subnet"), what + " subnet")) {
+        net.subnet = *c;
+        have_subnet = true;
+      }
+    }
+    if (!have_subnet) ctx_.broken_networks.insert(e.key);
+    if (auto n = r.Get("gateway")) {
+      if (auto gw = ReadIpv4(ctx_, *n, r.KeyLoc("gateway"), what + " gateway")) {
+        net.gateway = gw;
+        Cidr as_host{*gw, net.subnet.prefix};
+        if (!have_subnet) {
+        } else if (!net.subnet.Contains(*gw)) {
+          ctx_.Error(r.ValueLoc("gateway"), what + ": gateway " + gw->ToString() + " is outside subnet " +
+                                                net.subnet.ToString() + "; use an address inside it");
+        } else if (as_host.IsNetworkAddress() || as_host.IsBroadcastAddress()) {
+          ctx_.Error(r.ValueLoc("gateway"), what + ": gateway " + gw->ToString() + " is the " +
+                                                (as_host.IsNetworkAddress() ? "network" : "broadcast") +
+                                                " address of " + net.subnet.ToString() + "; use a host address");
+        }
+      }
+    }
+    if (auto n = r.Get("dns_records")) {
+      if (ExpectMap(*n, r.KeyLoc("dns_records"), what + " dns_records")) {
+        for (auto& rec : Entries(ctx_, *n, what + " dns_records")) {
+          if (!IsDnsName(rec.key))
+            ctx_.Error(rec.key_loc, what + ": dns_records name " + Q(rec.key) +
+                                        " is not a host name; use letters, digits, '-' and '.'");
+          if (auto ip = ReadIpv4(ctx_, rec.value, rec.key_loc, what + " dns_records " + Q(rec.key)))
+            net.dns_records[rec.key] = *ip;
+        }
+      }
+    }
+    if (auto n = r.Get("uplink"))
+      if (auto b = ReadBool(ctx_, *n, r.KeyLoc("uplink"), what + " uplink")) net.uplink = *b;
+    lab.networks.push_back(std::move(net));
+  }
+
+  /// Appends the machine, then its VMs (pre-order). False when it was not added (duplicate).
+  bool DecodeMachine(const Entry& e, MachineKind kind, const std::string& parent, int depth, const std::string& path,
+                     Lab& lab) {
+    bool host = kind == MachineKind::kHost;
+    std::string kind_word = host ? "host" : "VM";
+    std::string what = kind_word + " " + Q(e.key);
+    if (auto why = CheckMachineName(e.key); !why.empty())
+      ctx_.Error(e.key_loc, "machine name " + Q(e.key) + " " + why + " (it is the machine's hostname)");
+    auto [seen, inserted] = machines_seen_.emplace(e.key, std::pair{e.key_loc, kind_word});
+    if (!inserted) {
+      ctx_.Error(e.key_loc, "machine name " + Q(e.key) + " is already used by the " + seen->second.second +
+                                " on line " + std::to_string(seen->second.first.line) +
+                                "; names of hosts and VMs are unique across the lab, at every depth");
+      return false;
+    }
+    ctx_.machine_path[e.key] = path;
+
+    Machine m;
+    m.name = e.key;
+    m.kind = kind;
+    m.parent = parent;
+    m.depth = depth;
+    m.loc = e.key_loc;
+    std::vector<std::string> known;
+    std::map<std::string, std::string> misplaced;
+    if (host) {
+      m.memory.startup = 0;
+      known = {"nics", "switches", "vms", "run"};
+      for (const char* k : {"processor", "memory", "version", "generation", "security"})
+        misplaced[k] = std::string("hosts are physical machines: ") + Q(k) +
+                       " applies to VMs only; remove it (a host uses its whole hardware)";
+      misplaced["adapters"] =
+          "hosts are physical machines: they have NICs, not adapters; use nics: {Ethernet: {network: NAME, ip: ...}}";
+    } else {
+      known = {"version", "generation", "processor", "memory", "security", "adapters", "switches", "vms", "run"};
+      misplaced["nics"] =
+          "VMs have network adapters, not NICs; use adapters: [{switch: NAME, ip: ...}] (Add-VMNetworkAdapter)";
+    }
+    MapReader r(ctx_, e.value, path, what, e.key_loc, known, misplaced);
+
+    if (!host) DecodeVmSettings(r, m);
+    if (host) {
+      if (auto n = r.Get("nics")) {
+        if (ExpectMap(*n, r.KeyLoc("nics"), what + " nics"))
+          for (auto& ne : Entries(ctx_, *n, what + " nics")) m.nics.push_back(DecodeNic(ne, what, path + ".nics." + ne.key));
+      }
+    } else if (auto n = r.Get("adapters")) {
+      DecodeAdapters(*n, r.KeyLoc("adapters"), what, path, m);
+    }
+    if (auto n = r.Get("switches")) {
+      if (ExpectMap(*n, r.KeyLoc("switches"), what + " switches"))
+        for (auto& se : Entries(ctx_, *n, what + " switches")) DecodeSwitch(se, m, path + ".switches." + se.key);
+    }
+    if (auto n = r.Get("run")) m.run = ReadStringList(ctx_, *n, r.KeyLoc("run"), what + " run");
+
+    size_t index = lab.machines.size();
+    lab.machines.push_back(std::move(m));
+    if (auto n = r.Get("vms")) {
+      if (ExpectMap(*n, r.KeyLoc("vms"), what + " vms")) {
+        for (auto& ve : Entries(ctx_, *n, what + " vms")) {
+          if (DecodeMachine(ve, MachineKind::kVm, e.key, depth + 1, path + ".vms." + ve.key, lab))
+            lab.machines[index].vms.push_back(ve.key);
+        }
+      }
+    }
+    return true;
+  }
+
+  void DecodeVmSettings(MapReader& r, Machine& m) {
+    const std::string& what = r.what();
+    if (auto n = r.Get("version")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("version"), what + " version")) {
+        if (auto v = ParseVersion(*s)) {
+          m.version = std::to_string(v->first) + "." + std::to_string(v->second);
+        } else {
+          ctx_.Error(r.ValueLoc("version"), what + ": version " + Q(*s) +
+                                                " is not a configuration version; use a version like \"9.0\"");
+        }
+      }
+    }
+    if (auto n = r.Get("generation"))
+      if (auto g = ReadInt(ctx_, *n, r.KeyLoc("generation"), what + " generation", 1, 2)) m.generation = *g;
+    if (auto n = r.Get("processor")) {
+      MapReader p(ctx_, *n, r.path() + ".processor", what + " processor", r.KeyLoc("processor"),
+                  {"count", "expose_virtualization_extensions"});
+      if (auto c = p.Get("count"))
+        if (auto v = ReadInt(ctx_, *c, p.KeyLoc("count"), what + " processor.count", 1, 64)) m.processor.count = *v;
+      if (auto x = p.Get("expose_virtualization_extensions"))
+        if (auto v = ReadBool(ctx_, *x, p.KeyLoc("expose_virtualization_extensions"),
+                              what + " processor.expose_virtualization_extensions"))
+          m.processor.expose_virtualization_extensions = *v;
+    }
+    if (auto n = r.Get("memory")) DecodeMemory(*n, r, m);
+    if (auto n = r.Get("security")) {
+      MapReader s(ctx_, *n, r.path() + ".security", what + " security", r.KeyLoc("security"),
+                  {"virtualization_based_security"});
+      if (auto x = s.Get("virtualization_based_security"))
+        if (auto v = ReadBool(ctx_, *x, s.KeyLoc("virtualization_based_security"),
+                              what + " security.virtualization_based_security"))
+          m.virtualization_based_security = *v;
+    }
+  }
+
+  void DecodeMemory(const YAML::Node& node, MapReader& vm, Machine& m) {
+    const std::string& what = vm.what();
+    MapReader r(ctx_, node, vm.path() + ".memory", what + " memory", vm.KeyLoc("memory"),
+                {"startup", "dynamic", "minimum", "maximum"});
+    bool startup_ok = true;
+    if (auto n = r.Get("startup")) {
+      auto v = ReadSize(ctx_, *n, r.KeyLoc("startup"), what + " memory.startup");
+      startup_ok = v.has_value();
+      if (v && *v == 0) {
+        ctx_.Error(r.ValueLoc("startup"), what + ": memory.startup must be more than 0; use a size like 1GiB");
+        startup_ok = false;
+      } else if (v) {
+        m.memory.startup = *v;
+      }
+    }
+    if (auto n = r.Get("dynamic"))
+      if (auto v = ReadBool(ctx_, *n, r.KeyLoc("dynamic"), what + " memory.dynamic")) m.memory.dynamic = *v;
+    for (const char* key : {"minimum", "maximum"}) {
+      auto n = r.Get(key);
+      if (!n) continue;
+      auto v = ReadSize(ctx_, *n, r.KeyLoc(key), what + " memory." + key);
+      if (!v) continue;
+      if (!m.memory.dynamic) {
+        ctx_.Error(r.KeyLoc(key), what + ": memory." + key +
+                                      " applies to dynamic memory only; set memory.dynamic: true or remove memory." +
+                                      key);
+        continue;
+      }
+      bool minimum = std::strcmp(key, "minimum") == 0;
+      (minimum ? m.memory.minimum : m.memory.maximum) = *v;
+      if (!startup_ok) continue;
+      if (minimum ? *v > m.memory.startup : *v < m.memory.startup)
+        ctx_.Error(r.ValueLoc(key), what + ": memory." + key + " " + FormatSize(*v) + " is " +
+                                        (minimum ? "above" : "below") + " memory.startup " +
+                                        FormatSize(m.memory.startup) +
+                                        "; Hyper-V needs minimum <= startup <= maximum (Set-VMMemory)");
+    }
+  }
+
+  Nic DecodeNic(const Entry& e, const std::string& owner, const std::string& path) {
+    Nic nic;
+    nic.name = e.key;
+    nic.loc = e.key_loc;
+    if (auto why = CheckInterfaceName(e.key); !why.empty()) ctx_.Error(e.key_loc, owner + ": NIC name " + Q(e.key) + " " + why);
+    std::string what = owner + " NIC " + Q(e.key);
+    MapReader r(ctx_, e.value, path, what, e.key_loc, {"network", "ip", "gateway", "dns", "mac"});
+    if (auto n = r.Require("network", "the lab network it is wired to, e.g. network: lan"))
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("network"), what + " network")) nic.network = *s;
+    ReadAddressing(r, what, nic.ip, nic.gateway, nic.dns, nic.mac);
+    return nic;
+  }
+
+  void ReadAddressing(MapReader& r, const std::string& what, std::optional<Cidr>& ip, std::optional<Ipv4>& gateway,
+                      std::vector<Ipv4>& dns, std::optional<std::string>& mac) {
+    if (auto n = r.Get("ip")) ip = ReadCidr(ctx_, *n, r.KeyLoc("ip"), what + " ip");
+    if (auto n = r.Get("gateway")) gateway = ReadIpv4(ctx_, *n, r.KeyLoc("gateway"), what + " gateway");
+    if (auto n = r.Get("dns")) dns = ReadIpv4List(ctx_, *n, r.KeyLoc("dns"), what + " dns");
+    if (auto n = r.Get("mac")) mac = ReadMac(ctx_, *n, r.KeyLoc("mac"), what + " mac");
+  }
+
+  void DecodeAdapters(const YAML::Node& list, Loc at, const std::string& owner, const std::string& path, Machine& m) {
+    if (list.IsNull()) return;
+    if (!list.IsSequence()) {
+      ctx_.Error(LocOf(list, at), owner + " adapters: expected a list, like - {switch: External, ip: 10.10.0.10/24}");
+      return;
+    }
+    std::map<std::string, Loc> names;
+    for (size_t i = 0; i < list.size(); ++i) {
+      YAML::Node item = list[i];
+      std::string item_path = path + ".adapters[" + std::to_string(i) + "]";
+      Loc loc = LocOf(item, at);
+      Adapter a;
+      a.loc = loc;
+      if (item.IsMap()) {
+        YAML::Node name = item["name"];
+        if (name.IsDefined() && name.IsScalar()) a.name = name.Scalar();
+      }
+      std::string what = owner + " adapter " + Q(a.name);
+      MapReader r(ctx_, item, item_path, what, loc,
+                  {"name", "switch", "ip", "gateway", "dns", "mac", "mac_address_spoofing"});
+      if (!r.ok() || item.IsNull()) {
+        if (item.IsNull()) ctx_.Error(loc, owner + " adapters: empty item; expected a map like {switch: External}");
+        continue;
+      }
+      if (auto n = r.Get("name")) {
+        if (ReadString(ctx_, *n, r.KeyLoc("name"), what + " name")) {
+          if (auto why = CheckInterfaceName(a.name); !why.empty())
+            ctx_.Error(r.ValueLoc("name"), owner + ": adapter name " + Q(a.name) + " " + why);
+        }
+      }
+      auto [prev, fresh] = names.emplace(a.name, r.ValueLoc("name"));
+      if (!fresh)
+        ctx_.Error(r.ValueLoc("name"), owner + " already has an adapter named " + Q(a.name) + " (line " +
+                                           std::to_string(prev->second.line) +
+                                           "); give each adapter its own name, e.g. name: Ethernet2");
+      if (auto n = r.Require("switch", "the switch of its host or middle VM it connects to, e.g. switch: External"))
+        if (auto s = ReadString(ctx_, *n, r.KeyLoc("switch"), what + " switch")) a.switch_name = *s;
+      ReadAddressing(r, what, a.ip, a.gateway, a.dns, a.mac);
+      if (auto n = r.Get("mac_address_spoofing"))
+        if (auto b = ReadBool(ctx_, *n, r.KeyLoc("mac_address_spoofing"), what + " mac_address_spoofing"))
+          a.mac_address_spoofing = *b;
+      ctx_.adapter_paths[{m.name, m.adapters.size()}] = item_path;
+      m.adapters.push_back(std::move(a));
+    }
+  }
+
+  void DecodeSwitch(const Entry& e, Machine& owner, const std::string& path) {
+    Switch sw;
+    sw.name = e.key;
+    sw.loc = e.key_loc;
+    std::string owner_what = (owner.kind == MachineKind::kHost ? "host " : "VM ") + Q(owner.name);
+    if (auto why = CheckSwitchName(e.key); !why.empty())
+      ctx_.Error(e.key_loc, owner_what + ": switch name " + Q(e.key) + " " + why);
+    std::string what = "switch " + Q(e.key) + " on " + Q(owner.name);
+    MapReader r(ctx_, e.value, path, what, e.key_loc,
+                {"type", "nics", "allow_management_os", "embedded_teaming", "teaming_mode", "ip", "nat"});
+    bool type_ok = false;
+    if (auto n = r.Require("type", "external, internal or private (New-VMSwitch -SwitchType)")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("type"), what + " type")) {
+        static const std::vector<std::string> kTypes = {"external", "internal", "private"};
+        std::string lower = *s;
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (lower == "external") sw.type = SwitchType::kExternal;
+        if (lower == "internal") sw.type = SwitchType::kInternal;
+        if (lower == "private") sw.type = SwitchType::kPrivate;
+        type_ok = lower == "external" || lower == "internal" || lower == "private";
+        if (!type_ok) {
+          auto close = ClosestMatch(*s, kTypes);
+          ctx_.Error(r.ValueLoc("type"), what + ": type " + Q(*s) + " is not a switch type; " +
+                                             (close ? "did you mean " + Q(*close) + "? " : std::string()) +
+                                             "use external, internal or private (New-VMSwitch -SwitchType)");
+        }
+      }
+    }
+    if (!type_ok) ctx_.broken_switches.insert(owner.name + "/" + e.key);
+    if (auto n = r.Get("nics")) sw.nics = ReadStringList(ctx_, *n, r.KeyLoc("nics"), what + " nics");
+    if (auto n = r.Get("allow_management_os"))
+      if (auto b = ReadBool(ctx_, *n, r.KeyLoc("allow_management_os"), what + " allow_management_os"))
+        sw.allow_management_os = *b;
+    if (auto n = r.Get("embedded_teaming"))
+      if (auto b = ReadBool(ctx_, *n, r.KeyLoc("embedded_teaming"), what + " embedded_teaming"))
+        sw.embedded_teaming = *b;
+    if (auto n = r.Get("teaming_mode")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("teaming_mode"), what + " teaming_mode")) {
+        if (*s == "lacp") {
+          ctx_.Error(r.ValueLoc("teaming_mode"),
+                     what + ": SET (Switch Embedded Teaming) is switch independent only; LACP is not supported; "
+                            "remove teaming_mode: lacp");
+        } else if (*s != "switch_independent") {
+          ctx_.Error(r.ValueLoc("teaming_mode"), what + ": teaming_mode " + Q(*s) +
+                                                     " is not a teaming mode; use switch_independent (SET is "
+                                                     "switch independent only)");
+        }
+      }
+    }
+    if (auto n = r.Get("ip")) sw.ip = ReadCidr(ctx_, *n, r.KeyLoc("ip"), what + " ip");
+    bool nat_given = false;
+    if (auto n = r.Get("nat")) {
+      nat_given = true;
+      std::string nat_what = what + " nat";
+      MapReader nr(ctx_, *n, path + ".nat", nat_what, r.KeyLoc("nat"), {"name", "prefix", "dns_proxy"});
+      Nat nat;
+      nat.loc = r.KeyLoc("nat");
+      bool ok = nr.ok() && !n->IsNull();
+      if (n->IsNull()) ctx_.Error(r.KeyLoc("nat"), nat_what + ": expected a map like {name: LocalNAT, prefix: 192.168.100.0/24}");
+      if (auto v = nr.Require("name", "the NetNat's name, e.g. name: LocalNAT (New-NetNat -Name)")) {
+        if (auto s = ReadString(ctx_, *v, nr.KeyLoc("name"), nat_what + " name")) {
+          nat.name = *s;
+          if (auto why = CheckSwitchName(*s); !why.empty()) ctx_.Error(nr.ValueLoc("name"), nat_what + ": name " + Q(*s) + " " + why);
+        }
+      }
+      ok = ok && !nat.name.empty();
+      if (auto v = nr.Require("prefix", "the internal prefix, e.g. prefix: 192.168.100.0/24 "
+                                        "(New-NetNat -InternalIPInterfaceAddressPrefix)")) {
+        auto p = ReadNetwork(ctx_, *v, nr.KeyLoc("prefix"), nat_what + " prefix");
+        if (p) nat.prefix = *p;
+        ok = ok && p.has_value();
+      } else {
+        ok = false;
+      }
+      if (auto v = nr.Get("dns_proxy"))
+        if (auto b = ReadBool(ctx_, *v, nr.KeyLoc("dns_proxy"), nat_what + " dns_proxy")) nat.dns_proxy = *b;
+      if (ok) sw.nat = nat;
+    }
+
+    // Rules that need only this switch, once its type is known.
+    if (type_ok) {
+      bool external = sw.type == SwitchType::kExternal;
+      bool internal = sw.type == SwitchType::kInternal;
+      if (r.Has("nics") && !external)
+        ctx_.Error(r.KeyLoc("nics"), what + ": nics apply to external switches only (New-VMSwitch -NetAdapterName); "
+                                            "remove nics or set type: external");
+      if (external && sw.nics.empty() && !(r.Has("nics") && !r.Get("nics")->IsSequence()))
+        ctx_.Error(r.KeyLoc("nics"),
+                   what + ": an external switch binds " +
+                       (owner.kind == MachineKind::kHost ? "one of the host's NICs" : "one of the VM's adapters") +
+                       "; set nics: [Ethernet] (New-VMSwitch -NetAdapterName)");
+      if (r.Has("allow_management_os") && !external)
+        ctx_.Error(r.KeyLoc("allow_management_os"),
+                   what + ": allow_management_os applies to external switches only; remove it");
+      if (sw.embedded_teaming && !external)
+        ctx_.Error(r.ValueLoc("embedded_teaming"),
+                   what + ": embedded_teaming (SET) needs an external switch; set type: external "
+                          "(New-VMSwitch -NetAdapterName A,B -EnableEmbeddedTeaming $true)");
+      if (external && sw.nics.size() > 1 && !sw.embedded_teaming)
+        ctx_.Error(r.ValueLoc("nics"), what + ": binds " + std::to_string(sw.nics.size()) +
+                                           " NICs; several NICs need embedded_teaming: true "
+                                           "(New-VMSwitch -EnableEmbeddedTeaming $true), or bind one NIC");
+      if (r.Has("ip") && !internal)
+        ctx_.Error(r.KeyLoc("ip"), what + ": ip applies to internal switches only (the owner's vEthernet (" + sw.name +
+                                       ") address); " +
+                                       (external ? "set the address on the NIC the switch binds" : "remove it"));
+      if (nat_given && !internal)
+        ctx_.Error(r.KeyLoc("nat"), what + ": a NAT needs an internal switch (New-VMSwitch -SwitchType Internal); "
+                                           "set type: internal or remove nat");
+      if (internal && sw.nat && !sw.ip && !r.Has("ip")) {
+        Cidr first{Ipv4{sw.nat->prefix.addr.value + 1}, sw.nat->prefix.prefix};
+        ctx_.Error(r.KeyLoc("nat"), what + ": a NAT needs the switch's own address inside " +
+                                        sw.nat->prefix.ToString() + "; set ip: " + first.ToString() +
+                                        " (New-NetIPAddress on vEthernet (" + sw.name + "))");
+      }
+      if (internal && sw.nat && sw.ip && !sw.nat->prefix.Contains(sw.ip->addr))
+        ctx_.Error(ctx_.At(path + ".nat.prefix", sw.nat->loc),
+                   what + ": NAT " + Q(sw.nat->name) + " prefix " + sw.nat->prefix.ToString() +
+                       " does not contain the switch address " + sw.ip->ToString() + "; use prefix: " +
+                       sw.ip->Network().ToString() + " (New-NetNat -InternalIPInterfaceAddressPrefix)");
+    }
+    owner.switches.push_back(std::move(sw));
+  }
+
+  void DecodeCheck(const YAML::Node& item, size_t index, Loc at, Lab& lab) {
+    std::string path = "checks[" + std::to_string(index) + "]";
+    std::string what = "check " + std::to_string(index + 1);
+    Loc loc = LocOf(item, at);
+    static const std::vector<std::string> kKinds = {"ping", "resolve", "tcp", "http"};
+    MapReader r(ctx_, item, path, what, loc,
+                {"from", "ping", "resolve", "tcp", "http", "expect", "expect_address", "expect_source", "timeout",
+                 "retries"});
+    if (!r.ok()) return;
+    if (item.IsNull()) {
+      ctx_.Error(loc, what + ": empty item; expected a map like {from: hv1, ping: 10.10.0.1}");
+      return;
+    }
+    Check c;
+    c.loc = loc;
+    if (auto n = r.Require("from", "the machine the check runs in, e.g. from: nested1"))
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("from"), what + " from")) c.from = *s;
+
+    // The test: exactly one of ping/resolve/tcp/http, taken in file order.
+    std::vector<std::pair<Loc, std::string>> given;
+    for (const auto& k : kKinds)
+      if (r.Has(k)) given.emplace_back(r.KeyLoc(k), k);
+    std::sort(given.begin(), given.end(), [](const auto& a, const auto& b) {
+      return std::pair{a.first.line, a.first.col} < std::pair{b.first.line, b.first.col};
+    });
+    if (given.empty())
+      ctx_.Error(loc, what + ": needs one of ping, resolve, tcp or http, e.g. ping: www.example.test");
+    for (size_t i = 1; i < given.size(); ++i)
+      ctx_.Error(given[i].first, what + ": has both " + Q(given[0].second) + " and " + Q(given[i].second) +
+                                     "; give one test per check");
+    std::string kind = given.empty() ? "" : given[0].second;
+    bool target_ok = false;
+    if (!kind.empty()) {
+      c.kind = kind == "ping" ? CheckKind::kPing
+               : kind == "resolve" ? CheckKind::kResolve
+               : kind == "tcp"     ? CheckKind::kTcp
+                                   : CheckKind::kHttp;
+      Loc vloc = r.ValueLoc(kind);
+      if (auto s = ReadString(ctx_, *r.Get(kind), r.KeyLoc(kind), what + " " + kind)) {
+        c.target = *s;
+        target_ok = true;
+        if (c.target.empty()) {
+          ctx_.Error(vloc, what + ": " + kind + " needs a target");
+          target_ok = false;
+        } else if (c.kind == CheckKind::kTcp) {
+          size_t colon = c.target.rfind(':');
+          int port = 0;
+          std::string digits = colon == std::string::npos ? "" : c.target.substr(colon + 1);
+          bool port_ok = colon != std::string::npos && colon > 0 && !digits.empty() && digits.size() <= 5 &&
+                         std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+          if (port_ok) port = std::stoi(digits);
+          if (!port_ok || port < 1 || port > 65535) {
+            ctx_.Error(vloc, what + ": tcp " + Q(c.target) + " is not HOST:PORT; use e.g. tcp: \"www.example.test:80\"");
+            target_ok = false;
+          }
+        } else if (c.kind == CheckKind::kHttp && c.target.rfind("http://", 0) != 0) {
+          ctx_.Error(vloc, what + ": http " + Q(c.target) +
+                               (c.target.rfind("https://", 0) == 0
+                                    ? " uses https; only http:// URLs are supported (the stand-in serves plain HTTP)"
+                                    : " is not an http:// URL; use e.g. http: \"http://www.example.test/\""));
+          target_ok = false;
+        }
+      }
+    }
+    if (auto n = r.Get("expect")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("expect"), what + " expect")) {
+        if (*s == "success" || *s == "failure") {
+          c.expect_success = *s == "success";
+        } else {
+          auto close = ClosestMatch(*s, {"success", "failure"});
+          ctx_.Error(r.ValueLoc("expect"), what + ": expect " + Q(*s) + " is invalid; " +
+                                               (close ? "did you mean " + Q(*close) + "? " : std::string()) +
+                                               "use success or failure");
+        }
+      }
+    }
+    auto only_for = [&](const char* key, CheckKind k, const char* kind_word, std::optional<Ipv4>& out) {
+      auto n = r.Get(key);
+      if (!n) return;
+      if (!kind.empty() && c.kind != k) {
+        ctx_.Error(r.KeyLoc(key), what + ": " + key + " applies to " + kind_word + " checks only; remove it");
+        return;
+      }
+      out = ReadIpv4(ctx_, *n, r.KeyLoc(key), what + " " + key);
+    };
+    only_for("expect_address", CheckKind::kResolve, "resolve", c.expect_address);
+    only_for("expect_source", CheckKind::kHttp, "http", c.expect_source);
+    if (auto n = r.Get("timeout"))
+      if (auto v = ReadDuration(ctx_, *n, r.KeyLoc("timeout"), what + " timeout")) c.timeout_ms = *v;
+    if (auto n = r.Get("retries"))
+      if (auto v = ReadInt(ctx_, *n, r.KeyLoc("retries"), what + " retries", 0, 10)) c.retries = *v;
+    if (c.from.empty() || !target_ok) return;
+    ctx_.check_paths.push_back(path);
+    lab.checks.push_back(std::move(c));
+  }
+
+  ParseContext& ctx_;
+  std::map<std::string, std::pair<Loc, std::string>> machines_seen_;  // name -> where, "host"/"VM"
+};
+
+bool Before(const Diagnostic& a, const Diagnostic& b) {
+  return std::pair{a.loc.line, a.loc.col} < std::pair{b.loc.line, b.loc.col};
+}
+
+}  // namespace
+
+LoadResult Parse(const std::string& text, const std::string& file) {
+  ParseContext ctx;
+  ctx.file = file;
+  Lab lab;
+  lab.file = file;
+  std::vector<YAML::Node> docs;
+  bool syntax_ok = false;
+  try {
+    docs = YAML::LoadAll(text);
+    syntax_ok = true;
+  } catch (const YAML::Exception& e) {
+    Loc loc = e.mark.is_null() ? Loc{} : Loc{e.mark.line + 1, e.mark.column + 1};
+    ctx.Error(loc, "YAML syntax: " + e.msg);
+  } catch (const std::exception& e) {
+    ctx.Error(Loc{}, std::string("YAML syntax: ") + e.what());
+  }
+  if (syntax_ok) {
+    try {
+      if (docs.size() > 1) {
+        ctx.Error(LocOf(docs[1], Loc{}), "the file holds " + std::to_string(docs.size()) +
+                                             " YAML documents; put one lab per file");
+      }
+      Decoder(ctx).DecodeLab(docs.empty() ? YAML::Node() : docs[0], lab);
+      Validate(lab, ctx);
+    } catch (const std::exception& e) {
+      // Readers check node types before converting, so this is a bug; still never throw.
+      ctx.Error(Loc{}, std::string("internal error while reading the lab file: ") + e.what());
+    }
+  }
+  LoadResult result;
+  result.diagnostics = std::move(ctx.diagnostics);
+  std::stable_sort(result.diagnostics.begin(), result.diagnostics.end(), Before);
+  result.diagnostics.erase(std::unique(result.diagnostics.begin(), result.diagnostics.end(),
+                                       [](const Diagnostic& a, const Diagnostic& b) {
+                                         return a.loc.line == b.loc.line && a.loc.col == b.loc.col &&
+                                                a.message == b.message;
+                                       }),
+                           result.diagnostics.end());
+  if (result.diagnostics.empty()) result.lab = std::move(lab);
+  return result;
+}
+
+LoadResult LoadFile(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text) {
+    LoadResult result;
+    result.diagnostics.push_back(Diagnostic{path, Loc{}, "cannot read the lab file: " + ErrnoText(errno)});
+    return result;
+  }
+  return Parse(*text, path);
+}
+
+}  // namespace lab::schema

@@ -1,0 +1,407 @@
+// The rules across objects of a decoded lab: references between machines, switches, NICs and
+// networks; nesting; one NAT per machine; unique MACs; check sources; and addressing.
+//
+// Addressing works on segments: the L2 domains a lab builds. A network is one segment; an
+// external switch joins the segment of the NIC (or, inside a VM, the adapter) it binds, so a
+// middle VM's adapter on the host's External switch sits on the network, and a switch inside
+// that VM bound to that adapter extends the network again. Internal and private switches are
+// segments of their own. Each segment knows the prefix its addresses must be in (network subnet,
+// NAT prefix or the internal switch's address) and which addresses are taken.
+#include <algorithm>
+
+#include "base/text.h"
+#include "schema/reader.h"
+
+namespace lab::schema {
+
+namespace {
+
+std::string Q(const std::string& s) { return "'" + s + "'"; }
+std::string LineOf(Loc l) { return "line " + std::to_string(l.line); }
+bool Before(Loc a, Loc b) { return std::pair{a.line, a.col} < std::pair{b.line, b.col}; }
+
+struct Segment {
+  std::string label;              // "network 'lan'", "switch 'VmNAT' on 'middle'"
+  std::optional<Cidr> subnet;     // addresses are on exactly this subnet
+  std::optional<Cidr> bound;      // ... and inside this prefix
+  std::string bound_label;        // "NAT 'LocalNAT' (192.168.100.0/24) on switch 'VmNAT'"
+  // Without a subnet (private switches, internal ones without ip) the first address sets it.
+  std::optional<Cidr> first;
+  std::string first_who;
+  Loc first_loc;
+  std::map<uint32_t, std::pair<std::string, Loc>> used;  // address -> who, where
+};
+
+/// An address someone holds on a segment.
+struct Member {
+  std::string segment;  // "" when its segment is unknown (a broken reference, reported elsewhere)
+  Cidr addr;
+  bool has_prefix = true;  // false for a network's gateway (a bare address)
+  bool defines = false;    // the switch's own ip / the gateway: defines the subnet, is not checked against it
+  std::string who;
+  Loc loc;
+};
+
+struct MacUse {
+  std::string mac;
+  std::string who;
+  Loc loc;
+};
+
+class Validator {
+ public:
+  Validator(const Lab& lab, ParseContext& ctx) : lab_(lab), ctx_(ctx) {}
+
+  void Run() {
+    for (const auto& n : lab_.networks) {
+      Segment& s = segments_["net:" + n.name];
+      s.label = "network " + Q(n.name);
+      if (ctx_.broken_networks.count(n.name)) continue;
+      s.subnet = n.subnet;
+      s.bound = n.subnet;
+      s.bound_label = "network " + Q(n.name) + " (" + n.subnet.ToString() + ")";
+      if (n.gateway)
+        members_.push_back(Member{"net:" + n.name, Cidr{*n.gateway, 32}, false, true,
+                                  "network " + Q(n.name) + " gateway",
+                                  ctx_.At("networks." + n.name + ".gateway", n.loc)});
+    }
+    for (const auto& m : lab_.machines) {
+      if (m.kind == MachineKind::kHost) {
+        for (const auto& nic : m.nics) CheckNic(m, nic);
+      } else {
+        Nesting(m);
+        for (size_t i = 0; i < m.adapters.size(); ++i) CheckAdapter(m, i);
+      }
+      Switches(m);
+    }
+    Addresses();
+    Macs();
+    Checks();
+  }
+
+ private:
+  std::string PathOf(const Machine& m) const {
+    auto it = ctx_.machine_path.find(m.name);
+    return it == ctx_.machine_path.end() ? m.name : it->second;
+  }
+  static std::string Who(const Machine& m) { return (m.kind == MachineKind::kHost ? "host " : "VM ") + Q(m.name); }
+
+  void Nesting(const Machine& vm) {
+    std::string path = PathOf(vm);
+    const Machine* parent = lab_.FindMachine(vm.parent);
+    std::string expose_fix = ".processor.expose_virtualization_extensions: true "
+                             "(Set-VMProcessor -ExposeVirtualizationExtensions $true)";
+    if (parent && parent->kind == MachineKind::kVm && !parent->processor.expose_virtualization_extensions)
+      ctx_.Error(vm.loc, "VM " + Q(vm.name) + " is nested under " + Q(parent->name) +
+                             ", whose virtualization extensions are not exposed; set vms." + parent->name + expose_fix);
+    if (!vm.processor.expose_virtualization_extensions) {
+      for (const auto& sw : vm.switches)
+        ctx_.Error(sw.loc, "switch " + Q(sw.name) + " is inside VM " + Q(vm.name) +
+                               ", whose virtualization extensions are not exposed (a virtual switch needs "
+                               "Hyper-V inside the VM); set vms." + vm.name + expose_fix);
+      return;
+    }
+    std::string what = "VM " + Q(vm.name) + ": expose_virtualization_extensions ";
+    if (vm.memory.dynamic)
+      ctx_.Error(ctx_.At(path + ".memory.dynamic", vm.loc),
+                 what + "needs static memory; set memory.dynamic: false (Set-VMMemory -DynamicMemoryEnabled $false)");
+    size_t dot = vm.version.find('.');
+    int major = std::stoi(vm.version.substr(0, dot));
+    if (major < 8)
+      ctx_.Error(ctx_.At(path + ".version", vm.loc),
+                 what + "needs configuration version 8.0 or later, and this VM has " + vm.version +
+                     "; set version: \"8.0\" or later (Update-VMVersion)");
+    if (vm.virtualization_based_security)
+      ctx_.Error(ctx_.At(path + ".security.virtualization_based_security", vm.loc),
+                 what + "cannot be combined with virtualization-based security (the seeds: disable VBS before "
+                        "enabling nesting); set security.virtualization_based_security: false");
+  }
+
+  void CheckNic(const Machine& host, const schema::Nic& nic) {
+    std::string path = PathOf(host) + ".nics." + nic.name;
+    std::string who = "host " + Q(host.name) + " NIC " + Q(nic.name);
+    std::string segment;
+    if (!nic.network.empty()) {
+      if (lab_.FindNetwork(nic.network)) {
+        segment = "net:" + nic.network;
+      } else {
+        std::vector<std::string> names;
+        for (const auto& n : lab_.networks) names.push_back(n.name);
+        auto close = ClosestMatch(nic.network, names);
+        ctx_.Error(ctx_.At(path + ".network", nic.loc),
+                   who + ": network " + Q(nic.network) + " does not exist; " +
+                       (close ? "did you mean " + Q(*close) + "?" : "define it under networks:"));
+      }
+    }
+    nic_segment_[host.name + "/" + nic.name] = segment;
+    Interface(who, path, segment, nic.ip, nic.gateway, nic.loc);
+    if (nic.mac) macs_.push_back(MacUse{*nic.mac, who, ctx_.At(path + ".mac", nic.loc)});
+  }
+
+  void CheckAdapter(const Machine& vm, size_t index) {
+    const schema::Adapter& a = vm.adapters[index];
+    auto p = ctx_.adapter_paths.find({vm.name, index});
+    std::string path = p == ctx_.adapter_paths.end() ? PathOf(vm) : p->second;
+    std::string who = "VM " + Q(vm.name) + " adapter " + Q(a.name);
+    std::string segment;
+    const Machine* parent = lab_.FindMachine(vm.parent);
+    if (!a.switch_name.empty() && parent) {
+      if (parent->FindSwitch(a.switch_name)) {
+        auto it = switch_segment_.find(parent->name + "/" + a.switch_name);
+        if (it != switch_segment_.end()) segment = it->second;
+      } else {
+        SwitchNotOnParent(vm, *parent, a, ctx_.At(path + ".switch", a.loc), who);
+      }
+    }
+    adapter_segment_[vm.name + "/" + a.name] = segment;
+    Interface(who, path, segment, a.ip, a.gateway, a.loc);
+    if (a.mac) macs_.push_back(MacUse{*a.mac, who, ctx_.At(path + ".mac", a.loc)});
+  }
+
+  void SwitchNotOnParent(const Machine& vm, const Machine& parent, const schema::Adapter& a, Loc loc,
+                         const std::string& who) {
+    std::vector<std::string> here;
+    for (const auto& s : parent.switches) here.push_back(s.name);
+    std::string fix = here.empty() ? "define a switch under " + PathOf(parent) + ".switches"
+                                   : "use a switch of " + Q(parent.name) + " (" + Join(here, ", ") + ")";
+    for (const auto& other : lab_.machines) {
+      if (other.FindSwitch(a.switch_name)) {
+        ctx_.Error(loc, who + ": switch " + Q(a.switch_name) + " is on " + Q(other.name) + ", not on " +
+                            Q(parent.name) + " where VM " + Q(vm.name) + " runs; " + fix);
+        return;
+      }
+    }
+    auto close = ClosestMatch(a.switch_name, here);
+    ctx_.Error(loc, who + ": switch " + Q(a.switch_name) + " does not exist on " + Q(parent.name) + " where VM " +
+                        Q(vm.name) + " runs; " + (close ? "did you mean " + Q(*close) + "?" : fix));
+  }
+
+  /// An interface's address and gateway (a host NIC or a VM adapter).
+  void Interface(const std::string& who, const std::string& path, const std::string& segment,
+                 const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway, Loc loc) {
+    if (ip) members_.push_back(Member{segment, *ip, true, false, who, ctx_.At(path + ".ip", loc)});
+    if (!gateway) return;
+    Loc gw_loc = ctx_.At(path + ".gateway", loc);
+    if (!ip) {
+      ctx_.Error(gw_loc, who + ": gateway " + gateway->ToString() +
+                             " needs an address on the same interface; set ip (New-NetIPAddress -IPAddress ... "
+                             "-DefaultGateway " + gateway->ToString() + ")");
+    } else if (!ip->Contains(*gateway)) {
+      ctx_.Error(gw_loc, who + ": gateway " + gateway->ToString() + " is not on the interface's subnet " +
+                             ip->Network().ToString() + "; use a gateway inside " + ip->Network().ToString() +
+                             " (New-NetIPAddress -DefaultGateway)");
+    } else if (*gateway == ip->addr) {
+      ctx_.Error(gw_loc, who + ": gateway " + gateway->ToString() +
+                             " is the interface's own address; use the router's address");
+    }
+  }
+
+  void Switches(const Machine& m) {
+    std::map<std::string, std::string> bound_by;  // NIC/adapter -> external switch that binds it
+    const Switch* first_nat = nullptr;
+    for (const auto& sw : m.switches) {
+      std::string key = m.name + "/" + sw.name;
+      std::string path = PathOf(m) + ".switches." + sw.name;
+      std::string what = "switch " + Q(sw.name) + " on " + Q(m.name);
+      if (sw.nat && !ctx_.broken_switches.count(key) && sw.type == SwitchType::kInternal) {
+        if (first_nat) {
+          const Nat& a = *first_nat->nat;
+          bool overlap = a.prefix.Contains(sw.nat->prefix.addr) || sw.nat->prefix.Contains(a.prefix.addr);
+          ctx_.Error(sw.nat->loc, what + ": only one NAT per machine (New-NetNat): " + Q(m.name) +
+                                      " already has NAT " + Q(a.name) + " (" + a.prefix.ToString() + ", " +
+                                      LineOf(a.loc) + ")" + (overlap ? ", and the prefixes overlap" : "") +
+                                      "; put these VMs behind that NAT's switch or remove this nat");
+        } else {
+          first_nat = &sw;
+        }
+      }
+      if (ctx_.broken_switches.count(key)) continue;
+      if (sw.type == SwitchType::kExternal) {
+        External(m, sw, path, what, bound_by);
+        continue;
+      }
+      std::string id = "sw:" + key;
+      Segment& seg = segments_[id];
+      seg.label = what;
+      switch_segment_[key] = id;
+      if (sw.type != SwitchType::kInternal || !sw.ip) continue;
+      seg.subnet = sw.ip->Network();
+      seg.bound = seg.subnet;
+      seg.bound_label = what + " subnet " + seg.subnet->ToString() + " (its ip " + sw.ip->ToString() + ")";
+      if (sw.nat && sw.nat->prefix.Contains(sw.ip->addr)) {
+        seg.bound = sw.nat->prefix;
+        seg.bound_label = "NAT " + Q(sw.nat->name) + " (" + sw.nat->prefix.ToString() + ") on switch " + Q(sw.name);
+      }
+      members_.push_back(Member{id, *sw.ip, true, true, "vEthernet (" + sw.name + ") of " + Q(m.name),
+                                ctx_.At(path + ".ip", sw.loc)});
+    }
+  }
+
+  void External(const Machine& m, const Switch& sw, const std::string& path, const std::string& what,
+                std::map<std::string, std::string>& bound_by) {
+    bool host = m.kind == MachineKind::kHost;
+    std::string noun = host ? "NIC" : "adapter";
+    Loc nics_loc = ctx_.At(path + ".nics", sw.loc);
+    std::vector<std::string> names;
+    if (host) {
+      for (const auto& n : m.nics) names.push_back(n.name);
+    } else {
+      for (const auto& a : m.adapters) names.push_back(a.name);
+    }
+    std::optional<std::string> segment;
+    std::string first_nic;
+    for (const auto& nic : sw.nics) {
+      if (std::find(names.begin(), names.end(), nic) == names.end()) {
+        auto close = ClosestMatch(nic, names);
+        ctx_.Error(nics_loc, what + ": " + noun + " " + Q(nic) + " does not exist on " + Who(m) + "; " +
+                                 (close ? "did you mean " + Q(*close) + "?"
+                                        : host ? "define it under " + PathOf(m) + ".nics"
+                                               : "add it to " + PathOf(m) + ".adapters"));
+        continue;
+      }
+      auto [prev, fresh] = bound_by.emplace(nic, sw.name);
+      if (!fresh) {
+        ctx_.Error(nics_loc, what + ": " + noun + " " + Q(nic) + " of " + Q(m.name) + " is already bound to " +
+                                 (prev->second == sw.name ? "this switch" : "switch " + Q(prev->second)) +
+                                 "; a " + noun + " belongs to one external switch only");
+        continue;
+      }
+      std::string key = m.name + "/" + nic;
+      std::string seg = host ? nic_segment_[key] : adapter_segment_[key];
+      if (!sw.allow_management_os) ManagementOsOff(m, sw, nic);
+      if (!segment) {
+        segment = seg;
+        first_nic = nic;
+      } else if (!seg.empty() && !segment->empty() && seg != *segment) {
+        ctx_.Error(nics_loc, what + ": " + noun + "s " + Q(first_nic) + " and " + Q(nic) + " are on different " +
+                                 "segments (" + segments_[*segment].label + " and " + segments_[seg].label +
+                                 "); the NICs of a SET team share one network");
+      }
+    }
+    if (segment) switch_segment_[m.name + "/" + sw.name] = *segment;
+  }
+
+  /// Without a management port the owner loses the address it had on the NIC it gave the switch.
+  void ManagementOsOff(const Machine& m, const Switch& sw, const std::string& nic) {
+    std::optional<Cidr> ip;
+    Loc loc = sw.loc;
+    if (m.kind == MachineKind::kHost) {
+      for (const auto& n : m.nics)
+        if (n.name == nic && n.ip) {
+          ip = n.ip;
+          loc = ctx_.At(PathOf(m) + ".nics." + n.name + ".ip", n.loc);
+        }
+    } else {
+      for (size_t i = 0; i < m.adapters.size(); ++i)
+        if (m.adapters[i].name == nic && m.adapters[i].ip) {
+          ip = m.adapters[i].ip;
+          auto p = ctx_.adapter_paths.find({m.name, i});
+          loc = p == ctx_.adapter_paths.end() ? m.adapters[i].loc : ctx_.At(p->second + ".ip", m.adapters[i].loc);
+        }
+    }
+    if (!ip) return;
+    ctx_.Error(loc, Who(m) + " " + (m.kind == MachineKind::kHost ? "NIC " : "adapter ") + Q(nic) + ": address " +
+                        ip->ToString() + " is lost, because external switch " + Q(sw.name) +
+                        " takes this interface with allow_management_os: false; set allow_management_os: true "
+                        "(New-VMSwitch -AllowManagementOS $true) or remove ip");
+  }
+
+  void Addresses() {
+    std::stable_sort(members_.begin(), members_.end(), [](const Member& a, const Member& b) { return Before(a.loc, b.loc); });
+    for (const auto& mb : members_) {
+      const Cidr& a = mb.addr;
+      std::string addr_text = mb.has_prefix ? a.ToString() : a.addr.ToString();
+      if (mb.has_prefix && (a.IsNetworkAddress() || a.IsBroadcastAddress())) {
+        ctx_.Error(mb.loc, mb.who + ": address " + addr_text + " is the " +
+                               (a.IsNetworkAddress() ? "network" : "broadcast") + " address of " +
+                               a.Network().ToString() + "; use a host address, like " +
+                               Cidr{Ipv4{a.Network().addr.value + 1}, a.prefix}.ToString());
+        continue;
+      }
+      if (mb.segment.empty()) continue;
+      Segment& seg = segments_[mb.segment];
+      if (!mb.defines && !Fits(mb, seg)) continue;
+      auto [prev, fresh] = seg.used.emplace(a.addr.value, std::pair{mb.who, mb.loc});
+      if (!fresh)
+        ctx_.Error(mb.loc, mb.who + ": address " + a.addr.ToString() + " is already used on " + seg.label + " by " +
+                               prev->second.first + " (" + LineOf(prev->second.second) +
+                               "); give each interface its own address");
+    }
+  }
+
+  /// Whether an interface address belongs on its segment; reports why not.
+  bool Fits(const Member& mb, Segment& seg) {
+    const Cidr& a = mb.addr;
+    if (seg.bound && !seg.bound->Contains(a.addr)) {
+      ctx_.Error(mb.loc, mb.who + ": address " + a.ToString() + " is outside " + seg.bound_label +
+                             "; use an address in " + seg.bound->ToString());
+      return false;
+    }
+    if (seg.subnet && !seg.subnet->Contains(a.addr)) {
+      ctx_.Error(mb.loc, mb.who + ": address " + a.ToString() + " is outside " + seg.label + " subnet " +
+                             seg.subnet->ToString() + "; use an address in " + seg.subnet->ToString());
+      return false;
+    }
+    if (seg.subnet && a.prefix != seg.subnet->prefix) {
+      ctx_.Error(mb.loc, mb.who + ": address " + a.ToString() + " has prefix length /" + std::to_string(a.prefix) +
+                             ", but " + seg.label + " is " + seg.subnet->ToString() + "; write " +
+                             Cidr{a.addr, seg.subnet->prefix}.ToString());
+      return false;
+    }
+    if (seg.subnet) return true;
+    if (!seg.first) {
+      seg.first = a.Network();
+      seg.first_who = mb.who;
+      seg.first_loc = mb.loc;
+      return true;
+    }
+    if (a.Network() != *seg.first) {
+      ctx_.Error(mb.loc, mb.who + ": address " + a.ToString() + " is not on " + seg.first->ToString() + ", the subnet of " +
+                             seg.first_who + " (" + LineOf(seg.first_loc) + ") on " + seg.label +
+                             "; put every address on one switch in one subnet");
+      return false;
+    }
+    return true;
+  }
+
+  void Macs() {
+    std::stable_sort(macs_.begin(), macs_.end(), [](const MacUse& a, const MacUse& b) { return Before(a.loc, b.loc); });
+    std::map<std::string, const MacUse*> seen;
+    for (const auto& u : macs_) {
+      auto [prev, fresh] = seen.emplace(u.mac, &u);
+      if (!fresh)
+        ctx_.Error(u.loc, u.who + ": MAC " + u.mac + " is already used by " + prev->second->who + " (" +
+                              LineOf(prev->second->loc) + "); give each interface its own MAC");
+    }
+  }
+
+  void Checks() {
+    std::vector<std::string> names;
+    for (const auto& m : lab_.machines) names.push_back(m.name);
+    for (size_t i = 0; i < lab_.checks.size(); ++i) {
+      const Check& c = lab_.checks[i];
+      if (lab_.FindMachine(c.from)) continue;
+      std::string path = i < ctx_.check_paths.size() ? ctx_.check_paths[i] : "";
+      std::string label = path.empty() ? "check" : "check " + std::to_string(std::stoi(path.substr(7)) + 1);
+      auto close = ClosestMatch(c.from, names);
+      ctx_.Error(ctx_.At(path + ".from", c.loc),
+                 label + ": from " + Q(c.from) + " is not a machine of this lab; " +
+                     (close ? "did you mean " + Q(*close) + "?" : "use the name of a host or VM"));
+    }
+  }
+
+  const Lab& lab_;
+  ParseContext& ctx_;
+  std::map<std::string, Segment> segments_;
+  std::map<std::string, std::string> switch_segment_;   // "owner/switch" -> segment ("" unknown)
+  std::map<std::string, std::string> nic_segment_;      // "host/nic" -> segment
+  std::map<std::string, std::string> adapter_segment_;  // "vm/adapter" -> segment
+  std::vector<Member> members_;
+  std::vector<MacUse> macs_;
+};
+
+}  // namespace
+
+void Validate(const Lab& lab, ParseContext& ctx) { Validator(lab, ctx).Run(); }
+
+}  // namespace lab::schema
