@@ -26,6 +26,7 @@
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -86,9 +87,49 @@ class Fd {
   int fd_;
 };
 
-// "WHAT 'NAME': libnl's message".
+// The kernel's own answer to the last failed request on this thread. libnl folds errnos into
+// a few codes (ENETUNREACH becomes "Unspecific failure") and drops the extended ACK text, so
+// the error callback keeps both. Per thread, as a Netlink is used by one thread at a time.
+struct KernelError {
+  int errnum = 0;       // positive errno
+  std::string detail;   // NLMSGERR_ATTR_MSG, e.g. "Nexthop has invalid gateway"
+};
+thread_local KernelError last_kernel_error;
+
+int RecordKernelError(sockaddr_nl*, nlmsgerr* e, void*) {
+  last_kernel_error = KernelError{-e->error, ""};
+  // libnl hands over the payload of the NLMSG_ERROR message: its header sits just before.
+  const auto* hdr = reinterpret_cast<const nlmsghdr*>(reinterpret_cast<const char*>(e) - NLMSG_HDRLEN);
+  if (hdr->nlmsg_flags & NLM_F_ACK_TLVS) {
+    // The TLVs follow the echoed request, of which only the header is left when capped.
+    size_t offset = NLMSG_HDRLEN + sizeof(nlmsgerr);
+    if (!(hdr->nlmsg_flags & NLM_F_CAPPED)) offset += e->msg.nlmsg_len - NLMSG_HDRLEN;
+    if (hdr->nlmsg_len > offset) {
+      auto* attrs = reinterpret_cast<nlattr*>(const_cast<char*>(reinterpret_cast<const char*>(hdr)) + offset);
+      nlattr* tb[NLMSGERR_ATTR_MAX + 1] = {};
+      if (nla_parse(tb, NLMSGERR_ATTR_MAX, attrs, static_cast<int>(hdr->nlmsg_len - offset), nullptr) == 0 &&
+          tb[NLMSGERR_ATTR_MSG]) {
+        last_kernel_error.detail = nla_get_string(tb[NLMSGERR_ATTR_MSG]);
+      }
+    }
+  }
+  return NL_STOP;  // libnl then returns the usual code for e->error
+}
+
+// Text for a libnl error code, with the kernel's explanation when `err` came from the kernel.
+std::string ErrorText(int err) {
+  KernelError k = std::move(last_kernel_error);
+  last_kernel_error = KernelError{};
+  if (k.errnum == 0 || -nl_syserr2nlerr(k.errnum) != err) return nl_geterror(err);
+  // libnl's words where they say as much ("Object exists"), the errno where they do not.
+  std::string text = err == -NLE_FAILURE ? ErrnoText(k.errnum) : nl_geterror(err);
+  if (!k.detail.empty()) text += " (" + k.detail + ")";
+  return text;
+}
+
+// "WHAT 'NAME': the kernel's message".
 Status NlError(const std::string& what, const std::string& name, int err) {
-  return Status::Error(what + " '" + name + "': " + nl_geterror(err));
+  return Status::Error(what + " '" + name + "': " + ErrorText(err));
 }
 
 bool IsNotFound(int err) { return err == -NLE_OBJ_NOTFOUND || err == -NLE_NODEV; }
@@ -205,7 +246,8 @@ int Exchange(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& o
   return nl_recvmsgs(sock, cb.get());
 }
 
-// A dump request of `type` for address family `family`; header is ifinfomsg or ifaddrmsg.
+// Dumps RTM_GETLINK (all families) or RTM_GETADDR (IPv4), asking again when a concurrent
+// change interrupted the dump; `reset` forgets what a previous attempt collected.
 int Dump(nl_sock* sock, int type, const std::function<void(nlmsghdr*)>& on_message,
          const std::function<void()>& reset) {
   int err = 0;
@@ -324,6 +366,11 @@ Result<Netlink> Netlink::In(const NetNs& ns) {
   });
   if (!st.ok()) return st;
   nl_socket_set_buffer_size(sock, kSocketBufferBytes, kSocketBufferBytes);
+  // The kernel explains most refusals in an extended ACK; a capped ACK does not echo the request.
+  int on = 1;
+  ::setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_EXT_ACK, &on, sizeof on);
+  ::setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_CAP_ACK, &on, sizeof on);
+  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, RecordKernelError, nullptr);
   nl_socket_enable_msg_peek(sock);  // a dump message larger than a page is read whole
   return nl;
 }
@@ -370,7 +417,7 @@ Status Netlink::SetMaster(const std::string& port, const std::string& bridge) {
   LinkPtr changes(rtnl_link_alloc());
   rtnl_link_set_master(changes.get(), *bridge_index);
   int err = rtnl_link_change(sock_, orig->get(), changes.get(), 0);
-  if (err < 0) return Status::Error("attach '" + port + "' to bridge '" + bridge + "': " + nl_geterror(err));
+  if (err < 0) return Status::Error("attach '" + port + "' to bridge '" + bridge + "': " + ErrorText(err));
   return Status::Ok();
 }
 
@@ -501,12 +548,12 @@ Status Netlink::SetDefaultRoute(Ipv4 gateway) {
   int err = rtnl_route_set_dst(route.get(), dst.get());
   if (err < 0) {
     rtnl_route_nh_free(nh);
-    return Status::Error(what + ": " + nl_geterror(err));
+    return Status::Error(what + ": " + ErrorText(err));
   }
   rtnl_route_nh_set_gateway(nh, gw.get());
   rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh from here on
   err = rtnl_route_add(sock_, route.get(), NLM_F_REPLACE | NLM_F_CREATE);
-  if (err < 0) return Status::Error(what + ": " + nl_geterror(err));
+  if (err < 0) return Status::Error(what + ": " + ErrorText(err));
   return Status::Ok();
 }
 
@@ -546,7 +593,7 @@ Status Netlink::MoveLink(const std::string& name, const NetNs& target, const std
   int err = rtnl_link_change(sock_, orig->get(), changes.get(), 0);
   if (err < 0) {
     return Status::Error("move link '" + name + "'" + (new_name.empty() ? "" : " as '" + new_name + "'") +
-                         ": " + nl_geterror(err));
+                         ": " + ErrorText(err));
   }
   return Status::Ok();
 }
@@ -559,7 +606,7 @@ Result<std::vector<LinkInfo>> Netlink::Links() {
         if (nlh->nlmsg_type == RTM_NEWLINK) links.push_back(ParseLink(nlh));
       },
       [&] { links.clear(); });
-  if (err < 0) return Status::Error(std::string("list links: ") + nl_geterror(err));
+  if (err < 0) return Status::Error(std::string("list links: ") + ErrorText(err));
   return links;
 }
 
@@ -574,7 +621,7 @@ Result<std::vector<AddrInfo>> Netlink::Addresses() {
         if (a.ok()) addrs.push_back(*a);
       },
       [&] { addrs.clear(); });
-  if (err < 0) return Status::Error(std::string("list addresses: ") + nl_geterror(err));
+  if (err < 0) return Status::Error(std::string("list addresses: ") + ErrorText(err));
   return addrs;
 }
 
@@ -600,7 +647,7 @@ Result<std::optional<LinkInfo>> Netlink::FindLink(const std::string& name) {
     err = nl_wait_for_ack(sock_);
   }
   if (IsNotFound(err)) return std::optional<LinkInfo>();
-  if (err < 0) return Status::Error("find link '" + name + "': " + nl_geterror(err));
+  if (err < 0) return Status::Error("find link '" + name + "': " + ErrorText(err));
   return found;
 }
 
