@@ -41,6 +41,13 @@ bool IsDnsName(const std::string& s) {
   });
 }
 
+/// The name to suggest in "set nics: [...]": the owner's first NIC or adapter.
+std::string FirstInterface(const Machine& m) {
+  if (!m.nics.empty()) return m.nics[0].name;
+  if (!m.adapters.empty()) return m.adapters[0].name;
+  return "Ethernet";
+}
+
 class Decoder {
  public:
   explicit Decoder(ParseContext& ctx) : ctx_(ctx) {}
@@ -321,7 +328,9 @@ class Decoder {
       MapReader r(ctx_, item, item_path, what, loc,
                   {"name", "switch", "ip", "gateway", "dns", "mac", "mac_address_spoofing"});
       if (!r.ok() || item.IsNull()) {
-        if (item.IsNull()) ctx_.Error(loc, owner + " adapters: empty item; expected a map like {switch: External}");
+        if (item.IsNull())
+          ctx_.Error(loc, owner + " adapters: item " + std::to_string(i + 1) +
+                              " is empty; expected a map like {switch: External}");
         continue;
       }
       if (auto n = r.Get("name")) {
@@ -357,7 +366,7 @@ class Decoder {
     MapReader r(ctx_, e.value, path, what, e.key_loc,
                 {"type", "nics", "allow_management_os", "embedded_teaming", "teaming_mode", "ip", "nat"});
     bool type_ok = false;
-    if (auto n = r.Require("type", "external, internal or private (New-VMSwitch -SwitchType)")) {
+    if (auto n = r.Require("type", "external, internal or private, as in New-VMSwitch -SwitchType")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("type"), what + " type")) {
         static const std::vector<std::string> kTypes = {"external", "internal", "private"};
         std::string lower = *s;
@@ -405,15 +414,15 @@ class Decoder {
       nat.loc = r.KeyLoc("nat");
       bool ok = nr.ok() && !n->IsNull();
       if (n->IsNull()) ctx_.Error(r.KeyLoc("nat"), nat_what + ": expected a map like {name: LocalNAT, prefix: 192.168.100.0/24}");
-      if (auto v = nr.Require("name", "the NetNat's name, e.g. name: LocalNAT (New-NetNat -Name)")) {
+      if (auto v = nr.Require("name", "the NetNat's name, e.g. name: LocalNAT, as in New-NetNat -Name")) {
         if (auto s = ReadString(ctx_, *v, nr.KeyLoc("name"), nat_what + " name")) {
           nat.name = *s;
           if (auto why = CheckSwitchName(*s); !why.empty()) ctx_.Error(nr.ValueLoc("name"), nat_what + ": name " + Q(*s) + " " + why);
         }
       }
       ok = ok && !nat.name.empty();
-      if (auto v = nr.Require("prefix", "the internal prefix, e.g. prefix: 192.168.100.0/24 "
-                                        "(New-NetNat -InternalIPInterfaceAddressPrefix)")) {
+      if (auto v = nr.Require("prefix", "the internal prefix, e.g. prefix: 192.168.100.0/24, as in "
+                                        "New-NetNat -InternalIPInterfaceAddressPrefix")) {
         auto p = ReadNetwork(ctx_, *v, nr.KeyLoc("prefix"), nat_what + " prefix");
         if (p) nat.prefix = *p;
         ok = ok && p.has_value();
@@ -436,7 +445,7 @@ class Decoder {
         ctx_.Error(r.KeyLoc("nics"),
                    what + ": an external switch binds " +
                        (owner.kind == MachineKind::kHost ? "one of the host's NICs" : "one of the VM's adapters") +
-                       "; set nics: [Ethernet] (New-VMSwitch -NetAdapterName)");
+                       "; set nics: [" + FirstInterface(owner) + "] (New-VMSwitch -NetAdapterName)");
       if (r.Has("allow_management_os") && !external)
         ctx_.Error(r.KeyLoc("allow_management_os"),
                    what + ": allow_management_os applies to external switches only; remove it");
@@ -480,7 +489,7 @@ class Decoder {
                  "retries"});
     if (!r.ok()) return;
     if (item.IsNull()) {
-      ctx_.Error(loc, what + ": empty item; expected a map like {from: hv1, ping: 10.10.0.1}");
+      ctx_.Error(loc, what + ": empty; expected a map like {from: hv1, ping: 10.10.0.1}");
       return;
     }
     Check c;

@@ -75,8 +75,9 @@ std::vector<Entry> Entries(ParseContext& ctx, const YAML::Node& map, const std::
     std::string key = k.Scalar();
     auto [pos, inserted] = seen.emplace(key, key_loc);
     if (!inserted) {
-      ctx.Error(key_loc, what + ": key " + Quote(key) + " is given twice (first on line " +
-                             std::to_string(pos->second.line) + "); remove one of them");
+      std::string first = pos->second.line == key_loc.line ? "earlier on this line"
+                                                          : "first on line " + std::to_string(pos->second.line);
+      ctx.Error(key_loc, what + ": key " + Quote(key) + " is given twice (" + first + "); remove one of them");
       continue;
     }
     out.push_back(Entry{key, key_loc, kv.second});
@@ -101,6 +102,7 @@ MapReader::MapReader(ParseContext& ctx, const YAML::Node& node, std::string path
       if (m != misplaced.end()) {
         ctx_.Error(e.key_loc, what_ + ": " + m->second);
       } else if (auto close = ClosestMatch(e.key, known)) {
+        ctx_.misspelled.insert(PathJoin(path_, *close));
         ctx_.Error(e.key_loc, what_ + ": unknown key " + Quote(e.key) + "; did you mean " + Quote(*close) + "?");
       } else {
         ctx_.Error(e.key_loc, what_ + ": unknown key " + Quote(e.key) + "; expected one of: " + Join(known, ", "));
@@ -120,7 +122,7 @@ std::optional<YAML::Node> MapReader::Get(const std::string& key) {
 
 std::optional<YAML::Node> MapReader::Require(const std::string& key, const std::string& hint) {
   auto v = Get(key);
-  if (!v && ok_) ctx_.Error(loc_, what_ + ": missing required key " + Quote(key) + " (" + hint + ")");
+  if (!v && ok_ && !ctx_.misspelled.count(PathJoin(path_, key))) ctx_.Error(loc_, what_ + ": missing required key " + Quote(key) + " (" + hint + ")");
   return v;
 }
 

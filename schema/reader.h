@@ -34,6 +34,9 @@ struct ParseContext {
   std::set<std::string> broken_switches;
   /// Networks whose subnet could not be read: addresses on them are not checked.
   std::set<std::string> broken_networks;
+  /// Dotted paths of keys that were misspelled (reported with "did you mean"): rules that
+  /// would complain that they are missing stay quiet.
+  std::set<std::string> misspelled;
   /// (VM, index in Machine::adapters) -> dotted path of the adapter ("...adapters[1]").
   std::map<std::pair<std::string, size_t>, std::string> adapter_paths;
   /// Dotted path of each entry of Lab::checks ("checks[3]").

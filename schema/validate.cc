@@ -62,7 +62,7 @@ class Validator {
       s.bound_label = "network " + Q(n.name) + " (" + n.subnet.ToString() + ")";
       if (n.gateway)
         members_.push_back(Member{"net:" + n.name, Cidr{*n.gateway, 32}, false, true,
-                                  "network " + Q(n.name) + " gateway",
+                                  "the gateway of network " + Q(n.name),
                                   ctx_.At("networks." + n.name + ".gateway", n.loc)});
     }
     for (const auto& m : lab_.machines) {
@@ -113,8 +113,8 @@ class Validator {
                      "; set version: \"8.0\" or later (Update-VMVersion)");
     if (vm.virtualization_based_security)
       ctx_.Error(ctx_.At(path + ".security.virtualization_based_security", vm.loc),
-                 what + "cannot be combined with virtualization-based security (the seeds: disable VBS before "
-                        "enabling nesting); set security.virtualization_based_security: false");
+                 what + "cannot be enabled while virtualization-based security is on (Hyper-V refuses nesting "
+                        "with VBS); set security.virtualization_based_security: false");
   }
 
   void CheckNic(const Machine& host, const schema::Nic& nic) {
@@ -124,7 +124,7 @@ class Validator {
     if (!nic.network.empty()) {
       if (lab_.FindNetwork(nic.network)) {
         segment = "net:" + nic.network;
-      } else {
+      } else if (!ctx_.misspelled.count("networks")) {
         std::vector<std::string> names;
         for (const auto& n : lab_.networks) names.push_back(n.name);
         auto close = ClosestMatch(nic.network, names);
@@ -160,6 +160,7 @@ class Validator {
 
   void SwitchNotOnParent(const Machine& vm, const Machine& parent, const schema::Adapter& a, Loc loc,
                          const std::string& who) {
+    if (ctx_.misspelled.count(PathOf(parent) + ".switches")) return;
     std::vector<std::string> here;
     for (const auto& s : parent.switches) here.push_back(s.name);
     std::string fix = here.empty() ? "define a switch under " + PathOf(parent) + ".switches"
@@ -182,6 +183,11 @@ class Validator {
     if (ip) members_.push_back(Member{segment, *ip, true, false, who, ctx_.At(path + ".ip", loc)});
     if (!gateway) return;
     Loc gw_loc = ctx_.At(path + ".gateway", loc);
+    // An address outside its segment is reported already; its gateway would only echo that.
+    if (ip && !segment.empty()) {
+      const Segment& seg = segments_[segment];
+      if (seg.bound && !seg.bound->Contains(ip->addr)) return;
+    }
     if (!ip) {
       ctx_.Error(gw_loc, who + ": gateway " + gateway->ToString() +
                              " needs an address on the same interface; set ip (New-NetIPAddress -IPAddress ... "
@@ -250,8 +256,10 @@ class Validator {
     }
     std::optional<std::string> segment;
     std::string first_nic;
+    bool misspelled = ctx_.misspelled.count(PathOf(m) + (host ? ".nics" : ".adapters")) != 0;
     for (const auto& nic : sw.nics) {
       if (std::find(names.begin(), names.end(), nic) == names.end()) {
+        if (misspelled) continue;
         auto close = ClosestMatch(nic, names);
         ctx_.Error(nics_loc, what + ": " + noun + " " + Q(nic) + " does not exist on " + Who(m) + "; " +
                                  (close ? "did you mean " + Q(*close) + "?"
@@ -380,7 +388,7 @@ class Validator {
     for (const auto& m : lab_.machines) names.push_back(m.name);
     for (size_t i = 0; i < lab_.checks.size(); ++i) {
       const Check& c = lab_.checks[i];
-      if (lab_.FindMachine(c.from)) continue;
+      if (lab_.FindMachine(c.from) || ctx_.misspelled.count("hosts")) continue;
       std::string path = i < ctx_.check_paths.size() ? ctx_.check_paths[i] : "";
       std::string label = path.empty() ? "check" : "check " + std::to_string(std::stoi(path.substr(7)) + 1);
       auto close = ClosestMatch(c.from, names);
