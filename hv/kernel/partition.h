@@ -37,6 +37,13 @@ struct CgroupSetup {
 };
 /// Detects the machine's cgroup layout (v2 unified; v1/hybrid with memory, cpu, pids, freezer).
 const CgroupSetup& Cgroups();
+/// Removes the cgroup at `relative` (e.g. "lab/<lab>-<uid>") and everything below it, deepest
+/// first, in every hierarchy; waits up to ~2 s for processes to leave, then SIGKILLs those left
+/// (a path carrying the lab's mark holds only the lab's processes). Absent = success.
+Status RemoveCgroup(const std::string& relative);
+/// The file holding the memory limit of the cgroup at `relative` (v1 memory.limit_in_bytes,
+/// v2 memory.max).
+std::string CgroupMemoryLimitPath(const std::string& relative);
 
 struct PartitionConfig {
   std::string lab;                // lab name

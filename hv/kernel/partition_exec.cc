@@ -1,0 +1,395 @@
+// Running processes and functions inside a running partition.
+//
+// Entering: a child joins the cgroup (while it still sees the machine's /sys/fs/cgroup), then
+// setns()s into uts, ipc, net, pid and finally mnt (which also moves its root and cwd). A
+// PID namespace only applies to children, hence the second fork. The middle child stays in our
+// PID namespace, so the pid it sees for its child is the one we can signal.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "base/text.h"
+#include "hv/kernel/partition.h"
+#include "hv/kernel/partition_internal.h"
+
+namespace lab::hv::kernel {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+std::string Describe(const std::string& run_dir) {
+  std::string name = run_dir;
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  return "partition '" + name.substr(name.rfind('/') + 1) + "'";
+}
+
+int MsLeft(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : static_cast<int>(left);
+}
+
+struct NsFd {
+  int type;
+  UniqueFd fd;
+};
+
+// Opens the partition's namespace handles, in the order they are to be entered.
+Result<std::vector<NsFd>> OpenNamespaces(const std::string& run_dir, const std::vector<const char*>& kinds) {
+  std::vector<NsFd> out;
+  for (const char* kind : kinds) {
+    int type = !std::strcmp(kind, "net")   ? CLONE_NEWNET
+               : !std::strcmp(kind, "uts") ? CLONE_NEWUTS
+               : !std::strcmp(kind, "ipc") ? CLONE_NEWIPC
+               : !std::strcmp(kind, "pid") ? CLONE_NEWPID
+                                           : CLONE_NEWNS;
+    UniqueFd fd(::open(NsPath(run_dir, kind).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return ErrnoStatus("open namespace handle " + NsPath(run_dir, kind) + " (is it running?)");
+    out.push_back({type, std::move(fd)});
+  }
+  return out;
+}
+
+bool ChildEnter(const std::vector<NsFd>& ns) {
+  for (const NsFd& n : ns)
+    if (::setns(n.fd.get(), n.type) != 0) return false;
+  return true;
+}
+
+void AddFds(const std::vector<NsFd>& ns, std::vector<int>* keep) {
+  for (const NsFd& n : ns) keep->push_back(n.fd.get());
+}
+
+[[noreturn]] void ChildFailTo(int fd, const char* step, int code) {
+  ChildSendReport(fd, step, errno ? errno : EIO);
+  ::_exit(code);
+}
+
+// Reads one ChildReport from a pipe/socket without blocking; false when there is none.
+bool TryReadReport(int fd, ChildReport* r) {
+  ssize_t n = ::recv(fd, r, sizeof *r, MSG_DONTWAIT);
+  if (n < 0 && errno == ENOTSOCK) n = ::read(fd, r, sizeof *r);
+  if (n != static_cast<ssize_t>(sizeof *r)) return false;
+  r->step[sizeof r->step - 1] = '\0';
+  return true;
+}
+
+int WaitChild(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return status;
+}
+
+int ExitCodeOf(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+// Receives a report with the sender's pid (SCM_CREDENTIALS, translated into our PID namespace).
+bool ReceiveWithPid(int sock, Clock::time_point deadline, ChildReport* r, int* pid, bool* eof) {
+  *eof = false;
+  for (;;) {
+    pollfd pfd{sock, POLLIN, 0};
+    int n = ::poll(&pfd, 1, MsLeft(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    iovec iov{r, sizeof *r};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t got = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      *eof = true;
+      return false;
+    }
+    r->step[sizeof r->step - 1] = '\0';
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred;
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        *pid = cred.pid;
+      }
+    }
+    return true;
+  }
+}
+
+Result<std::string> RunIn(const std::string& run_dir, const std::function<Result<std::string>()>& fn, int timeout_ms) {
+  const std::string what = Describe(run_dir);
+  auto ns = OpenNamespaces(run_dir, {"net", "uts", "mnt"});
+  if (!ns.ok()) return ns.status().Prefixed(what);
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(what + ": pipe");
+  UniqueFd rd(p[0]), wr(p[1]);
+  std::vector<int> keep = {wr.get()};
+  AddFds(*ns, &keep);
+
+  pid_t child = ::fork();
+  if (child < 0) return ErrnoStatus(what + ": fork");
+  if (child == 0) {
+    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
+    std::string out;
+    if (!ChildEnter(*ns)) {
+      out = "E" + ErrnoStatus("enter namespaces").message();
+    } else {
+      try {
+        Result<std::string> r = fn();
+        out = r.ok() ? "O" + *r : "E" + r.message();
+      } catch (const std::exception& e) {
+        out = std::string("E") + e.what();
+      } catch (...) {
+        out = "Efailed with an exception";
+      }
+    }
+    size_t off = 0;
+    while (off < out.size()) {
+      ssize_t w = ::write(wr.get(), out.data() + off, out.size() - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) break;
+      off += static_cast<size_t>(w);
+    }
+    ::_exit(0);
+  }
+  wr.Reset();
+
+  std::string data;
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool timed_out = false;
+  for (;;) {
+    pollfd pfd{rd.get(), POLLIN, 0};
+    int n = ::poll(&pfd, 1, MsLeft(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) {
+      timed_out = true;
+      break;
+    }
+    char buf[65536];
+    ssize_t got = ::read(rd.get(), buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    data.append(buf, static_cast<size_t>(got));
+  }
+  if (timed_out) ::kill(child, SIGKILL);
+  int status = WaitChild(child);
+  if (timed_out) return Status::Error(what + ": timed out after " + std::to_string(timeout_ms) + " ms");
+  if (data.empty())
+    return Status::Error(what + ": the function's process ended without an answer (status " +
+                         std::to_string(status) + ")");
+  if (data[0] == 'E') return Status::Error(what + ": " + data.substr(1));
+  return data.substr(1);
+}
+
+}  // namespace
+
+// ---- environment and argv for children ----
+
+ChildEnv::ChildEnv() {
+  vars_.push_back(std::string("PATH=") + kPath);
+  vars_.push_back("HOME=/root");
+  if (const char* term = std::getenv("TERM")) vars_.push_back(std::string("TERM=") + term);
+  for (std::string& v : vars_) ptrs_.push_back(v.data());
+  ptrs_.push_back(nullptr);
+}
+
+ChildArgv::ChildArgv(const std::vector<std::string>& argv) : args_(argv) {
+  for (std::string& a : args_) ptrs_.push_back(a.data());
+  ptrs_.push_back(nullptr);
+  if (args_.empty()) return;
+  if (args_[0].find('/') != std::string::npos) {
+    candidates_.push_back(args_[0]);
+  } else {
+    for (const std::string& dir : Split(kPath, ':')) candidates_.push_back(dir + "/" + args_[0]);
+  }
+}
+
+void ChildArgv::Exec(char* const* envp) {
+  int best = ENOENT;
+  for (const std::string& c : candidates_) {
+    ::execve(c.c_str(), ptrs_.data(), envp);
+    if (errno != ENOENT && errno != ENOTDIR) best = errno;  // e.g. EACCES: remember, keep looking
+  }
+  errno = best;
+}
+
+// ---- public ----
+
+Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgroup,
+                            const std::vector<std::string>& argv) {
+  const std::string what = Describe(run_dir);
+  if (argv.empty()) return Status::Error(what + ": exec: no command");
+  auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
+  if (!ns.ok()) return ns.status().Prefixed(what);
+  std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
+  ChildEnv env;
+  ChildArgv args(argv);
+  std::string not_found = "lab: " + argv[0] + ": command not found\n";
+  std::string denied = "lab: " + argv[0] + ": permission denied\n";
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(what + ": pipe");
+  UniqueFd rd(p[0]), wr(p[1]);
+  std::vector<int> keep = {wr.get()};
+  AddFds(*ns, &keep);
+
+  pid_t middle = ::fork();
+  if (middle < 0) return ErrnoStatus(what + ": fork");
+  if (middle == 0) {
+    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
+    if (!ChildJoinCgroup(procs)) ChildFailTo(wr.get(), "join cgroup", 125);
+    if (!ChildEnter(*ns)) ChildFailTo(wr.get(), "enter namespaces", 125);
+    pid_t g = ::fork();
+    if (g < 0) ChildFailTo(wr.get(), "fork", 125);
+    if (g == 0) {
+      args.Exec(env.Pointers());
+      const std::string& msg = errno == ENOENT ? not_found : denied;
+      ssize_t ignored = ::write(2, msg.data(), msg.size());
+      (void)ignored;
+      ::_exit(errno == ENOENT ? 127 : 126);
+    }
+    ::close(wr.get());
+    ::_exit(ExitCodeOf(WaitChild(g)));
+  }
+  wr.Reset();
+  int status = WaitChild(middle);
+  ChildReport r;
+  if (TryReadReport(rd.get(), &r)) return Status::Error(what + ": exec: " + r.step + ": " + ErrnoText(r.err));
+  if (status < 0) return ErrnoStatus(what + ": exec: wait");
+  return ExitCodeOf(status);
+}
+
+Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string& cgroup,
+                                   const std::vector<std::string>& argv, bool self_exe,
+                                   const std::string& log_path) {
+  const std::string what = Describe(run_dir);
+  if (argv.empty()) return Status::Error(what + ": spawn: no command");
+  if (log_path.empty() || log_path.front() != '/') return Status::Error(what + ": spawn: log path must be absolute");
+  auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
+  if (!ns.ok()) return ns.status().Prefixed(what);
+  std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
+  // Our own binary is opened here, in the machine's mount namespace: inside it the path may not exist.
+  UniqueFd exe;
+  if (self_exe) {
+    exe.Reset(::open("/proc/self/exe", O_PATH | O_CLOEXEC));
+    if (!exe.valid()) return ErrnoStatus(what + ": spawn: open /proc/self/exe");
+  }
+  ChildEnv env;
+  ChildArgv args(argv);
+  std::vector<std::string> log_dirs;
+  for (size_t pos = log_path.find('/', 1); pos != std::string::npos; pos = log_path.find('/', pos + 1))
+    log_dirs.push_back(log_path.substr(0, pos));
+
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return ErrnoStatus(what + ": socketpair");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  int one = 1;
+  if (::setsockopt(ours.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0) return ErrnoStatus("SO_PASSCRED");
+  std::vector<int> keep = {theirs.get()};
+  if (exe.valid()) keep.push_back(exe.get());
+  AddFds(*ns, &keep);
+
+  pid_t middle = ::fork();
+  if (middle < 0) return ErrnoStatus(what + ": fork");
+  if (middle == 0) {
+    const int s = theirs.get();
+    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
+    if (!ChildJoinCgroup(procs)) ChildFailTo(s, "join cgroup", 125);
+    if (!ChildEnter(*ns)) ChildFailTo(s, "enter namespaces", 125);
+    pid_t g = ::fork();
+    if (g < 0) ChildFailTo(s, "fork", 125);
+    if (g == 0) {
+      // G is inside the partition's PID namespace: when it exits, H is adopted by the
+      // partition's init (which reaps it), not by a process of the machine.
+      ::setsid();
+      pid_t h = ::fork();
+      if (h < 0) ChildFailTo(s, "fork", 125);
+      if (h > 0) ::_exit(0);
+      int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (null < 0) ChildFailTo(s, "open /dev/null", 125);
+      ::dup2(null, 0);
+      for (std::string& d : log_dirs) ::mkdir(d.c_str(), 0755);
+      int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (log < 0) ChildFailTo(s, "open log file", 125);
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+      ChildSendReport(s, "", 0);
+      if (exe.valid()) {
+        ::syscall(SYS_execveat, exe.get(), "", args.Pointers(), env.Pointers(), AT_EMPTY_PATH);
+      } else {
+        args.Exec(env.Pointers());
+      }
+      ChildFailTo(s, "exec", 127);
+    }
+    ::_exit(ExitCodeOf(WaitChild(g)));
+  }
+  theirs.Reset();
+  exe.Reset();
+
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  ChildReport r;
+  int pid = 0;
+  bool eof = false;
+  bool got = ReceiveWithPid(ours.get(), deadline, &r, &pid, &eof);
+  if (!got && !eof) ::kill(middle, SIGKILL);
+  WaitChild(middle);
+  if (!got) return Status::Error(what + ": spawn: " + (eof ? "the process ended before starting" : "no answer within 10 s"));
+  if (r.err != 0) return Status::Error(what + ": spawn " + argv[0] + ": " + r.step + ": " + ErrnoText(r.err));
+  ProcessId started{pid, ProcessStartTime(pid)};
+  // Closed on exec (CLOEXEC); a second report means the exec failed.
+  ChildReport r2;
+  int pid2 = 0;
+  if (ReceiveWithPid(ours.get(), deadline, &r2, &pid2, &eof))
+    return Status::Error(what + ": spawn " + argv[0] + ": " + r2.step + ": " + ErrnoText(r2.err));
+  if (!eof) {
+    (void)StopProcess(started);
+    return Status::Error(what + ": spawn " + argv[0] + ": did not start within 10 s");
+  }
+  started.start_time = ProcessStartTime(pid);
+  if (started.start_time == 0) return Status::Error(what + ": spawn " + argv[0] + ": exited right after starting");
+  return started;
+}
+
+Status StopProcess(const ProcessId& p) {
+  if (!IsAlive(p)) return Status::Ok();
+  if (::kill(p.pid, SIGTERM) != 0 && errno != ESRCH) return ErrnoStatus("stop process " + std::to_string(p.pid));
+  if (WaitGone(p, 1000)) return Status::Ok();
+  if (::kill(p.pid, SIGKILL) != 0 && errno != ESRCH) return ErrnoStatus("kill process " + std::to_string(p.pid));
+  if (WaitGone(p, 2000)) return Status::Ok();
+  return Status::Error("process " + std::to_string(p.pid) + " did not exit after SIGKILL");
+}
+
+Result<std::string> RunInPartition(const std::string& run_dir, const std::function<std::string()>& fn,
+                                   int timeout_ms) {
+  return RunIn(run_dir, [&]() -> Result<std::string> { return fn(); }, timeout_ms);
+}
+
+Status WriteFileInPartition(const std::string& run_dir, const std::string& path, const std::string& content) {
+  auto r = RunIn(
+      run_dir,
+      [&]() -> Result<std::string> {
+        std::string parent = path.substr(0, path.rfind('/'));
+        if (!parent.empty()) LAB_RETURN_IF_ERROR(MakeDirs(parent));
+        LAB_RETURN_IF_ERROR(WriteWholeFile(path, content, 0644));
+        return std::string();
+      },
+      10000);
+  return r.status().Prefixed("write " + path);
+}
+
+}  // namespace lab::hv::kernel
