@@ -75,6 +75,7 @@ class Decoder {
         for (auto& e : Entries(ctx_, *n, "networks")) DecodeNetwork(e, lab);
     }
     if (auto n = r.Require("hosts", "the lab's physical machines, e.g. hosts: {hv1: {nics: ...}}")) {
+      if (n->IsNull()) ctx_.Error(r.KeyLoc("hosts"), "hosts: a lab needs at least one host");
       if (ExpectMap(*n, r.KeyLoc("hosts"), "hosts")) {
         auto hosts = Entries(ctx_, *n, "hosts");
         if (hosts.empty()) ctx_.Error(r.KeyLoc("hosts"), "hosts: a lab needs at least one host");
@@ -117,11 +118,10 @@ class Decoder {
       if (auto gw = ReadIpv4(ctx_, *n, r.KeyLoc("gateway"), what + " gateway")) {
         net.gateway = gw;
         Cidr as_host{*gw, net.subnet.prefix};
-        if (!have_subnet) {
-        } else if (!net.subnet.Contains(*gw)) {
+        if (have_subnet && !net.subnet.Contains(*gw)) {
           ctx_.Error(r.ValueLoc("gateway"), what + ": gateway " + gw->ToString() + " is outside subnet " +
                                                 net.subnet.ToString() + "; use an address inside it");
-        } else if (as_host.IsNetworkAddress() || as_host.IsBroadcastAddress()) {
+        } else if (have_subnet && (as_host.IsNetworkAddress() || as_host.IsBroadcastAddress())) {
           ctx_.Error(r.ValueLoc("gateway"), what + ": gateway " + gw->ToString() + " is the " +
                                                 (as_host.IsNetworkAddress() ? "network" : "broadcast") +
                                                 " address of " + net.subnet.ToString() + "; use a host address");

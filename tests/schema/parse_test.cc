@@ -303,3 +303,28 @@ hosts:
   REQUIRE(r.ok());
   CHECK(*r.lab->FindMachine("vm1")->adapters[0].mac == "00:15:5d:aa:bb:01");
 }
+
+TEST_CASE("A lab needs at least one host", "[schema]") {
+  CHECK(Messages(Parse("lab: x\nhosts:\n", "h.yaml")) == "h.yaml:2:1: error: hosts: a lab needs at least one host\n");
+  CHECK(Messages(Parse("lab: x\nhosts: {}\n", "h.yaml")) == "h.yaml:2:1: error: hosts: a lab needs at least one host\n");
+}
+
+TEST_CASE("A file with two YAML documents is refused", "[schema]") {
+  auto r = Parse("lab: x\nhosts: {hv1: {}}\n---\nlab: y\n", "two.yaml");
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].message == "the file holds 2 YAML documents; put one lab per file");
+}
+
+TEST_CASE("Switches inside a VM without exposed extensions are refused", "[schema]") {
+  auto r = Parse(R"(lab: x
+hosts:
+  hv1:
+    vms:
+      vm1:
+        switches: {S: {type: private}}
+)",
+                 "s.yaml");
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].loc.line == 6);
+  CHECK(r.diagnostics[0].message.find("switch 'S' is inside VM 'vm1', whose virtualization extensions are not exposed") == 0);
+}
