@@ -56,7 +56,7 @@ struct Snapshot {
 
 class Store;
 
-/// Holds a lab's lock until destroyed. Move-only.
+/// Holds a lab's lock until destroyed. Move-only; the Store that made it must outlive it.
 class LabLock {
  public:
   LabLock() = default;
