@@ -1,1 +1,189 @@
-// Placeholder: being written in this change.
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "base/text.h"
+
+namespace lab::engine {
+
+std::string NewUid() {
+  uint64_t v = 0;
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::read(fd, &v, sizeof v) != static_cast<ssize_t>(sizeof v)) v = std::random_device{}();
+  if (fd >= 0) ::close(fd);
+  return Hex(v, 12);
+}
+
+Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
+  auto store = state::Store::Open(options.state_dir);
+  if (!store) return store.status();
+  if (!options.hypervisor) options.hypervisor = [](const hv::LabContext& c) { return hv::MakeLinuxHypervisor(c); };
+  return std::unique_ptr<Engine>(new Engine(std::move(options), std::move(*store)));
+}
+
+std::unique_ptr<hv::Hypervisor> Engine::MakeHypervisor(const std::string& lab, const std::string& uid) {
+  hv::LabContext ctx;
+  ctx.lab = lab;
+  ctx.uid = uid;
+  ctx.run_root = options_.run_dir;
+  ctx.state_root = options_.state_dir;
+  ctx.init_path = options_.init_path;
+  return options_.hypervisor(ctx);
+}
+
+Observed Engine::Observe(hv::Hypervisor& hv, const state::Snapshot& snap) {
+  Observed broken;
+  for (const auto& [key, rec] : snap.resources) {
+    auto r = Resource::FromRecordJson(key, rec.spec);
+    if (r && !ResourceAlive(hv, *r, rec.facts)) broken.insert(key);
+  }
+  return broken;
+}
+
+Result<Plan> Engine::PlanUp(const schema::Lab& lab) {
+  auto snap = store_->Load(lab.name);
+  if (!snap) return snap.status();
+  std::string uid = snap->lab ? snap->lab->uid : NewUid();
+  auto hv = MakeHypervisor(lab.name, uid);
+  return ComputePlan(Desired(lab, uid), *snap, Observe(*hv, *snap));
+}
+
+Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(const Plan&)>& on_plan,
+                               const ExecOptions& exec) {
+  auto lock = store_->Lock(lab.name);
+  if (!lock) return lock.status();
+  auto snap = store_->Load(lab.name);
+  if (!snap) return snap.status();
+  state::LabRecord rec = snap->lab.value_or(state::LabRecord{lab.name, NewUid(), "", 0, 0});
+  rec.file = lab.file;
+  LAB_RETURN_IF_ERROR(store_->PutLab(rec));
+  auto hv = MakeHypervisor(lab.name, rec.uid);
+  ApplyResult out;
+  out.note = lock->takeover_note();
+  out.plan = ComputePlan(Desired(lab, rec.uid), *snap, Observe(*hv, *snap));
+  if (on_plan) on_plan(out.plan);
+  if (!out.plan.empty()) out.report = Execute(out.plan, lab.name, *hv, *store_, exec);
+  return out;
+}
+
+Result<ApplyResult> Engine::Down(const std::string& lab, const std::function<void(const Plan&)>& on_plan,
+                                 const ExecOptions& exec) {
+  auto lock = store_->Lock(lab);
+  if (!lock) return lock.status();
+  auto snap = store_->Load(lab);
+  if (!snap) return snap.status();
+  ApplyResult out;
+  out.note = lock->takeover_note();
+  if (!snap->lab) return out;  // nothing recorded: nothing of ours to remove
+  auto hv = MakeHypervisor(lab, snap->lab->uid);
+  out.plan = ComputePlan({}, *snap, {});
+  if (on_plan) on_plan(out.plan);
+  out.report = Execute(out.plan, lab, *hv, *store_, exec);
+  if (!out.report.ok()) return out;
+  LAB_RETURN_IF_ERROR(hv->RemoveLabRoot());
+  LAB_RETURN_IF_ERROR(store_->DeleteLab(lab));
+  return out;
+}
+
+Result<state::LabRecord> Engine::Find(const std::string& lab) {
+  auto snap = store_->Load(lab);
+  if (!snap) return snap.status();
+  if (!snap->lab) return Status::Error("lab '" + lab + "' is not up (no record of it in " + options_.state_dir + ")");
+  return *snap->lab;
+}
+
+std::vector<state::LabRecord> Engine::Labs() { return store_->ListLabs(); }
+
+Result<LabStatus> Engine::Status(const std::string& lab) {
+  auto snap = store_->Load(lab);
+  if (!snap) return snap.status();
+  if (!snap->lab) return Status::Error("lab '" + lab + "' is not up (no record of it in " + options_.state_dir + ")");
+  auto hv = MakeHypervisor(lab, snap->lab->uid);
+  LabStatus st;
+  st.lab = lab;
+  st.uid = snap->lab->uid;
+  st.file = snap->lab->file;
+  st.resources = snap->resources.size();
+  auto resources = RecordedResources(*snap);
+  std::map<std::string, MachineStatus*> by_name;
+  for (const auto& r : resources) {
+    const std::string& facts = snap->resources.at(r.key).facts;
+    bool alive = ResourceAlive(*hv, r, facts);
+    if (!alive) st.drift.push_back(r.key + ": not running");
+    if (r.kind == Kind::kPartition || r.kind == Kind::kNetwork) {
+      MachineStatus m;
+      m.name = r.spec.value("name", std::string());
+      m.kind = r.kind == Kind::kNetwork ? "network" : (r.spec.value("is_host", false) ? "host" : "vm");
+      auto lineage = r.spec.value("lineage", std::vector<std::string>{});
+      m.parent = lineage.size() >= 2 ? lineage[lineage.size() - 2] : "";
+      m.state = alive ? "running" : "missing";
+      auto facts_json = nlohmann::json::parse(facts, nullptr, false);
+      if (!facts_json.is_discarded() && facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);
+      if (r.kind == Kind::kNetwork && r.spec.contains("gateway") && r.spec["gateway"].is_string())
+        m.addresses.push_back("stand-in " + r.spec["gateway"].get<std::string>());
+      st.machines.push_back(m);
+    }
+  }
+  for (auto& m : st.machines) by_name[m.kind + "/" + m.name] = &m;
+  auto machine = [&](const std::string& name) -> MachineStatus* {
+    for (const char* k : {"host/", "vm/"})
+      if (auto it = by_name.find(k + name); it != by_name.end()) return it->second;
+    return nullptr;
+  };
+  for (const auto& r : resources) {
+    auto ip = r.spec.value("ip", nlohmann::json());
+    if (!ip.is_string()) continue;
+    if (r.kind == Kind::kNic)
+      if (auto* m = machine(r.spec.value("machine", std::string())))
+        m->addresses.push_back(r.spec.value("name", std::string()) + " " + ip.get<std::string>());
+    if (r.kind == Kind::kAdapter)
+      if (auto* m = machine(r.spec.value("vm", std::string())))
+        m->addresses.push_back(r.spec.value("name", std::string()) + " " + ip.get<std::string>());
+    if (r.kind == Kind::kSwitch)
+      if (auto* m = machine(r.spec.value("owner", std::string())))
+        m->addresses.push_back("vEthernet (" + r.spec.value("name", std::string()) + ") " + ip.get<std::string>());
+  }
+  return st;
+}
+
+Result<std::map<std::string, hv::PartitionSpec>> Engine::RunningMachines(const std::string& lab) {
+  auto snap = store_->Load(lab);
+  if (!snap) return snap.status();
+  if (!snap->lab) return Status::Error("lab '" + lab + "' is not up; run `lab up FILE` first");
+  std::map<std::string, hv::PartitionSpec> out;
+  for (const auto& r : RecordedResources(*snap))
+    if (r.kind == Kind::kPartition) {
+      auto spec = r.spec.get<hv::PartitionSpec>();
+      out[spec.name] = spec;
+    }
+  return out;
+}
+
+Result<std::vector<CheckOutcome>> Engine::Check(const schema::Lab& lab) {
+  auto machines = RunningMachines(lab.name);
+  if (!machines) return machines.status();
+  auto snap = store_->Load(lab.name);
+  if (!snap) return snap.status();
+  auto hv = MakeHypervisor(lab.name, snap->lab->uid);
+  return RunChecks(lab.checks, *machines, *hv, std::max(options_.jobs, 4));
+}
+
+Result<int> Engine::Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv) {
+  auto machines = RunningMachines(lab);
+  if (!machines) return machines.status();
+  auto it = machines->find(machine);
+  if (it == machines->end()) {
+    std::vector<std::string> names;
+    for (const auto& [n, _] : *machines) names.push_back(n);
+    return Status::Error("lab '" + lab + "' has no machine '" + machine + "' (it has: " + Join(names, ", ") + ")");
+  }
+  auto snap = store_->Load(lab);
+  if (!snap) return snap.status();
+  auto hv = MakeHypervisor(lab, snap->lab->uid);
+  return hv->Exec(it->second, argv);
+}
+
+}  // namespace lab::engine

@@ -1,0 +1,67 @@
+// The `lab` command: shared context of the verbs (cli/<verb>.cc). No logic lives here: verbs
+// parse flags, call the engine and render its answers.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "schema/lab.h"
+
+namespace lab::cli {
+
+struct Globals {
+  std::string state_dir;
+  std::string run_dir;
+  bool verbose = false;
+  bool quiet = false;
+  bool no_color = false;
+  std::string log_format = "text";
+  int jobs = 0;
+};
+
+/// Output helpers: colors only on a terminal and without --no-color.
+struct Out {
+  bool color = false;
+  bool quiet = false;
+  std::string Green(const std::string& s) const { return color ? "\033[32m" + s + "\033[0m" : s; }
+  std::string Red(const std::string& s) const { return color ? "\033[31m" + s + "\033[0m" : s; }
+  std::string Yellow(const std::string& s) const { return color ? "\033[33m" + s + "\033[0m" : s; }
+  std::string Bold(const std::string& s) const { return color ? "\033[1m" + s + "\033[0m" : s; }
+  std::string Dim(const std::string& s) const { return color ? "\033[2m" + s + "\033[0m" : s; }
+};
+
+Out MakeOut(const Globals& g);
+/// Opens the engine with the global flags; prints the error and returns null on failure.
+std::unique_ptr<engine::Engine> OpenEngine(const Globals& g);
+/// Loads and validates a lab file; prints every diagnostic to stderr on failure.
+std::optional<schema::Lab> LoadLab(const std::string& path);
+/// FILE or LAB: a path to a lab file, or the name of a lab that is up (its recorded file).
+std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine& engine);
+/// The lab name of FILE or LAB without requiring the file to be valid.
+std::string LabName(const std::string& arg);
+bool LooksLikeFile(const std::string& arg);
+void PrintPlan(const engine::Plan& plan, const Out& out);
+std::string PlanJson(const std::string& lab, const engine::Plan& plan);
+/// The step printer used by up/down: one line per finished action.
+engine::ExecOptions StepPrinter(const Globals& g, const Out& out);
+void PrintReport(const engine::ExecReport& report, double seconds, const char* verb, const Out& out);
+
+// Verbs: each registers its subcommand on `app`.
+void AddValidate(CLI::App& app, Globals& g);
+void AddPlan(CLI::App& app, Globals& g);
+void AddUp(CLI::App& app, Globals& g);
+void AddDown(CLI::App& app, Globals& g);
+void AddStatus(CLI::App& app, Globals& g);
+void AddExec(CLI::App& app, Globals& g);
+void AddCheck(CLI::App& app, Globals& g);
+void AddGraph(CLI::App& app, Globals& g);
+void AddInternal(CLI::App& app, Globals& g);
+
+/// Set by a verb's callback: the process exit code.
+extern int g_exit_code;
+
+}  // namespace lab::cli

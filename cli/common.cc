@@ -1,0 +1,156 @@
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "base/text.h"
+#include "cli/cli.h"
+
+namespace lab::cli {
+
+int g_exit_code = 0;
+
+Out MakeOut(const Globals& g) {
+  Out o;
+  o.color = !g.no_color && ::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr;
+  o.quiet = g.quiet;
+  return o;
+}
+
+static std::string InitPath() {
+  if (const char* env = std::getenv("LAB_INIT")) return env;
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (exe.parent_path() / "lab-init").string();
+}
+
+std::unique_ptr<engine::Engine> OpenEngine(const Globals& g) {
+  engine::EngineOptions o;
+  o.state_dir = g.state_dir;
+  o.run_dir = g.run_dir;
+  o.init_path = InitPath();
+  long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  o.jobs = g.jobs > 0 ? g.jobs : static_cast<int>(cores > 0 ? cores : 2);
+  auto e = engine::Engine::Open(o);
+  if (!e) {
+    std::cerr << "lab: " << e.message() << "\n";
+    return nullptr;
+  }
+  return std::move(*e);
+}
+
+std::optional<schema::Lab> LoadLab(const std::string& path) {
+  auto r = schema::LoadFile(path);
+  if (!r.ok()) {
+    for (const auto& d : r.diagnostics) std::cerr << d.ToString() << "\n";
+    if (r.diagnostics.empty()) std::cerr << path << ": error: invalid lab file\n";
+    return std::nullopt;
+  }
+  return r.lab;
+}
+
+bool LooksLikeFile(const std::string& arg) {
+  return arg.find('/') != std::string::npos || arg.ends_with(".yaml") || arg.ends_with(".yml") ||
+         std::filesystem::is_regular_file(arg);
+}
+
+std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine& engine) {
+  if (LooksLikeFile(arg)) return LoadLab(arg);
+  auto rec = engine.Find(arg);
+  if (!rec) {
+    std::cerr << "lab: " << rec.message() << "\n";
+    return std::nullopt;
+  }
+  return LoadLab(rec->file);
+}
+
+std::string LabName(const std::string& arg) {
+  if (!LooksLikeFile(arg)) return arg;
+  auto r = schema::LoadFile(arg);
+  if (r.lab) return r.lab->name;
+  // An invalid file still names its lab on a `lab:` line; take it from there if we can.
+  if (auto text = ReadFile(arg))
+    for (const auto& line : Split(*text, '\n'))
+      if (line.rfind("lab:", 0) == 0) {
+        std::string name = Trim(line.substr(4));
+        if (auto hash = name.find('#'); hash != std::string::npos) name = Trim(name.substr(0, hash));
+        return name;
+      }
+  return "";
+}
+
+void PrintPlan(const engine::Plan& plan, const Out& out) {
+  for (const auto& a : plan.actions) {
+    std::string sym = engine::Symbol(a.type);
+    std::string colored = a.type == engine::ActionType::kCreate   ? out.Green(sym)
+                          : a.type == engine::ActionType::kDelete ? out.Red(sym)
+                                                                  : out.Yellow(sym);
+    std::printf("  %s %s%s\n", colored.c_str(), std::string(4 - sym.size(), ' ').c_str(),
+                a.resource.display.c_str());
+    if (a.type != engine::ActionType::kCreate) std::printf("        %s\n", out.Dim(a.reason).c_str());
+  }
+  std::printf("%s\n", out.Bold(plan.Summary()).c_str());
+}
+
+std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
+  nlohmann::json actions = nlohmann::json::array();
+  for (const auto& a : plan.actions)
+    actions.push_back({{"action", engine::ToString(a.type)},
+                       {"symbol", engine::Symbol(a.type)},
+                       {"key", a.resource.key},
+                       {"kind", engine::ToString(a.resource.kind)},
+                       {"display", a.resource.display},
+                       {"reason", a.reason}});
+  return nlohmann::json{{"lab", lab},
+                        {"actions", actions},
+                        {"add", plan.add},
+                        {"change", plan.change},
+                        {"destroy", plan.destroy},
+                        {"summary", plan.Summary()}}
+      .dump(2);
+}
+
+engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
+  engine::ExecOptions o;
+  long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  o.jobs = g.jobs > 0 ? g.jobs : static_cast<int>(cores > 0 ? cores : 2);
+  o.on_step = [out](const engine::StepEvent& ev) {
+    if (out.quiet && ev.status.ok() && !ev.skipped) return;
+    const auto& a = *ev.action;
+    std::string verb = ev.teardown ? "removed" : (a.type == engine::ActionType::kUpdate ? "updated" : "made");
+    std::string line;
+    if (ev.skipped) {
+      line = "  " + out.Yellow("skipped") + " " + a.resource.display + " (something it needs failed)";
+    } else if (!ev.status.ok()) {
+      line = "  " + out.Red("failed ") + " " + a.resource.display + ": " + ev.status.message();
+    } else {
+      char ms[32];
+      std::snprintf(ms, sizeof ms, "%.0f ms", ev.millis);
+      line = "  " + out.Green(verb) + " " + a.resource.display + " " + out.Dim(std::string("(") + ms + ")");
+    }
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  };
+  return o;
+}
+
+void PrintReport(const engine::ExecReport& report, double seconds, const char* verb, const Out& out) {
+  char buf[256];
+  if (report.ok()) {
+    std::snprintf(buf, sizeof buf, "%s complete: %d action%s in %.2f s.", verb, report.done,
+                  report.done == 1 ? "" : "s", seconds);
+    std::printf("%s\n", out.Bold(buf).c_str());
+  } else {
+    std::snprintf(buf, sizeof buf, "%s failed: %d done, %d failed, %d skipped in %.2f s.", verb, report.done,
+                  report.failed, report.skipped, seconds);
+    std::printf("%s\n", out.Red(buf).c_str());
+    for (const auto& e : report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
+    std::fprintf(stderr, "lab: what was done is recorded; run the same command again to continue.\n");
+  }
+}
+
+}  // namespace lab::cli

@@ -1,0 +1,35 @@
+#include <cstdio>
+
+#include "cli/cli.h"
+
+namespace lab::cli {
+
+void AddPlan(CLI::App& app, Globals& g) {
+  auto* cmd = app.add_subcommand("plan", "show what `lab up` would change");
+  static std::string file;
+  static bool json = false;
+  cmd->add_option("FILE", file, "lab file")->required();
+  cmd->add_flag("--json", json, "machine-readable plan");
+  cmd->callback([&g] {
+    g_exit_code = 1;
+    auto lab = LoadLab(file);
+    if (!lab) return;
+    auto engine = OpenEngine(g);
+    if (!engine) return;
+    auto plan = engine->PlanUp(*lab);
+    if (!plan) {
+      std::fprintf(stderr, "lab: %s\n", plan.message().c_str());
+      return;
+    }
+    if (json) {
+      std::printf("%s\n", PlanJson(lab->name, *plan).c_str());
+    } else {
+      Out out = MakeOut(g);
+      std::printf("lab %s (%s)\n", lab->name.c_str(), file.c_str());
+      PrintPlan(*plan, out);
+    }
+    g_exit_code = 0;
+  });
+}
+
+}  // namespace lab::cli

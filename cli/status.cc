@@ -1,0 +1,76 @@
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "base/text.h"
+#include "cli/cli.h"
+
+namespace lab::cli {
+
+void AddStatus(CLI::App& app, Globals& g) {
+  auto* cmd = app.add_subcommand("status", "machines, state, addresses and drift of a lab (or list labs)");
+  static std::string arg;
+  static bool json = false;
+  cmd->add_option("LAB", arg, "lab file or lab name (default: list labs)");
+  cmd->add_flag("--json", json, "machine-readable status");
+  cmd->callback([&g] {
+    g_exit_code = 1;
+    auto engine = OpenEngine(g);
+    if (!engine) return;
+    Out out = MakeOut(g);
+    if (arg.empty()) {
+      auto labs = engine->Labs();
+      if (json) {
+        nlohmann::json rows = nlohmann::json::array();
+        for (const auto& l : labs) rows.push_back({{"lab", l.name}, {"uid", l.uid}, {"file", l.file}});
+        std::printf("%s\n", rows.dump(2).c_str());
+      } else if (labs.empty()) {
+        std::printf("no labs are up\n");
+      } else {
+        for (const auto& l : labs) std::printf("%-24s %s\n", l.name.c_str(), l.file.c_str());
+      }
+      g_exit_code = 0;
+      return;
+    }
+    auto st = engine->Status(LabName(arg));
+    if (!st) {
+      std::fprintf(stderr, "lab: %s\n", st.message().c_str());
+      return;
+    }
+    if (json) {
+      nlohmann::json machines = nlohmann::json::array();
+      for (const auto& m : st->machines)
+        machines.push_back({{"name", m.name},
+                            {"kind", m.kind},
+                            {"parent", m.parent},
+                            {"state", m.state},
+                            {"pid", m.pid},
+                            {"addresses", m.addresses}});
+      std::printf("%s\n", nlohmann::json{{"lab", st->lab},
+                                         {"uid", st->uid},
+                                         {"file", st->file},
+                                         {"resources", st->resources},
+                                         {"machines", machines},
+                                         {"drift", st->drift}}
+                              .dump(2)
+                              .c_str());
+    } else {
+      std::printf("lab %s (uid %s, %s): %zu objects\n", st->lab.c_str(), st->uid.c_str(), st->file.c_str(),
+                  st->resources);
+      std::printf("%-16s %-8s %-12s %-8s %s\n", "MACHINE", "KIND", "PARENT", "STATE", "ADDRESSES");
+      for (const auto& m : st->machines) {
+        std::string state = m.state == "running" ? out.Green(m.state) : out.Red(m.state);
+        std::printf("%-16s %-8s %-12s %-8s %s\n", m.name.c_str(), m.kind.c_str(),
+                    m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(m.addresses, ", ").c_str());
+      }
+      if (st->drift.empty()) {
+        std::printf("no drift\n");
+      } else {
+        std::printf("%s\n", out.Yellow("drift (lab up repairs it):").c_str());
+        for (const auto& d : st->drift) std::printf("  %s\n", d.c_str());
+      }
+    }
+    g_exit_code = st->drift.empty() ? 0 : 1;
+  });
+}
+
+}  // namespace lab::cli

@@ -1,0 +1,91 @@
+#include <chrono>
+#include <cstdio>
+
+#include "cli/cli.h"
+
+namespace lab::cli {
+
+void AddUp(CLI::App& app, Globals& g) {
+  auto* cmd = app.add_subcommand("up", "make the lab real (idempotent)");
+  static std::string file;
+  static bool check = false;
+  cmd->add_option("FILE", file, "lab file")->required();
+  cmd->add_option("-j,--jobs", g.jobs, "actions run at once (default: cores)");
+  cmd->add_flag("--check", check, "run the lab's checks after applying");
+  cmd->callback([&g] {
+    g_exit_code = 1;
+    auto lab = LoadLab(file);
+    if (!lab) return;
+    auto engine = OpenEngine(g);
+    if (!engine) return;
+    Out out = MakeOut(g);
+    auto t0 = std::chrono::steady_clock::now();
+    auto result = engine->Up(
+        *lab,
+        [&](const engine::Plan& plan) {
+          std::printf("lab %s (%s)\n", lab->name.c_str(), file.c_str());
+          PrintPlan(plan, out);
+        },
+        StepPrinter(g, out));
+    if (!result) {
+      std::fprintf(stderr, "lab: %s\n", result.message().c_str());
+      return;
+    }
+    if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!result->plan.empty()) PrintReport(result->report, secs, "Apply", out);
+    if (!result->report.ok()) return;
+    g_exit_code = 0;
+    if (check) {
+      auto outcomes = engine->Check(*lab);
+      if (!outcomes) {
+        std::fprintf(stderr, "lab: %s\n", outcomes.message().c_str());
+        g_exit_code = 1;
+        return;
+      }
+      extern int PrintChecks(const std::vector<engine::CheckOutcome>&, const Out&, bool);
+      g_exit_code = PrintChecks(*outcomes, out, false);
+    }
+  });
+}
+
+void AddDown(CLI::App& app, Globals& g) {
+  auto* cmd = app.add_subcommand("down", "remove everything the lab made, and nothing else");
+  static std::string arg;
+  cmd->add_option("LAB", arg, "lab file or lab name")->required();
+  cmd->add_option("-j,--jobs", g.jobs, "actions run at once (default: cores)");
+  cmd->callback([&g] {
+    g_exit_code = 1;
+    std::string name = LabName(arg);
+    if (name.empty()) {
+      std::fprintf(stderr, "lab: cannot tell which lab %s is; name it: lab down NAME\n", arg.c_str());
+      return;
+    }
+    auto engine = OpenEngine(g);
+    if (!engine) return;
+    Out out = MakeOut(g);
+    auto t0 = std::chrono::steady_clock::now();
+    auto result = engine->Down(
+        name,
+        [&](const engine::Plan& plan) {
+          std::printf("lab %s: removing %zu object%s\n", name.c_str(), plan.actions.size(),
+                      plan.actions.size() == 1 ? "" : "s");
+        },
+        StepPrinter(g, out));
+    if (!result) {
+      std::fprintf(stderr, "lab: %s\n", result.message().c_str());
+      return;
+    }
+    if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (result->plan.empty() && result->report.done == 0) {
+      std::printf("lab %s: nothing recorded, nothing to remove.\n", name.c_str());
+      g_exit_code = 0;
+      return;
+    }
+    PrintReport(result->report, secs, "Teardown", out);
+    g_exit_code = result->report.ok() ? 0 : 1;
+  });
+}
+
+}  // namespace lab::cli

@@ -1,0 +1,92 @@
+// The engine: what the commands do, above the hypervisor, the store and the schema.
+//
+// Every mutating operation takes the lab's lock first, reads the records, observes the kernel
+// (liveness of partitions and services), plans, and executes. The hypervisor is made per lab
+// by a factory, so tests can put a recording fake in place of the Linux realization.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/checks.h"
+#include "engine/executor.h"
+#include "engine/plan.h"
+#include "hv/hypervisor.h"
+#include "schema/lab.h"
+#include "state/store.h"
+
+namespace lab::engine {
+
+using HypervisorFactory = std::function<std::unique_ptr<hv::Hypervisor>(const hv::LabContext&)>;
+
+struct EngineOptions {
+  std::string state_dir = "/var/lib/lab";
+  std::string run_dir = "/run/lab";
+  std::string init_path;            // the lab-init binary
+  int jobs = 2;
+  HypervisorFactory hypervisor;     // default: the Linux realization
+};
+
+struct ApplyResult {
+  Plan plan;
+  ExecReport report;
+  std::string note;                 // e.g. a lock taken over from a dead process
+};
+
+struct MachineStatus {
+  std::string name;
+  std::string kind;                 // host | vm | network
+  std::string parent;
+  std::string state;                // running | missing
+  std::vector<std::string> addresses;  // "Ethernet 10.10.0.10/24"
+  int pid = 0;
+};
+
+struct LabStatus {
+  std::string lab;
+  std::string uid;
+  std::string file;
+  std::vector<MachineStatus> machines;
+  std::vector<std::string> drift;   // "partition/middle: not running"
+  size_t resources = 0;
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Open(EngineOptions options);
+
+  /// What `up` would do now (no lock, no changes).
+  Result<Plan> PlanUp(const schema::Lab& lab);
+  /// Makes the kernel match the lab file. `on_plan` sees the plan before anything runs.
+  Result<ApplyResult> Up(const schema::Lab& lab, const std::function<void(const Plan&)>& on_plan,
+                         const ExecOptions& exec);
+  /// Removes everything the lab made, from its records.
+  Result<ApplyResult> Down(const std::string& lab, const std::function<void(const Plan&)>& on_plan,
+                           const ExecOptions& exec);
+  Result<LabStatus> Status(const std::string& lab);
+  std::vector<state::LabRecord> Labs();
+  /// Runs the lab's checks against the running lab.
+  Result<std::vector<CheckOutcome>> Check(const schema::Lab& lab);
+  /// Runs a command inside a machine of a running lab; returns its exit code.
+  Result<int> Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv);
+  /// The recorded lab (its file path, for commands that take a lab name).
+  Result<state::LabRecord> Find(const std::string& lab);
+
+ private:
+  explicit Engine(EngineOptions options, std::unique_ptr<state::Store> store)
+      : options_(std::move(options)), store_(std::move(store)) {}
+  std::unique_ptr<hv::Hypervisor> MakeHypervisor(const std::string& lab, const std::string& uid);
+  Observed Observe(hv::Hypervisor& hv, const state::Snapshot& snap);
+  Result<std::map<std::string, hv::PartitionSpec>> RunningMachines(const std::string& lab);
+
+  EngineOptions options_;
+  std::unique_ptr<state::Store> store_;
+};
+
+/// A fresh ownership mark: 12 random hex digits.
+std::string NewUid();
+
+}  // namespace lab::engine

@@ -1,0 +1,146 @@
+#include "engine/plan.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+
+#include "base/text.h"
+
+namespace lab::engine {
+namespace {
+
+using nlohmann::json;
+
+bool UpdatableInPlace(Kind k) { return k == Kind::kDns || k == Kind::kNat || k == Kind::kStandIn; }
+
+/// "ip 10.0.0.2/24 -> 10.0.0.3/24, gateway (none) -> 10.0.0.1" from two spec objects.
+std::string DescribeChange(const Resource& before, const Resource& after) {
+  std::vector<std::string> parts;
+  auto show = [](const json& v) {
+    if (v.is_null()) return std::string("(none)");
+    std::string s = v.is_string() ? v.get<std::string>() : v.dump();
+    return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+  };
+  for (const auto& [k, v] : after.spec.items()) {
+    json old = before.spec.contains(k) ? before.spec[k] : json();
+    if (old != v) parts.push_back(k + " " + show(old) + " -> " + show(v));
+  }
+  for (const auto& [k, v] : before.spec.items())
+    if (!after.spec.contains(k)) parts.push_back(k + " removed");
+  if (parts.empty() && before.deps != after.deps) parts.push_back("now depends on " + Join(after.deps, ", "));
+  return Join(parts, ", ");
+}
+
+}  // namespace
+
+const char* Symbol(ActionType t) {
+  switch (t) {
+    case ActionType::kCreate: return "+";
+    case ActionType::kUpdate: return "~";
+    case ActionType::kReplace: return "-/+";
+    case ActionType::kDelete: return "-";
+  }
+  return "?";
+}
+
+const char* ToString(ActionType t) {
+  switch (t) {
+    case ActionType::kCreate: return "create";
+    case ActionType::kUpdate: return "update";
+    case ActionType::kReplace: return "replace";
+    case ActionType::kDelete: return "delete";
+  }
+  return "?";
+}
+
+std::string Plan::Summary() const {
+  if (actions.empty()) return "No changes.";
+  return "Plan: " + std::to_string(add) + " to add, " + std::to_string(change) + " to change, " +
+         std::to_string(destroy) + " to destroy.";
+}
+
+std::vector<Resource> RecordedResources(const state::Snapshot& recorded) {
+  std::vector<Resource> out;
+  for (const auto& [key, rec] : recorded.resources)
+    if (auto r = Resource::FromRecordJson(key, rec.spec)) out.push_back(std::move(*r));
+  return out;
+}
+
+Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken) {
+  Plan plan;
+  std::map<std::string, Resource> old;
+  for (auto& r : RecordedResources(recorded)) old.emplace(r.key, std::move(r));
+  std::set<std::string> wanted;
+  for (const auto& r : desired) wanted.insert(r.key);
+
+  // Resources being (re)made: anything whose dependency is (re)made must be remade with it,
+  // because it lives inside it (a veth inside a partition, a table inside a namespace).
+  std::set<std::string> remade;
+  for (const auto& r : desired) {
+    auto it = old.find(r.key);
+    Action a;
+    a.resource = r;
+    std::string remade_dep;
+    for (const auto& d : r.deps)
+      if (remade.count(d)) remade_dep = d;
+    if (it == old.end()) {
+      a.type = ActionType::kCreate;
+      a.reason = "not made yet";
+      remade.insert(r.key);
+    } else {
+      a.old = it->second;
+      a.old_facts = recorded.resources.at(r.key).facts;
+      if (!remade_dep.empty()) {
+        a.type = ActionType::kReplace;
+        a.reason = "remade with " + remade_dep;
+        remade.insert(r.key);
+      } else if (broken.count(r.key)) {
+        a.type = ActionType::kReplace;
+        a.reason = "found not running (drift): remake it";
+        remade.insert(r.key);
+      } else if (it->second.Hash() != r.Hash()) {
+        a.reason = DescribeChange(it->second, r);
+        if (UpdatableInPlace(r.kind)) {
+          a.type = ActionType::kUpdate;
+        } else {
+          a.type = ActionType::kReplace;
+          a.reason += " (needs remaking)";
+          remade.insert(r.key);
+        }
+      } else {
+        continue;  // up to date
+      }
+    }
+    plan.actions.push_back(std::move(a));
+  }
+  // Deletes, dependents before what they live in: reverse of recorded dependency order.
+  std::vector<Action> deletes;
+  std::set<std::string> seen;
+  std::function<void(const std::string&)> visit = [&](const std::string& key) {
+    if (seen.count(key)) return;
+    seen.insert(key);
+    for (const auto& [k, r] : old)
+      if (std::find(r.deps.begin(), r.deps.end(), key) != r.deps.end()) visit(k);
+    if (!wanted.count(key)) {
+      Action a;
+      a.type = ActionType::kDelete;
+      a.resource = old.at(key);
+      a.old = old.at(key);
+      a.old_facts = recorded.resources.at(key).facts;
+      a.reason = "not in the lab file";
+      deletes.push_back(std::move(a));
+    }
+  };
+  for (const auto& [k, r] : old) visit(k);
+  for (auto& d : deletes) plan.actions.push_back(std::move(d));
+
+  for (const auto& a : plan.actions) {
+    if (a.type == ActionType::kCreate) ++plan.add;
+    if (a.type == ActionType::kUpdate) ++plan.change;
+    if (a.type == ActionType::kReplace) ++plan.add, ++plan.destroy;
+    if (a.type == ActionType::kDelete) ++plan.destroy;
+  }
+  return plan;
+}
+
+}  // namespace lab::engine

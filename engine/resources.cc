@@ -1,0 +1,269 @@
+#include "engine/resources.h"
+
+#include <algorithm>
+#include <functional>
+#include <regex>
+#include <set>
+
+#include "base/text.h"
+#include "hv/spec.h"
+
+namespace lab::engine {
+namespace {
+
+using nlohmann::json;
+using schema::Machine;
+using schema::SwitchType;
+
+bool IsPlainIfname(const std::string& s) {
+  static const std::regex kIf("[A-Za-z0-9][A-Za-z0-9_.-]{0,14}");
+  return std::regex_match(s, kIf);
+}
+
+std::string ShortHash(const std::string& what) { return Hex(Fnv1a64(what), 8); }
+
+std::string KeyOf(const std::string& kind, const std::string& a, const std::string& b = "") {
+  return kind + "/" + a + (b.empty() ? "" : "/" + b);
+}
+
+/// The kernel name of a switch's bridge inside its owner: the switch name itself when it is a
+/// valid interface name that no other interface of the owner uses, else "vs" + a hash.
+std::string BridgeName(const Machine& owner, const schema::Switch& sw) {
+  std::set<std::string> taken = {"lo", "wire"};
+  for (const auto& n : owner.nics) taken.insert(n.name);
+  for (const auto& a : owner.adapters) taken.insert(a.name);
+  if (IsPlainIfname(sw.name) && !taken.count(sw.name)) return sw.name;
+  return "vs" + ShortHash(owner.name + "/" + sw.name);
+}
+
+struct Builder {
+  const schema::Lab& lab;
+  std::string uid;
+  std::vector<Resource> out;
+
+  void Add(Kind kind, std::string key, std::vector<std::string> deps, std::string display, json spec) {
+    out.push_back(Resource{kind, std::move(key), std::move(deps), std::move(display), std::move(spec)});
+  }
+
+  std::vector<std::string> Lineage(const Machine& m) const {
+    std::vector<std::string> chain;
+    for (const Machine* p = &m; p; p = p->parent.empty() ? nullptr : lab.FindMachine(p->parent))
+      chain.insert(chain.begin(), p->name);
+    return chain;
+  }
+
+  /// The external switch of `owner` binding interface `ifname`, if any.
+  const schema::Switch* BindingSwitch(const Machine& owner, const std::string& ifname) const {
+    for (const auto& sw : owner.switches)
+      if (sw.type == SwitchType::kExternal && std::count(sw.nics.begin(), sw.nics.end(), ifname)) return &sw;
+    return nullptr;
+  }
+
+  std::string HostsFile(const Machine& m) const {
+    return "127.0.0.1 localhost\n127.0.1.1 " + m.name + "\n::1 localhost ip6-localhost ip6-loopback\n";
+  }
+
+  void Build() {
+    for (const auto& n : lab.networks) {
+      hv::NetworkSpec s{n.name, n.subnet, n.gateway};
+      Add(Kind::kNetwork, KeyOf("network", n.name), {}, "network '" + n.name + "' " + n.subnet.ToString(), s);
+    }
+    for (const auto& m : lab.machines) AddMachine(m);
+    for (const auto& n : lab.networks)
+      if (n.gateway) AddStandIn(n);
+  }
+
+  void AddMachine(const Machine& m) {
+    bool host = m.kind == schema::MachineKind::kHost;
+    hv::PartitionSpec p;
+    p.name = m.name;
+    p.lineage = Lineage(m);
+    p.is_host = host;
+    p.processor_count = host ? 0 : m.processor.count;
+    p.memory_bytes = host ? 0 : (m.memory.dynamic && m.memory.maximum ? m.memory.maximum : m.memory.startup);
+    p.dynamic_memory = m.memory.dynamic;
+    p.expose_virtualization_extensions = m.processor.expose_virtualization_extensions;
+    p.version = host ? "" : m.version;
+    p.hosts_file = HostsFile(m);
+    std::string pkey = KeyOf("partition", m.name);
+    std::vector<std::string> pdeps;
+    if (!m.parent.empty()) pdeps.push_back(KeyOf("partition", m.parent));
+    Add(Kind::kPartition, pkey, pdeps,
+        host ? "host '" + m.name + "'" : "VM '" + m.name + "' (on " + m.parent + ")", p);
+
+    std::vector<Ipv4> dns;
+    auto add_dns = [&dns](const std::vector<Ipv4>& servers) {
+      for (auto ip : servers)
+        if (std::find(dns.begin(), dns.end(), ip) == dns.end()) dns.push_back(ip);
+    };
+
+    for (const auto& nic : m.nics) {
+      hv::NicSpec s;
+      s.machine = m.name;
+      s.name = nic.name;
+      s.network = nic.network;
+      s.port = "n" + ShortHash(m.name + "/" + nic.name);
+      s.mac = nic.mac.value_or(DefaultMac(lab.name, m.name, nic.name));
+      if (!BindingSwitch(m, nic.name)) {
+        s.ip = nic.ip;
+        s.gateway = nic.gateway;
+      }
+      add_dns(nic.dns);
+      Add(Kind::kNic, KeyOf("nic", m.name, nic.name), {pkey, KeyOf("network", nic.network)},
+          "NIC '" + nic.name + "' of host '" + m.name + "' on network '" + nic.network + "'", s);
+    }
+
+    for (const auto& a : m.adapters) {
+      const Machine* owner = lab.FindMachine(m.parent);
+      const schema::Switch* sw = owner ? owner->FindSwitch(a.switch_name) : nullptr;
+      if (!owner || !sw) continue;  // validated away
+      hv::AdapterSpec s;
+      s.vm = m.name;
+      s.name = a.name;
+      s.owner = owner->name;
+      s.switch_name = sw->name;
+      s.switch_ifname = BridgeName(*owner, *sw);
+      s.port = "p" + ShortHash(m.name + "/" + a.name);
+      s.mac = a.mac.value_or(DefaultMac(lab.name, m.name, a.name));
+      s.mac_address_spoofing = a.mac_address_spoofing;
+      if (!BindingSwitch(m, a.name)) {
+        s.ip = a.ip;
+        s.gateway = a.gateway;
+      }
+      add_dns(a.dns);
+      Add(Kind::kAdapter, KeyOf("adapter", m.name, a.name), {pkey, KeyOf("switch", owner->name, sw->name)},
+          "adapter '" + a.name + "' of VM '" + m.name + "' on switch '" + sw->name + "'", s);
+    }
+
+    for (const auto& sw : m.switches) {
+      hv::SwitchSpec s;
+      s.owner = m.name;
+      s.name = sw.name;
+      s.type = schema::ToString(sw.type);
+      s.ifname = BridgeName(m, sw);
+      std::vector<std::string> deps = {pkey};
+      if (sw.type == SwitchType::kExternal) {
+        s.uplinks = sw.nics;
+        s.management_port = sw.allow_management_os;
+        for (const auto& up : sw.nics) {
+          deps.push_back(KeyOf(host ? "nic" : "adapter", m.name, up));
+          // With management OS, the owner's address moves to its vEthernet (NAME) port.
+          if (!s.management_port || s.ip) continue;
+          for (const auto& nic : m.nics)
+            if (nic.name == up) s.ip = nic.ip, s.gateway = nic.gateway;
+          for (const auto& a : m.adapters)
+            if (a.name == up) s.ip = a.ip, s.gateway = a.gateway;
+        }
+      } else if (sw.type == SwitchType::kInternal) {
+        s.management_port = true;
+        s.ip = sw.ip;
+        s.forwarding = sw.nat.has_value();
+      }
+      std::string skey = KeyOf("switch", m.name, sw.name);
+      Add(Kind::kSwitch, skey, deps, std::string(schema::ToString(sw.type)) + " switch '" + sw.name + "' on '" + m.name + "'",
+          s);
+      if (sw.nat) {
+        hv::NatSpec n{m.name, sw.nat->name, sw.nat->prefix, "lab_" + uid + "_nat_" + ShortHash(m.name + "/" + sw.nat->name)};
+        Add(Kind::kNat, KeyOf("nat", m.name, sw.nat->name), {skey},
+            "NAT '" + sw.nat->name + "' " + sw.nat->prefix.ToString() + " on '" + m.name + "'", n);
+      }
+    }
+
+    if (!dns.empty()) {
+      hv::DnsSpec d{m.name, dns};
+      Add(Kind::kDns, KeyOf("dns", m.name), {pkey}, "DNS servers of '" + m.name + "'", d);
+    }
+  }
+
+  void AddStandIn(const schema::Network& n) {
+    hv::StandInSpec s;
+    s.network = n.name;
+    s.address = *n.gateway;
+    for (const auto& [name, ip] : n.dns_records) s.records[name].push_back(ip);
+    // Every machine of the lab resolves by name, to each address it has.
+    for (const auto& m : lab.machines) {
+      auto add = [&](const std::optional<Cidr>& ip) {
+        if (ip) s.records[m.name].push_back(ip->addr);
+      };
+      for (const auto& nic : m.nics) add(nic.ip);
+      for (const auto& a : m.adapters) add(a.ip);
+      for (const auto& sw : m.switches)
+        if (sw.type == SwitchType::kInternal) add(sw.ip);
+    }
+    Add(Kind::kStandIn, KeyOf("standin", n.name), {KeyOf("network", n.name)},
+        "stand-in services (DNS, HTTP) at " + n.gateway->ToString() + " on network '" + n.name + "'", s);
+  }
+};
+
+}  // namespace
+
+const char* ToString(Kind k) {
+  switch (k) {
+    case Kind::kNetwork: return "network";
+    case Kind::kPartition: return "partition";
+    case Kind::kNic: return "nic";
+    case Kind::kSwitch: return "switch";
+    case Kind::kAdapter: return "adapter";
+    case Kind::kNat: return "nat";
+    case Kind::kDns: return "dns";
+    case Kind::kStandIn: return "standin";
+  }
+  return "?";
+}
+
+std::optional<Kind> KindFromString(const std::string& s) {
+  for (Kind k : {Kind::kNetwork, Kind::kPartition, Kind::kNic, Kind::kSwitch, Kind::kAdapter, Kind::kNat,
+                 Kind::kDns, Kind::kStandIn})
+    if (s == ToString(k)) return k;
+  return std::nullopt;
+}
+
+std::string Resource::Hash() const {
+  return Hex(Fnv1a64(json{{"deps", deps}, {"spec", spec}}.dump()), 16);
+}
+
+std::string Resource::ToRecordJson() const {
+  return json{{"kind", ToString(kind)}, {"deps", deps}, {"display", display}, {"spec", spec}}.dump();
+}
+
+std::optional<Resource> Resource::FromRecordJson(const std::string& key, const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  auto kind = KindFromString(j.value("kind", std::string()));
+  if (!kind) return std::nullopt;
+  Resource r;
+  r.kind = *kind;
+  r.key = key;
+  r.deps = j.value("deps", std::vector<std::string>{});
+  r.display = j.value("display", key);
+  r.spec = j.value("spec", json::object());
+  return r;
+}
+
+std::string DefaultMac(const std::string& lab, const std::string& machine, const std::string& adapter) {
+  // Hyper-V's OUI 00:15:5D; the rest is stable for the lab, machine and adapter.
+  std::string h = Hex(Fnv1a64(lab + "/" + machine + "/" + adapter), 6);
+  return "00:15:5d:" + h.substr(0, 2) + ":" + h.substr(2, 2) + ":" + h.substr(4, 2);
+}
+
+std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid) {
+  Builder b{lab, uid, {}};
+  b.Build();
+  // Dependency order: a stable topological sort (file order among independent resources).
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < b.out.size(); ++i) index[b.out[i].key] = i;
+  std::vector<Resource> sorted;
+  std::vector<int> state(b.out.size(), 0);  // 0 new, 1 visiting, 2 done
+  std::function<void(size_t)> visit = [&](size_t i) {
+    if (state[i]) return;
+    state[i] = 1;
+    for (const auto& d : b.out[i].deps)
+      if (auto it = index.find(d); it != index.end()) visit(it->second);
+    state[i] = 2;
+    sorted.push_back(b.out[i]);
+  };
+  for (size_t i = 0; i < b.out.size(); ++i) visit(i);
+  return sorted;
+}
+
+}  // namespace lab::engine

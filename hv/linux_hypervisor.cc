@@ -1,0 +1,426 @@
+// LinuxHypervisor: the hv API realized with kernel isolation.
+//
+// Where things live (every path carries the lab's mark "<lab>-<uid>"):
+//   RUN/<mark>/m/<machine>      partition of a host or VM (ns handles, root mount point)
+//   RUN/<mark>/n/<network>      partition of a lab network (its wire bridge, the stand-in)
+//   STATE/disks/<mark>/{m,n}/…  writable layers (differencing disks)
+//   cgroup lab/<mark>/m/<host>/<vm>/<nested>…, lab/<mark>/n/<network>
+// Interfaces additionally carry an altname "lab.<uid>.<what>" so they can be told apart from
+// anything else in a namespace.
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <mutex>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/text.h"
+#include "hv/hypervisor.h"
+#include "hv/kernel/netlink.h"
+#include "hv/kernel/partition.h"
+#include "hv/kernel/probe.h"
+
+namespace lab::hv {
+namespace {
+
+using kernel::Netlink;
+using kernel::NetNs;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr const char* kWire = "wire";  // the bridge of a lab network
+
+json ProcessJson(const kernel::ProcessId& p) { return {{"pid", p.pid}, {"start_time", p.start_time}}; }
+std::optional<kernel::ProcessId> ProcessFrom(const json& j) {
+  if (!j.is_object() || !j.contains("pid")) return std::nullopt;
+  return kernel::ProcessId{j.value("pid", 0), j.value("start_time", uint64_t{0})};
+}
+json ParseFacts(const std::string& facts) {
+  json j = json::parse(facts, nullptr, /*allow_exceptions=*/false);
+  return j.is_discarded() ? json::object() : j;
+}
+
+std::string ResolvConf(const std::vector<Ipv4>& servers) {
+  std::string s = "# written by lab: this machine's DNS client settings\n";
+  for (auto ip : servers) s += "nameserver " + ip.ToString() + "\n";
+  if (servers.empty()) s += "# no DNS servers configured\n";
+  return s;
+}
+
+class LinuxHypervisor final : public Hypervisor {
+ public:
+  explicit LinuxHypervisor(LabContext ctx) : ctx_(std::move(ctx)) {}
+
+  // --- networks -------------------------------------------------------------------------
+  Result<std::string> CreateNetwork(const NetworkSpec& s) override {
+    auto cfg = NetworkConfig(s.name);
+    LAB_RETURN_IF_ERROR(Prepare());
+    auto init = kernel::StartPartition(cfg);
+    if (!init) return init.status().Prefixed("network '" + s.name + "'");
+    Status st = InNs(cfg.run_dir, [&](Netlink& nl) -> Status {
+      LAB_RETURN_IF_ERROR(nl.SetUp("lo"));
+      LAB_RETURN_IF_ERROR(nl.CreateBridge(kWire));
+      LAB_RETURN_IF_ERROR(nl.AddAltName(kWire, Mark("net." + s.name)));
+      if (s.gateway) LAB_RETURN_IF_ERROR(nl.AddAddress(kWire, Cidr{*s.gateway, s.subnet.prefix}));
+      return nl.SetUp(kWire);
+    });
+    if (!st.ok()) {
+      (void)kernel::DestroyPartition(cfg, *init);
+      return st.Prefixed("network '" + s.name + "'");
+    }
+    return json{{"init", ProcessJson(*init)}}.dump();
+  }
+
+  Status RemoveNetwork(const NetworkSpec& s, const std::string& facts) override {
+    return kernel::DestroyPartition(NetworkConfig(s.name), ProcessFrom(ParseFacts(facts).value("init", json())))
+        .Prefixed("network '" + s.name + "'");
+  }
+
+  // --- partitions -----------------------------------------------------------------------
+  Result<std::string> CreatePartition(const PartitionSpec& s) override {
+    LAB_RETURN_IF_ERROR(Prepare());
+    auto cfg = MachineConfig(s);
+    cfg.memory_limit = s.memory_bytes;
+    cfg.cpu_count = s.processor_count;
+    cfg.files = {{"/etc/hostname", s.name + "\n"},
+                 {"/etc/hosts", s.hosts_file},
+                 {"/etc/resolv.conf", ResolvConf({})}};
+    auto init = kernel::StartPartition(cfg);
+    std::string what = std::string(s.is_host ? "host '" : "VM '") + s.name + "'";
+    if (!init) return init.status().Prefixed(what);
+    Status st = InNs(cfg.run_dir, [&](Netlink& nl) { return nl.SetUp("lo"); });
+    if (!st.ok()) {
+      (void)kernel::DestroyPartition(cfg, *init);
+      return st.Prefixed(what);
+    }
+    return json{{"init", ProcessJson(*init)}}.dump();
+  }
+
+  Status RemovePartition(const PartitionSpec& s, const std::string& facts) override {
+    return kernel::DestroyPartition(MachineConfig(s), ProcessFrom(ParseFacts(facts).value("init", json())))
+        .Prefixed(std::string(s.is_host ? "host '" : "VM '") + s.name + "'");
+  }
+
+  bool PartitionRunning(const PartitionSpec&, const std::string& facts) override {
+    auto p = ProcessFrom(ParseFacts(facts).value("init", json()));
+    return p && kernel::IsAlive(*p);
+  }
+
+  // --- host NICs ------------------------------------------------------------------------
+  Result<std::string> CreateNic(const NicSpec& s) override {
+    std::string what = "NIC '" + s.name + "' of host '" + s.machine + "'";
+    auto wire_ns = NetNs::Open(kernel::NsPath(NetworkRun(s.network), "net"));
+    if (!wire_ns) return wire_ns.status().Prefixed(what);
+    Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
+      LAB_RETURN_IF_ERROR(nl.CreateVeth(s.name, nullptr, s.port, &*wire_ns, OptMac(s.mac)));
+      LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("nic." + s.machine + "." + s.name)));
+      LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
+      return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+    });
+    if (st.ok()) {
+      st = InNs(NetworkRun(s.network), [&](Netlink& nl) -> Status {
+        LAB_RETURN_IF_ERROR(nl.AddAltName(s.port, Mark("port." + s.machine + "." + s.name)));
+        LAB_RETURN_IF_ERROR(nl.SetMaster(s.port, kWire));
+        return nl.SetUp(s.port);
+      });
+    }
+    if (!st.ok()) {
+      (void)RemoveNic(s, "{}");
+      return st.Prefixed(what);
+    }
+    return std::string("{}");
+  }
+
+  Status RemoveNic(const NicSpec& s, const std::string&) override {
+    return DeleteLinkIn(MachineRun(s.machine), s.name).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'");
+  }
+
+  // --- switches -------------------------------------------------------------------------
+  Result<std::string> CreateSwitch(const SwitchSpec& s) override {
+    std::string what = "switch '" + s.name + "' on '" + s.owner + "'";
+    Status st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+      LAB_RETURN_IF_ERROR(nl.CreateBridge(s.ifname));
+      LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, Mark("sw." + s.name)));
+      if (s.management_port) {
+        // Hyper-V's "vEthernet (NAME)"; kernel altnames cannot hold spaces.
+        LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, "vEthernet(" + s.name + ")"));
+      }
+      for (const auto& up : s.uplinks) LAB_RETURN_IF_ERROR(nl.SetMaster(up, s.ifname));
+      LAB_RETURN_IF_ERROR(nl.SetUp(s.ifname));
+      if (s.management_port) LAB_RETURN_IF_ERROR(ConfigureAddress(nl, s.ifname, s.ip, s.gateway));
+      return Status::Ok();
+    });
+    if (st.ok() && s.forwarding) {
+      auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+      st = ns ? kernel::WriteNetSysctl(*ns, "ipv4/ip_forward", "1") : ns.status();
+    }
+    if (!st.ok()) {
+      (void)RemoveSwitch(s, "{}");
+      return st.Prefixed(what);
+    }
+    return std::string("{}");
+  }
+
+  Status RemoveSwitch(const SwitchSpec& s, const std::string&) override {
+    return DeleteLinkIn(MachineRun(s.owner), s.ifname).Prefixed("switch '" + s.name + "' on '" + s.owner + "'");
+  }
+
+  // --- VM network adapters --------------------------------------------------------------
+  Result<std::string> ConnectAdapter(const AdapterSpec& s) override {
+    std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
+    auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+    if (!owner_ns) return owner_ns.status().Prefixed(what);
+    Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
+      LAB_RETURN_IF_ERROR(nl.CreateVeth(s.name, nullptr, s.port, &*owner_ns, OptMac(s.mac)));
+      LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
+      LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
+      return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+    });
+    if (st.ok()) {
+      st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+        LAB_RETURN_IF_ERROR(nl.AddAltName(s.port, Mark("port." + s.vm + "." + s.name)));
+        LAB_RETURN_IF_ERROR(nl.SetMaster(s.port, s.switch_ifname));
+        return nl.SetUp(s.port);
+      });
+    }
+    if (!st.ok()) {
+      (void)RemoveAdapter(s, "{}");
+      return st.Prefixed(what);
+    }
+    return std::string("{}");
+  }
+
+  Status RemoveAdapter(const AdapterSpec& s, const std::string&) override {
+    return DeleteLinkIn(MachineRun(s.vm), s.name).Prefixed("adapter '" + s.name + "' of VM '" + s.vm + "'");
+  }
+
+  // --- NAT ------------------------------------------------------------------------------
+  Result<std::string> CreateNat(const NatSpec& s) override {
+    std::string what = "NAT '" + s.name + "' on '" + s.owner + "'";
+    auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+    if (!ns) return ns.status().Prefixed(what);
+    std::string prefix = s.prefix.ToString();
+    // Declared, flushed and filled in one transaction, so applying it again never duplicates.
+    std::string ruleset = "table ip " + s.table + " {}\nflush table ip " + s.table + "\ntable ip " + s.table +
+                          " {\n  comment \"lab " + ctx_.Mark() + " New-NetNat " + s.name +
+                          "\"\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n"
+                          "    ip saddr " + prefix + " ip daddr != " + prefix + " masquerade\n  }\n}\n";
+    LAB_RETURN_IF_ERROR(kernel::NftApply(*ns, ruleset).Prefixed(what));
+    LAB_RETURN_IF_ERROR(kernel::WriteNetSysctl(*ns, "ipv4/ip_forward", "1").Prefixed(what));
+    return std::string("{}");
+  }
+
+  Status RemoveNat(const NatSpec& s, const std::string&) override {
+    auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+    if (!ns) return Status::Ok();  // the owner is gone, and the table with it
+    return kernel::NftDeleteTable(*ns, "ip", s.table).Prefixed("NAT '" + s.name + "' on '" + s.owner + "'");
+  }
+
+  // --- DNS client settings --------------------------------------------------------------
+  Result<std::string> SetDns(const DnsSpec& s) override {
+    LAB_RETURN_IF_ERROR(kernel::WriteFileInPartition(MachineRun(s.machine), "/etc/resolv.conf", ResolvConf(s.servers))
+                            .Prefixed("DNS servers of '" + s.machine + "'"));
+    return std::string("{}");
+  }
+
+  Status ClearDns(const DnsSpec& s, const std::string&) override {
+    if (!fs::exists(kernel::NsPath(MachineRun(s.machine), "mnt"))) return Status::Ok();
+    return kernel::WriteFileInPartition(MachineRun(s.machine), "/etc/resolv.conf", ResolvConf({}))
+        .Prefixed("DNS servers of '" + s.machine + "'");
+  }
+
+  // --- the stand-in outside world -------------------------------------------------------
+  Result<std::string> StartStandIn(const StandInSpec& s) override {
+    std::string what = "stand-in of network '" + s.network + "'";
+    std::string run = NetworkRun(s.network);
+    std::string cgroup = NetworkCgroup(s.network);
+    std::string hosts = "# lab machine names and dns_records of network " + s.network + "\n";
+    for (const auto& [name, addrs] : s.records)
+      for (auto ip : addrs) hosts += ip.ToString() + " " + name + "\n";
+    LAB_RETURN_IF_ERROR(kernel::WriteFileInPartition(run, "/etc/lab/hosts", hosts).Prefixed(what));
+    std::string addr = s.address.ToString();
+    auto dns = kernel::SpawnInPartition(
+        run, cgroup,
+        {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+         "--addn-hosts=/etc/lab/hosts", "--listen-address=" + addr, "--bind-interfaces", "--user=root",
+         "--pid-file=", "--log-facility=/var/log/dnsmasq.log", "--local-service"},
+        false, "/var/log/dnsmasq.out");
+    if (!dns) return dns.status().Prefixed(what + ": dnsmasq");
+    auto web = kernel::SpawnInPartition(run, cgroup, {"lab", "__whoami", addr, "80"}, true, "/var/log/whoami.log");
+    if (!web) {
+      (void)kernel::StopProcess(*dns);
+      return web.status().Prefixed(what + ": whoami");
+    }
+    json facts = {{"dnsmasq", ProcessJson(*dns)}, {"whoami", ProcessJson(*web)}};
+    // Ready when both answer on TCP (dnsmasq serves DNS over TCP too).
+    Status ready = WaitListening(run, {addr + ":53", addr + ":80"}, 3000);
+    if (!ready.ok()) {
+      (void)StopStandIn(s, facts.dump());
+      return ready.Prefixed(what);
+    }
+    return facts.dump();
+  }
+
+  Status StopStandIn(const StandInSpec& s, const std::string& facts) override {
+    json f = ParseFacts(facts);
+    for (const char* svc : {"dnsmasq", "whoami"})
+      if (auto p = ProcessFrom(f.value(svc, json()))) LAB_RETURN_IF_ERROR(kernel::StopProcess(*p).Prefixed(
+          "stand-in of network '" + s.network + "': " + svc));
+    return Status::Ok();
+  }
+
+  bool StandInRunning(const StandInSpec&, const std::string& facts) override {
+    json f = ParseFacts(facts);
+    for (const char* svc : {"dnsmasq", "whoami"}) {
+      auto p = ProcessFrom(f.value(svc, json()));
+      if (!p || !kernel::IsAlive(*p)) return false;
+    }
+    return true;
+  }
+
+  // --- inside machines ------------------------------------------------------------------
+  Result<ProbeAnswer> Probe(const PartitionSpec& m, const ProbeRequest& r) override {
+    auto out = kernel::RunInPartition(
+        MachineRun(m.name),
+        [&r]() -> std::string {
+          kernel::ProbeResult p;
+          if (r.kind == "ping") p = kernel::ProbePing(r.target, r.timeout_ms);
+          else if (r.kind == "resolve") p = kernel::ProbeResolve(r.target, r.timeout_ms);
+          else if (r.kind == "tcp") p = kernel::ProbeTcp(r.target, r.timeout_ms);
+          else if (r.kind == "http") p = kernel::ProbeHttp(r.target, r.timeout_ms);
+          else p.detail = "unknown probe " + r.kind;
+          return json{{"ok", p.ok}, {"detail", p.detail}, {"value", p.value}}.dump();
+        },
+        r.timeout_ms + 2000);
+    if (!out) return out.status().Prefixed("probe from '" + m.name + "'");
+    json j = ParseFacts(*out);
+    return ProbeAnswer{j.value("ok", false), j.value("detail", std::string("no answer")),
+                       j.value("value", std::string())};
+  }
+
+  Result<int> Exec(const PartitionSpec& m, const std::vector<std::string>& argv) override {
+    return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), argv);
+  }
+
+  Status RemoveLabRoot() override {
+    std::vector<std::string> dirs = {LabRun() + "/m", LabRun() + "/n", LabRun(),
+                                     ctx_.state_root + "/disks/" + ctx_.Mark() + "/m",
+                                     ctx_.state_root + "/disks/" + ctx_.Mark() + "/n",
+                                     ctx_.state_root + "/disks/" + ctx_.Mark()};
+    for (const auto& d : dirs)
+      if (::rmdir(d.c_str()) != 0 && errno != ENOENT)
+        return ErrnoStatus("remove " + d);
+    return kernel::RemoveCgroup("lab/" + ctx_.Mark() + "/m").ok() &&
+                   kernel::RemoveCgroup("lab/" + ctx_.Mark() + "/n").ok()
+               ? kernel::RemoveCgroup("lab/" + ctx_.Mark())
+               : Status::Error("cgroup lab/" + ctx_.Mark() + " still has members");
+  }
+
+ private:
+  Status Prepare() {
+    std::call_once(prepared_, [this] {
+      prepare_status_ = kernel::EnsureRunRoot(ctx_.run_root);
+      if (prepare_status_.ok()) prepare_status_ = kernel::EnsureBaseLayer(ctx_.state_root + "/base");
+    });
+    return prepare_status_;
+  }
+
+  std::string LabRun() const { return ctx_.run_root + "/" + ctx_.Mark(); }
+  std::string MachineRun(const std::string& name) const { return LabRun() + "/m/" + name; }
+  std::string NetworkRun(const std::string& name) const { return LabRun() + "/n/" + name; }
+  std::string MachineCgroup(const std::vector<std::string>& lineage) const {
+    return "lab/" + ctx_.Mark() + "/m/" + Join(lineage, "/");
+  }
+  std::string NetworkCgroup(const std::string& name) const { return "lab/" + ctx_.Mark() + "/n/" + name; }
+  std::string Mark(const std::string& what) const { return "lab." + ctx_.uid + "." + what; }
+
+  kernel::PartitionConfig BaseConfig(const std::string& name) const {
+    kernel::PartitionConfig c;
+    c.lab = ctx_.lab;
+    c.lab_uid = ctx_.uid;
+    c.machine = name;
+    c.base_dir = ctx_.state_root + "/base";
+    c.init_path = ctx_.init_path;
+    return c;
+  }
+  kernel::PartitionConfig MachineConfig(const PartitionSpec& s) const {
+    auto c = BaseConfig(s.name);
+    c.run_dir = MachineRun(s.name);
+    c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/m/" + s.name;
+    c.cgroup = MachineCgroup(s.lineage);
+    if (!s.parent().empty()) c.parent_run_dir = MachineRun(s.parent());
+    return c;
+  }
+  kernel::PartitionConfig NetworkConfig(const std::string& name) const {
+    auto c = BaseConfig(name);
+    c.run_dir = NetworkRun(name);
+    c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/n/" + name;
+    c.cgroup = NetworkCgroup(name);
+    c.files = {{"/etc/hostname", name + "\n"},
+               {"/etc/hosts", "127.0.0.1 localhost\n"},
+               {"/etc/resolv.conf", ResolvConf({})}};
+    return c;
+  }
+
+  static std::optional<std::string> OptMac(const std::string& mac) {
+    return mac.empty() ? std::nullopt : std::optional<std::string>(mac);
+  }
+
+  static Status ConfigureAddress(Netlink& nl, const std::string& ifname, const std::optional<Cidr>& ip,
+                                 const std::optional<Ipv4>& gateway) {
+    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip));
+    if (gateway) LAB_RETURN_IF_ERROR(nl.SetDefaultRoute(*gateway));
+    return Status::Ok();
+  }
+
+  /// Runs fn with a route socket inside the partition at run_dir.
+  static Status InNs(const std::string& run_dir, const std::function<Status(Netlink&)>& fn) {
+    auto ns = NetNs::Open(kernel::NsPath(run_dir, "net"));
+    if (!ns) return ns.status();
+    auto nl = Netlink::In(*ns);
+    if (!nl) return nl.status();
+    return fn(*nl);
+  }
+
+  /// Deletes a link inside a partition; a partition already gone means the link is gone too.
+  static Status DeleteLinkIn(const std::string& run_dir, const std::string& ifname) {
+    if (!fs::exists(kernel::NsPath(run_dir, "net"))) return Status::Ok();
+    return InNs(run_dir, [&](Netlink& nl) { return nl.DeleteLink(ifname); });
+  }
+
+  static Status WaitListening(const std::string& run_dir, const std::vector<std::string>& endpoints,
+                              int timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    std::string last;
+    while (true) {
+      auto out = kernel::RunInPartition(
+          run_dir,
+          [&endpoints]() -> std::string {
+            for (const auto& e : endpoints) {
+              auto r = kernel::ProbeTcp(e, 200);
+              if (!r.ok) return e + ": " + r.detail;
+            }
+            return "";
+          },
+          2000);
+      if (out && out->empty()) return Status::Ok();
+      last = out ? *out : out.message();
+      if (std::chrono::steady_clock::now() > deadline) return Status::Error("not answering: " + last);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  LabContext ctx_;
+  std::once_flag prepared_;
+  Status prepare_status_;
+};
+
+}  // namespace
+
+std::unique_ptr<Hypervisor> MakeLinuxHypervisor(const LabContext& ctx) {
+  return std::make_unique<LinuxHypervisor>(ctx);
+}
+
+}  // namespace lab::hv

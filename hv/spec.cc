@@ -1,0 +1,170 @@
+#include "hv/spec.h"
+
+#include <nlohmann/json.hpp>
+
+namespace lab::hv {
+namespace {
+
+using nlohmann::json;
+
+json Opt(const std::optional<Cidr>& c) { return c ? json(c->ToString()) : json(nullptr); }
+json Opt(const std::optional<Ipv4>& a) { return a ? json(a->ToString()) : json(nullptr); }
+
+void Get(const json& j, const char* key, std::optional<Cidr>& out) {
+  out.reset();
+  if (j.contains(key) && j[key].is_string()) out = Cidr::Parse(j[key].get<std::string>());
+}
+void Get(const json& j, const char* key, std::optional<Ipv4>& out) {
+  out.reset();
+  if (j.contains(key) && j[key].is_string()) out = Ipv4::Parse(j[key].get<std::string>());
+}
+void Get(const json& j, const char* key, Cidr& out) {
+  if (auto c = Cidr::Parse(j.value(key, std::string()))) out = *c;
+}
+void Get(const json& j, const char* key, Ipv4& out) {
+  if (auto a = Ipv4::Parse(j.value(key, std::string()))) out = *a;
+}
+template <typename T>
+void Get(const json& j, const char* key, T& out) {
+  if (j.contains(key)) out = j[key].get<T>();
+}
+json Addrs(const std::vector<Ipv4>& v) {
+  json a = json::array();
+  for (auto ip : v) a.push_back(ip.ToString());
+  return a;
+}
+std::vector<Ipv4> Addrs(const json& j) {
+  std::vector<Ipv4> out;
+  if (j.is_array())
+    for (const auto& e : j)
+      if (auto ip = Ipv4::Parse(e.get<std::string>())) out.push_back(*ip);
+  return out;
+}
+
+}  // namespace
+
+const std::string& PartitionSpec::parent() const {
+  static const std::string kNone;
+  return lineage.size() >= 2 ? lineage[lineage.size() - 2] : kNone;
+}
+
+void to_json(json& j, const NetworkSpec& s) {
+  j = {{"name", s.name}, {"subnet", s.subnet.ToString()}, {"gateway", Opt(s.gateway)}};
+}
+void from_json(const json& j, NetworkSpec& s) {
+  Get(j, "name", s.name);
+  Get(j, "subnet", s.subnet);
+  Get(j, "gateway", s.gateway);
+}
+
+void to_json(json& j, const PartitionSpec& s) {
+  j = {{"name", s.name},
+       {"lineage", s.lineage},
+       {"is_host", s.is_host},
+       {"processor_count", s.processor_count},
+       {"memory_bytes", s.memory_bytes},
+       {"dynamic_memory", s.dynamic_memory},
+       {"expose_virtualization_extensions", s.expose_virtualization_extensions},
+       {"version", s.version},
+       {"hosts_file", s.hosts_file}};
+}
+void from_json(const json& j, PartitionSpec& s) {
+  Get(j, "name", s.name);
+  Get(j, "lineage", s.lineage);
+  Get(j, "is_host", s.is_host);
+  Get(j, "processor_count", s.processor_count);
+  Get(j, "memory_bytes", s.memory_bytes);
+  Get(j, "dynamic_memory", s.dynamic_memory);
+  Get(j, "expose_virtualization_extensions", s.expose_virtualization_extensions);
+  Get(j, "version", s.version);
+  Get(j, "hosts_file", s.hosts_file);
+}
+
+void to_json(json& j, const NicSpec& s) {
+  j = {{"machine", s.machine}, {"name", s.name}, {"network", s.network}, {"port", s.port},
+       {"mac", s.mac}, {"ip", Opt(s.ip)}, {"gateway", Opt(s.gateway)}};
+}
+void from_json(const json& j, NicSpec& s) {
+  Get(j, "machine", s.machine);
+  Get(j, "name", s.name);
+  Get(j, "network", s.network);
+  Get(j, "port", s.port);
+  Get(j, "mac", s.mac);
+  Get(j, "ip", s.ip);
+  Get(j, "gateway", s.gateway);
+}
+
+void to_json(json& j, const SwitchSpec& s) {
+  j = {{"owner", s.owner},     {"name", s.name},
+       {"type", s.type},       {"ifname", s.ifname},
+       {"uplinks", s.uplinks}, {"management_port", s.management_port},
+       {"ip", Opt(s.ip)},      {"gateway", Opt(s.gateway)},
+       {"forwarding", s.forwarding}};
+}
+void from_json(const json& j, SwitchSpec& s) {
+  Get(j, "owner", s.owner);
+  Get(j, "name", s.name);
+  Get(j, "type", s.type);
+  Get(j, "ifname", s.ifname);
+  Get(j, "uplinks", s.uplinks);
+  Get(j, "management_port", s.management_port);
+  Get(j, "ip", s.ip);
+  Get(j, "gateway", s.gateway);
+  Get(j, "forwarding", s.forwarding);
+}
+
+void to_json(json& j, const AdapterSpec& s) {
+  j = {{"vm", s.vm},
+       {"name", s.name},
+       {"owner", s.owner},
+       {"switch_name", s.switch_name},
+       {"switch_ifname", s.switch_ifname},
+       {"port", s.port},
+       {"mac", s.mac},
+       {"mac_address_spoofing", s.mac_address_spoofing},
+       {"ip", Opt(s.ip)},
+       {"gateway", Opt(s.gateway)}};
+}
+void from_json(const json& j, AdapterSpec& s) {
+  Get(j, "vm", s.vm);
+  Get(j, "name", s.name);
+  Get(j, "owner", s.owner);
+  Get(j, "switch_name", s.switch_name);
+  Get(j, "switch_ifname", s.switch_ifname);
+  Get(j, "port", s.port);
+  Get(j, "mac", s.mac);
+  Get(j, "mac_address_spoofing", s.mac_address_spoofing);
+  Get(j, "ip", s.ip);
+  Get(j, "gateway", s.gateway);
+}
+
+void to_json(json& j, const NatSpec& s) {
+  j = {{"owner", s.owner}, {"name", s.name}, {"prefix", s.prefix.ToString()}, {"table", s.table}};
+}
+void from_json(const json& j, NatSpec& s) {
+  Get(j, "owner", s.owner);
+  Get(j, "name", s.name);
+  Get(j, "prefix", s.prefix);
+  Get(j, "table", s.table);
+}
+
+void to_json(json& j, const DnsSpec& s) { j = {{"machine", s.machine}, {"servers", Addrs(s.servers)}}; }
+void from_json(const json& j, DnsSpec& s) {
+  Get(j, "machine", s.machine);
+  s.servers = Addrs(j.value("servers", json::array()));
+}
+
+void to_json(json& j, const StandInSpec& s) {
+  json records = json::object();
+  for (const auto& [name, addrs] : s.records) records[name] = Addrs(addrs);
+  j = {{"network", s.network}, {"address", s.address.ToString()}, {"records", records}};
+}
+void from_json(const json& j, StandInSpec& s) {
+  Get(j, "network", s.network);
+  Get(j, "address", s.address);
+  s.records.clear();
+  if (j.contains("records"))
+    for (const auto& [name, addrs] : j["records"].items()) s.records[name] = Addrs(addrs);
+}
+
+}  // namespace lab::hv

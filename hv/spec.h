@@ -1,0 +1,120 @@
+// Specs of the embedded hypervisor's objects: plain data, in Hyper-V's terms.
+//
+// Each spec says everything needed to make the object *and* to remove it again, so a lab can be
+// torn down from its recorded specs alone (without the lab file). Specs serialize to JSON for
+// the state store; the spec hash is the hash of that JSON.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/net.h"
+
+namespace lab::hv {
+
+/// A lab network: the wire between hosts' NICs, with the stand-in "outside world" at its
+/// gateway. Realized as a partition of its own holding a bridge.
+struct NetworkSpec {
+  std::string name;
+  Cidr subnet;
+  std::optional<Ipv4> gateway;
+};
+
+/// A machine: a physical host of the lab or a VM (Hyper-V partition) at any depth.
+struct PartitionSpec {
+  std::string name;
+  std::vector<std::string> lineage;     // ancestors then itself: ["hv1", "middle", "nested1"]
+  bool is_host = false;
+  int processor_count = 0;              // 0 = no CPU quota (hosts)
+  uint64_t memory_bytes = 0;            // 0 = no limit (hosts); startup, or maximum when dynamic
+  bool dynamic_memory = false;
+  bool expose_virtualization_extensions = false;
+  std::string version;                  // configuration version ("9.0")
+  std::string hosts_file;               // /etc/hosts content
+
+  const std::string& parent() const;    // "" for a host
+};
+
+/// A host's physical NIC: a veth with `name` inside the host and a port on the network's wire.
+struct NicSpec {
+  std::string machine;
+  std::string name;
+  std::string network;
+  std::string port;                     // kernel name of the wire-side end
+  std::string mac;
+  std::optional<Cidr> ip;               // unset when an external switch with management OS holds it
+  std::optional<Ipv4> gateway;
+};
+
+/// New-VMSwitch: a bridge inside the owner (host or middle VM).
+struct SwitchSpec {
+  std::string owner;
+  std::string name;                     // Hyper-V switch name
+  std::string type;                     // external | internal | private
+  std::string ifname;                   // kernel name of the bridge inside the owner
+  std::vector<std::string> uplinks;     // external: owner interfaces it binds (NICs / adapters)
+  bool management_port = false;         // owner gets vEthernet (NAME): the bridge holds an address
+  std::optional<Cidr> ip;               // management port address
+  std::optional<Ipv4> gateway;          // management port default gateway
+  bool forwarding = false;              // the owner routes (NAT behind it)
+};
+
+/// Add-VMNetworkAdapter + Connect-VMNetworkAdapter: a veth with `name` inside the VM and `port`
+/// on the switch's bridge inside the switch owner.
+struct AdapterSpec {
+  std::string vm;
+  std::string name;
+  std::string owner;                    // the switch owner (the VM's parent)
+  std::string switch_name;
+  std::string switch_ifname;
+  std::string port;
+  std::string mac;
+  bool mac_address_spoofing = false;
+  std::optional<Cidr> ip;
+  std::optional<Ipv4> gateway;
+};
+
+/// New-NetNat: masquerade of an internal prefix inside its owner.
+struct NatSpec {
+  std::string owner;
+  std::string name;
+  Cidr prefix;
+  std::string table;                    // nftables table name (carries the lab's uid)
+};
+
+/// DNS client settings of one machine (Set-DnsClientServerAddress): its resolv.conf.
+struct DnsSpec {
+  std::string machine;
+  std::vector<Ipv4> servers;
+};
+
+/// The stand-in "outside world" services at a network's gateway: DNS (dnsmasq) with the lab's
+/// machine names and the network's records, and an HTTP whoami.
+struct StandInSpec {
+  std::string network;
+  Ipv4 address;
+  std::map<std::string, std::vector<Ipv4>> records;  // name -> addresses
+};
+
+void to_json(nlohmann::json& j, const NetworkSpec& s);
+void from_json(const nlohmann::json& j, NetworkSpec& s);
+void to_json(nlohmann::json& j, const PartitionSpec& s);
+void from_json(const nlohmann::json& j, PartitionSpec& s);
+void to_json(nlohmann::json& j, const NicSpec& s);
+void from_json(const nlohmann::json& j, NicSpec& s);
+void to_json(nlohmann::json& j, const SwitchSpec& s);
+void from_json(const nlohmann::json& j, SwitchSpec& s);
+void to_json(nlohmann::json& j, const AdapterSpec& s);
+void from_json(const nlohmann::json& j, AdapterSpec& s);
+void to_json(nlohmann::json& j, const NatSpec& s);
+void from_json(const nlohmann::json& j, NatSpec& s);
+void to_json(nlohmann::json& j, const DnsSpec& s);
+void from_json(const nlohmann::json& j, DnsSpec& s);
+void to_json(nlohmann::json& j, const StandInSpec& s);
+void from_json(const nlohmann::json& j, StandInSpec& s);
+
+}  // namespace lab::hv
