@@ -39,11 +39,6 @@ constexpr int kStartTimeoutMs = 10000;
 
 using Clock = std::chrono::steady_clock;
 
-int MsLeft(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left < 0 ? 0 : static_cast<int>(left);
-}
-
 // ---- what B does, prepared before the fork ----
 
 struct FileToWrite {
@@ -69,12 +64,6 @@ struct RootPlan {
   int init_fd = -1;
 };
 
-// Fails the current step: report and exit (B is pid 1; exiting ends its namespace).
-[[noreturn]] void ChildFail(int sock, const char* step) {
-  ChildSendReport(sock, step, errno ? errno : EIO);
-  ::_exit(126);
-}
-
 bool TouchFile(const char* path) {
   int fd = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) return false;
@@ -84,58 +73,58 @@ bool TouchFile(const char* path) {
 
 [[noreturn]] void RunB(RootPlan& p) {
   const int s = p.sock;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(s, "make / private");
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(s, "make / private", 126);
   if (::mount("overlay", p.root.c_str(), "overlay", 0, p.overlay_opts.c_str()) != 0)
-    ChildFail(s, "mount overlay root");
+    ChildFail(s, "mount overlay root", 126);
   for (FileToWrite& f : p.files) {
     for (std::string& d : f.dirs)
-      if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) ChildFail(s, "write configuration files: mkdir");
+      if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) ChildFail(s, "write configuration files: mkdir", 126);
     // Replace rather than write through: the base may hold a symlink here (resolv.conf).
-    if (::unlink(f.path.c_str()) != 0 && errno != ENOENT) ChildFail(s, "write configuration files: unlink");
+    if (::unlink(f.path.c_str()) != 0 && errno != ENOENT) ChildFail(s, "write configuration files: unlink", 126);
     int fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) ChildFail(s, "write configuration files: create");
+    if (fd < 0) ChildFail(s, "write configuration files: create", 126);
     size_t off = 0;
     while (off < f.content.size()) {
       ssize_t w = ::write(fd, f.content.data() + off, f.content.size() - off);
       if (w < 0 && errno == EINTR) continue;
-      if (w < 0) ChildFail(s, "write configuration files: write");
+      if (w < 0) ChildFail(s, "write configuration files: write", 126);
       off += static_cast<size_t>(w);
     }
     ::close(fd);
   }
   for (BindRo& b : p.binds_ro) {
     if (::mount(b.source.c_str(), b.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0)
-      ChildFail(s, "bind /usr read-only");
+      ChildFail(s, "bind /usr read-only", 126);
     if (::mount(nullptr, b.target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
-      ChildFail(s, "remount /usr read-only");
+      ChildFail(s, "remount /usr read-only", 126);
   }
   if (::mount("proc", p.proc.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
-    ChildFail(s, "mount /proc");
+    ChildFail(s, "mount /proc", 126);
   if (::mount("sysfs", p.sys.c_str(), "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
-    ChildFail(s, "mount /sys");
+    ChildFail(s, "mount /sys", 126);
   if (::mount("tmpfs", p.dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k") != 0)
-    ChildFail(s, "mount /dev");
+    ChildFail(s, "mount /dev", 126);
   for (BindRo& n : p.dev_nodes) {
-    if (!TouchFile(n.target.c_str())) ChildFail(s, "create /dev node");
-    if (::mount(n.source.c_str(), n.target.c_str(), nullptr, MS_BIND, nullptr) != 0) ChildFail(s, "bind /dev node");
+    if (!TouchFile(n.target.c_str())) ChildFail(s, "create /dev node", 126);
+    if (::mount(n.source.c_str(), n.target.c_str(), nullptr, MS_BIND, nullptr) != 0) ChildFail(s, "bind /dev node", 126);
   }
-  if (::mkdir(p.pts.c_str(), 0755) != 0) ChildFail(s, "mkdir /dev/pts");
+  if (::mkdir(p.pts.c_str(), 0755) != 0) ChildFail(s, "mkdir /dev/pts", 126);
   if (::mount("devpts", p.pts.c_str(), "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") != 0)
-    ChildFail(s, "mount /dev/pts");
-  if (::mkdir(p.shm.c_str(), 01777) != 0) ChildFail(s, "mkdir /dev/shm");
-  if (::mount("tmpfs", p.shm.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) ChildFail(s, "mount /dev/shm");
+    ChildFail(s, "mount /dev/pts", 126);
+  if (::mkdir(p.shm.c_str(), 01777) != 0) ChildFail(s, "mkdir /dev/shm", 126);
+  if (::mount("tmpfs", p.shm.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) ChildFail(s, "mount /dev/shm", 126);
   for (auto& [target, link] : p.dev_links)
-    if (::symlink(target.c_str(), link.c_str()) != 0) ChildFail(s, "create /dev links");
-  if (::mount("tmpfs", p.run.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755") != 0) ChildFail(s, "mount /run");
-  if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) ChildFail(s, "set hostname");
+    if (::symlink(target.c_str(), link.c_str()) != 0) ChildFail(s, "create /dev links", 126);
+  if (::mount("tmpfs", p.run.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755") != 0) ChildFail(s, "mount /run", 126);
+  if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) ChildFail(s, "set hostname", 126);
   // pivot_root(".", "."): the old root ends up stacked on the new one, then is detached.
-  if (::chdir(p.root.c_str()) != 0) ChildFail(s, "pivot_root: chdir");
-  if (::syscall(SYS_pivot_root, ".", ".") != 0) ChildFail(s, "pivot_root");
-  if (::umount2(".", MNT_DETACH) != 0) ChildFail(s, "pivot_root: detach old root");
-  if (::chdir("/") != 0) ChildFail(s, "pivot_root: chdir /");
+  if (::chdir(p.root.c_str()) != 0) ChildFail(s, "pivot_root: chdir", 126);
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) ChildFail(s, "pivot_root", 126);
+  if (::umount2(".", MNT_DETACH) != 0) ChildFail(s, "pivot_root: detach old root", 126);
+  if (::chdir("/") != 0) ChildFail(s, "pivot_root: chdir /", 126);
   // init must not hold our terminal or pipes open.
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (null < 0) ChildFail(s, "open /dev/null");
+  if (null < 0) ChildFail(s, "open /dev/null", 126);
   ::dup2(null, 0);
   ::dup2(null, 1);
   ::dup2(null, 2);
@@ -144,7 +133,7 @@ bool TouchFile(const char* path) {
   char* argv[] = {arg0, nullptr};
   char* envp[] = {nullptr};
   ::syscall(SYS_execveat, p.init_fd, "", argv, envp, AT_EMPTY_PATH);
-  ChildFail(s, "exec lab-init");
+  ChildFail(s, "exec lab-init", 126);
 }
 
 // W: joins the cgroup (and the parent partition's namespaces), then A unshares and forks B.
@@ -152,18 +141,18 @@ bool TouchFile(const char* path) {
                        const int* keep, int nkeep) {
   const int s = plan.sock;
   ChildCloseFdsExcept(keep, nkeep);
-  if (!ChildJoinCgroup(procs_files)) ChildFail(s, "join cgroup");
+  if (!ChildJoinCgroup(procs_files)) ChildFail(s, "join cgroup", 126);
   static const int kParentNsTypes[] = {CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID};
   for (size_t i = 0; i < parent_ns.size(); ++i)
-    if (::setns(parent_ns[i], kParentNsTypes[i]) != 0) ChildFail(s, "enter the parent partition's namespaces");
+    if (::setns(parent_ns[i], kParentNsTypes[i]) != 0) ChildFail(s, "enter the parent partition's namespaces", 126);
   pid_t a = ::fork();
-  if (a < 0) ChildFail(s, "fork");
+  if (a < 0) ChildFail(s, "fork", 126);
   if (a == 0) {
     // A: now inside the parent's PID namespace, so a new one can be made below it.
     if (::unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) != 0)
-      ChildFail(s, "create namespaces");
+      ChildFail(s, "create namespaces", 126);
     pid_t b = ::fork();
-    if (b < 0) ChildFail(s, "fork init");
+    if (b < 0) ChildFail(s, "fork init", 126);
     if (b == 0) RunB(plan);
     ::_exit(0);
   }
@@ -171,52 +160,6 @@ bool TouchFile(const char* path) {
   while (::waitpid(a, &status, 0) < 0 && errno == EINTR) {
   }
   ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 125);
-}
-
-// Parent side of the report channel: one report (with the sender's pid through
-// SCM_CREDENTIALS), or EOF. Returns false on timeout/EOF.
-struct Received {
-  bool got = false;
-  bool eof = false;
-  bool timeout = false;
-  ChildReport report;
-  int pid = 0;
-};
-
-Received ReceiveReport(int sock, Clock::time_point deadline) {
-  Received r;
-  for (;;) {
-    pollfd pfd{sock, POLLIN, 0};
-    int n = ::poll(&pfd, 1, MsLeft(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      r.timeout = true;
-      return r;
-    }
-    iovec iov{&r.report, sizeof r.report};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t got = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (got <= 0) {
-      r.eof = true;
-      return r;
-    }
-    r.got = true;
-    r.report.step[sizeof r.report.step - 1] = '\0';
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-        ucred cred;
-        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-        r.pid = cred.pid;
-      }
-    }
-    return r;
-  }
 }
 
 // Everything a failed start made, undone in reverse.
@@ -347,9 +290,9 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   };
   auto deadline = Clock::now() + std::chrono::milliseconds(kStartTimeoutMs);
   Received ready = ReceiveReport(ours.get(), deadline);
-  if (!ready.got) {
-    int status = reap_w(ready.timeout);
-    if (ready.timeout) return Status::Error("start: no answer from the new partition within 10 s");
+  if (ready.kind != Received::kReport) {
+    int status = reap_w(ready.kind == Received::kTimeout);
+    if (ready.kind == Received::kTimeout) return Status::Error("start: no answer from the new partition within 10 s");
     return Status::Error("start: the worker exited (status " + std::to_string(status) + ") without reporting");
   }
   if (ready.report.err != 0) {
@@ -365,8 +308,9 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   // The socket closes when the exec succeeds; a report means it failed.
   Received exec = ReceiveReport(ours.get(), deadline);
   reap_w(false);
-  if (exec.got) return Status::Error(std::string(exec.report.step) + ": " + ErrnoText(exec.report.err));
-  if (exec.timeout) return Status::Error("start: lab-init did not start within 10 s");
+  if (exec.kind == Received::kReport)
+    return Status::Error(std::string(exec.report.step) + ": " + ErrnoText(exec.report.err));
+  if (exec.kind == Received::kTimeout) return Status::Error("start: lab-init did not start within 10 s");
   // Record the start time after the exec (exec keeps it, but the pid must be the live init).
   undo.init.start_time = ProcessStartTime(ready.pid);
   if (undo.init.start_time == 0 || ProcessState(ready.pid) == 'Z')
@@ -386,6 +330,52 @@ void ChildSendReport(int fd, const char* step, int err) {
   r.step[i] = '\0';
   ssize_t ignored = ::send(fd, &r, sizeof r, MSG_NOSIGNAL);
   (void)ignored;
+}
+
+void ChildFail(int fd, const char* step, int code) {
+  ChildSendReport(fd, step, errno ? errno : EIO);
+  ::_exit(code);
+}
+
+int MsLeft(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : static_cast<int>(left);
+}
+
+Received ReceiveReport(int sock, Clock::time_point deadline) {
+  Received r;
+  for (;;) {
+    pollfd pfd{sock, POLLIN, 0};
+    int n = ::poll(&pfd, 1, MsLeft(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      r.kind = Received::kTimeout;
+      return r;
+    }
+    iovec iov{&r.report, sizeof r.report};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t got = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got <= 0) {
+      r.kind = Received::kEof;
+      return r;
+    }
+    r.kind = Received::kReport;
+    r.report.step[sizeof r.report.step - 1] = '\0';
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred;
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        r.pid = cred.pid;
+      }
+    }
+    return r;
+  }
 }
 
 void ChildCloseFdsExcept(const int* keep, int n) {
@@ -474,6 +464,10 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
       config.machine.empty() || config.init_path.empty())
     return Status::Error(what + ": start: run_dir, disk_dir, base_dir, cgroup, machine and init_path are required");
   if (!Exists(config.base_dir)) return Status::Error(what + ": base layer " + config.base_dir + " does not exist");
+  // Handles still mounted: a previous start was not destroyed; stacking new ones would leak it.
+  if (IsMountPoint(NsPath(config.run_dir, "net")) || IsMountPoint(NsPath(config.run_dir, "mnt")))
+    return Status::Error(what + ": already has namespace handles under " + config.run_dir +
+                         "; destroy it first");
 
   Status s = MakeDirTracked(config.run_dir, &undo.run_dir_created);
   if (s.ok()) s = MakeDirs(config.run_dir + "/ns");
@@ -515,8 +509,10 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
   if (!config.run_dir.empty()) {
     for (const char* kind : kNsKinds) {
       std::string handle = NsPath(config.run_dir, kind);
-      if (::umount2(handle.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
-        note(ErrnoStatus("unmount " + handle));
+      // Loop: an interrupted run may have stacked handles.
+      int rc = 0;
+      for (int i = 0; i < 8 && rc == 0; ++i) rc = ::umount2(handle.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+      if (rc != 0 && errno != EINVAL && errno != ENOENT) note(ErrnoStatus("unmount " + handle));
       if (::unlink(handle.c_str()) != 0 && errno != ENOENT) note(ErrnoStatus("remove " + handle));
     }
     std::string root = config.run_dir + "/root";

@@ -70,7 +70,8 @@ struct ProcessId {
 
 /// Start time of `pid` (field 22 of /proc/PID/stat); 0 when there is no such process.
 uint64_t ProcessStartTime(int pid);
-/// True when the process exists and has the recorded start time.
+/// True when the process exists and has the recorded start time (a zombie counts as gone: it has
+/// released its namespaces already, and an orphan may wait long for a reaper).
 bool IsAlive(const ProcessId& p);
 
 /// Path of a namespace handle of a partition: RUN_DIR/ns/KIND (net, mnt, uts, ipc, pid).

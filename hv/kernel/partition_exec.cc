@@ -35,11 +35,6 @@ std::string Describe(const std::string& run_dir) {
   return "partition '" + name.substr(name.rfind('/') + 1) + "'";
 }
 
-int MsLeft(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left < 0 ? 0 : static_cast<int>(left);
-}
-
 struct NsFd {
   int type;
   UniqueFd fd;
@@ -71,11 +66,6 @@ void AddFds(const std::vector<NsFd>& ns, std::vector<int>* keep) {
   for (const NsFd& n : ns) keep->push_back(n.fd.get());
 }
 
-[[noreturn]] void ChildFailTo(int fd, const char* step, int code) {
-  ChildSendReport(fd, step, errno ? errno : EIO);
-  ::_exit(code);
-}
-
 // Reads one ChildReport from a pipe/socket without blocking; false when there is none.
 bool TryReadReport(int fd, ChildReport* r) {
   ssize_t n = ::recv(fd, r, sizeof *r, MSG_DONTWAIT);
@@ -97,39 +87,6 @@ int ExitCodeOf(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 1;
-}
-
-// Receives a report with the sender's pid (SCM_CREDENTIALS, translated into our PID namespace).
-bool ReceiveWithPid(int sock, Clock::time_point deadline, ChildReport* r, int* pid, bool* eof) {
-  *eof = false;
-  for (;;) {
-    pollfd pfd{sock, POLLIN, 0};
-    int n = ::poll(&pfd, 1, MsLeft(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    iovec iov{r, sizeof *r};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t got = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) {
-      *eof = true;
-      return false;
-    }
-    r->step[sizeof r->step - 1] = '\0';
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-        ucred cred;
-        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-        *pid = cred.pid;
-      }
-    }
-    return true;
-  }
 }
 
 Result<std::string> RunIn(const std::string& run_dir, const std::function<Result<std::string>()>& fn, int timeout_ms) {
@@ -252,10 +209,10 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
   if (middle < 0) return ErrnoStatus(what + ": fork");
   if (middle == 0) {
     ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
-    if (!ChildJoinCgroup(procs)) ChildFailTo(wr.get(), "join cgroup", 125);
-    if (!ChildEnter(*ns)) ChildFailTo(wr.get(), "enter namespaces", 125);
+    if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
+    if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
     pid_t g = ::fork();
-    if (g < 0) ChildFailTo(wr.get(), "fork", 125);
+    if (g < 0) ChildFail(wr.get(), "fork", 125);
     if (g == 0) {
       args.Exec(env.Pointers());
       const std::string& msg = errno == ENOENT ? not_found : denied;
@@ -309,23 +266,23 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
   if (middle == 0) {
     const int s = theirs.get();
     ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
-    if (!ChildJoinCgroup(procs)) ChildFailTo(s, "join cgroup", 125);
-    if (!ChildEnter(*ns)) ChildFailTo(s, "enter namespaces", 125);
+    if (!ChildJoinCgroup(procs)) ChildFail(s, "join cgroup", 125);
+    if (!ChildEnter(*ns)) ChildFail(s, "enter namespaces", 125);
     pid_t g = ::fork();
-    if (g < 0) ChildFailTo(s, "fork", 125);
+    if (g < 0) ChildFail(s, "fork", 125);
     if (g == 0) {
       // G is inside the partition's PID namespace: when it exits, H is adopted by the
       // partition's init (which reaps it), not by a process of the machine.
       ::setsid();
       pid_t h = ::fork();
-      if (h < 0) ChildFailTo(s, "fork", 125);
+      if (h < 0) ChildFail(s, "fork", 125);
       if (h > 0) ::_exit(0);
       int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (null < 0) ChildFailTo(s, "open /dev/null", 125);
+      if (null < 0) ChildFail(s, "open /dev/null", 125);
       ::dup2(null, 0);
       for (std::string& d : log_dirs) ::mkdir(d.c_str(), 0755);
       int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (log < 0) ChildFailTo(s, "open log file", 125);
+      if (log < 0) ChildFail(s, "open log file", 125);
       ::dup2(log, 1);
       ::dup2(log, 2);
       ChildSendReport(s, "", 0);
@@ -334,7 +291,7 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
       } else {
         args.Exec(env.Pointers());
       }
-      ChildFailTo(s, "exec", 127);
+      ChildFail(s, "exec", 127);
     }
     ::_exit(ExitCodeOf(WaitChild(g)));
   }
@@ -342,21 +299,21 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
   exe.Reset();
 
   auto deadline = Clock::now() + std::chrono::seconds(10);
-  ChildReport r;
-  int pid = 0;
-  bool eof = false;
-  bool got = ReceiveWithPid(ours.get(), deadline, &r, &pid, &eof);
-  if (!got && !eof) ::kill(middle, SIGKILL);
+  Received first = ReceiveReport(ours.get(), deadline);
+  if (first.kind == Received::kTimeout) ::kill(middle, SIGKILL);
   WaitChild(middle);
-  if (!got) return Status::Error(what + ": spawn: " + (eof ? "the process ended before starting" : "no answer within 10 s"));
-  if (r.err != 0) return Status::Error(what + ": spawn " + argv[0] + ": " + r.step + ": " + ErrnoText(r.err));
+  if (first.kind != Received::kReport)
+    return Status::Error(what + ": spawn: " +
+                         (first.kind == Received::kEof ? "the process ended before starting" : "no answer within 10 s"));
+  if (first.report.err != 0)
+    return Status::Error(what + ": spawn " + argv[0] + ": " + first.report.step + ": " + ErrnoText(first.report.err));
+  const int pid = first.pid;
   ProcessId started{pid, ProcessStartTime(pid)};
   // Closed on exec (CLOEXEC); a second report means the exec failed.
-  ChildReport r2;
-  int pid2 = 0;
-  if (ReceiveWithPid(ours.get(), deadline, &r2, &pid2, &eof))
-    return Status::Error(what + ": spawn " + argv[0] + ": " + r2.step + ": " + ErrnoText(r2.err));
-  if (!eof) {
+  Received exec = ReceiveReport(ours.get(), deadline);
+  if (exec.kind == Received::kReport)
+    return Status::Error(what + ": spawn " + argv[0] + ": " + exec.report.step + ": " + ErrnoText(exec.report.err));
+  if (exec.kind == Received::kTimeout) {
     (void)StopProcess(started);
     return Status::Error(what + ": spawn " + argv[0] + ": did not start within 10 s");
   }

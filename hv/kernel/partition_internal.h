@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -88,6 +89,21 @@ struct ChildReport {
 };
 /// Fills and writes a report on `fd` (ignoring errors: the reader treats silence as failure).
 void ChildSendReport(int fd, const char* step, int err);
+/// Sends a report for the current errno and _exit()s with `code`.
+[[noreturn]] void ChildFail(int fd, const char* step, int code);
+
+/// Milliseconds left until `deadline`, at least 0 (for poll).
+int MsLeft(std::chrono::steady_clock::time_point deadline);
+
+/// Parent side of a report channel (a SOCK_SEQPACKET socket with SO_PASSCRED): one report with
+/// the sender's pid as the kernel translated it into our PID namespace, or EOF (every child's
+/// end closed: exited or exec'd), or the deadline.
+struct Received {
+  enum Kind { kReport, kEof, kTimeout } kind = kTimeout;
+  ChildReport report;
+  int pid = 0;
+};
+Received ReceiveReport(int sock, std::chrono::steady_clock::time_point deadline);
 /// Closes every descriptor >= 3 except those in keep[0..n).
 void ChildCloseFdsExcept(const int* keep, int n);
 /// Writes "0" into each file (joins the cgroup); returns false with errno set on failure.

@@ -18,31 +18,12 @@
 
 #include "base/status.h"
 #include "base/text.h"
+#include "hv/kernel/partition_internal.h"
 
 namespace lab::hv::kernel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
-int MsLeft(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left < 0 ? 0 : static_cast<int>(left);
-}
 
 ProbeResult Fail(std::string detail) {
   ProbeResult r;
@@ -160,7 +141,7 @@ ProbeResult ProbePing(const std::string& target, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   auto addr = Resolve(target);
   if (!addr) return Fail("name not found");
-  Fd fd(::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP));
+  UniqueFd fd(::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP));
   if (!fd.valid()) return Fail("raw socket: " + ErrnoText(errno));
   sockaddr_in to{};
   to.sin_family = AF_INET;
@@ -257,7 +238,7 @@ ProbeResult ProbeHttp(const std::string& url, int timeout_ms) {
   auto addr = Resolve(host);
   if (!addr) return Fail("name not found");
   std::string detail;
-  Fd fd(Connect(*addr, port, deadline, &detail));
+  UniqueFd fd(Connect(*addr, port, deadline, &detail));
   if (!fd.valid()) return Fail(detail);
   if (!SendAll(fd.get(), "GET " + path + " HTTP/1.0\r\nHost: " + host + "\r\n\r\n", deadline)) return Fail("send failed");
   std::string response;
@@ -289,7 +270,7 @@ ProbeResult ProbeHttp(const std::string& url, int timeout_ms) {
 
 int RunWhoamiServer(Ipv4 addr, int port) {
   ::signal(SIGPIPE, SIG_IGN);
-  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return 1;
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -304,7 +285,7 @@ int RunWhoamiServer(Ipv4 addr, int port) {
     socklen_t plen = sizeof peer;
     int c = ::accept4(fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_CLOEXEC);
     if (c < 0) continue;
-    Fd conn(c);
+    UniqueFd conn(c);
     // Read the request head (bounded in size and time), then answer.
     std::string req;
     auto deadline = Clock::now() + std::chrono::milliseconds(2000);

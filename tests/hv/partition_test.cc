@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "base/text.h"
 #include "hv/kernel/partition.h"
@@ -82,7 +83,8 @@ TEST_CASE("A partition has its own hostname, network, PIDs, configuration and wr
   auto t0 = std::chrono::steady_clock::now();
   ProcessId init = pg.Start(c);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
-  WARN("StartPartition took " << ms << " ms; lab-init VmRSS " << StatusField(init.pid, "VmRSS"));
+  WARN("StartPartition took " << ms << " ms; lab-init VmRSS " << StatusField(init.pid, "VmRSS") << ", RssAnon "
+                               << StatusField(init.pid, "RssAnon"));
 
   REQUIRE(IsAlive(init));
   CHECK(StatusField(init.pid, "Name") == "lab-init");
@@ -280,6 +282,37 @@ TEST_CASE("RunInPartition gives up after its timeout", "[root][hv]") {
   }, 200);
   REQUIRE_FALSE(r.ok());
   CHECK(r.message() == "partition 'slow': timed out after 200 ms");
+}
+
+TEST_CASE("Partitions start and stop concurrently from several threads", "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting partitions");
+  PartitionPlayground pg;
+  std::vector<PartitionConfig> configs;
+  for (int i = 0; i < 4; ++i) configs.push_back(pg.Config("par" + std::to_string(i)));
+  std::vector<Result<ProcessId>> results(configs.size(), Status::Error("not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < configs.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = StartPartition(configs[i]); });
+  for (std::thread& t : threads) t.join();
+  threads.clear();
+  for (auto& r : results) {
+    REQUIRE(r.ok());
+    CHECK(IsAlive(*r));
+  }
+  // Starting again over live handles is refused.
+  auto again = StartPartition(configs[0]);
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.message().find("destroy it first") != std::string::npos);
+  CHECK(IsAlive(*results[0]));
+
+  std::vector<Status> destroyed(configs.size());
+  for (size_t i = 0; i < configs.size(); ++i)
+    threads.emplace_back([&, i] { destroyed[i] = DestroyPartition(configs[i], *results[i]); });
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < configs.size(); ++i) {
+    CHECK(destroyed[i].message() == "");
+    RequireNothingLeft(pg, configs[i], *results[i]);
+  }
 }
 
 TEST_CASE("The base layer mirrors the machine's merged /usr and /etc", "[root][hv]") {
