@@ -118,6 +118,7 @@ engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
   engine::ExecOptions o;
   long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
   o.jobs = g.jobs > 0 ? g.jobs : static_cast<int>(cores > 0 ? cores : 2);
+  if (const char* fail = std::getenv("LAB_INJECT_FAILURE")) o.fail_key = fail;  // tests only
   o.on_step = [out](const engine::StepEvent& ev) {
     if (out.quiet && ev.status.ok() && !ev.skipped) return;
     const auto& a = *ev.action;

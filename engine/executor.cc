@@ -89,6 +89,11 @@ class Runner {
     Status st;
     std::optional<state::ResourceRecord> put;
     std::string erase;
+    if (!options_.fail_key.empty() && options_.fail_key == a.resource.key) {
+      st = Status::Error("injected failure (LAB_INJECT_FAILURE)");
+      (void)store_.FailAction(*id, st.message());
+      return st;
+    }
     if (teardown) {
       st = RemoveResource(hv_, a.old, a.old_facts);
       erase = a.old.key;

@@ -28,6 +28,9 @@ struct StepEvent {
 struct ExecOptions {
   int jobs = 2;
   std::function<void(const StepEvent&)> on_step;  // called from worker threads, serialized
+  /// Fault injection for tests: the action on this resource key fails (after its journal
+  /// entry is written) as if the kernel had refused it. Empty = none.
+  std::string fail_key;
 };
 
 struct ExecReport {
