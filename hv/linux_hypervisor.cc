@@ -7,6 +7,8 @@
 //   cgroup lab/<mark>/m/<host>/<vm>/<nested>…, lab/<mark>/n/<network>
 // Interfaces additionally carry an altname "lab.<uid>.<what>" so they can be told apart from
 // anything else in a namespace.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +17,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
 
 #include "base/text.h"
 #include "hv/hypervisor.h"
@@ -312,16 +315,49 @@ class LinuxHypervisor final : public Hypervisor {
     for (const auto& d : dirs)
       if (::rmdir(d.c_str()) != 0 && errno != ENOENT)
         return ErrnoStatus("remove " + d);
-    return kernel::RemoveCgroup("lab/" + ctx_.Mark() + "/m").ok() &&
-                   kernel::RemoveCgroup("lab/" + ctx_.Mark() + "/n").ok()
-               ? kernel::RemoveCgroup("lab/" + ctx_.Mark())
-               : Status::Error("cgroup lab/" + ctx_.Mark() + " still has members");
+    for (const char* sub : {"/m", "/n", ""})
+      LAB_RETURN_IF_ERROR(kernel::RemoveCgroup("lab/" + ctx_.Mark() + sub));
+    // The last lab out also releases what all labs share: the run root's bind mount and the
+    // "lab" cgroup. Only when no other lab is starting (exclusive lock, not waited for).
+    run_lock_.reset();
+    std::optional<Fd> exclusive;
+    if (LockRunRoot(LOCK_EX | LOCK_NB, exclusive).ok()) {
+      LAB_RETURN_IF_ERROR(kernel::ReleaseRunRoot(ctx_.run_root));
+      (void)kernel::RemoveCgroup("lab");  // refused while another lab has a cgroup there
+    }
+    return Status::Ok();
   }
 
  private:
+  /// A file descriptor closed on destruction.
+  struct Fd {
+    int fd = -1;
+    explicit Fd(int f) : fd(f) {}
+    Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    Fd& operator=(Fd&&) = delete;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
+
+  Status LockRunRoot(int how, std::optional<Fd>& holder) {
+    std::string path = ctx_.state_root + "/run-root.lock";
+    std::error_code ec;
+    fs::create_directories(ctx_.state_root, ec);
+    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (fd.fd < 0) return ErrnoStatus("open " + path);
+    if (::flock(fd.fd, how) != 0) return ErrnoStatus("lock " + path);
+    holder.emplace(std::move(fd));
+    return Status::Ok();
+  }
+
+  /// Readies the run root and base layer before the first partition. Holds the run-root lock
+  /// shared for this hypervisor's lifetime, so a `down` of another lab cannot release the run
+  /// root while this one is starting partitions under it.
   Status Prepare() {
     std::call_once(prepared_, [this] {
-      prepare_status_ = kernel::EnsureRunRoot(ctx_.run_root);
+      prepare_status_ = LockRunRoot(LOCK_SH, run_lock_);
+      if (prepare_status_.ok()) prepare_status_ = kernel::EnsureRunRoot(ctx_.run_root);
       if (prepare_status_.ok()) prepare_status_ = kernel::EnsureBaseLayer(ctx_.state_root + "/base");
     });
     return prepare_status_;
@@ -414,6 +450,7 @@ class LinuxHypervisor final : public Hypervisor {
 
   LabContext ctx_;
   std::once_flag prepared_;
+  std::optional<Fd> run_lock_;
   Status prepare_status_;
 };
 

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -228,6 +229,17 @@ Status EnsureRunRoot(const std::string& run_root) {
     return ErrnoStatus("run root " + run_root + ": bind mount");
   if (::mount(nullptr, run_root.c_str(), nullptr, MS_PRIVATE | MS_REC, nullptr) != 0)
     return ErrnoStatus("run root " + run_root + ": make private");
+  return Status::Ok();
+}
+
+Status ReleaseRunRoot(const std::string& run_root) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(run_root, ec)) return Status::Ok();
+  if (!std::filesystem::is_empty(run_root, ec) || ec) return Status::Ok();  // a lab still lives here
+  if (IsMountPoint(run_root) && ::umount2(run_root.c_str(), MNT_DETACH) != 0)
+    return ErrnoStatus("run root " + run_root + ": unmount");
+  if (::rmdir(run_root.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY)
+    return ErrnoStatus("run root " + run_root + ": remove");
   return Status::Ok();
 }
 

@@ -80,6 +80,10 @@ std::string NsPath(const std::string& run_dir, const std::string& kind);
 /// Prepares the runtime root (e.g. /run/lab) as a private bind mount so namespace handles under it
 /// do not propagate. Idempotent.
 Status EnsureRunRoot(const std::string& run_root);
+/// Undoes EnsureRunRoot once no lab uses the run root any more: when it is an empty directory
+/// and a mount point, unmounts and removes it. A run root with anything in it is left alone.
+/// The caller makes sure no other lab is starting meanwhile (see LinuxHypervisor).
+Status ReleaseRunRoot(const std::string& run_root);
 /// Builds the shared read-only base layer at `base_dir` once (skeleton dirs, /etc copied from the
 /// machine, merged-/usr symlinks). Idempotent and safe against concurrent callers.
 Status EnsureBaseLayer(const std::string& base_dir);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages lab needs to build, test and run, if any is missing.
+# Only Debian's own packages: nothing is downloaded from anywhere else.
+set -euo pipefail
+
+packages=(
+  g++ cmake make pkg-config
+  libyaml-cpp-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
+  libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
+  dnsmasq-base
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "lab: missing Debian packages: ${missing[*]}; run this as root to install them" >&2
+    exit 1
+  fi
+  echo "lab: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
