@@ -13,37 +13,76 @@ using schema::Machine;
 
 std::string AddressOf(const std::optional<Cidr>& ip) { return ip ? " " + ip->ToString() : ""; }
 
+/// Draws an indented tree with box-drawing branches, like `tree(1)`.
+class TreeWriter {
+ public:
+  explicit TreeWriter(std::string& out) : out_(out) {}
+  /// Writes `items`, calling `children(i)` after item i to write what hangs below it.
+  void Items(const std::vector<std::string>& items, const std::function<void(size_t)>& children) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      bool last = i + 1 == items.size();
+      out_ += prefix_ + (last ? "└─ " : "├─ ") + items[i] + "\n";
+      std::string saved = prefix_;
+      prefix_ += last ? "   " : "│  ";
+      children(i);
+      prefix_ = saved;
+    }
+  }
+
+ private:
+  std::string& out_;
+  std::string prefix_;
+};
+
+std::string MachineLine(const Machine& m) {
+  if (m.kind == schema::MachineKind::kHost) return "host " + m.name;
+  return "vm " + m.name + " (" + std::to_string(m.processor.count) + " vCPU, " + FormatSize(m.memory.startup) +
+         (m.memory.dynamic ? " dynamic" : "") + ", v" + m.version +
+         (m.processor.expose_virtualization_extensions ? ", nested virtualization" : "") + ")";
+}
+
 std::string Tree(const Lab& lab) {
   std::string out = "lab " + lab.name + "\n";
-  for (const auto& n : lab.networks)
-    out += "├─ network " + n.name + " " + n.subnet.ToString() +
-           (n.gateway ? " (stand-in at " + n.gateway->ToString() + ")" : "") + "\n";
-  std::function<void(const Machine&, const std::string&)> walk = [&](const Machine& m, const std::string& indent) {
-    bool host = m.kind == schema::MachineKind::kHost;
-    std::string line = indent + (host ? "host " : "vm ") + m.name;
-    if (!host) {
-      line += " (" + std::to_string(m.processor.count) + " vCPU, " + FormatSize(m.memory.startup) +
-              (m.memory.dynamic ? " dynamic" : "") + ", v" + m.version +
-              (m.processor.expose_virtualization_extensions ? ", nested virtualization" : "") + ")";
-    }
-    out += line + "\n";
-    std::string in = indent + "   ";
-    for (const auto& nic : m.nics) out += in + "nic " + nic.name + " -> network " + nic.network + AddressOf(nic.ip) + "\n";
-    for (const auto& a : m.adapters)
-      out += in + "adapter " + a.name + " -> switch " + a.switch_name + AddressOf(a.ip) +
-             (a.mac_address_spoofing ? " (MAC spoofing on)" : "") + "\n";
-    for (const auto& s : m.switches) {
-      out += in + "switch " + s.name + " [" + schema::ToString(s.type) + "]";
-      if (!s.nics.empty()) out += " on " + Join(s.nics, ", ");
-      if (s.ip) out += " vEthernet (" + s.name + ")" + AddressOf(s.ip);
-      if (s.nat) out += " NAT " + s.nat->name + " " + s.nat->prefix.ToString();
-      out += "\n";
-    }
-    for (const auto& child : m.vms)
-      if (const Machine* c = lab.FindMachine(child)) walk(*c, in);
-  };
+  TreeWriter w(out);
+  std::vector<std::string> top;
+  std::vector<const Machine*> top_machines;
+  for (const auto& n : lab.networks) {
+    top.push_back("network " + n.name + " " + n.subnet.ToString() +
+                  (n.gateway ? " (stand-in at " + n.gateway->ToString() + ")" : ""));
+    top_machines.push_back(nullptr);
+  }
   for (const auto& m : lab.machines)
-    if (m.parent.empty()) walk(m, "└─ ");
+    if (m.parent.empty()) {
+      top.push_back(MachineLine(m));
+      top_machines.push_back(&m);
+    }
+  std::function<void(const Machine&)> below = [&](const Machine& m) {
+    std::vector<std::string> items;
+    std::vector<const Machine*> sub;
+    for (const auto& nic : m.nics) items.push_back("nic " + nic.name + " -> network " + nic.network + AddressOf(nic.ip));
+    for (const auto& a : m.adapters)
+      items.push_back("adapter " + a.name + " -> switch " + a.switch_name + AddressOf(a.ip) +
+                      (a.mac_address_spoofing ? " (MAC spoofing on)" : ""));
+    for (const auto& s : m.switches) {
+      std::string line = "switch " + s.name + " [" + schema::ToString(s.type) + "]";
+      if (!s.nics.empty()) line += " on " + Join(s.nics, ", ");
+      if (s.ip) line += ", vEthernet (" + s.name + ")" + AddressOf(s.ip);
+      if (s.nat) line += ", NAT " + s.nat->name + " " + s.nat->prefix.ToString();
+      items.push_back(line);
+    }
+    sub.resize(items.size(), nullptr);
+    for (const auto& child : m.vms)
+      if (const Machine* c = lab.FindMachine(child)) {
+        items.push_back(MachineLine(*c));
+        sub.push_back(c);
+      }
+    w.Items(items, [&](size_t i) {
+      if (sub[i]) below(*sub[i]);
+    });
+  };
+  w.Items(top, [&](size_t i) {
+    if (top_machines[i]) below(*top_machines[i]);
+  });
   return out;
 }
 
