@@ -1,5 +1,7 @@
 #include "engine/checks.h"
 
+#include "base/text.h"
+
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -18,7 +20,7 @@ CheckOutcome Judge(const schema::Check& c, const Result<hv::ProbeAnswer>& answer
   if (a.ok) {
     switch (c.kind) {
       case schema::CheckKind::kPing: o.observed = "reply from " + a.value; break;
-      case schema::CheckKind::kResolve: o.observed = "resolves to " + a.value; break;
+      case schema::CheckKind::kResolve: o.observed = "resolves to " + Join(Split(a.value, ' '), ", "); break;
       case schema::CheckKind::kTcp: o.observed = "connected"; break;
       case schema::CheckKind::kHttp: o.observed = "source " + a.value; break;
     }
@@ -34,7 +36,7 @@ CheckOutcome Judge(const schema::Check& c, const Result<hv::ProbeAnswer>& answer
     o.reason = o.observed;
     return o;
   }
-  if (c.expect_address && a.value != c.expect_address->ToString()) {
+  if (c.expect_address && (" " + a.value + " ").find(" " + c.expect_address->ToString() + " ") == std::string::npos) {
     o.reason = "address " + a.value + ", expected " + c.expect_address->ToString();
     return o;
   }

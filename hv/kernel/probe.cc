@@ -129,11 +129,19 @@ bool SendAll(int fd, const std::string& data, Clock::time_point deadline) {
 
 ProbeResult ProbeResolve(const std::string& name, int timeout_ms) {
   (void)timeout_ms;  // getaddrinfo has its own timeouts (resolv.conf)
-  auto a = Resolve(name);
-  if (!a) return Fail("name not found");
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &res) != 0 || !res) return Fail("name not found");
+  // A machine registers every address it has (as Windows does in DNS): report them all.
   ProbeResult r;
   r.ok = true;
-  r.value = AddrText(*a);
+  for (addrinfo* i = res; i; i = i->ai_next) {
+    std::string a = AddrText(reinterpret_cast<sockaddr_in*>(i->ai_addr)->sin_addr);
+    if ((" " + r.value + " ").find(" " + a + " ") == std::string::npos) r.value += (r.value.empty() ? "" : " ") + a;
+  }
+  ::freeaddrinfo(res);
   return r;
 }
 

@@ -14,13 +14,13 @@ namespace lab::hv::kernel {
 struct ProbeResult {
   bool ok = false;
   std::string detail;   // why it failed: "no route", "timeout", "name not found", "connection refused"
-  std::string value;    // resolve: the address; http: the first line of the body; ping: the address
+  std::string value;    // resolve: the addresses (space-separated); http: the first line of the body; ping: the address
 };
 
 /// Resolves `target` if it is a name, then sends ICMP echo requests (raw socket) until one
 /// reply arrives or `timeout_ms` passes.
 ProbeResult ProbePing(const std::string& target, int timeout_ms);
-/// Resolves a name to its first IPv4 address.
+/// Resolves a name; value = every IPv4 address of the answer, space-separated, first first.
 ProbeResult ProbeResolve(const std::string& name, int timeout_ms);
 /// Opens a TCP connection to "HOST:PORT".
 ProbeResult ProbeTcp(const std::string& host_port, int timeout_ms);
