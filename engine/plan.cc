@@ -59,6 +59,16 @@ std::string Plan::Summary() const {
          std::to_string(destroy) + " to destroy.";
 }
 
+std::string RenderPlanText(const Plan& plan) {
+  std::string out;
+  for (const auto& a : plan.actions) {
+    std::string sym = Symbol(a.type);
+    out += "  " + sym + " " + std::string(4 - sym.size(), ' ') + a.resource.display + "\n";
+    if (a.type != ActionType::kCreate) out += "        " + a.reason + "\n";
+  }
+  return out + plan.Summary() + "\n";
+}
+
 std::vector<Resource> RecordedResources(const state::Snapshot& recorded) {
   std::vector<Resource> out;
   for (const auto& [key, rec] : recorded.resources)

@@ -46,6 +46,10 @@ using Observed = std::set<std::string>;
 
 Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken);
 
+/// The plan as `lab plan` shows it without colors: one "  SYM  DISPLAY" line per action, its
+/// reason on an indented line below (every action but a create), then the summary line.
+std::string RenderPlanText(const Plan& plan);
+
 /// The recorded resources, parsed; unparseable records are skipped.
 std::vector<Resource> RecordedResources(const state::Snapshot& recorded);
 
