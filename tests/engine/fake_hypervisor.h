@@ -1,0 +1,242 @@
+// FakeHypervisor: the engine's hypervisor as a recording fake (ninja's FakeCommandRunner).
+//
+// Every call is recorded as one line, in the order the calls happened: the method name and the
+// object it names ("CreatePartition middle", "ConnectAdapter nested1/Ethernet",
+// "RemoveNat middle/LocalNAT", "PartitionRunning lan", "Probe nested1 ping www.example.test").
+// A test can make one call fail (by its line), mark objects as dead (PartitionRunning and
+// StandInRunning answer false for them) and fill the table Probe answers from. It touches no
+// kernel object, so engine tests run without root.
+//
+// The executor calls from several threads: every member is safe to call concurrently.
+// The engine makes a hypervisor per operation through a factory; Factory() hands out forwarding
+// hypervisors that all record into this one fake, which must outlive the engine using it.
+#pragma once
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "base/text.h"
+#include "engine/engine.h"
+#include "hv/hypervisor.h"
+
+namespace lab::testing {
+
+class FakeHypervisor : public hv::Hypervisor {
+ public:
+  /// Makes the call recorded as `line` fail with `message` (every time, until Heal).
+  void FailOn(const std::string& line, const std::string& message = "injected failure") {
+    std::lock_guard guard(mu_);
+    failures_[line] = message;
+  }
+  void Heal() {
+    std::lock_guard guard(mu_);
+    failures_.clear();
+  }
+
+  /// PartitionRunning (of a machine, or of the partition a network lives in) and StandInRunning
+  /// answer false for objects named `name` (a machine or network name).
+  void MarkDead(const std::string& name) {
+    std::lock_guard guard(mu_);
+    dead_.insert(name);
+  }
+  void Revive(const std::string& name) {
+    std::lock_guard guard(mu_);
+    dead_.erase(name);
+  }
+
+  /// Probe(machine, {kind, target}) answers with `answers` in turn; the last one repeats.
+  void SetProbe(const std::string& machine, const std::string& kind, const std::string& target,
+                std::vector<Result<hv::ProbeAnswer>> answers) {
+    std::lock_guard guard(mu_);
+    probes_[{machine, kind, target}] = ProbeScript{std::move(answers), 0};
+  }
+  void SetProbe(const std::string& machine, const std::string& kind, const std::string& target,
+                hv::ProbeAnswer answer) {
+    SetProbe(machine, kind, target, std::vector<Result<hv::ProbeAnswer>>{std::move(answer)});
+  }
+
+  /// Every call so far, in order.
+  std::vector<std::string> Calls() const {
+    std::lock_guard guard(mu_);
+    return calls_;
+  }
+  /// The calls whose method is `method` (the first word of the line).
+  std::vector<std::string> Calls(const std::string& method) const {
+    std::vector<std::string> out;
+    for (auto& c : Calls())
+      if (c.rfind(method + " ", 0) == 0 || c == method) out.push_back(c);
+    return out;
+  }
+  /// The calls that change something (Create*, Remove*, Connect*, Set*, Clear*, Start*, Stop*),
+  /// leaving out the observing ones (PartitionRunning, StandInRunning, Probe).
+  std::vector<std::string> Mutations() const {
+    std::vector<std::string> out;
+    for (auto& c : Calls())
+      if (c.rfind("PartitionRunning", 0) != 0 && c.rfind("StandInRunning", 0) != 0 && c.rfind("Probe", 0) != 0)
+        out.push_back(c);
+    return out;
+  }
+  void ClearCalls() {
+    std::lock_guard guard(mu_);
+    calls_.clear();
+  }
+  /// The contexts the factory was asked for, in order.
+  std::vector<hv::LabContext> Contexts() const {
+    std::lock_guard guard(mu_);
+    return contexts_;
+  }
+
+  /// A factory for engine::EngineOptions::hypervisor whose hypervisors record into this fake.
+  engine::HypervisorFactory Factory() {
+    return [this](const hv::LabContext& ctx) -> std::unique_ptr<hv::Hypervisor> {
+      {
+        std::lock_guard guard(mu_);
+        contexts_.push_back(ctx);
+      }
+      return std::make_unique<Forwarding>(*this);
+    };
+  }
+
+  // ---- hv::Hypervisor ----
+
+  Result<std::string> CreateNetwork(const hv::NetworkSpec& s) override { return Make("CreateNetwork " + s.name, true); }
+  Status RemoveNetwork(const hv::NetworkSpec& s, const std::string&) override { return Call("RemoveNetwork " + s.name); }
+
+  Result<std::string> CreatePartition(const hv::PartitionSpec& s) override {
+    return Make("CreatePartition " + s.name, true);
+  }
+  Status RemovePartition(const hv::PartitionSpec& s, const std::string&) override {
+    return Call("RemovePartition " + s.name);
+  }
+  bool PartitionRunning(const hv::PartitionSpec& s, const std::string&) override {
+    return Alive("PartitionRunning " + s.name, s.name);
+  }
+
+  Result<std::string> CreateNic(const hv::NicSpec& s) override { return Make("CreateNic " + s.machine + "/" + s.name); }
+  Status RemoveNic(const hv::NicSpec& s, const std::string&) override { return Call("RemoveNic " + s.machine + "/" + s.name); }
+
+  Result<std::string> CreateSwitch(const hv::SwitchSpec& s) override {
+    return Make("CreateSwitch " + s.owner + "/" + s.name);
+  }
+  Status RemoveSwitch(const hv::SwitchSpec& s, const std::string&) override {
+    return Call("RemoveSwitch " + s.owner + "/" + s.name);
+  }
+
+  Result<std::string> ConnectAdapter(const hv::AdapterSpec& s) override {
+    return Make("ConnectAdapter " + s.vm + "/" + s.name);
+  }
+  Status RemoveAdapter(const hv::AdapterSpec& s, const std::string&) override {
+    return Call("RemoveAdapter " + s.vm + "/" + s.name);
+  }
+
+  Result<std::string> CreateNat(const hv::NatSpec& s) override { return Make("CreateNat " + s.owner + "/" + s.name); }
+  Status RemoveNat(const hv::NatSpec& s, const std::string&) override { return Call("RemoveNat " + s.owner + "/" + s.name); }
+
+  Result<std::string> SetDns(const hv::DnsSpec& s) override { return Make("SetDns " + s.machine); }
+  Status ClearDns(const hv::DnsSpec& s, const std::string&) override { return Call("ClearDns " + s.machine); }
+
+  Result<std::string> StartStandIn(const hv::StandInSpec& s) override { return Make("StartStandIn " + s.network, true); }
+  Status StopStandIn(const hv::StandInSpec& s, const std::string&) override { return Call("StopStandIn " + s.network); }
+  bool StandInRunning(const hv::StandInSpec& s, const std::string&) override {
+    return Alive("StandInRunning " + s.network, s.network);
+  }
+
+  Result<hv::ProbeAnswer> Probe(const hv::PartitionSpec& machine, const hv::ProbeRequest& r) override {
+    std::string line = "Probe " + machine.name + " " + r.kind + " " + r.target;
+    std::lock_guard guard(mu_);
+    calls_.push_back(line);
+    auto it = probes_.find({machine.name, r.kind, r.target});
+    if (it == probes_.end()) return Status::Error("fake: no answer for `" + line + "`");
+    ProbeScript& script = it->second;
+    if (script.answers.empty()) return Status::Error("fake: no answer for `" + line + "`");
+    size_t i = std::min(script.next, script.answers.size() - 1);
+    ++script.next;
+    return script.answers[i];
+  }
+
+  Result<int> Exec(const hv::PartitionSpec& machine, const std::vector<std::string>& argv) override {
+    std::string line = "Exec " + machine.name + " " + Join(argv, " ");
+    LAB_RETURN_IF_ERROR(Call(line));
+    return 0;
+  }
+
+  Status RemoveLabRoot() override { return Call("RemoveLabRoot"); }
+
+ private:
+  struct ProbeScript {
+    std::vector<Result<hv::ProbeAnswer>> answers;
+    size_t next = 0;
+  };
+
+  /// Forwards to the fake that made it, so the engine can own (and destroy) its hypervisor.
+  class Forwarding : public hv::Hypervisor {
+   public:
+    explicit Forwarding(FakeHypervisor& fake) : f_(fake) {}
+    Result<std::string> CreateNetwork(const hv::NetworkSpec& s) override { return f_.CreateNetwork(s); }
+    Status RemoveNetwork(const hv::NetworkSpec& s, const std::string& x) override { return f_.RemoveNetwork(s, x); }
+    Result<std::string> CreatePartition(const hv::PartitionSpec& s) override { return f_.CreatePartition(s); }
+    Status RemovePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.RemovePartition(s, x); }
+    bool PartitionRunning(const hv::PartitionSpec& s, const std::string& x) override { return f_.PartitionRunning(s, x); }
+    Result<std::string> CreateNic(const hv::NicSpec& s) override { return f_.CreateNic(s); }
+    Status RemoveNic(const hv::NicSpec& s, const std::string& x) override { return f_.RemoveNic(s, x); }
+    Result<std::string> CreateSwitch(const hv::SwitchSpec& s) override { return f_.CreateSwitch(s); }
+    Status RemoveSwitch(const hv::SwitchSpec& s, const std::string& x) override { return f_.RemoveSwitch(s, x); }
+    Result<std::string> ConnectAdapter(const hv::AdapterSpec& s) override { return f_.ConnectAdapter(s); }
+    Status RemoveAdapter(const hv::AdapterSpec& s, const std::string& x) override { return f_.RemoveAdapter(s, x); }
+    Result<std::string> CreateNat(const hv::NatSpec& s) override { return f_.CreateNat(s); }
+    Status RemoveNat(const hv::NatSpec& s, const std::string& x) override { return f_.RemoveNat(s, x); }
+    Result<std::string> SetDns(const hv::DnsSpec& s) override { return f_.SetDns(s); }
+    Status ClearDns(const hv::DnsSpec& s, const std::string& x) override { return f_.ClearDns(s, x); }
+    Result<std::string> StartStandIn(const hv::StandInSpec& s) override { return f_.StartStandIn(s); }
+    Status StopStandIn(const hv::StandInSpec& s, const std::string& x) override { return f_.StopStandIn(s, x); }
+    bool StandInRunning(const hv::StandInSpec& s, const std::string& x) override { return f_.StandInRunning(s, x); }
+    Result<hv::ProbeAnswer> Probe(const hv::PartitionSpec& m, const hv::ProbeRequest& r) override {
+      return f_.Probe(m, r);
+    }
+    Result<int> Exec(const hv::PartitionSpec& m, const std::vector<std::string>& argv) override {
+      return f_.Exec(m, argv);
+    }
+    Status RemoveLabRoot() override { return f_.RemoveLabRoot(); }
+
+   private:
+    FakeHypervisor& f_;
+  };
+
+  Status Call(const std::string& line) {
+    std::lock_guard guard(mu_);
+    calls_.push_back(line);
+    if (auto it = failures_.find(line); it != failures_.end()) return Status::Error(it->second);
+    return Status::Ok();
+  }
+
+  /// A create: facts name a process for objects that have one (partitions, networks, stand-ins).
+  Result<std::string> Make(const std::string& line, bool has_process = false) {
+    LAB_RETURN_IF_ERROR(Call(line));
+    std::lock_guard guard(mu_);
+    int pid = ++last_pid_;
+    if (has_process) return R"({"init":{"pid":)" + std::to_string(pid) + R"(,"start_time":1}})";
+    return R"({"made":")" + line + R"("})";
+  }
+
+  bool Alive(const std::string& line, const std::string& name) {
+    std::lock_guard guard(mu_);
+    calls_.push_back(line);
+    return !dead_.count(name);
+  }
+
+  mutable std::mutex mu_;
+  std::vector<std::string> calls_;
+  std::map<std::string, std::string> failures_;
+  std::set<std::string> dead_;
+  std::map<std::tuple<std::string, std::string, std::string>, ProbeScript> probes_;
+  std::vector<hv::LabContext> contexts_;
+  int last_pid_ = 1000;
+};
+
+}  // namespace lab::testing
