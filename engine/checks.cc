@@ -2,6 +2,7 @@
 
 #include "base/text.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -65,11 +66,13 @@ std::vector<CheckOutcome> RunChecks(const std::vector<schema::Check>& checks,
         o.reason = "machine '" + c.from + "' is not running in this lab";
       } else {
         hv::ProbeRequest req{schema::ToString(c.kind), c.target, c.timeout_ms};
-        for (int attempt = 1; attempt <= 1 + c.retries; ++attempt) {
+        const int attempts = 1 + std::max(0, c.retries);
+        for (int attempt = 1; attempt <= attempts; ++attempt) {
           o = Judge(c, hv.Probe(it->second, req));
           o.attempts = attempt;
           // An expected failure is not retried: retrying would only wait longer for the same answer.
-          if (o.passed || !c.expect_success) break;
+          // Nor is the last attempt followed by a pause: nothing comes after it.
+          if (o.passed || !c.expect_success || attempt == attempts) break;
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
         }
       }
