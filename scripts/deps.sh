@@ -7,7 +7,7 @@ packages=(
   g++ cmake make pkg-config
   libyaml-cpp-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
-  dnsmasq-base
+  dnsmasq-base ccache
 )
 
 missing=()
