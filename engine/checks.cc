@@ -38,7 +38,7 @@ CheckOutcome Judge(const schema::Check& c, const Result<hv::ProbeAnswer>& answer
     return o;
   }
   if (c.expect_address && (" " + a.value + " ").find(" " + c.expect_address->ToString() + " ") == std::string::npos) {
-    o.reason = "address " + a.value + ", expected " + c.expect_address->ToString();
+    o.reason = "address " + Join(Split(a.value, ' '), ", ") + ", expected " + c.expect_address->ToString();
     return o;
   }
   if (c.expect_source && a.value != c.expect_source->ToString()) {
