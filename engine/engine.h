@@ -75,10 +75,14 @@ class Engine {
   /// The recorded lab (its file path, for commands that take a lab name).
   Result<state::LabRecord> Find(const std::string& lab);
 
+  /// For verbs built on the engine's parts (lifecycle): the store and a hypervisor for a lab.
+  state::Store& store() { return *store_; }
+  std::unique_ptr<hv::Hypervisor> MakeHypervisor(const std::string& lab, const std::string& uid);
+  const EngineOptions& options() const { return options_; }
+
  private:
   explicit Engine(EngineOptions options, std::unique_ptr<state::Store> store)
       : options_(std::move(options)), store_(std::move(store)) {}
-  std::unique_ptr<hv::Hypervisor> MakeHypervisor(const std::string& lab, const std::string& uid);
   Observed Observe(hv::Hypervisor& hv, const state::Snapshot& snap);
   Result<std::map<std::string, hv::PartitionSpec>> RunningMachines(const std::string& lab);
 

@@ -53,6 +53,47 @@ class Hypervisor {
   /// Whether the partition recorded with `facts` is still running (its init alive).
   virtual bool PartitionRunning(const PartitionSpec& s, const std::string& facts) = 0;
 
+  // Lifecycle of one partition (Stop-VM, Start-VM, Save-VM, Checkpoint-VM, ...). Drivers that
+  // cannot do one say so; the engine checks the rules (hv/model.h) before calling.
+  /// Stop-VM: ends every process of the partition and frees its namespaces and cgroup, keeping
+  /// its disk (the writable layer). CreatePartition starts it again on the same disk.
+  /// Children partitions must be stopped first.
+  virtual Status StopPartition(const PartitionSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot stop a VM");
+  }
+  /// Save-VM: freezes every process of the partition (and of the partitions inside it).
+  virtual Status SavePartition(const PartitionSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot save a VM");
+  }
+  /// Start-VM of a saved VM: thaws it.
+  virtual Status ResumePartition(const PartitionSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot resume a VM");
+  }
+  /// Whether the partition is frozen (saved).
+  virtual bool PartitionSaved(const PartitionSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return false;
+  }
+  /// Checkpoint-VM -SnapshotName NAME: a copy of the partition's writable layer.
+  virtual Status CreateCheckpoint(const PartitionSpec& s, const std::string& facts, const std::string& name) {
+    (void)s, (void)facts, (void)name;
+    return Status::Error("this hypervisor cannot take checkpoints");
+  }
+  /// Restore-VMCheckpoint: the writable layer becomes the checkpoint's copy again. The partition
+  /// must be stopped (the engine stops and starts it around this).
+  virtual Status RestoreCheckpoint(const PartitionSpec& s, const std::string& name) {
+    (void)s, (void)name;
+    return Status::Error("this hypervisor cannot restore checkpoints");
+  }
+  /// Names of the partition's checkpoints, oldest first.
+  virtual std::vector<std::string> Checkpoints(const PartitionSpec& s) {
+    (void)s;
+    return {};
+  }
+
   virtual Result<std::string> CreateNic(const NicSpec& s) = 0;
   virtual Status RemoveNic(const NicSpec& s, const std::string& facts) = 0;
 
