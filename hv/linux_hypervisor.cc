@@ -21,6 +21,7 @@
 
 #include "base/text.h"
 #include "hv/hypervisor.h"
+#include "hv/kernel/lifecycle.h"
 #include "hv/kernel/netlink.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/probe.h"
@@ -110,6 +111,43 @@ class LinuxHypervisor final : public Hypervisor {
     auto p = ProcessFrom(ParseFacts(facts).value("init", json()));
     return p && kernel::IsAlive(*p);
   }
+
+  // --- lifecycle of one partition (hv/kernel/lifecycle.h) --------------------------------
+  // Stop keeps the disk; CreatePartition starts it again over the same writable layer. A saved
+  // partition's init is alive, so PartitionRunning stays true while it is saved.
+  Status StopPartition(const PartitionSpec& s, const std::string& facts) override {
+    return kernel::StopPartition(MachineConfig(s), ProcessFrom(ParseFacts(facts).value("init", json())))
+        .Prefixed(Called(s));
+  }
+
+  Status SavePartition(const PartitionSpec& s, const std::string& facts) override {
+    if (!PartitionRunning(s, facts)) return Status::Error(Called(s) + ": cannot save: it is not running (Start-VM)");
+    return kernel::SavePartition(MachineConfig(s)).Prefixed(Called(s));
+  }
+
+  Status ResumePartition(const PartitionSpec& s, const std::string& facts) override {
+    if (!PartitionRunning(s, facts)) return Status::Error(Called(s) + ": cannot resume: it is not running (Start-VM)");
+    return kernel::ResumePartition(MachineConfig(s)).Prefixed(Called(s));
+  }
+
+  bool PartitionSaved(const PartitionSpec& s, const std::string& facts) override {
+    return PartitionRunning(s, facts) && kernel::CgroupFrozen(MachineConfig(s).cgroup);
+  }
+
+  Status CreateCheckpoint(const PartitionSpec& s, const std::string&, const std::string& name) override {
+    return kernel::CreateCheckpoint(MachineConfig(s), name).Prefixed(Called(s));
+  }
+
+  Status RestoreCheckpoint(const PartitionSpec& s, const std::string& name) override {
+    return kernel::RestoreCheckpoint(MachineConfig(s), name).Prefixed(Called(s));
+  }
+
+  std::vector<std::string> Checkpoints(const PartitionSpec& s) override {
+    auto names = kernel::ListCheckpoints(MachineConfig(s));
+    return names ? *names : std::vector<std::string>{};
+  }
+
+  static std::string Called(const PartitionSpec& s) { return std::string(s.is_host ? "host '" : "VM '") + s.name + "'"; }
 
   // --- host NICs ------------------------------------------------------------------------
   Result<std::string> CreateNic(const NicSpec& s) override {
