@@ -145,6 +145,9 @@ struct Lab {
   int format = 1;
   std::string name;
   std::string file;                     // the path it was read from
+  /// Hyper-V behaviour to follow (hv/model.h profiles): "v8" (configuration version 8.0, the
+  /// default) or "preview-10565" (the first nested-virtualization preview's limits).
+  std::string compatibility = "v8";
   std::vector<Network> networks;
   std::vector<Machine> machines;        // pre-order: parents before children
   std::vector<Check> checks;

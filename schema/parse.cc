@@ -57,7 +57,7 @@ class Decoder {
       ctx_.Error(Loc{1, 1}, "the lab file is empty; it needs at least 'lab: NAME' and 'hosts:'");
       return;
     }
-    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, {"lab", "format", "networks", "hosts", "checks"});
+    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, {"lab", "format", "compatibility", "networks", "hosts", "checks"});
     if (!r.ok()) return;
     if (auto n = r.Require("lab", "the lab's name, e.g. lab: my-lab")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("lab"), "lab")) {
@@ -69,6 +69,23 @@ class Decoder {
       if (!n->IsScalar() || n->Scalar() != "1")
         ctx_.Error(r.ValueLoc("format"), "format " + (n->IsScalar() ? Q(n->Scalar()) + " " : std::string()) +
                                              "is not supported; this version of lab reads format: 1");
+    }
+    if (auto n = r.Get("compatibility")) {
+      // The profiles of hv/model.h (schema does not include hv, so the names are spelled here).
+      static const std::vector<std::string> kProfiles = {"v8", "preview-10565"};
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("compatibility"), "compatibility")) {
+        if (std::find(kProfiles.begin(), kProfiles.end(), *s) != kProfiles.end()) {
+          lab.compatibility = *s;
+        } else {
+          auto close = ClosestMatch(*s, kProfiles);
+          ctx_.misspelled.insert("compatibility");  // rules that depend on the profile stay quiet
+          ctx_.Error(r.ValueLoc("compatibility"),
+                     "compatibility " + Q(*s) + " is not a compatibility profile; " +
+                         (close ? "did you mean " + Q(*close) + "? " : std::string()) +
+                         "use v8 (configuration version 8.0, the default) or preview-10565 (the limits of the "
+                         "build 10565 preview)");
+        }
+      }
     }
     if (auto n = r.Get("networks")) {
       if (ExpectMap(*n, r.KeyLoc("networks"), "networks"))

@@ -1,0 +1,171 @@
+// Lab file validation (schema/) and the rules model (hv/model.h) agree: every lab mistake that
+// both know is refused by both, and a good lab passes both. The engine links both layers, so the
+// agreement is checked here. FactsOf is the schema::Lab -> model::LabFacts mapping the planner
+// needs as well (move it into engine/ when the planner calls CheckLab).
+#include <catch2/catch.hpp>
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "hv/model.h"
+#include "schema/lab.h"
+
+namespace model = lab::hv::model;
+namespace schema = lab::schema;
+
+namespace {
+
+model::LabFacts FactsOf(const schema::Lab& lab) {
+  model::LabFacts f;
+  f.profile = model::ParseProfile(lab.compatibility).value_or(model::Profile::kV8);
+  for (const auto& m : lab.machines) {
+    model::MachineFacts mf;
+    mf.name = m.name;
+    mf.parent = m.parent;
+    mf.is_host = m.kind == schema::MachineKind::kHost;
+    mf.expose_virtualization_extensions = m.processor.expose_virtualization_extensions;
+    mf.dynamic_memory = m.memory.dynamic;
+    mf.version = m.version;
+    mf.vbs = m.virtualization_based_security;
+    for (const auto& n : m.nics) mf.interfaces.push_back(model::InterfaceFacts{n.name, "", false, n.ip, n.gateway});
+    for (const auto& a : m.adapters)
+      mf.interfaces.push_back(model::InterfaceFacts{a.name, a.switch_name, a.mac_address_spoofing, a.ip, a.gateway});
+    for (const auto& s : m.switches) {
+      model::SwitchFacts sf;
+      sf.name = s.name;
+      sf.kind = s.type == schema::SwitchType::kExternal   ? model::SwitchKind::kExternal
+                : s.type == schema::SwitchType::kInternal ? model::SwitchKind::kInternal
+                                                          : model::SwitchKind::kPrivate;
+      sf.binds = s.nics;
+      sf.allow_management_os = s.allow_management_os;
+      sf.embedded_teaming = s.embedded_teaming;
+      sf.lacp = s.teaming_mode == "lacp";
+      sf.ip = s.ip;
+      if (s.nat) sf.nat_prefix = s.nat->prefix;
+      mf.switches.push_back(sf);
+    }
+    f.machines.push_back(mf);
+  }
+  return f;
+}
+
+std::set<std::string> Errors(const std::vector<model::Violation>& vs) {
+  std::set<std::string> out;
+  for (const auto& v : vs)
+    if (v.severity == model::Severity::kError) out.insert(v.rule);
+  return out;
+}
+
+const char* kGood = R"(lab: agree
+COMPAT
+networks:
+  lan: {subnet: 10.10.0.0/24, gateway: 10.10.0.1}
+hosts:
+  hv1:
+    nics:
+      Ethernet: {network: lan, ip: 10.10.0.11/24}
+      Ethernet2: {network: lan}
+    switches:
+      External: {type: external, nics: [Ethernet], allow_management_os: true}
+    vms:
+      middle:
+        version: "9.0"
+        processor: {expose_virtualization_extensions: true}
+        memory: {dynamic: false}
+        security: {virtualization_based_security: false}
+        adapters:
+          - {switch: External, ip: 10.10.0.10/24, gateway: 10.10.0.1}
+        switches:
+          VmNAT:
+            type: internal
+            ip: 192.168.100.1/24
+            nat: {name: LocalNAT, prefix: 192.168.100.0/24}
+        vms:
+          nested1:
+            adapters:
+              - {switch: VmNAT, ip: 192.168.100.2/24, gateway: 192.168.100.1}
+)";
+
+std::string Text(const std::string& profile) {
+  std::string t = kGood;
+  t.replace(t.find("COMPAT"), 6, "compatibility: " + profile);
+  return t;
+}
+
+std::string Replace(std::string text, const std::string& from, const std::string& to) {
+  auto at = text.find(from);
+  REQUIRE(at != std::string::npos);
+  return text.replace(at, from.size(), to);
+}
+
+model::MachineFacts& M(model::LabFacts& f, const std::string& name) {
+  for (auto& m : f.machines)
+    if (m.name == name) return m;
+  FAIL("no machine " << name);
+  return f.machines.front();
+}
+
+struct Mistake {
+  const char* what;
+  const char* from;                                  // in the good lab file
+  const char* to;                                    // the mistake
+  std::function<void(model::LabFacts&)> in_facts;    // the same mistake in the facts
+  std::set<std::string> rules;                       // what the model reports under v8
+  bool v8_only = false;
+};
+
+}  // namespace
+
+TEST_CASE("A good nested lab passes both lab file validation and the model, in both profiles", "[engine]") {
+  for (std::string p : {"v8", "preview-10565"}) {
+    auto r = schema::Parse(Text(p), "agree.yaml");
+    REQUIRE(r.ok());
+    model::LabFacts facts = FactsOf(*r.lab);
+    CHECK(facts.profile == *model::ParseProfile(p));
+    CHECK(model::CheckLab(facts).empty());
+  }
+}
+
+TEST_CASE("Lab file validation and the model reject the same nesting mistakes", "[engine]") {
+  const std::vector<Mistake> mistakes = {
+      {"a parent without exposed extensions", "processor: {expose_virtualization_extensions: true}",
+       "processor: {expose_virtualization_extensions: false}",
+       [](model::LabFacts& f) { M(f, "middle").expose_virtualization_extensions = false; },
+       {"nested-needs-exposed-parent", "switch-needs-nesting"}},
+      {"dynamic memory", "memory: {dynamic: false}", "memory: {dynamic: true}",
+       [](model::LabFacts& f) { M(f, "middle").dynamic_memory = true; }, {"dynamic-memory-off-for-nesting"}},
+      {"VBS", "virtualization_based_security: false", "virtualization_based_security: true",
+       [](model::LabFacts& f) { M(f, "middle").vbs = true; }, {"vbs-conflicts-with-nesting"}},
+      {"an old version", "version: \"9.0\"", "version: \"7.1\"",
+       [](model::LabFacts& f) { M(f, "middle").version = "7.1"; }, {"version-8-for-nesting"}, true},
+      {"LACP", "allow_management_os: true}", "allow_management_os: true, teaming_mode: lacp}",
+       [](model::LabFacts& f) { M(f, "hv1").switches[0].lacp = true; }, {"set-switch-independent"}},
+      {"two NICs without SET", "nics: [Ethernet]", "nics: [Ethernet, Ethernet2]",
+       [](model::LabFacts& f) { M(f, "hv1").switches[0].binds.push_back("Ethernet2"); }, {"set-instead-of-lbfo"}},
+      {"no management OS", "allow_management_os: true}", "allow_management_os: false}",
+       [](model::LabFacts& f) { M(f, "hv1").switches[0].allow_management_os = false; },
+       {"management-os-takes-address"}},
+      {"NAT on a private switch", "type: internal\n            ip: 192.168.100.1/24\n",
+       "type: private\n            ip: 192.168.100.1/24\n",
+       [](model::LabFacts& f) { M(f, "middle").switches[0].kind = model::SwitchKind::kPrivate; },
+       {"private-switch-isolates-owner", "nat-needs-internal-switch"}},
+      {"a NAT switch address outside the prefix", "ip: 192.168.100.1/24", "ip: 192.168.60.1/24",
+       [](model::LabFacts& f) { M(f, "middle").switches[0].ip = lab::Cidr::Parse("192.168.60.1/24"); },
+       {"nat-adapter-address"}},
+  };
+  for (std::string p : {"v8", "preview-10565"}) {
+    for (const auto& m : mistakes) {
+      INFO(p << ": " << m.what);
+      bool applies = !m.v8_only || p == "v8";
+      auto bad = schema::Parse(Replace(Text(p), m.from, m.to), "agree.yaml");
+      CHECK(bad.ok() == !applies);
+      auto good = schema::Parse(Text(p), "agree.yaml");
+      REQUIRE(good.ok());
+      model::LabFacts facts = FactsOf(*good.lab);
+      m.in_facts(facts);
+      CHECK(Errors(model::CheckLab(facts)) == (applies ? m.rules : std::set<std::string>{}));
+    }
+  }
+}
