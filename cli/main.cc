@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   AddExec(app, g);
   AddCheck(app, g);
   AddGraph(app, g);
+  AddExport(app, g);
   AddInternal(app, g);
 
   try {

@@ -1,0 +1,31 @@
+// The lab as a Hyper-V PowerShell script: the seeds' cmdlets that build the same lab on real
+// Hyper-V hosts (`lab export FILE --format powershell`).
+//
+// The script runs one host's part at a time (-LabHost, as Administrator on that host). On a host
+// it makes the switches and the host's addresses, then each VM in the order the seeds give:
+// New-VM, nesting and static memory configured while the VM is off, Start-VM, then inside the VM
+// through PowerShell Direct (Invoke-Command -VMName): Hyper-V installed (for a middle VM), its
+// switches, NAT and addresses, and its own nested VMs the same way, to any depth.
+//
+// Invariant: every value taken from the lab file reaches the script either as a single-quoted
+// string made by PsQuote or inside a comment with line breaks removed, so no name, address or
+// path can end a string or a comment early, whatever validation let through.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "schema/lab.h"
+
+namespace lab::engine {
+
+/// `text` as a single-quoted PowerShell string literal: 'O''Brien'. Every quote character
+/// PowerShell accepts as a single quote (' and U+2018..U+201B) is doubled, so the literal is
+/// inert: no `$`, backtick or subexpression inside it is ever evaluated.
+std::string PsQuote(std::string_view text);
+
+/// The whole script for `lab`, deterministic (same lab, same text). Comments name the file
+/// `lab.file` it was generated from.
+std::string ExportPowerShell(const schema::Lab& lab);
+
+}  // namespace lab::engine
