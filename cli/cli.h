@@ -60,6 +60,7 @@ void AddExec(CLI::App& app, Globals& g);
 void AddCheck(CLI::App& app, Globals& g);
 void AddGraph(CLI::App& app, Globals& g);
 void AddExport(CLI::App& app, Globals& g);
+void AddDoctor(CLI::App& app, Globals& g);
 void AddInternal(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   AddCheck(app, g);
   AddGraph(app, g);
   AddExport(app, g);
+  AddDoctor(app, g);
   AddInternal(app, g);
 
   try {

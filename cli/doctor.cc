@@ -1,0 +1,64 @@
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cli/cli.h"
+#include "hv/kernel/doctor.h"
+
+namespace lab::cli {
+namespace {
+
+// The lab-init partitions will run: the same rule as OpenEngine's (env LAB_INIT, else next to lab).
+std::string DoctorInitPath() {
+  if (const char* env = std::getenv("LAB_INIT")) return env;
+  std::error_code ec;
+  return (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "lab-init").string();
+}
+
+}  // namespace
+
+void AddDoctor(CLI::App& app, Globals& g) {
+  auto* cmd = app.add_subcommand("doctor", "what this machine supports: namespaces, cgroups, nftables, seccomp, "
+                                           "overlayfs, /dev/kvm and nested virtualization");
+  static bool json = false;
+  cmd->add_flag("--json", json, "machine-readable: an array of {name, state, detail, fix, required}");
+  cmd->callback([&g] {
+    auto caps = hv::kernel::Diagnose(DoctorInitPath());
+    bool ok = hv::kernel::AllRequiredPresent(caps);
+    g_exit_code = ok ? 0 : 1;
+    if (json) {
+      nlohmann::json rows = nlohmann::json::array();
+      for (const auto& c : caps)
+        rows.push_back({{"name", c.name}, {"state", c.state}, {"detail", c.detail}, {"fix", c.fix},
+                        {"required", c.required}});
+      std::printf("%s\n", rows.dump(2).c_str());
+      return;
+    }
+    Out out = MakeOut(g);
+    std::printf("%-26s %-8s %s\n", "CAPABILITY", "STATE", "DETAIL");
+    std::vector<std::string> missing;
+    for (const auto& c : caps) {
+      // Pad before coloring: escape codes would count toward the width.
+      char state[16];
+      std::snprintf(state, sizeof state, "%-8s", c.state.c_str());
+      std::string shown = c.state == hv::kernel::kCapOk ? out.Green(state)
+                          : c.state == hv::kernel::kCapMissing ? (c.required ? out.Red(state) : out.Yellow(state))
+                                                               : out.Dim(state);
+      std::printf("%-26s %s %s%s\n", c.name.c_str(), shown.c_str(), c.detail.c_str(),
+                  c.state == hv::kernel::kCapMissing && !c.required ? out.Dim(" (optional)").c_str() : "");
+      if (c.state == hv::kernel::kCapMissing && !c.fix.empty())
+        std::printf("%-26s %-8s %s\n", "", "", out.Dim("fix: " + c.fix).c_str());
+      if (c.state == hv::kernel::kCapMissing && c.required) missing.push_back(c.name);
+    }
+    if (ok) {
+      std::printf("%s\n", out.Bold("Everything partitions need is here.").c_str());
+    } else {
+      std::string list;
+      for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+      std::printf("%s\n", out.Red("Partitions cannot run here; missing: " + list + ".").c_str());
+    }
+  });
+}
+
+}  // namespace lab::cli

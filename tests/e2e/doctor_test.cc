@@ -1,0 +1,58 @@
+// lab doctor as a user runs it: the table, the exit code, --json.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tests/support.h"
+
+namespace {
+
+std::pair<int, std::string> RunDoctor(const std::string& args) {
+  std::string cmd = std::string(LAB_BINARY_DIR) + "/lab --no-color doctor " + args + " 2>/dev/null";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = ::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("lab doctor as root here exits 0 and reports /dev/kvm", "[root][cli]") {
+  LAB_REQUIRE_ROOT("lab doctor");
+  auto [code, out] = RunDoctor("");
+  INFO(out);
+  CHECK(code == 0);
+  CHECK(out.find("/dev/kvm") != std::string::npos);
+  CHECK(out.find("network namespace") != std::string::npos);
+  CHECK(out.find("Everything partitions need is here.") != std::string::npos);
+}
+
+TEST_CASE("lab doctor --json is an array of capabilities", "[root][cli]") {
+  LAB_REQUIRE_ROOT("lab doctor");
+  auto [code, out] = RunDoctor("--json");
+  INFO(out);
+  CHECK(code == 0);
+  auto doc = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(doc.is_array());
+  bool kvm = false;
+  for (const auto& c : doc) {
+    REQUIRE(c.contains("name"));
+    CHECK(c["state"].is_string());
+    CHECK(c["detail"].is_string());
+    CHECK(c["fix"].is_string());
+    CHECK(c["required"].is_boolean());
+    if (c["name"] == "/dev/kvm") {
+      kvm = true;
+      CHECK(c["state"] == "missing");
+      CHECK(c["required"] == false);
+    }
+  }
+  CHECK(kvm);
+}
