@@ -1,7 +1,10 @@
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 
 #include "cli/cli.h"
+#include "hv/kernel/seccomp.h"
 
 namespace lab::cli {
 
@@ -14,6 +17,18 @@ void AddUp(CLI::App& app, Globals& g) {
   cmd->add_flag("--check", check, "run the lab's checks after applying");
   cmd->callback([&g] {
     g_exit_code = 1;
+    // Inside a VM without exposed extensions the kernel refuses every namespace: say so before
+    // touching anything, rather than failing at the first partition.
+    if (hv::kernel::NestingBlocked()) {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      std::fprintf(stderr,
+                   "lab: this machine's virtualization extensions are not exposed, so it cannot run VMs; on its "
+                   "host: Set-VMProcessor -VMName %s -ExposeVirtualizationExtensions $true (lab file: "
+                   "processor.expose_virtualization_extensions: true)\n",
+                   host);
+      return;
+    }
     auto lab = LoadLab(file);
     if (!lab) return;
     auto engine = OpenEngine(g);

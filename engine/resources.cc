@@ -83,6 +83,9 @@ struct Builder {
     p.memory_bytes = host ? 0 : (m.memory.dynamic && m.memory.maximum ? m.memory.maximum : m.memory.startup);
     p.dynamic_memory = m.memory.dynamic;
     p.expose_virtualization_extensions = m.processor.expose_virtualization_extensions;
+    // Hosts are physical: their VMs can always be made. Deeper, the parent VM must expose.
+    if (const Machine* parent = m.parent.empty() ? nullptr : lab.FindMachine(m.parent))
+      p.parent_exposes = parent->kind == schema::MachineKind::kHost || parent->processor.expose_virtualization_extensions;
     p.version = host ? "" : m.version;
     p.hosts_file = HostsFile(m);
     std::string pkey = KeyOf("partition", m.name);

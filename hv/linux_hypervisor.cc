@@ -417,6 +417,8 @@ class LinuxHypervisor final : public Hypervisor {
     c.machine = name;
     c.base_dir = ctx_.state_root + "/base";
     c.init_path = ctx_.init_path;
+    // lab-init sits next to lab: that directory is the hypervisor inside a VM (/opt/lab).
+    c.tools_dir = fs::path(ctx_.init_path).parent_path().string();
     return c;
   }
   kernel::PartitionConfig MachineConfig(const PartitionSpec& s) const {
@@ -425,6 +427,9 @@ class LinuxHypervisor final : public Hypervisor {
     c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/m/" + s.name;
     c.cgroup = MachineCgroup(s.lineage);
     if (!s.parent().empty()) c.parent_run_dir = MachineRun(s.parent());
+    // Set-VMProcessor -ExposeVirtualizationExtensions, enforced by the kernel (seccomp).
+    c.allow_nesting = s.is_host || s.expose_virtualization_extensions;
+    c.parent_allows_nesting = s.parent().empty() || s.parent_exposes;
     return c;
   }
   kernel::PartitionConfig NetworkConfig(const std::string& name) const {

@@ -67,6 +67,9 @@ void to_json(json& j, const PartitionSpec& s) {
        {"expose_virtualization_extensions", s.expose_virtualization_extensions},
        {"version", s.version},
        {"hosts_file", s.hosts_file}};
+  // Written only when false (a lab that validates never has it), so the specs and hashes of
+  // labs recorded before the field existed stay the same.
+  if (!s.parent_exposes) j["parent_exposes"] = false;
 }
 void from_json(const json& j, PartitionSpec& s) {
   Get(j, "name", s.name);
@@ -78,6 +81,7 @@ void from_json(const json& j, PartitionSpec& s) {
   Get(j, "expose_virtualization_extensions", s.expose_virtualization_extensions);
   Get(j, "version", s.version);
   Get(j, "hosts_file", s.hosts_file);
+  s.parent_exposes = j.value("parent_exposes", true);
 }
 
 void to_json(json& j, const NicSpec& s) {

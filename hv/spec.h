@@ -33,6 +33,9 @@ struct PartitionSpec {
   uint64_t memory_bytes = 0;            // 0 = no limit (hosts); startup, or maximum when dynamic
   bool dynamic_memory = false;
   bool expose_virtualization_extensions = false;
+  /// The parent exposes its virtualization extensions, so this VM can be made inside it (a host's
+  /// VMs: true, hosts are physical). The kernel refuses the VM otherwise, whatever validated.
+  bool parent_exposes = true;
   std::string version;                  // configuration version ("9.0")
   std::string hosts_file;               // /etc/hosts content
 

@@ -22,20 +22,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <thread>
 
 #include "base/text.h"
-#include "hv/kernel/lifecycle.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/partition_internal.h"
+#include "hv/kernel/seccomp.h"
 
 namespace lab::hv::kernel {
 namespace {
 
 const char* const kNsKinds[] = {"net", "mnt", "uts", "ipc", "pid"};
+constexpr const char* kCreateNamespaces = "create namespaces";
+constexpr const char* kToolsInside = "/opt/lab";
+constexpr const char* kStateInside = "/var/lib/lab";
 constexpr int kStartTimeoutMs = 10000;
 
 using Clock = std::chrono::steady_clock;
@@ -56,7 +60,14 @@ struct RootPlan {
   std::string root;               // run_dir/root
   std::string overlay_opts;
   std::vector<FileToWrite> files;
-  std::vector<BindRo> binds_ro;   // /usr, and /bin... on a split-/usr machine
+  std::vector<std::string> mount_dirs;  // mount points to create in the root, outermost first
+  std::vector<BindRo> binds_ro;   // /usr, /bin... on a split-/usr machine, /opt/lab
+  std::vector<BindRo> binds_rw;   // /var/lib/lab (lab's state inside a VM that may nest)
+  std::string cgroup_tmpfs;       // v1: a tmpfs at /sys/fs/cgroup holding the hierarchies
+  std::vector<std::string> cgroup_dirs;
+  std::vector<BindRo> cgroup_binds;  // the partition's own cgroup, per hierarchy
+  const NoNestingFilter* own_filter = nullptr;     // B applies it before lab-init
+  const NoNestingFilter* parent_filter = nullptr;  // W applies it once inside the parent
   std::string proc, sys, dev, pts, shm, run;
   std::vector<BindRo> dev_nodes;
   std::vector<std::pair<std::string, std::string>> dev_links;  // target, link path
@@ -93,16 +104,29 @@ bool TouchFile(const char* path) {
     }
     ::close(fd);
   }
+  for (std::string& d : p.mount_dirs)
+    if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) ChildFail(s, "create mount points", 126);
   for (BindRo& b : p.binds_ro) {
     if (::mount(b.source.c_str(), b.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0)
-      ChildFail(s, "bind /usr read-only", 126);
+      ChildFail(s, "bind /usr, /opt/lab read-only", 126);
     if (::mount(nullptr, b.target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
-      ChildFail(s, "remount /usr read-only", 126);
+      ChildFail(s, "remount /usr, /opt/lab read-only", 126);
   }
+  for (BindRo& b : p.binds_rw)
+    if (::mount(b.source.c_str(), b.target.c_str(), nullptr, MS_BIND, nullptr) != 0)
+      ChildFail(s, "bind /var/lib/lab", 126);
   if (::mount("proc", p.proc.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     ChildFail(s, "mount /proc", 126);
   if (::mount("sysfs", p.sys.c_str(), "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     ChildFail(s, "mount /sys", 126);
+  if (!p.cgroup_tmpfs.empty() &&
+      ::mount("tmpfs", p.cgroup_tmpfs.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") != 0)
+    ChildFail(s, "mount /sys/fs/cgroup", 126);
+  for (std::string& d : p.cgroup_dirs)
+    if (::mkdir(d.c_str(), 0555) != 0 && errno != EEXIST) ChildFail(s, "mkdir /sys/fs/cgroup hierarchy", 126);
+  for (BindRo& b : p.cgroup_binds)
+    if (::mount(b.source.c_str(), b.target.c_str(), nullptr, MS_BIND, nullptr) != 0)
+      ChildFail(s, "bind the partition's cgroup at /sys/fs/cgroup", 126);
   if (::mount("tmpfs", p.dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k") != 0)
     ChildFail(s, "mount /dev", 126);
   for (BindRo& n : p.dev_nodes) {
@@ -129,6 +153,8 @@ bool TouchFile(const char* path) {
   ::dup2(null, 0);
   ::dup2(null, 1);
   ::dup2(null, 2);
+  // Last: the filter also refuses the namespace work above.
+  if (p.own_filter && !p.own_filter->ChildApply()) ChildFail(s, "apply the nesting filter", 126);
   ChildSendReport(s, "", 0);
   char arg0[] = "lab-init";
   char* argv[] = {arg0, nullptr};
@@ -146,12 +172,14 @@ bool TouchFile(const char* path) {
   static const int kParentNsTypes[] = {CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID};
   for (size_t i = 0; i < parent_ns.size(); ++i)
     if (::setns(parent_ns[i], kParentNsTypes[i]) != 0) ChildFail(s, "enter the parent partition's namespaces", 126);
+  // From here on W is the parent's hypervisor, under the parent's rules.
+  if (plan.parent_filter && !plan.parent_filter->ChildApply()) ChildFail(s, "apply the parent's nesting filter", 126);
   pid_t a = ::fork();
   if (a < 0) ChildFail(s, "fork", 126);
   if (a == 0) {
     // A: now inside the parent's PID namespace, so a new one can be made below it.
     if (::unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) != 0)
-      ChildFail(s, "create namespaces", 126);
+      ChildFail(s, kCreateNamespaces, 126);
     pid_t b = ::fork();
     if (b < 0) ChildFail(s, "fork init", 126);
     if (b == 0) RunB(plan);
@@ -171,6 +199,7 @@ struct StartUndo {
   bool upper_created = false;
   bool work_created = false;
   bool cgroup_created = false;
+  bool refused = false;  // the parent may not nest: the error already names the VM and the fix
   std::vector<std::string> ns_mounts;
   ProcessId init;
 
@@ -233,6 +262,32 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
     if (::lstat(machine.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && Exists(c.base_dir + "/" + top))
       p.binds_ro.push_back({machine, p.root + "/" + top});
   }
+  if (!c.tools_dir.empty()) {
+    p.mount_dirs.push_back(p.root + "/opt");
+    p.mount_dirs.push_back(p.root + kToolsInside);
+    p.binds_ro.push_back({c.tools_dir, p.root + kToolsInside});
+  }
+  if (c.allow_nesting) {
+    p.mount_dirs.push_back(p.root + "/var/lib");
+    p.mount_dirs.push_back(p.root + kStateInside);
+    p.binds_rw.push_back({c.disk_dir + "/lab", p.root + kStateInside});
+  }
+  // The partition's own cgroup subtree at the usual place: a lab inside makes its cgroups below
+  // it, so their limits nest under the partition's for real.
+  const CgroupSetup& cg = Cgroups();
+  if (cg.v2) {
+    p.cgroup_binds.push_back({cg.v2_root + "/" + c.cgroup, p.root + cg.v2_root});
+  } else {
+    p.cgroup_tmpfs = p.root + "/sys/fs/cgroup";
+    std::vector<std::string> seen;
+    for (const auto& [controller, mount_point] : cg.v1) {
+      if (mount_point.rfind("/sys/fs/cgroup/", 0) != 0) continue;
+      if (std::find(seen.begin(), seen.end(), mount_point) != seen.end()) continue;  // co-mounted
+      seen.push_back(mount_point);
+      p.cgroup_dirs.push_back(p.root + mount_point);
+      p.cgroup_binds.push_back({mount_point + "/" + c.cgroup, p.root + mount_point});
+    }
+  }
   p.proc = p.root + "/proc";
   p.sys = p.root + "/sys";
   p.dev = p.root + "/dev";
@@ -253,6 +308,12 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
 Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   RootPlan plan = MakeRootPlan(c);
   std::vector<std::string> procs_files = CgroupProcsFiles(c.cgroup);
+  if (!c.allow_nesting || !c.parent_allows_nesting) {
+    auto filter = NoNestingFilter::Get();
+    if (!filter.ok()) return filter.status();
+    if (!c.allow_nesting) plan.own_filter = *filter;
+    if (!c.parent_allows_nesting && !c.parent_run_dir.empty()) plan.parent_filter = *filter;
+  }
 
   UniqueFd init_fd(::open(c.init_path.c_str(), O_PATH | O_CLOEXEC));
   if (!init_fd.valid()) return ErrnoStatus("open init " + c.init_path);
@@ -298,6 +359,12 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   }
   if (ready.report.err != 0) {
     reap_w(false);
+    if (plan.parent_filter && ready.report.err == EPERM && !std::strcmp(ready.report.step, kCreateNamespaces)) {
+      undo.refused = true;
+      std::string parent = c.parent_run_dir;
+      while (!parent.empty() && parent.back() == '/') parent.pop_back();
+      return Status::Error(NotExposedMessage(parent.substr(parent.rfind('/') + 1)));
+    }
     return Status::Error(std::string(ready.report.step) + ": " + ErrnoText(ready.report.err));
   }
   undo.init.pid = ready.pid;
@@ -459,7 +526,7 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
   StartUndo undo{config};
   auto fail = [&](const Status& s) -> Result<ProcessId> {
     undo.Run();
-    return s.Prefixed(what);
+    return undo.refused ? s : s.Prefixed(what);
   };
   if (config.run_dir.empty() || config.disk_dir.empty() || config.base_dir.empty() || config.cgroup.empty() ||
       config.machine.empty() || config.init_path.empty())
@@ -476,7 +543,11 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
   if (s.ok()) s = MakeDirTracked(config.disk_dir, &undo.disk_dir_created);
   if (s.ok()) s = MakeDirTracked(config.disk_dir + "/upper", &undo.upper_created);
   if (s.ok()) s = MakeDirTracked(config.disk_dir + "/work", &undo.work_created);
+  // lab's state inside (/var/lib/lab): part of the VM's disk, removed with it.
+  if (s.ok() && config.allow_nesting) s = MakeDirs(config.disk_dir + "/lab", 0700);
   if (!s.ok()) return fail(s.Prefixed("create directories"));
+  s = WriteWholeFile(config.run_dir + "/" + kNestingFile, config.allow_nesting ? "1\n" : "0\n");
+  if (!s.ok()) return fail(s.Prefixed("record nesting"));
   s = CgroupCreate(config.cgroup, config.memory_limit, config.cpu_count, &undo.cgroup_created);
   if (!s.ok()) return fail(s);
 
@@ -502,8 +573,6 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
   auto note = [&](const Status& s) {
     if (!s.ok() && first.ok()) first = s.Prefixed(what);
   };
-  // A saved (frozen) partition's processes do not die of SIGKILL until thawed (cgroup v1).
-  if (!config.cgroup.empty()) note(ThawCgroupTree(config.cgroup));
   if (init && IsAlive(*init)) {
     // Killing pid 1 of a PID namespace ends every process in it, nested partitions included.
     if (::kill(init->pid, SIGKILL) != 0 && errno != ESRCH) note(ErrnoStatus("kill init"));

@@ -13,6 +13,11 @@
 // parent's limits, and the child's PID namespace is a child of the parent's), keeping the
 // machine's mount namespace only to reach the disk and run directories.
 //
+// Inside: lab's binaries at /opt/lab (read-only); the partition's own cgroup subtree at
+// /sys/fs/cgroup (so a lab inside creates its cgroups below the partition's, under its limits);
+// and, when the partition may nest, /var/lib/lab bound from disk_dir/lab (a real filesystem:
+// overlayfs cannot be the upper layer of the nested partitions' overlays).
+//
 // Every object is marked as the lab's: it lives under run_dir / disk_dir / the cgroup path,
 // all of which contain the lab's uid. Destroy touches only these paths and a pid verified by
 // its start time; parts already gone are success.
@@ -57,6 +62,17 @@ struct PartitionConfig {
   uint64_t memory_limit = 0;      // bytes; 0 = none
   int cpu_count = 0;              // CPU quota in whole CPUs; 0 = none
   std::string init_path;          // the lab-init binary
+  /// Directory of lab's binaries (`lab`, `lab-init`), bound read-only at /opt/lab inside so the
+  /// hypervisor inside a VM is lab itself. "" = not bound.
+  std::string tools_dir;
+  /// This partition may create namespaces (a host, a network, or a VM whose virtualization
+  /// extensions are exposed). When false its processes run under the NoNestingFilter
+  /// (seccomp.h), and lab's state dir is not given to it.
+  bool allow_nesting = true;
+  /// The parent partition may create namespaces. The worker that creates this partition runs
+  /// under the parent's rules, so when false the start fails ("VM 'PARENT' cannot run nested
+  /// VMs ..."). Always true without a parent: the machine itself is physical.
+  bool parent_allows_nesting = true;
   /// Files written into the partition's writable layer before init starts
   /// (e.g. /etc/hostname, /etc/hosts, /etc/resolv.conf): path inside -> content.
   std::vector<std::pair<std::string, std::string>> files;

@@ -3,7 +3,8 @@
 // Entering: a child joins the cgroup (while it still sees the machine's /sys/fs/cgroup), then
 // setns()s into uts, ipc, net, pid and finally mnt (which also moves its root and cwd). A
 // PID namespace only applies to children, hence the second fork. The middle child stays in our
-// PID namespace, so the pid it sees for its child is the one we can signal.
+// PID namespace, so the pid it sees for its child is the one we can signal. Right after entering,
+// a child applies the partition's nesting filter (seccomp.h) when its extensions are not exposed.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -22,12 +23,14 @@
 #include "base/text.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/partition_internal.h"
+#include "hv/kernel/seccomp.h"
 
 namespace lab::hv::kernel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// /opt/lab: lab itself, the hypervisor inside a VM (see PartitionConfig::tools_dir).
+constexpr const char* kPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/lab";
 
 std::string Describe(const std::string& run_dir) {
   std::string name = run_dir;
@@ -93,6 +96,9 @@ Result<std::string> RunIn(const std::string& run_dir, const std::function<Result
   const std::string what = Describe(run_dir);
   auto ns = OpenNamespaces(run_dir, {"net", "uts", "mnt"});
   if (!ns.ok()) return ns.status().Prefixed(what);
+  auto filter = EntryFilter(run_dir);
+  if (!filter.ok()) return filter.status().Prefixed(what);
+  const NoNestingFilter* rules = *filter;
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(what + ": pipe");
   UniqueFd rd(p[0]), wr(p[1]);
@@ -106,6 +112,8 @@ Result<std::string> RunIn(const std::string& run_dir, const std::function<Result
     std::string out;
     if (!ChildEnter(*ns)) {
       out = "E" + ErrnoStatus("enter namespaces").message();
+    } else if (rules && !rules->ChildApply()) {
+      out = "E" + ErrnoStatus("apply the nesting filter").message();
     } else {
       try {
         Result<std::string> r = fn();
@@ -195,6 +203,9 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
   auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
   if (!ns.ok()) return ns.status().Prefixed(what);
   std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
+  auto filter = EntryFilter(run_dir);
+  if (!filter.ok()) return filter.status().Prefixed(what);
+  const NoNestingFilter* rules = *filter;
   ChildEnv env;
   ChildArgv args(argv);
   std::string not_found = "lab: " + argv[0] + ": command not found\n";
@@ -211,6 +222,7 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
     ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
     if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
     if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
+    if (rules && !rules->ChildApply()) ChildFail(wr.get(), "apply the nesting filter", 125);
     pid_t g = ::fork();
     if (g < 0) ChildFail(wr.get(), "fork", 125);
     if (g == 0) {
@@ -240,6 +252,9 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
   auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
   if (!ns.ok()) return ns.status().Prefixed(what);
   std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
+  auto filter = EntryFilter(run_dir);
+  if (!filter.ok()) return filter.status().Prefixed(what);
+  const NoNestingFilter* rules = *filter;
   // Our own binary is opened here, in the machine's mount namespace: inside it the path may not exist.
   UniqueFd exe;
   if (self_exe) {
@@ -268,6 +283,7 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
     ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
     if (!ChildJoinCgroup(procs)) ChildFail(s, "join cgroup", 125);
     if (!ChildEnter(*ns)) ChildFail(s, "enter namespaces", 125);
+    if (rules && !rules->ChildApply()) ChildFail(s, "apply the nesting filter", 125);
     pid_t g = ::fork();
     if (g < 0) ChildFail(s, "fork", 125);
     if (g == 0) {
