@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "base/text.h"
+#include "hv/kernel/lifecycle.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/partition_internal.h"
 #include "hv/kernel/seccomp.h"
@@ -573,6 +574,8 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
   auto note = [&](const Status& s) {
     if (!s.ok() && first.ok()) first = s.Prefixed(what);
   };
+  // A saved (frozen) partition's processes do not die of SIGKILL until thawed (cgroup v1).
+  if (!config.cgroup.empty()) note(ThawCgroupTree(config.cgroup));
   if (init && IsAlive(*init)) {
     // Killing pid 1 of a PID namespace ends every process in it, nested partitions included.
     if (::kill(init->pid, SIGKILL) != 0 && errno != ESRCH) note(ErrnoStatus("kill init"));
