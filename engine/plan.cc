@@ -11,7 +11,21 @@ namespace {
 
 using nlohmann::json;
 
-bool UpdatableInPlace(Kind k) { return k == Kind::kDns || k == Kind::kNat || k == Kind::kStandIn; }
+bool UpdatableInPlace(const Resource& before, const Resource& after) {
+  switch (after.kind) {
+    case Kind::kDns:
+    case Kind::kNat:
+    case Kind::kStandIn: return true;
+    case Kind::kAdapter: {
+      // Set-VMNetworkAdapter -MacAddressSpoofing changes a connected adapter; anything else remakes it.
+      json a = before.spec, b = after.spec;
+      a.erase("mac_address_spoofing");
+      b.erase("mac_address_spoofing");
+      return a == b && before.deps == after.deps;
+    }
+    default: return false;
+  }
+}
 
 /// "ip 10.0.0.2/24 -> 10.0.0.3/24, gateway (none) -> 10.0.0.1" from two spec objects.
 std::string DescribeChange(const Resource& before, const Resource& after) {
@@ -110,7 +124,7 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
         remade.insert(r.key);
       } else if (it->second.Hash() != r.Hash()) {
         a.reason = DescribeChange(it->second, r);
-        if (UpdatableInPlace(r.kind)) {
+        if (UpdatableInPlace(it->second, r)) {
           a.type = ActionType::kUpdate;
         } else {
           a.type = ActionType::kReplace;

@@ -167,7 +167,14 @@ struct Builder {
           s);
       if (sw.nat) {
         hv::NatSpec n{m.name, sw.nat->name, sw.nat->prefix, "lab_" + uid + "_nat_" + ShortHash(m.name + "/" + sw.nat->name)};
-        Add(Kind::kNat, KeyOf("nat", m.name, sw.nat->name), {skey},
+        std::vector<std::string> nat_deps = {skey};
+        if (sw.nat->dns_proxy) {
+          // The proxy listens on vEthernet (NAME) and forwards to the owner's own DNS servers.
+          n.dns_proxy = sw.ip ? std::optional<Ipv4>(sw.ip->addr) : std::nullopt;
+          n.owner_lineage = Lineage(m);
+          if (!dns.empty()) nat_deps.push_back(KeyOf("dns", m.name));
+        }
+        Add(Kind::kNat, KeyOf("nat", m.name, sw.nat->name), nat_deps,
             "NAT '" + sw.nat->name + "' " + sw.nat->prefix.ToString() + " on '" + m.name + "'", n);
       }
     }

@@ -102,6 +102,12 @@ class Hypervisor {
 
   virtual Result<std::string> ConnectAdapter(const AdapterSpec& s) = 0;
   virtual Status RemoveAdapter(const AdapterSpec& s, const std::string& facts) = 0;
+  /// Set-VMNetworkAdapter on a connected adapter: applies `s` (which differs from the connected
+  /// adapter only in mac_address_spoofing) without reconnecting it; returns the new facts.
+  virtual Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot change a connected adapter");
+  }
 
   virtual Result<std::string> CreateNat(const NatSpec& s) = 0;
   virtual Status RemoveNat(const NatSpec& s, const std::string& facts) = 0;

@@ -22,6 +22,7 @@
 #include "base/text.h"
 #include "hv/hypervisor.h"
 #include "hv/kernel/lifecycle.h"
+#include "hv/kernel/bridge_filter.h"
 #include "hv/kernel/netlink.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/probe.h"
@@ -188,6 +189,14 @@ class LinuxHypervisor final : public Hypervisor {
         // Hyper-V's "vEthernet (NAME)"; kernel altnames cannot hold spaces.
         LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, "vEthernet(" + s.name + ")"));
       }
+      if (s.type == "external" && !s.uplinks.empty()) {
+        // As on Hyper-V, the switch (and its vEthernet) takes the bound NIC's MAC: the owner's own
+        // frames keep the MAC its port filter upstream allows, and it never changes as ports come.
+        auto up = nl.FindLink(s.uplinks.front());
+        if (!up.ok()) return up.status();
+        if (!*up) return Status::Error("interface '" + s.uplinks.front() + "' to bind does not exist");
+        LAB_RETURN_IF_ERROR(nl.SetMac(s.ifname, (*up)->mac));
+      }
       for (const auto& up : s.uplinks) LAB_RETURN_IF_ERROR(nl.SetMaster(up, s.ifname));
       LAB_RETURN_IF_ERROR(nl.SetUp(s.ifname));
       if (s.management_port) LAB_RETURN_IF_ERROR(ConfigureAddress(nl, s.ifname, s.ip, s.gateway));
@@ -197,6 +206,12 @@ class LinuxHypervisor final : public Hypervisor {
       auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
       st = ns ? kernel::WriteNetSysctl(*ns, "ipv4/ip_forward", "1") : ns.status();
     }
+    if (st.ok() && s.type == "private") {
+      // A private switch gives its owner no port: not even frames pass to or from the owner.
+      std::lock_guard guard(filter_mu_);
+      auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+      st = ns ? kernel::IsolateBridgeFromOwner(*ns, PortTable(), PortTableComment(s.owner), s.ifname) : ns.status();
+    }
     if (!st.ok()) {
       (void)RemoveSwitch(s, "{}");
       return st.Prefixed(what);
@@ -205,7 +220,9 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   Status RemoveSwitch(const SwitchSpec& s, const std::string&) override {
-    return DeleteLinkIn(MachineRun(s.owner), s.ifname).Prefixed("switch '" + s.name + "' on '" + s.owner + "'");
+    std::string what = "switch '" + s.name + "' on '" + s.owner + "'";
+    if (s.type == "private") LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
+    return DeleteLinkIn(MachineRun(s.owner), s.ifname).Prefixed(what);
   }
 
   // --- VM network adapters --------------------------------------------------------------
@@ -219,6 +236,8 @@ class LinuxHypervisor final : public Hypervisor {
       LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });
+    // The port filters before it joins the switch.
+    if (st.ok()) st = ApplyPortFilter(s, *owner_ns);
     if (st.ok()) {
       st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
         LAB_RETURN_IF_ERROR(nl.AddAltName(s.port, Mark("port." + s.vm + "." + s.name)));
@@ -234,7 +253,17 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   Status RemoveAdapter(const AdapterSpec& s, const std::string&) override {
-    return DeleteLinkIn(MachineRun(s.vm), s.name).Prefixed("adapter '" + s.name + "' of VM '" + s.vm + "'");
+    std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
+    LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.port).Prefixed(what));
+    return DeleteLinkIn(MachineRun(s.vm), s.name).Prefixed(what);
+  }
+
+  Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& facts) override {
+    std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
+    auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+    if (!owner_ns) return owner_ns.status().Prefixed(what);
+    LAB_RETURN_IF_ERROR(ApplyPortFilter(s, *owner_ns).Prefixed(what));
+    return facts;
   }
 
   // --- NAT ------------------------------------------------------------------------------
@@ -250,13 +279,37 @@ class LinuxHypervisor final : public Hypervisor {
                           "    ip saddr " + prefix + " ip daddr != " + prefix + " masquerade\n  }\n}\n";
     LAB_RETURN_IF_ERROR(kernel::NftApply(*ns, ruleset).Prefixed(what));
     LAB_RETURN_IF_ERROR(kernel::WriteNetSysctl(*ns, "ipv4/ip_forward", "1").Prefixed(what));
-    return std::string("{}");
+    if (!s.dns_proxy) return std::string("{}");
+    // nat.dns_proxy: dnsmasq on the vEthernet address, forwarding to the owner's own DNS servers
+    // (its resolv.conf, re-read when it changes), so nested VMs can use their gateway as DNS.
+    std::string run = MachineRun(s.owner);
+    std::string addr = s.dns_proxy->ToString();
+    auto dns = kernel::SpawnInPartition(
+        run, MachineCgroup(s.owner_lineage),
+        {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--resolv-file=/etc/resolv.conf",
+         "--no-hosts", "--listen-address=" + addr, "--bind-interfaces", "--user=root", "--pid-file=",
+         "--log-facility=/var/log/dnsmasq-nat.log"},
+        false, "/var/log/dnsmasq-nat.out");
+    if (!dns) {
+      (void)kernel::NftDeleteTable(*ns, "ip", s.table);
+      return dns.status().Prefixed(what + ": DNS proxy");
+    }
+    json facts = {{"dns_proxy", ProcessJson(*dns)}};
+    Status ready = WaitListening(run, {addr + ":53"}, 3000);
+    if (!ready.ok()) {
+      (void)RemoveNat(s, facts.dump());
+      return ready.Prefixed(what + ": DNS proxy");
+    }
+    return facts.dump();
   }
 
-  Status RemoveNat(const NatSpec& s, const std::string&) override {
+  Status RemoveNat(const NatSpec& s, const std::string& facts) override {
+    std::string what = "NAT '" + s.name + "' on '" + s.owner + "'";
+    if (auto p = ProcessFrom(ParseFacts(facts).value("dns_proxy", json())))
+      LAB_RETURN_IF_ERROR(kernel::StopProcess(*p).Prefixed(what + ": DNS proxy"));
     auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!ns) return Status::Ok();  // the owner is gone, and the table with it
-    return kernel::NftDeleteTable(*ns, "ip", s.table).Prefixed("NAT '" + s.name + "' on '" + s.owner + "'");
+    return kernel::NftDeleteTable(*ns, "ip", s.table).Prefixed(what);
   }
 
   // --- DNS client settings --------------------------------------------------------------
@@ -410,6 +463,29 @@ class LinuxHypervisor final : public Hypervisor {
   std::string NetworkCgroup(const std::string& name) const { return "lab/" + ctx_.Mark() + "/n/" + name; }
   std::string Mark(const std::string& what) const { return "lab." + ctx_.uid + "." + what; }
 
+  /// The bridge-family table of port settings inside each switch owner (one per owner).
+  std::string PortTable() const { return "lab_" + ctx_.uid + "_ports"; }
+  std::string PortTableComment(const std::string& owner) const {
+    return "lab " + ctx_.Mark() + ": port settings of the switches on " + owner;
+  }
+
+  /// Set-VMNetworkAdapter -MacAddressSpoofing: Off filters the port's source MACs, On has no rule.
+  Status ApplyPortFilter(const AdapterSpec& s, const NetNs& owner_ns) {
+    std::lock_guard guard(filter_mu_);
+    if (s.mac_address_spoofing) return kernel::RemoveBridgeFilter(owner_ns, PortTable(), s.port);
+    return kernel::FilterPortSourceMac(owner_ns, PortTable(), PortTableComment(s.owner), s.port, s.mac);
+  }
+
+  /// Removes the filter of a port or private bridge `id` inside `owner`; an owner gone took it along.
+  Status RemovePortFilter(const std::string& owner, const std::string& id) {
+    std::string path = kernel::NsPath(MachineRun(owner), "net");
+    if (!fs::exists(path)) return Status::Ok();
+    auto ns = NetNs::Open(path);
+    if (!ns) return ns.status();
+    std::lock_guard guard(filter_mu_);
+    return kernel::RemoveBridgeFilter(*ns, PortTable(), id);
+  }
+
   kernel::PartitionConfig BaseConfig(const std::string& name) const {
     kernel::PartitionConfig c;
     c.lab = ctx_.lab;
@@ -492,6 +568,7 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   LabContext ctx_;
+  std::mutex filter_mu_;  // port tables are listed, then changed: one change at a time
   std::once_flag prepared_;
   std::optional<Fd> run_lock_;
   Status prepare_status_;

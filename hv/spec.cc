@@ -144,12 +144,16 @@ void from_json(const json& j, AdapterSpec& s) {
 
 void to_json(json& j, const NatSpec& s) {
   j = {{"owner", s.owner}, {"name", s.name}, {"prefix", s.prefix.ToString()}, {"table", s.table}};
+  // Only when asked for, so NATs without a proxy keep their spec (and hash).
+  if (s.dns_proxy) j["dns_proxy"] = s.dns_proxy->ToString(), j["owner_lineage"] = s.owner_lineage;
 }
 void from_json(const json& j, NatSpec& s) {
   Get(j, "owner", s.owner);
   Get(j, "name", s.name);
   Get(j, "prefix", s.prefix);
   Get(j, "table", s.table);
+  Get(j, "dns_proxy", s.dns_proxy);
+  Get(j, "owner_lineage", s.owner_lineage);
 }
 
 void to_json(json& j, const DnsSpec& s) { j = {{"machine", s.machine}, {"servers", Addrs(s.servers)}}; }

@@ -87,6 +87,10 @@ struct NatSpec {
   std::string name;
   Cidr prefix;
   std::string table;                    // nftables table name (carries the lab's uid)
+  /// nat.dns_proxy: a DNS forwarder in the owner listening here (the switch's vEthernet
+  /// address), forwarding to the owner's own DNS servers.
+  std::optional<Ipv4> dns_proxy;
+  std::vector<std::string> owner_lineage;  // dns_proxy: the owner's lineage (its cgroup)
 };
 
 /// DNS client settings of one machine (Set-DnsClientServerAddress): its resolv.conf.

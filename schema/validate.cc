@@ -204,6 +204,14 @@ class Validator {
     }
   }
 
+  static bool HasDnsServers(const Machine& m) {
+    for (const auto& n : m.nics)
+      if (!n.dns.empty()) return true;
+    for (const auto& ad : m.adapters)
+      if (!ad.dns.empty()) return true;
+    return false;
+  }
+
   void Switches(const Machine& m) {
     std::map<std::string, std::string> bound_by;  // NIC/adapter -> external switch that binds it
     const Switch* first_nat = nullptr;
@@ -223,6 +231,11 @@ class Validator {
           first_nat = &sw;
         }
       }
+      if (sw.nat && sw.nat->dns_proxy && !HasDnsServers(m))
+        ctx_.Error(ctx_.At(path + ".nat.dns_proxy", sw.nat->loc),
+                   what + ": the DNS proxy of NAT " + Q(sw.nat->name) + " forwards to the DNS servers of " + Q(m.name) +
+                       ", which has none; set dns on one of its " +
+                       (m.kind == MachineKind::kHost ? "NICs" : "adapters") + " or remove dns_proxy");
       if (ctx_.broken_switches.count(key)) continue;
       if (sw.type == SwitchType::kExternal) {
         External(m, sw, path, what, bound_by);

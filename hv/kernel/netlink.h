@@ -119,5 +119,7 @@ Status NftApply(const NetNs& ns, const std::string& ruleset);
 Status NftDeleteTable(const NetNs& ns, const std::string& family, const std::string& name);
 /// "family name" of every table inside `ns`.
 Result<std::vector<std::string>> NftListTables(const NetNs& ns);
+/// Names of the chains of table `family table` inside `ns`; an absent table has none.
+Result<std::vector<std::string>> NftListChains(const NetNs& ns, const std::string& family, const std::string& table);
 
 }  // namespace lab::hv::kernel

@@ -5,6 +5,7 @@
 
 #include <nftables/libnftables.h>
 
+#include <algorithm>
 #include <cctype>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -87,6 +88,24 @@ Result<std::vector<std::string>> NftListTables(const NetNs& ns) {
     tables.push_back(family->get<std::string>() + " " + name->get<std::string>());
   }
   return tables;
+}
+
+Result<std::vector<std::string>> NftListChains(const NetNs& ns, const std::string& family, const std::string& table) {
+  const std::string what = "list chains of nftables table " + family + " " + table;
+  if (!IsNftFamily(family) || !IsNftIdentifier(table)) return Status::Error(what + ": not a valid table");
+  auto tables = NftListTables(ns);
+  if (!tables.ok()) return tables.status().Prefixed(what);
+  std::vector<std::string> chains;
+  if (std::find(tables->begin(), tables->end(), family + " " + table) == tables->end()) return chains;
+  std::string out;
+  LAB_RETURN_IF_ERROR(RunNft(ns, "list table " + family + " " + table, true, &out).Prefixed(what));
+  nlohmann::json doc = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("nftables") || !doc["nftables"].is_array())
+    return chains;
+  for (const auto& item : doc["nftables"])
+    if (item.is_object() && item.contains("chain") && item["chain"].is_object() && item["chain"].contains("name"))
+      chains.push_back(item["chain"]["name"].get<std::string>());
+  return chains;
 }
 
 Status NftDeleteTable(const NetNs& ns, const std::string& family, const std::string& name) {

@@ -134,6 +134,11 @@ class FakeHypervisor : public hv::Hypervisor {
   Status RemoveAdapter(const hv::AdapterSpec& s, const std::string&) override {
     return Call("RemoveAdapter " + s.vm + "/" + s.name);
   }
+  Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(Call("SetAdapter " + s.vm + "/" + s.name + " mac_address_spoofing=" +
+                             (s.mac_address_spoofing ? "on" : "off")));
+    return facts;
+  }
 
   Result<std::string> CreateNat(const hv::NatSpec& s) override { return Make("CreateNat " + s.owner + "/" + s.name); }
   Status RemoveNat(const hv::NatSpec& s, const std::string&) override { return Call("RemoveNat " + s.owner + "/" + s.name); }
@@ -189,6 +194,9 @@ class FakeHypervisor : public hv::Hypervisor {
     Status RemoveSwitch(const hv::SwitchSpec& s, const std::string& x) override { return f_.RemoveSwitch(s, x); }
     Result<std::string> ConnectAdapter(const hv::AdapterSpec& s) override { return f_.ConnectAdapter(s); }
     Status RemoveAdapter(const hv::AdapterSpec& s, const std::string& x) override { return f_.RemoveAdapter(s, x); }
+    Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& x) override {
+      return f_.SetAdapter(s, x);
+    }
     Result<std::string> CreateNat(const hv::NatSpec& s) override { return f_.CreateNat(s); }
     Status RemoveNat(const hv::NatSpec& s, const std::string& x) override { return f_.RemoveNat(s, x); }
     Result<std::string> SetDns(const hv::DnsSpec& s) override { return f_.SetDns(s); }

@@ -1,0 +1,122 @@
+// Helpers for end-to-end tests: the real `lab` binary in a private sandbox, and the search for
+// anything a lab left on the machine.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "base/text.h"
+#include "hv/kernel/netlink.h"
+#include "hv/kernel/partition.h"
+#include "tests/support.h"
+
+namespace lab::testing::e2e {
+
+namespace fs = std::filesystem;
+using lab::testing::Src;
+
+struct Run {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+/// A private state and run directory, so tests never meet the machine's own labs.
+struct Sandbox {
+  std::string dir = lab::testing::TempDir("lab-e2e");
+  std::string state = dir + "/state";
+  std::string run = dir + "/run";
+
+  Run Lab(const std::string& args, const std::string& env = "") const {
+    std::string cmd = env + " LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR +
+                      "/lab --no-color " + args + " 2>&1";
+    Run r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[4096];
+    size_t n;
+    while ((n = ::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    int st = ::pclose(p);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return r;
+  }
+};
+
+inline std::vector<int> InitPids(const Sandbox& sb, const std::string& lab) {
+  Run st = sb.Lab("status " + lab + " --json");
+  std::vector<int> pids;
+  auto j = nlohmann::json::parse(st.out, nullptr, false);
+  if (j.is_discarded()) return pids;
+  for (const auto& m : j["machines"]) pids.push_back(m.value("pid", 0));
+  return pids;
+}
+
+inline bool ProcessGone(int pid) {
+  // A zombie waiting for its reaper is gone too: it holds no namespace and runs nothing.
+  auto stat = lab::ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  auto close = stat->rfind(')');
+  return close != std::string::npos && stat->size() > close + 2 && (*stat)[close + 2] == 'Z';
+}
+
+/// Everything of the lab that could be left on the machine, one line per object.
+inline std::vector<std::string> Leftovers(const Sandbox& sb, const std::vector<int>& pids) {
+  std::vector<std::string> left;
+  for (int pid : pids)
+    if (pid > 0 && !ProcessGone(pid)) left.push_back("process " + std::to_string(pid));
+  auto mounts = lab::ReadFile("/proc/self/mountinfo").value_or("");
+  for (const auto& line : lab::Split(mounts, '\n')) {
+    auto fields = lab::Split(line, ' ');
+    if (fields.size() < 5) continue;
+    const std::string& where = fields[4];
+    for (const auto& dir : {sb.run, sb.state})
+      if (where == dir || where.rfind(dir + "/", 0) == 0) left.push_back("mount " + where);
+  }
+  for (const auto& [ctrl, root] : lab::hv::kernel::Cgroups().v1) {
+    std::error_code ec;
+    if (fs::exists(root + "/lab", ec))
+      for (const auto& e : fs::directory_iterator(root + "/lab", ec))
+        if (e.is_directory()) left.push_back("cgroup " + e.path().string());
+  }
+  if (lab::hv::kernel::Cgroups().v2) {
+    std::error_code ec;
+    std::string root = lab::hv::kernel::Cgroups().v2_root + "/lab";
+    if (fs::exists(root, ec))
+      for (const auto& e : fs::directory_iterator(root, ec))
+        if (e.is_directory()) left.push_back("cgroup " + e.path().string());
+  }
+  for (const std::string& d : {sb.run, sb.state + "/disks"}) {
+    std::error_code ec;
+    if (fs::exists(d, ec))
+      for (const auto& e : fs::directory_iterator(d, ec)) left.push_back("file " + e.path().string());
+  }
+  // The machine's own namespace: no interface or nft table of any lab may ever be here.
+  auto self = lab::hv::kernel::NetNs::Open("/proc/self/ns/net");
+  REQUIRE(self.ok());
+  auto nl = lab::hv::kernel::Netlink::In(*self);
+  REQUIRE(nl.ok());
+  auto links = nl->Links();
+  REQUIRE(links.ok());
+  for (const auto& l : *links)
+    for (const auto& alt : l.altnames)
+      if (alt.rfind("lab.", 0) == 0) left.push_back("link " + l.name + " (" + alt + ")");
+  auto tables = lab::hv::kernel::NftListTables(*self);
+  if (tables.ok())
+    for (const auto& t : *tables)
+      if (t.find("lab_") != std::string::npos) left.push_back("nft table " + t);
+  return left;
+}
+
+inline std::string LabNameOf(const std::string& file) {
+  auto text = lab::ReadFile(file).value_or("");
+  std::smatch m;
+  std::regex re("(^|\n)lab:\\s*([a-z0-9-]+)");
+  return std::regex_search(text, m, re) ? m[2].str() : "";
+}
+
+}  // namespace lab::testing::e2e
