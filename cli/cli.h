@@ -62,6 +62,7 @@ void AddGraph(CLI::App& app, Globals& g);
 void AddExport(CLI::App& app, Globals& g);
 void AddDoctor(CLI::App& app, Globals& g);
 void AddInternal(CLI::App& app, Globals& g);
+void AddLifecycle(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.
 extern int g_exit_code;

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   AddGraph(app, g);
   AddExport(app, g);
   AddDoctor(app, g);
+  AddLifecycle(app, g);
   AddInternal(app, g);
 
   try {

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "base/text.h"
+#include "engine/lifecycle.h"
 
 namespace lab::engine {
 
@@ -51,8 +52,22 @@ Result<Plan> Engine::PlanUp(const schema::Lab& lab) {
   return ComputePlan(Desired(lab, uid), *snap, Observe(*hv, *snap));
 }
 
+/// The part of a plan acting on resources that live in `machines`.
+static Plan Restrict(const Plan& plan, const std::set<std::string>& machines) {
+  Plan out;
+  for (const auto& a : plan.actions)
+    if (machines.count(MachineOf(a.resource))) {
+      out.actions.push_back(a);
+      if (a.type == ActionType::kCreate) ++out.add;
+      if (a.type == ActionType::kUpdate) ++out.change;
+      if (a.type == ActionType::kReplace) ++out.add, ++out.destroy;
+      if (a.type == ActionType::kDelete) ++out.destroy;
+    }
+  return out;
+}
+
 Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(const Plan&)>& on_plan,
-                               const ExecOptions& exec) {
+                               const ExecOptions& exec, const std::set<std::string>* only) {
   auto lock = store_->Lock(lab.name);
   if (!lock) return lock.status();
   auto snap = store_->Load(lab.name);
@@ -64,6 +79,7 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   ApplyResult out;
   out.note = lock->takeover_note();
   out.plan = ComputePlan(Desired(lab, rec.uid), *snap, Observe(*hv, *snap));
+  if (only) out.plan = Restrict(out.plan, *only);
   if (on_plan) on_plan(out.plan);
   if (!out.plan.empty()) out.report = Execute(out.plan, lab.name, *hv, *store_, exec);
   return out;
@@ -119,7 +135,7 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       m.kind = r.kind == Kind::kNetwork ? "network" : (r.spec.value("is_host", false) ? "host" : "vm");
       auto lineage = r.spec.value("lineage", std::vector<std::string>{});
       m.parent = lineage.size() >= 2 ? lineage[lineage.size() - 2] : "";
-      m.state = alive ? "running" : "missing";
+      m.state = !alive ? "off" : (r.kind == Kind::kPartition && hv->PartitionSaved(r.spec.get<hv::PartitionSpec>(), facts) ? "saved" : "running");
       auto facts_json = nlohmann::json::parse(facts, nullptr, false);
       if (!facts_json.is_discarded() && facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);
       if (r.kind == Kind::kNetwork && r.spec.contains("gateway") && r.spec["gateway"].is_string())
@@ -183,6 +199,12 @@ Result<int> Engine::Exec(const std::string& lab, const std::string& machine, con
   auto snap = store_->Load(lab);
   if (!snap) return snap.status();
   auto hv = MakeHypervisor(lab, snap->lab->uid);
+  const auto& facts = snap->resources.at("partition/" + machine).facts;
+  // A saved VM's processes are frozen: a command joining it would hang until it is resumed.
+  if (hv->PartitionSaved(it->second, facts))
+    return Status::Error("VM '" + machine + "' is saved; resume it first: lab resume " + lab + " " + machine);
+  if (!hv->PartitionRunning(it->second, facts))
+    return Status::Error("VM '" + machine + "' is off; start it first: lab start " + lab + " " + machine);
   return hv->Exec(it->second, argv);
 }
 

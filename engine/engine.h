@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,8 +62,9 @@ class Engine {
   /// What `up` would do now (no lock, no changes).
   Result<Plan> PlanUp(const schema::Lab& lab);
   /// Makes the kernel match the lab file. `on_plan` sees the plan before anything runs.
+  /// With `only`, just the actions on resources that live in those machines run (lab start).
   Result<ApplyResult> Up(const schema::Lab& lab, const std::function<void(const Plan&)>& on_plan,
-                         const ExecOptions& exec);
+                         const ExecOptions& exec, const std::set<std::string>* only = nullptr);
   /// Removes everything the lab made, from its records.
   Result<ApplyResult> Down(const std::string& lab, const std::function<void(const Plan&)>& on_plan,
                            const ExecOptions& exec);

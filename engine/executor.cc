@@ -95,7 +95,11 @@ class Runner {
       return st;
     }
     if (teardown) {
-      st = RemoveResource(hv_, a.old, a.old_facts);
+      // A VM that is remade is the same VM restarted: Stop-VM keeps its disk. Only a VM that
+      // leaves the lab file loses it.
+      st = a.type == ActionType::kReplace && a.old.kind == Kind::kPartition
+               ? hv_.StopPartition(a.old.spec.get<hv::PartitionSpec>(), a.old_facts)
+               : RemoveResource(hv_, a.old, a.old_facts);
       erase = a.old.key;
     } else {
       auto facts = a.type == ActionType::kUpdate ? UpdateResource(hv_, a.resource, a.old, a.old_facts)

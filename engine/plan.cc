@@ -120,7 +120,8 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
         remade.insert(r.key);
       } else if (broken.count(r.key)) {
         a.type = ActionType::kReplace;
-        a.reason = "found not running (drift): remake it";
+        a.reason = r.kind == Kind::kPartition ? "not running: start it (its disk is kept)"
+                                              : "found not running (drift): remake it";
         remade.insert(r.key);
       } else if (it->second.Hash() != r.Hash()) {
         a.reason = DescribeChange(it->second, r);
@@ -128,7 +129,8 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
           a.type = ActionType::kUpdate;
         } else {
           a.type = ActionType::kReplace;
-          a.reason += " (needs remaking)";
+          a.reason += r.kind == Kind::kPartition ? ": only while the VM is off: stop, set, start (its disk is kept)"
+                                                 : " (needs remaking)";
           remade.insert(r.key);
         }
       } else {

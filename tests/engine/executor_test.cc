@@ -266,7 +266,7 @@ TEST_CASE("A failed teardown step means nothing is made", "[engine]") {
     CHECK_FALSE(keys.count(k));
 }
 
-TEST_CASE("Executor remakes a replaced resource: the old copy goes before the new one comes", "[engine]") {
+TEST_CASE("Executor remakes a replaced resource: the old copy goes before the new one comes, and a VM keeps its disk", "[engine]") {
   Fixture f;
   REQUIRE(Execute(ComputePlan(f.desired, f.Snapshot(), {}), kLab, f.hv, *f.store, ExecOptions{2, nullptr}).ok());
   f.hv.ClearCalls();
@@ -275,10 +275,12 @@ TEST_CASE("Executor remakes a replaced resource: the old copy goes before the ne
   REQUIRE(Execute(plan, kLab, f.hv, *f.store, ExecOptions{2, nullptr}).ok());
   auto calls = f.hv.Calls();
   CHECK(calls.size() == 6);
-  CHECK(IndexOf(calls, "RemoveAdapter nested2/Ethernet") < IndexOf(calls, "RemovePartition nested2"));
-  CHECK(IndexOf(calls, "ClearDns nested2") < IndexOf(calls, "RemovePartition nested2"));
+  // A remade VM is stopped (Stop-VM keeps its disk), never removed.
+  CHECK(IndexOf(calls, "RemovePartition nested2") == -1);
+  CHECK(IndexOf(calls, "RemoveAdapter nested2/Ethernet") < IndexOf(calls, "StopPartition nested2"));
+  CHECK(IndexOf(calls, "ClearDns nested2") < IndexOf(calls, "StopPartition nested2"));
   for (const char* make : {"CreatePartition nested2", "ConnectAdapter nested2/Ethernet", "SetDns nested2"})
-    for (const char* remove : {"RemovePartition nested2", "RemoveAdapter nested2/Ethernet", "ClearDns nested2"})
+    for (const char* remove : {"StopPartition nested2", "RemoveAdapter nested2/Ethernet", "ClearDns nested2"})
       CHECK(IndexOf(calls, remove) < IndexOf(calls, make));
   CHECK(IndexOf(calls, "CreatePartition nested2") < IndexOf(calls, "ConnectAdapter nested2/Ethernet"));
   CHECK(f.RecordedKeys() == f.DesiredKeys());

@@ -109,7 +109,12 @@ class FakeHypervisor : public hv::Hypervisor {
   Status RemoveNetwork(const hv::NetworkSpec& s, const std::string&) override { return Call("RemoveNetwork " + s.name); }
 
   Result<std::string> CreatePartition(const hv::PartitionSpec& s) override {
-    return Make("CreatePartition " + s.name, true);
+    auto facts = Make("CreatePartition " + s.name, true);
+    if (facts) {
+      std::lock_guard guard(mu_);
+      dead_.erase(s.name);
+    }
+    return facts;
   }
   Status RemovePartition(const hv::PartitionSpec& s, const std::string&) override {
     return Call("RemovePartition " + s.name);
@@ -173,6 +178,43 @@ class FakeHypervisor : public hv::Hypervisor {
 
   Status RemoveLabRoot() override { return Call("RemoveLabRoot"); }
 
+  /// A stopped partition reads as not running until it is created (started) again.
+  Status StopPartition(const hv::PartitionSpec& s, const std::string&) override {
+    LAB_RETURN_IF_ERROR(Call("StopPartition " + s.name));
+    std::lock_guard guard(mu_);
+    dead_.insert(s.name);
+    return Status::Ok();
+  }
+  Status SavePartition(const hv::PartitionSpec& s, const std::string&) override {
+    LAB_RETURN_IF_ERROR(Call("SavePartition " + s.name));
+    std::lock_guard guard(mu_);
+    saved_.insert(s.name);
+    return Status::Ok();
+  }
+  Status ResumePartition(const hv::PartitionSpec& s, const std::string&) override {
+    LAB_RETURN_IF_ERROR(Call("ResumePartition " + s.name));
+    std::lock_guard guard(mu_);
+    saved_.erase(s.name);
+    return Status::Ok();
+  }
+  bool PartitionSaved(const hv::PartitionSpec& s, const std::string&) override {
+    std::lock_guard guard(mu_);
+    return saved_.count(s.name) > 0;
+  }
+  Status CreateCheckpoint(const hv::PartitionSpec& s, const std::string&, const std::string& name) override {
+    LAB_RETURN_IF_ERROR(Call("CreateCheckpoint " + s.name + " " + name));
+    std::lock_guard guard(mu_);
+    checkpoints_[s.name].push_back(name);
+    return Status::Ok();
+  }
+  Status RestoreCheckpoint(const hv::PartitionSpec& s, const std::string& name) override {
+    return Call("RestoreCheckpoint " + s.name + " " + name);
+  }
+  std::vector<std::string> Checkpoints(const hv::PartitionSpec& s) override {
+    std::lock_guard guard(mu_);
+    return checkpoints_[s.name];
+  }
+
  private:
   struct ProbeScript {
     std::vector<Result<hv::ProbeAnswer>> answers;
@@ -211,6 +253,19 @@ class FakeHypervisor : public hv::Hypervisor {
       return f_.Exec(m, argv);
     }
     Status RemoveLabRoot() override { return f_.RemoveLabRoot(); }
+    Status StopPartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.StopPartition(s, x); }
+    Status SavePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.SavePartition(s, x); }
+    Status ResumePartition(const hv::PartitionSpec& s, const std::string& x) override {
+      return f_.ResumePartition(s, x);
+    }
+    bool PartitionSaved(const hv::PartitionSpec& s, const std::string& x) override { return f_.PartitionSaved(s, x); }
+    Status CreateCheckpoint(const hv::PartitionSpec& s, const std::string& x, const std::string& n) override {
+      return f_.CreateCheckpoint(s, x, n);
+    }
+    Status RestoreCheckpoint(const hv::PartitionSpec& s, const std::string& n) override {
+      return f_.RestoreCheckpoint(s, n);
+    }
+    std::vector<std::string> Checkpoints(const hv::PartitionSpec& s) override { return f_.Checkpoints(s); }
 
    private:
     FakeHypervisor& f_;
@@ -242,6 +297,8 @@ class FakeHypervisor : public hv::Hypervisor {
   std::vector<std::string> calls_;
   std::map<std::string, std::string> failures_;
   std::set<std::string> dead_;
+  std::set<std::string> saved_;
+  std::map<std::string, std::vector<std::string>> checkpoints_;
   std::map<std::tuple<std::string, std::string, std::string>, ProbeScript> probes_;
   std::vector<hv::LabContext> contexts_;
   int last_pid_ = 1000;

@@ -58,7 +58,7 @@ TEST_CASE("Plan text shows the symbol, what, why, and the summary", "[engine]") 
   CHECK(RenderPlanText(plan) ==
         "  +    DNS servers of 'hv1'\n"
         "  -/+  VM 'nested2' (on middle)\n"
-        "        found not running (drift): remake it\n"
+        "        not running: start it (its disk is kept)\n"
         "  -/+  adapter 'Ethernet' of VM 'nested2' on switch 'VmNAT'\n"
         "        remade with partition/nested2\n"
         "  -/+  DNS servers of 'nested2'\n"
