@@ -12,7 +12,9 @@ void AddUp(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("up", "make the lab real (idempotent)");
   static std::string file;
   static bool check = false;
+  static bool no_restart = false;
   cmd->add_option("FILE", file, "lab file")->required();
+  cmd->add_flag("--no-restart", no_restart, "refuse a plan that would stop and start a running VM");
   cmd->add_option("-j,--jobs", g.jobs, "actions run at once (default: cores)");
   cmd->add_flag("--check", check, "run the lab's checks after applying");
   cmd->callback([&g] {
@@ -34,6 +36,19 @@ void AddUp(CLI::App& app, Globals& g) {
     auto engine = OpenEngine(g);
     if (!engine) return;
     Out out = MakeOut(g);
+    if (no_restart) {
+      auto plan = engine->PlanUp(*lab);
+      if (!plan) {
+        std::fprintf(stderr, "lab: %s\n", plan.message().c_str());
+        return;
+      }
+      auto restarts = engine::Restarts(*plan);
+      if (!restarts.empty()) {
+        std::fprintf(stderr, "lab: --no-restart: this plan would stop and start running VMs; nothing was changed:\n");
+        for (const auto& r : restarts) std::fprintf(stderr, "  %s\n", r.c_str());
+        return;
+      }
+    }
     auto t0 = std::chrono::steady_clock::now();
     auto result = engine->Up(
         *lab,

@@ -83,6 +83,22 @@ std::string RenderPlanText(const Plan& plan) {
   return out + plan.Summary() + "\n";
 }
 
+std::vector<std::string> Restarts(const Plan& plan) {
+  // Actions come parents first: a VM remade because its parent is remade is a restart only if
+  // the parent's is (a VM inside one found off is off too).
+  std::vector<std::string> out;
+  std::set<std::string> restarted;
+  const std::string kWith = "remade with ";
+  for (const auto& a : plan.actions) {
+    if (a.type != ActionType::kReplace || a.resource.kind != Kind::kPartition) continue;
+    if (a.reason.find("not running") != std::string::npos) continue;
+    if (a.reason.rfind(kWith, 0) == 0 && !restarted.count(a.reason.substr(kWith.size()))) continue;
+    restarted.insert(a.resource.key);
+    out.push_back(a.resource.display + ": " + a.reason);
+  }
+  return out;
+}
+
 std::vector<Resource> RecordedResources(const state::Snapshot& recorded) {
   std::vector<Resource> out;
   for (const auto& [key, rec] : recorded.resources)

@@ -50,6 +50,10 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
 /// reason on an indented line below (every action but a create), then the summary line.
 std::string RenderPlanText(const Plan& plan);
 
+/// The running VMs the plan would stop and start again to change a setting (not those found
+/// off, which it merely starts): what `lab up --no-restart` refuses. "VM 'middle' (on hv1): why".
+std::vector<std::string> Restarts(const Plan& plan);
+
 /// The recorded resources, parsed; unparseable records are skipped.
 std::vector<Resource> RecordedResources(const state::Snapshot& recorded);
 

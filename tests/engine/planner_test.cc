@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "engine/plan.h"
+#include "schema/lab.h"
 #include "engine/resources.h"
 #include "hv/spec.h"
 #include "tests/engine/engine_support.h"
@@ -315,4 +317,26 @@ TEST_CASE("Planner deletes a middle VM removed from the file with its nested VMs
           CHECK(pos[r.key] < pos[d]);
         }
   CHECK(plan.Summary() == "Plan: 0 to add, 1 to change, 11 to destroy.");
+}
+
+TEST_CASE("Changing a running VM's static memory plans a restart with the reason, which --no-restart refuses", "[engine]") {
+  auto before = lab::schema::Parse(lab::ReadFile(lab::testing::Src("labs/nested-nat.yaml")).value(), "a.yaml");
+  REQUIRE(before.ok());
+  auto recorded = lab::testing::Recorded(Desired(*before.lab, "0123456789ab"));
+  std::string text = lab::ReadFile(lab::testing::Src("labs/nested-nat.yaml")).value();
+  auto pos = text.find("memory: {startup: 2GiB");
+  REQUIRE(pos != std::string::npos);
+  text.replace(pos, std::string("memory: {startup: 2GiB").size(), "memory: {startup: 3GiB");
+  auto after = lab::schema::Parse(text, "b.yaml");
+  REQUIRE(after.ok());
+  auto plan = ComputePlan(Desired(*after.lab, "0123456789ab"), recorded, {});
+  auto restarts = lab::engine::Restarts(plan);
+  // middle, and the two VMs running inside it, which go down and come back with it.
+  REQUIRE(restarts.size() == 3);
+  CHECK(restarts[0].find("VM 'middle'") == 0);
+  CHECK(restarts[0].find("memory_bytes") != std::string::npos);
+  CHECK(restarts[0].find("stop, set, start") != std::string::npos);
+  CHECK(restarts[1].find("remade with partition/middle") != std::string::npos);
+  // A VM that is merely found off is started, which is not a restart.
+  CHECK(lab::engine::Restarts(ComputePlan(Desired(*before.lab, "0123456789ab"), recorded, {"partition/middle"})).empty());
 }
