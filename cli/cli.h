@@ -35,6 +35,8 @@ struct Out {
 };
 
 Out MakeOut(const Globals& g);
+/// The lab-init binary partitions run: env LAB_INIT, else next to this lab binary.
+std::string InitPath();
 /// Opens the engine with the global flags; prints the error and returns null on failure.
 std::unique_ptr<engine::Engine> OpenEngine(const Globals& g);
 /// Loads and validates a lab file; prints every diagnostic to stderr on failure.

@@ -21,7 +21,7 @@ Out MakeOut(const Globals& g) {
   return o;
 }
 
-static std::string InitPath() {
+std::string InitPath() {
   if (const char* env = std::getenv("LAB_INIT")) return env;
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);

@@ -1,22 +1,10 @@
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
 #include "hv/kernel/doctor.h"
 
 namespace lab::cli {
-namespace {
-
-// The lab-init partitions will run: the same rule as OpenEngine's (env LAB_INIT, else next to lab).
-std::string DoctorInitPath() {
-  if (const char* env = std::getenv("LAB_INIT")) return env;
-  std::error_code ec;
-  return (std::filesystem::read_symlink("/proc/self/exe", ec).parent_path() / "lab-init").string();
-}
-
-}  // namespace
 
 void AddDoctor(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("doctor", "what this machine supports: namespaces, cgroups, nftables, seccomp, "
@@ -24,7 +12,7 @@ void AddDoctor(CLI::App& app, Globals& g) {
   static bool json = false;
   cmd->add_flag("--json", json, "machine-readable: an array of {name, state, detail, fix, required}");
   cmd->callback([&g] {
-    auto caps = hv::kernel::Diagnose(DoctorInitPath());
+    auto caps = hv::kernel::Diagnose(InitPath());
     bool ok = hv::kernel::AllRequiredPresent(caps);
     g_exit_code = ok ? 0 : 1;
     if (json) {
