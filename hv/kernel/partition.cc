@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -164,6 +166,44 @@ bool TouchFile(const char* path) {
   ChildFail(s, "exec lab-init", 126);
 }
 
+// The id the kernel gives this process's mount namespace (NS_GET_MNTNS_ID, Linux 6.8+); 0 where
+// the kernel has no such ioctl. Syscalls only: it runs between fork and exec.
+uint64_t OwnMountNsId() {
+  int fd = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  uint64_t id = 0;
+  if (::ioctl(fd, _IOR(0xb7, 0x5, uint64_t), &id) != 0) id = 0;
+  ::close(fd);
+  return id;
+}
+
+// The kernel lets us bind a mount namespace's handle only if that namespace is newer than ours
+// (mnt_ns_loop: our id must be below its id). Kernels that hand out namespace ids from per-CPU
+// batches (seen on 6.18: ids near 9,900 on CPU 0 and 13,500 on CPU 1 at the same moment) can give
+// a namespace made now a lower id than ours when ours was made on the other CPU, and the bind then
+// fails with EINVAL. A hypervisor inside a VM meets this half the time. So: once unshared, make
+// the mount namespace again on each allowed CPU in turn until its id is above ours. Ids within one
+// CPU's batch grow, so the CPU that made our namespace always gives a higher one.
+bool MakeMountNsNewerThan(uint64_t ours) {
+  if (ours == 0 || OwnMountNsId() > ours) return true;
+  cpu_set_t allowed;
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) return false;
+  bool newer = false;
+  for (int round = 0; round < 2 && !newer; ++round)
+    for (int cpu = 0; cpu < CPU_SETSIZE && !newer; ++cpu) {
+      // Every CPU, not just our mask: the caller may be pinned to the wrong one. The kernel
+      // refuses CPUs that are offline or outside our cpuset.
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      if (::sched_setaffinity(0, sizeof one, &one) != 0) continue;
+      if (::unshare(CLONE_NEWNS) != 0) break;
+      newer = OwnMountNsId() > ours;
+    }
+  ::sched_setaffinity(0, sizeof allowed, &allowed);
+  return newer;
+}
+
 // W: joins the cgroup (and the parent partition's namespaces), then A unshares and forks B.
 [[noreturn]] void RunW(RootPlan& plan, const std::vector<std::string>& procs_files, const std::vector<int>& parent_ns,
                        const int* keep, int nkeep) {
@@ -179,8 +219,10 @@ bool TouchFile(const char* path) {
   if (a < 0) ChildFail(s, "fork", 126);
   if (a == 0) {
     // A: now inside the parent's PID namespace, so a new one can be made below it.
+    uint64_t ours = OwnMountNsId();
     if (::unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) != 0)
       ChildFail(s, kCreateNamespaces, 126);
+    if (!MakeMountNsNewerThan(ours)) ChildFail(s, "make a mount namespace the kernel lets us keep a handle of", 126);
     pid_t b = ::fork();
     if (b < 0) ChildFail(s, "fork init", 126);
     if (b == 0) RunB(plan);

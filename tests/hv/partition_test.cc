@@ -1,12 +1,16 @@
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -269,6 +273,61 @@ TEST_CASE("A failed start names the machine and the step and leaves nothing behi
     CHECK(init.message().rfind("partition 'noinit': open init", 0) == 0);
     RequireNothingLeft(pg, c, ProcessId{});
   }
+}
+
+// A hypervisor inside a VM starts partitions from a mount namespace made earlier, maybe on another
+// CPU. Some kernels number mount namespaces from per-CPU batches, and refuse to bind a handle of a
+// namespace numbered below the caller's: the start must still work from every CPU to every CPU.
+TEST_CASE("A partition starts from a mount namespace made on any CPU, on any CPU", "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  cpu_set_t allowed;
+  REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+  if (cpus.size() < 2) WARN("one CPU only: the cross-CPU case cannot happen here");
+  PartitionPlayground pg;
+  auto pin = [](int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return ::sched_setaffinity(0, sizeof one, &one) == 0;
+  };
+  int n = 0;
+  for (int made_on : cpus)
+    for (int start_on : cpus) {
+      INFO("mount namespace made on CPU " << made_on << ", partition started on CPU " << start_on);
+      PartitionConfig c = pg.Config("cpu" + std::to_string(n++));
+      int p[2];
+      REQUIRE(::pipe(p) == 0);
+      pid_t child = ::fork();
+      REQUIRE(child >= 0);
+      if (child == 0) {
+        ::close(p[0]);
+        std::string out;
+        if (!pin(made_on) || ::unshare(CLONE_NEWNS) != 0 ||
+            ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 || !pin(start_on)) {
+          out = "setup: " + std::string(std::strerror(errno));
+        } else {
+          auto init = StartPartition(c);
+          out = init.ok() ? "" : init.message();
+          Status d = DestroyPartition(c, init.ok() ? std::optional<ProcessId>(*init) : std::nullopt);
+          if (out.empty() && !d.ok()) out = d.message();
+        }
+        if (!out.empty() && ::write(p[1], out.data(), out.size()) < 0) ::_exit(2);
+        ::_exit(out.empty() ? 0 : 1);
+      }
+      ::close(p[1]);
+      std::string out;
+      char buf[512];
+      for (ssize_t r; (r = ::read(p[0], buf, sizeof buf)) > 0;) out.append(buf, r);
+      ::close(p[0]);
+      int status = 0;
+      ::waitpid(child, &status, 0);
+      CHECK(out == "");
+      CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+      (void)DestroyPartition(c, std::nullopt);  // what the child could not remove, if it failed
+    }
 }
 
 TEST_CASE("RunInPartition gives up after its timeout", "[root][hv]") {
