@@ -10,7 +10,7 @@ fi
 bash scripts/build.sh
 file="${1:-labs/nested-nat.yaml}"
 machine="${2:-nested1}"
-lab=build/lab
+lab="${BUILD_DIR:-build}/lab"
 step() { printf '\n\033[1m$ lab %s\033[0m\n' "$*"; "$lab" "$@"; }
 
 step validate "$file"

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-cd build
+cd "${BUILD_DIR:-build}"
 ctest --output-on-failure --timeout 900 "$@"
