@@ -98,6 +98,8 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
                 a.resource.display.c_str());
     if (a.type != engine::ActionType::kCreate) std::printf("        %s\n", out.Dim(a.reason).c_str());
   }
+  for (const auto& n : plan.notes) std::printf("  %s %s\n", out.Yellow("note:").c_str(), n.c_str());
+  for (const auto& r : plan.refusals) std::printf("  %s %s\n", out.Red("refused:").c_str(), r.c_str());
   std::printf("%s\n", out.Bold(plan.Summary()).c_str());
 }
 
@@ -115,6 +117,8 @@ std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
                         {"add", plan.add},
                         {"change", plan.change},
                         {"destroy", plan.destroy},
+                        {"notes", plan.notes},
+                        {"refusals", plan.refusals},
                         {"summary", plan.Summary()}}
       .dump(2);
 }

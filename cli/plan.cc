@@ -28,7 +28,8 @@ void AddPlan(CLI::App& app, Globals& g) {
       std::printf("lab %s (%s)\n", lab->name.c_str(), file.c_str());
       PrintPlan(*plan, out);
     }
-    g_exit_code = 0;
+    // A plan the rules refuse cannot be applied: say so in the exit code too.
+    g_exit_code = plan->refusals.empty() ? 0 : 1;
   });
 }
 

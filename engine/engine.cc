@@ -1,4 +1,5 @@
 #include "engine/engine.h"
+#include "engine/facts.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -44,17 +45,30 @@ Observed Engine::Observe(hv::Hypervisor& hv, const state::Snapshot& snap) {
   return broken;
 }
 
+Plan Engine::PlanFor(const schema::Lab& lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv) {
+  PlanOptions options;
+  options.profile = ProfileOf(lab);
+  Plan plan = ComputePlan(Desired(lab, uid), snap, Observe(hv, snap), options);
+  // The lab's static rules (what validation does not already refuse), before the changes' own.
+  RuleReport rules = CheckRules(lab);
+  plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
+  plan.notes.insert(plan.notes.begin(), rules.warnings.begin(), rules.warnings.end());
+  return plan;
+}
+
 Result<Plan> Engine::PlanUp(const schema::Lab& lab) {
   auto snap = store_->Load(lab.name);
   if (!snap) return snap.status();
   std::string uid = snap->lab ? snap->lab->uid : NewUid();
   auto hv = MakeHypervisor(lab.name, uid);
-  return ComputePlan(Desired(lab, uid), *snap, Observe(*hv, *snap));
+  return PlanFor(lab, uid, *snap, *hv);
 }
 
 /// The part of a plan acting on resources that live in `machines`.
 static Plan Restrict(const Plan& plan, const std::set<std::string>& machines) {
   Plan out;
+  out.notes = plan.notes;
+  out.refusals = plan.refusals;
   for (const auto& a : plan.actions)
     if (machines.count(MachineOf(a.resource))) {
       out.actions.push_back(a);
@@ -74,13 +88,15 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   if (!snap) return snap.status();
   state::LabRecord rec = snap->lab.value_or(state::LabRecord{lab.name, NewUid(), "", 0, 0});
   rec.file = lab.file;
-  LAB_RETURN_IF_ERROR(store_->PutLab(rec));
   auto hv = MakeHypervisor(lab.name, rec.uid);
   ApplyResult out;
   out.note = lock->takeover_note();
-  out.plan = ComputePlan(Desired(lab, rec.uid), *snap, Observe(*hv, *snap));
+  out.plan = PlanFor(lab, rec.uid, *snap, *hv);
   if (only) out.plan = Restrict(out.plan, *only);
   if (on_plan) on_plan(out.plan);
+  if (!out.plan.refusals.empty())
+    return Status::Error("the rules refuse this plan; nothing was changed: " + Join(out.plan.refusals, "; "));
+  LAB_RETURN_IF_ERROR(store_->PutLab(rec));
   if (!out.plan.empty()) out.report = Execute(out.plan, lab.name, *hv, *store_, exec);
   return out;
 }

@@ -86,6 +86,8 @@ class Engine {
   explicit Engine(EngineOptions options, std::unique_ptr<state::Store> store)
       : options_(std::move(options)), store_(std::move(store)) {}
   Observed Observe(hv::Hypervisor& hv, const state::Snapshot& snap);
+  /// The plan for `lab` with the rules model's verdicts (refusals, notes) on it.
+  Plan PlanFor(const schema::Lab& lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv);
   Result<std::map<std::string, hv::PartitionSpec>> RunningMachines(const std::string& lab);
 
   EngineOptions options_;

@@ -167,6 +167,8 @@ Status RemoveResource(hv::Hypervisor& hv, const Resource& r, const std::string& 
 Result<std::string> UpdateResource(hv::Hypervisor& hv, const Resource& r, const Resource& old,
                                    const std::string& old_facts) {
   if (r.kind == Kind::kAdapter) return hv.SetAdapter(As<hv::AdapterSpec>(r), old_facts);
+  // The planner updates a VM in place only for a memory change the rules allow at runtime.
+  if (r.kind == Kind::kPartition) return hv.SetPartitionMemory(As<hv::PartitionSpec>(r), old_facts);
   // A NAT's DNS proxy is a process: the old one stops before the new spec starts its own.
   bool nat_proxy = r.kind == Kind::kNat && old.spec.contains("dns_proxy");
   if (r.kind == Kind::kStandIn || nat_proxy) LAB_RETURN_IF_ERROR(RemoveResource(hv, old, old_facts));

@@ -45,6 +45,71 @@ std::string DescribeChange(const Resource& before, const Resource& after) {
   return Join(parts, ", ");
 }
 
+namespace model = hv::model;
+
+/// How a changed VM is changed, as the rules model decides it.
+struct VmChangeDecision {
+  ActionType type = ActionType::kReplace;
+  std::string reason;
+  std::vector<std::string> refusals, notes;
+};
+
+/// The spec keys the rules model knows how to change on a VM (Set-VMProcessor, Set-VMMemory,
+/// Update-VMVersion); a change to any other key remakes the VM.
+bool OnlySettingsDiffer(const json& before, const json& after) {
+  json a = before, b = after;
+  for (const char* k : {"expose_virtualization_extensions", "dynamic_memory", "memory_bytes", "version"}) {
+    a.erase(k);
+    b.erase(k);
+  }
+  return a == b;
+}
+
+/// A hypervisor runs inside `vm`: it exposes its extensions and a recorded VM below it runs.
+bool HypervisorRunsInside(const Resource& vm, const std::map<std::string, Resource>& old, const Observed& broken) {
+  if (!vm.spec.value("expose_virtualization_extensions", false)) return false;
+  const std::string name = vm.spec.value("name", std::string());
+  for (const auto& [key, r] : old) {
+    if (r.kind != Kind::kPartition || key == vm.key || broken.count(key)) continue;
+    auto lineage = r.spec.value("lineage", std::vector<std::string>{});
+    if (std::find(lineage.begin(), lineage.end(), name) != lineage.end()) return true;
+  }
+  return false;
+}
+
+VmChangeDecision DecideVmChange(const Resource& before, const Resource& after, const std::map<std::string, Resource>& old,
+                                const Observed& broken, model::Profile profile) {
+  VmChangeDecision d;
+  model::VmFacts vm;
+  vm.name = before.spec.value("name", std::string());
+  vm.state = model::State::kRunning;
+  vm.expose_virtualization_extensions = before.spec.value("expose_virtualization_extensions", false);
+  vm.dynamic_memory = before.spec.value("dynamic_memory", false);
+  vm.version = before.spec.value("version", std::string("9.0"));
+  vm.hypervisor_running = HypervisorRunsInside(before, old, broken);
+  model::VmChange change;
+  bool expose = after.spec.value("expose_virtualization_extensions", false);
+  bool dynamic = after.spec.value("dynamic_memory", false);
+  if (expose != vm.expose_virtualization_extensions) change.expose_virtualization_extensions = expose;
+  if (dynamic != vm.dynamic_memory) change.dynamic_memory = dynamic;
+  change.resize_memory = before.spec.value("memory_bytes", uint64_t{0}) != after.spec.value("memory_bytes", uint64_t{0});
+  change.update_version = before.spec.value("version", std::string()) != after.spec.value("version", std::string());
+  model::ChangePlan cp = model::PlanChange(vm, change, profile);
+  for (const auto& v : cp.violations)
+    (v.severity == model::Severity::kError ? d.refusals : d.notes).push_back(v.message + " [" + v.rule + "]");
+  const std::string what = DescribeChange(before, after);
+  bool restart = std::find(cp.steps.begin(), cp.steps.end(), model::Operation::kStop) != cp.steps.end();
+  if (!OnlySettingsDiffer(before.spec, after.spec)) {
+    d.reason = what + ": only while the VM is off: stop, set, start (its disk is kept)";
+  } else if (restart) {
+    d.reason = what + ": " + cp.reason + " (its disk is kept)";
+  } else {
+    d.type = ActionType::kUpdate;
+    d.reason = what + ": in place, the VM keeps running (Set-VMMemory)";
+  }
+  return d;
+}
+
 }  // namespace
 
 const char* Symbol(ActionType t) {
@@ -80,6 +145,8 @@ std::string RenderPlanText(const Plan& plan) {
     out += "  " + sym + " " + std::string(4 - sym.size(), ' ') + a.resource.display + "\n";
     if (a.type != ActionType::kCreate) out += "        " + a.reason + "\n";
   }
+  for (const auto& n : plan.notes) out += "  note: " + n + "\n";
+  for (const auto& r : plan.refusals) out += "  refused: " + r + "\n";
   return out + plan.Summary() + "\n";
 }
 
@@ -106,7 +173,8 @@ std::vector<Resource> RecordedResources(const state::Snapshot& recorded) {
   return out;
 }
 
-Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken) {
+Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken,
+                 const PlanOptions& options) {
   Plan plan;
   std::map<std::string, Resource> old;
   for (auto& r : RecordedResources(recorded)) old.emplace(r.key, std::move(r));
@@ -141,7 +209,14 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
         remade.insert(r.key);
       } else if (it->second.Hash() != r.Hash()) {
         a.reason = DescribeChange(it->second, r);
-        if (UpdatableInPlace(it->second, r)) {
+        if (r.kind == Kind::kPartition && !r.spec.value("is_host", false) && it->second.deps == r.deps) {
+          VmChangeDecision d = DecideVmChange(it->second, r, old, broken, options.profile);
+          a.type = d.type;
+          a.reason = d.reason;
+          for (auto& x : d.refusals) plan.refusals.push_back(r.display + ": " + x);
+          for (auto& x : d.notes) plan.notes.push_back(r.display + ": " + x);
+          if (a.type == ActionType::kReplace) remade.insert(r.key);
+        } else if (UpdatableInPlace(it->second, r)) {
           a.type = ActionType::kUpdate;
         } else {
           a.type = ActionType::kReplace;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/resources.h"
+#include "hv/model.h"
 #include "state/store.h"
 
 namespace lab::engine {
@@ -36,6 +37,11 @@ struct Action {
 struct Plan {
   std::vector<Action> actions;  // display order: dependency order, deletes last
   int add = 0, change = 0, destroy = 0;
+  /// Changes the rules refuse on the VM as it runs now ("VM 'middle': ... [rule]"): a plan with
+  /// any is not applied at all.
+  std::vector<std::string> refusals;
+  /// How the lab will behave where the rules allow it with a consequence (the model's warnings).
+  std::vector<std::string> notes;
   bool empty() const { return actions.empty(); }
   /// "Plan: A to add, C to change, D to destroy." or "No changes."
   std::string Summary() const;
@@ -44,10 +50,19 @@ struct Plan {
 /// Keys of recorded resources whose objects were observed dead or missing (drift).
 using Observed = std::set<std::string>;
 
-Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken);
+struct PlanOptions {
+  hv::model::Profile profile = hv::model::Profile::kV8;  // the lab file's compatibility
+};
+
+/// A changed VM setting is planned as the rules model says (hv::model::PlanChange): in place
+/// where the running VM allows it (memory resize without a hypervisor inside), else stop, set,
+/// start with the reason, or a refusal when the rules forbid the change.
+Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken,
+                 const PlanOptions& options = {});
 
 /// The plan as `lab plan` shows it without colors: one "  SYM  DISPLAY" line per action, its
-/// reason on an indented line below (every action but a create), then the summary line.
+/// reason on an indented line below (every action but a create), then notes and refusals
+/// ("  note: ...", "  refused: ..."), then the summary line.
 std::string RenderPlanText(const Plan& plan);
 
 /// The running VMs the plan would stop and start again to change a setting (not those found

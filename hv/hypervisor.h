@@ -62,6 +62,12 @@ class Hypervisor {
     (void)s, (void)facts;
     return Status::Error("this hypervisor cannot stop a VM");
   }
+  /// Set-VMMemory on a running VM (the rules allowed it: no hypervisor runs inside): its memory
+  /// limit becomes s.memory_bytes, the processes keep running. Returns the new facts.
+  virtual Result<std::string> SetPartitionMemory(const PartitionSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot change a running VM's memory");
+  }
   /// Save-VM: freezes every process of the partition (and of the partitions inside it).
   virtual Status SavePartition(const PartitionSpec& s, const std::string& facts) {
     (void)s, (void)facts;

@@ -121,6 +121,12 @@ class LinuxHypervisor final : public Hypervisor {
         .Prefixed(Called(s));
   }
 
+  Result<std::string> SetPartitionMemory(const PartitionSpec& s, const std::string& facts) override {
+    if (!PartitionRunning(s, facts)) return Status::Error(Called(s) + ": cannot change memory: it is not running");
+    LAB_RETURN_IF_ERROR(kernel::CgroupSetMemoryLimit(MachineConfig(s).cgroup, s.memory_bytes).Prefixed(Called(s)));
+    return facts;
+  }
+
   Status SavePartition(const PartitionSpec& s, const std::string& facts) override {
     if (!PartitionRunning(s, facts)) return Status::Error(Called(s) + ": cannot save: it is not running (Start-VM)");
     return kernel::SavePartition(MachineConfig(s)).Prefixed(Called(s));

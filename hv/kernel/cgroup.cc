@@ -145,6 +145,20 @@ std::vector<std::string> CgroupProcsFiles(const std::string& relative) {
   return files;
 }
 
+Status CgroupSetMemoryLimit(const std::string& relative, uint64_t bytes) {
+  std::string limit = CgroupMemoryLimitPath(relative);
+  if (limit.empty()) return Status::Error("cgroup: no memory controller for the memory limit");
+  std::string dir = limit.substr(0, limit.rfind('/'));
+  // v1 refuses (EBUSY) a limit it cannot reclaim down to; v2 would OOM-kill instead. Ask first.
+  auto usage = ReadFile(dir + (Cgroups().v2 ? "/memory.current" : "/memory.usage_in_bytes"));
+  if (!usage) return Status::Error("cgroup: " + relative + " does not exist (is the VM running?)");
+  uint64_t used = std::strtoull(Trim(*usage).c_str(), nullptr, 10);
+  if (used > bytes)
+    return Status::Error("memory cannot shrink to " + std::to_string(bytes >> 20) + " MiB: the VM uses " +
+                         std::to_string(used >> 20) + " MiB now (Set-VMMemory -StartupBytes: a larger value)");
+  return WriteCgroupFile(limit, std::to_string(bytes));
+}
+
 std::string CgroupMemoryLimitPath(const std::string& relative) {
   if (Cgroups().v2) return Cgroups().v2_root + "/" + relative + "/memory.max";
   std::string dir = V1Dir("memory", relative);

@@ -49,6 +49,9 @@ Status RemoveCgroup(const std::string& relative);
 /// The file holding the memory limit of the cgroup at `relative` (v1 memory.limit_in_bytes,
 /// v2 memory.max).
 std::string CgroupMemoryLimitPath(const std::string& relative);
+/// Set-VMMemory on a running partition: changes the memory limit of the cgroup at `relative`.
+/// Refuses (and changes nothing) when the partition uses more than `bytes` now.
+Status CgroupSetMemoryLimit(const std::string& relative, uint64_t bytes);
 
 struct PartitionConfig {
   std::string lab;                // lab name

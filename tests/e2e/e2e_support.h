@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 
 #include "base/text.h"
 #include "hv/kernel/netlink.h"
@@ -31,6 +32,9 @@ struct Sandbox {
   std::string dir = lab::testing::TempDir("lab-e2e");
   std::string state = dir + "/state";
   std::string run = dir + "/run";
+  /// "<lab>-<uid>" of every lab this sandbox saw up (InitPids records them): the leftover check
+  /// looks only at their objects, so labs of other sandboxes running at the same time never count.
+  mutable std::set<std::string> owned;
 
   Run Lab(const std::string& args, const std::string& env = "") const {
     std::string cmd = env + " LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR +
@@ -52,6 +56,7 @@ inline std::vector<int> InitPids(const Sandbox& sb, const std::string& lab) {
   std::vector<int> pids;
   auto j = nlohmann::json::parse(st.out, nullptr, false);
   if (j.is_discarded()) return pids;
+  if (j.contains("uid")) sb.owned.insert(lab + "-" + j.value("uid", std::string()));
   for (const auto& m : j["machines"]) pids.push_back(m.value("pid", 0));
   return pids;
 }
@@ -62,6 +67,18 @@ inline bool ProcessGone(int pid) {
   if (!stat) return true;
   auto close = stat->rfind(')');
   return close != std::string::npos && stat->size() > close + 2 && (*stat)[close + 2] == 'Z';
+}
+
+/// Whether a lab object's ownership mark (`<lab>-<uid>` cgroup, `lab.<uid>.` altname,
+/// `lab_<uid>_` table) is one of the sandbox's; with no lab recorded, every lab's mark is.
+inline bool OwnedBySandbox(const Sandbox& sb, const std::string& name) {
+  if (sb.owned.empty()) return true;
+  for (const auto& o : sb.owned) {
+    auto uid = o.substr(o.rfind('-') + 1);
+    if (name == o || name.find("lab." + uid + ".") != std::string::npos || name.find("lab_" + uid) != std::string::npos)
+      return true;
+  }
+  return false;
 }
 
 /// Everything of the lab that could be left on the machine, one line per object.
@@ -81,14 +98,16 @@ inline std::vector<std::string> Leftovers(const Sandbox& sb, const std::vector<i
     std::error_code ec;
     if (fs::exists(root + "/lab", ec))
       for (const auto& e : fs::directory_iterator(root + "/lab", ec))
-        if (e.is_directory()) left.push_back("cgroup " + e.path().string());
+        if (e.is_directory() && OwnedBySandbox(sb, e.path().filename().string()))
+          left.push_back("cgroup " + e.path().string());
   }
   if (lab::hv::kernel::Cgroups().v2) {
     std::error_code ec;
     std::string root = lab::hv::kernel::Cgroups().v2_root + "/lab";
     if (fs::exists(root, ec))
       for (const auto& e : fs::directory_iterator(root, ec))
-        if (e.is_directory()) left.push_back("cgroup " + e.path().string());
+        if (e.is_directory() && OwnedBySandbox(sb, e.path().filename().string()))
+          left.push_back("cgroup " + e.path().string());
   }
   for (const std::string& d : {sb.run, sb.state + "/disks"}) {
     std::error_code ec;
@@ -104,11 +123,11 @@ inline std::vector<std::string> Leftovers(const Sandbox& sb, const std::vector<i
   REQUIRE(links.ok());
   for (const auto& l : *links)
     for (const auto& alt : l.altnames)
-      if (alt.rfind("lab.", 0) == 0) left.push_back("link " + l.name + " (" + alt + ")");
+      if (alt.rfind("lab.", 0) == 0 && OwnedBySandbox(sb, alt)) left.push_back("link " + l.name + " (" + alt + ")");
   auto tables = lab::hv::kernel::NftListTables(*self);
   if (tables.ok())
     for (const auto& t : *tables)
-      if (t.find("lab_") != std::string::npos) left.push_back("nft table " + t);
+      if (t.find("lab_") != std::string::npos && OwnedBySandbox(sb, t)) left.push_back("nft table " + t);
   return left;
 }
 

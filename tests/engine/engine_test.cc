@@ -327,3 +327,17 @@ TEST_CASE("Engine takes down a partly made lab: exactly what was made, then forg
   CHECK(lab::testing::IndexOf(calls, "StopStandIn lan") < lab::testing::IndexOf(calls, "RemoveNetwork lan"));
   CHECK(f.engine->Labs().empty());
 }
+
+TEST_CASE("Engine resizes a running VM's memory in place through the hypervisor", "[engine]") {
+  Fixture f;
+  f.Up(LoadLab("nested-nat"));
+  f.hv.ClearCalls();
+  auto text = lab::testing::ReplaceOnce(lab::testing::LabText("nested-nat"), "nested1:\n            memory: {startup: 512MiB}",
+                                        "nested1:\n            memory: {startup: 768MiB}");
+  auto again = f.Up(lab::testing::ParseLab(text));
+  CHECK(again.plan.Summary() == "Plan: 0 to add, 1 to change, 0 to destroy.");
+  CHECK(again.report.ok());
+  CHECK(f.hv.Mutations() == std::vector<std::string>{"SetPartitionMemory nested1 768MiB"});
+  // Recorded with its new memory: the next up has nothing to do.
+  CHECK(f.engine->PlanUp(lab::testing::ParseLab(text))->empty());
+}

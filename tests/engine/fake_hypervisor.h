@@ -185,6 +185,10 @@ class FakeHypervisor : public hv::Hypervisor {
     dead_.insert(s.name);
     return Status::Ok();
   }
+  Result<std::string> SetPartitionMemory(const hv::PartitionSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(Call("SetPartitionMemory " + s.name + " " + std::to_string(s.memory_bytes >> 20) + "MiB"));
+    return facts;
+  }
   Status SavePartition(const hv::PartitionSpec& s, const std::string&) override {
     LAB_RETURN_IF_ERROR(Call("SavePartition " + s.name));
     std::lock_guard guard(mu_);
@@ -255,6 +259,9 @@ class FakeHypervisor : public hv::Hypervisor {
     Status RemoveLabRoot() override { return f_.RemoveLabRoot(); }
     Status StopPartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.StopPartition(s, x); }
     Status SavePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.SavePartition(s, x); }
+    Result<std::string> SetPartitionMemory(const hv::PartitionSpec& s, const std::string& x) override {
+      return f_.SetPartitionMemory(s, x);
+    }
     Status ResumePartition(const hv::PartitionSpec& s, const std::string& x) override {
       return f_.ResumePartition(s, x);
     }

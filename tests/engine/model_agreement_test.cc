@@ -1,7 +1,6 @@
 // Lab file validation (schema/) and the rules model (hv/model.h) agree: every lab mistake that
 // both know is refused by both, and a good lab passes both. The engine links both layers, so the
-// agreement is checked here. FactsOf is the schema::Lab -> model::LabFacts mapping the planner
-// needs as well (move it into engine/ when the planner calls CheckLab).
+// agreement is checked here, through the mapping the planner uses (engine/facts.h).
 #include <catch2/catch.hpp>
 
 #include <functional>
@@ -9,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/facts.h"
 #include "hv/model.h"
 #include "schema/lab.h"
 
@@ -17,39 +17,7 @@ namespace schema = lab::schema;
 
 namespace {
 
-model::LabFacts FactsOf(const schema::Lab& lab) {
-  model::LabFacts f;
-  f.profile = model::ParseProfile(lab.compatibility).value_or(model::Profile::kV8);
-  for (const auto& m : lab.machines) {
-    model::MachineFacts mf;
-    mf.name = m.name;
-    mf.parent = m.parent;
-    mf.is_host = m.kind == schema::MachineKind::kHost;
-    mf.expose_virtualization_extensions = m.processor.expose_virtualization_extensions;
-    mf.dynamic_memory = m.memory.dynamic;
-    mf.version = m.version;
-    mf.vbs = m.virtualization_based_security;
-    for (const auto& n : m.nics) mf.interfaces.push_back(model::InterfaceFacts{n.name, "", false, n.ip, n.gateway});
-    for (const auto& a : m.adapters)
-      mf.interfaces.push_back(model::InterfaceFacts{a.name, a.switch_name, a.mac_address_spoofing, a.ip, a.gateway});
-    for (const auto& s : m.switches) {
-      model::SwitchFacts sf;
-      sf.name = s.name;
-      sf.kind = s.type == schema::SwitchType::kExternal   ? model::SwitchKind::kExternal
-                : s.type == schema::SwitchType::kInternal ? model::SwitchKind::kInternal
-                                                          : model::SwitchKind::kPrivate;
-      sf.binds = s.nics;
-      sf.allow_management_os = s.allow_management_os;
-      sf.embedded_teaming = s.embedded_teaming;
-      sf.lacp = s.teaming_mode == "lacp";
-      sf.ip = s.ip;
-      if (s.nat) sf.nat_prefix = s.nat->prefix;
-      mf.switches.push_back(sf);
-    }
-    f.machines.push_back(mf);
-  }
-  return f;
-}
+model::LabFacts FactsOf(const schema::Lab& lab) { return lab::engine::LabFactsOf(lab); }
 
 std::set<std::string> Errors(const std::vector<model::Violation>& vs) {
   std::set<std::string> out;

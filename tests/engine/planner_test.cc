@@ -340,3 +340,69 @@ TEST_CASE("Changing a running VM's static memory plans a restart with the reason
   // A VM that is merely found off is started, which is not a restart.
   CHECK(lab::engine::Restarts(ComputePlan(Desired(*before.lab, "0123456789ab"), recorded, {"partition/middle"})).empty());
 }
+
+namespace {
+
+/// The nested-nat lab recorded as made, and the plan for `text` against it.
+Plan PlanAgainstNestedNat(const std::string& text, const lab::engine::Observed& broken = {},
+                          lab::hv::model::Profile profile = lab::hv::model::Profile::kV8) {
+  auto recorded = Recorded(Desired(LoadLab("nested-nat"), kUid));
+  lab::engine::PlanOptions options;
+  options.profile = profile;
+  return ComputePlan(Desired(ParseLab(text), kUid), recorded, broken, options);
+}
+
+}  // namespace
+
+TEST_CASE("A nested VM's static memory changes in place while it runs (Set-VMMemory)", "[engine]") {
+  // nested1 runs no hypervisor: runtime resize is allowed (nesting-alone-has-no-effect).
+  auto text = ReplaceOnce(LabText("nested-nat"), "nested1:\n            memory: {startup: 512MiB}",
+                          "nested1:\n            memory: {startup: 768MiB}");
+  Plan plan = PlanAgainstNestedNat(text);
+  REQUIRE(plan.actions.size() == 1);
+  const Action& a = plan.actions[0];
+  CHECK(a.resource.key == "partition/nested1");
+  CHECK(a.type == ActionType::kUpdate);
+  CHECK_THAT(a.reason, Catch::Contains("536870912 -> 805306368") && Catch::Contains("in place"));
+  CHECK(lab::engine::Restarts(plan).empty());
+  CHECK(plan.refusals.empty());
+  CHECK(plan.Summary() == "Plan: 0 to add, 1 to change, 0 to destroy.");
+}
+
+TEST_CASE("The middle VM's memory changes in place only when no hypervisor runs inside it", "[engine]") {
+  auto text = ReplaceOnce(LabText("nested-nat"), "startup: 2GiB", "startup: 3GiB");
+  SECTION("nested VMs run in it: runtime resize is refused, so stop, set, start") {
+    Plan plan = PlanAgainstNestedNat(text);
+    auto by = ByKey(plan);
+    REQUIRE(by.count("partition/middle"));
+    CHECK(by["partition/middle"]->type == ActionType::kReplace);
+    CHECK_THAT(by["partition/middle"]->reason, Catch::Contains("a hypervisor runs inside") &&
+                                                  Catch::Contains("stop, set, start"));
+    CHECK(lab::engine::Restarts(plan).size() == 3);  // middle, nested1, nested2
+  }
+  SECTION("its nested VMs are off: the hypervisor inside is idle, the resize is in place") {
+    Plan plan = PlanAgainstNestedNat(text, {"partition/nested1", "partition/nested2"});
+    auto by = ByKey(plan);
+    REQUIRE(by.count("partition/middle"));
+    CHECK(by["partition/middle"]->type == ActionType::kUpdate);
+    CHECK_THAT(by["partition/middle"]->reason, Catch::Contains("in place"));
+    // The nested VMs found off are started, which is not a restart of anything running.
+    CHECK(lab::engine::Restarts(plan).empty());
+  }
+}
+
+TEST_CASE("Exposing a running VM's virtualization extensions plans stop, set, start with the seeds' reason", "[engine]") {
+  auto text = ReplaceOnce(LabText("nested-nat"), "nested1:\n            memory: {startup: 512MiB}",
+                          "nested1:\n            processor: {expose_virtualization_extensions: true}\n"
+                          "            memory: {startup: 512MiB}");
+  Plan plan = PlanAgainstNestedNat(text);
+  auto by = ByKey(plan);
+  REQUIRE(by.count("partition/nested1"));
+  const Action& a = *by["partition/nested1"];
+  CHECK(a.type == ActionType::kReplace);
+  CHECK_THAT(a.reason, Catch::Contains("expose_virtualization_extensions can only change while the VM is off") &&
+                           Catch::Contains("its disk is kept"));
+  auto restarts = lab::engine::Restarts(plan);
+  REQUIRE(restarts.size() == 1);
+  CHECK(restarts[0].find("VM 'nested1'") == 0);
+}

@@ -1,0 +1,28 @@
+// The lab file as the rules model sees it (schema::Lab -> hv::model::LabFacts), and the rules
+// checked against it before anything is planned: a lab that breaks a rule of the seeds fails at
+// `lab plan`, naming the VM, the Hyper-V setting and the fix, instead of halfway through `up`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "hv/model.h"
+#include "schema/lab.h"
+
+namespace lab::engine {
+
+/// The compatibility profile the lab file chooses (`compatibility:`), v8 by default.
+hv::model::Profile ProfileOf(const schema::Lab& lab);
+
+/// Every machine with its interfaces and switches, parents before children.
+hv::model::LabFacts LabFactsOf(const schema::Lab& lab);
+
+/// The rules' verdict on the lab's static configuration, split by severity; each line names the
+/// rule: "VM 'middle': ... [rule-id]".
+struct RuleReport {
+  std::vector<std::string> errors;
+  std::vector<std::string> warnings;
+};
+RuleReport CheckRules(const schema::Lab& lab);
+
+}  // namespace lab::engine
