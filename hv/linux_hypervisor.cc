@@ -420,7 +420,9 @@ class LinuxHypervisor final : public Hypervisor {
     std::optional<Fd> exclusive;
     if (LockRunRoot(LOCK_EX | LOCK_NB, exclusive).ok()) {
       LAB_RETURN_IF_ERROR(kernel::ReleaseRunRoot(ctx_.run_root));
-      (void)kernel::RemoveCgroup("lab");  // refused while another lab has a cgroup there
+      // Other labs (other run roots: other users' state, test sandboxes) may have cgroups
+      // there: only an empty "lab" cgroup goes, and nothing of theirs is touched.
+      kernel::RemoveCgroupIfEmpty("lab");
     }
     return Status::Ok();
   }

@@ -222,6 +222,11 @@ void CgroupKillAll(const std::string& relative) {
   for (int pid : pids) ::kill(pid, SIGKILL);
 }
 
+void RemoveCgroupIfEmpty(const std::string& relative) {
+  // rmdir alone: a cgroup with child cgroups or processes stays (EBUSY), and nothing is killed.
+  for (const std::string& dir : CgroupDirs(relative)) (void)::rmdir(dir.c_str());
+}
+
 Status RemoveCgroup(const std::string& relative) {
   if (relative.empty() || relative.front() == '/' || relative.find("..") != std::string::npos)
     return Status::Error("cgroup: invalid path '" + relative + "'");

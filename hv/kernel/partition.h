@@ -46,6 +46,9 @@ const CgroupSetup& Cgroups();
 /// first, in every hierarchy; waits up to ~2 s for processes to leave, then SIGKILLs those left
 /// (a path carrying the lab's mark holds only the lab's processes). Absent = success.
 Status RemoveCgroup(const std::string& relative);
+/// Removes the cgroup at `relative` in every hierarchy only if it is empty (no child cgroups,
+/// no processes); never ends a process. For what labs share, like the "lab" cgroup itself.
+void RemoveCgroupIfEmpty(const std::string& relative);
 /// The file holding the memory limit of the cgroup at `relative` (v1 memory.limit_in_bytes,
 /// v2 memory.max).
 std::string CgroupMemoryLimitPath(const std::string& relative);
