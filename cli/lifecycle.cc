@@ -1,4 +1,4 @@
-// lab stop|start|save|resume LAB MACHINE, lab checkpoint|restore LAB MACHINE NAME.
+// lab stop|start|save|resume LAB MACHINE, lab checkpoint|restore LAB MACHINE NAME, lab move LAB MACHINE --to HOST.
 #include <chrono>
 #include <cstdio>
 
@@ -16,6 +16,7 @@ void AddOne(CLI::App& app, Globals& g, engine::LifecycleOp op, const char* help,
   cmd->add_option("LAB", *lab, "lab file or lab name")->required();
   cmd->add_option("MACHINE", req->machine, "a VM of the lab")->required();
   if (named) cmd->add_option("NAME", req->checkpoint, "checkpoint name")->required();
+  if (op == engine::LifecycleOp::kMove) cmd->add_option("--to", req->to, "the host it moves to")->required();
   cmd->callback([&g, req, lab] {
     g_exit_code = 1;
     auto engine = OpenEngine(g);
@@ -48,6 +49,9 @@ void AddLifecycle(CLI::App& app, Globals& g) {
   AddOne(app, g, LifecycleOp::kResume, "resume a saved VM", false);
   AddOne(app, g, LifecycleOp::kCheckpoint, "Checkpoint-VM: snapshot a VM's disk", true);
   AddOne(app, g, LifecycleOp::kRestore, "Restore-VMCheckpoint: put a VM's disk back to a checkpoint", true);
+  AddOne(app, g, LifecycleOp::kMove,
+         "Move-VM: move a VM (with the VMs inside it) to another host of the lab; refused while a hypervisor runs in it",
+         false);
 }
 
 }  // namespace lab::cli

@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 #include "engine/facts.h"
+#include "engine/placement.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -45,7 +46,10 @@ Observed Engine::Observe(hv::Hypervisor& hv, const state::Snapshot& snap) {
   return broken;
 }
 
-Plan Engine::PlanFor(const schema::Lab& lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv) {
+Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv) {
+  // The file as `lab move` placed its VMs.
+  Placed placed = ApplyPlacements(file_lab, snap.placements);
+  const schema::Lab& lab = placed.lab;
   PlanOptions options;
   options.profile = ProfileOf(lab);
   Plan plan = ComputePlan(Desired(lab, uid), snap, Observe(hv, snap), options);
@@ -53,6 +57,7 @@ Plan Engine::PlanFor(const schema::Lab& lab, const std::string& uid, const state
   RuleReport rules = CheckRules(lab);
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
   plan.notes.insert(plan.notes.begin(), rules.warnings.begin(), rules.warnings.end());
+  plan.notes.insert(plan.notes.begin(), placed.notes.begin(), placed.notes.end());
   return plan;
 }
 
@@ -159,7 +164,18 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       st.machines.push_back(m);
     }
   }
-  for (auto& m : st.machines) by_name[m.kind + "/" + m.name] = &m;
+  // A VM moved while off (lab move) is recorded on its old host until it starts on the new one:
+  // show where it will start, as the file and the moves place it.
+  std::optional<schema::Lab> placed;
+  for (auto& m : st.machines) {
+    by_name[m.kind + "/" + m.name] = &m;
+    if (m.kind != "vm" || m.state != "off") continue;
+    if (!placed) {
+      auto file = schema::LoadFile(st.file);
+      placed = file.ok() ? ApplyPlacements(*file.lab, snap->placements).lab : schema::Lab{};
+    }
+    if (const schema::Machine* pm = placed->FindMachine(m.name)) m.parent = pm->parent;
+  }
   auto machine = [&](const std::string& name) -> MachineStatus* {
     for (const char* k : {"host/", "vm/"})
       if (auto it = by_name.find(k + name); it != by_name.end()) return it->second;

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "base/text.h"
+#include "engine/placement.h"
 #include "hv/model.h"
 
 namespace lab::engine {
@@ -25,6 +26,7 @@ model::Operation ModelOp(LifecycleOp op) {
     case LifecycleOp::kSave: return model::Operation::kSave;
     case LifecycleOp::kCheckpoint: return model::Operation::kCreateCheckpoint;
     case LifecycleOp::kRestore: return model::Operation::kApplyCheckpoint;
+    case LifecycleOp::kMove: return model::Operation::kLiveMigrate;
   }
   return model::Operation::kStop;
 }
@@ -44,6 +46,7 @@ const char* ToString(LifecycleOp op) {
     case LifecycleOp::kResume: return "resume";
     case LifecycleOp::kCheckpoint: return "checkpoint";
     case LifecycleOp::kRestore: return "restore";
+    case LifecycleOp::kMove: return "move";
   }
   return "?";
 }
@@ -109,6 +112,24 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
     vm.version = target->spec.version;
     vm.hypervisor_running = vm.state == model::State::kRunning && vm.expose_virtualization_extensions &&
                             children_running;
+    // Move-VM: where the VM runs now (the file, or an earlier move), and whether it can go.
+    std::string from;
+    if (req.op == LifecycleOp::kMove) {
+      Placed placed = ApplyPlacements(*file.lab, snap->placements);
+      const schema::Machine* now = placed.lab.FindMachine(req.machine);
+      if (!now) return Status::Error("VM '" + req.machine + "' is no longer in the lab file " + rec->file);
+      from = now->parent;
+      if (from == req.to) {
+        report.lines.push_back("VM '" + req.machine + "' already runs on '" + req.to + "'");
+        return report;
+      }
+      std::string why = CheckPlacement(placed.lab, req.machine, req.to);
+      if (!why.empty()) return Status::Error("cannot move VM '" + req.machine + "' to '" + req.to + "': " + why);
+      if (vm.state == model::State::kSaved)
+        return Status::Error("VM '" + req.machine + "' is saved: its frozen processes cannot change host; resume it (lab resume " +
+                             req.lab + " " + req.machine + ") or stop it (lab stop) first, then move it");
+    }
+    const bool move_running = req.op == LifecycleOp::kMove && vm.state == model::State::kRunning;
     if (req.op == LifecycleOp::kResume && vm.state != model::State::kSaved)
       return Status::Error("VM '" + req.machine + "' is " + model::ToString(vm.state) + ", not saved");
 
@@ -162,13 +183,27 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
           LAB_RETURN_IF_ERROR(
               journaled(*target, "resume", [&] { return hv->ResumePartition(target->spec, target->facts); }));
         break;
+      case LifecycleOp::kMove: {
+        // Quick migration: off on the source (what runs inside with it), on at the destination.
+        if (move_running)
+          for (const Machine* m : inside)
+            if (StateOf(*hv, *m) != model::State::kOff)
+              LAB_RETURN_IF_ERROR(journaled(*m, "stop", [&] { return hv->StopPartition(m->spec, m->facts); }));
+        const schema::Machine* in_file = file.lab->FindMachine(req.machine);
+        const std::string placement = in_file && in_file->parent == req.to ? "" : req.to;  // back home: forget it
+        LAB_RETURN_IF_ERROR(journaled(*target, "move", [&] { return engine.store().SetPlacement(req.lab, req.machine, placement); }));
+        report.lines.push_back("VM '" + req.machine + "' now runs on '" + req.to + "' (was on '" + from + "')" +
+                               (move_running ? ": stopped there, started here with its disk" : ", and stays off"));
+        break;
+      }
       case LifecycleOp::kCheckpoint:
         LAB_RETURN_IF_ERROR(journaled(*target, "checkpoint", [&] {
           return hv->CreateCheckpoint(target->spec, target->facts, req.checkpoint);
         }));
         break;
     }
-    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state == model::State::kOff)))
+    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state == model::State::kOff) ||
+          move_running))
       return report;
   }  // the lock is released: Up takes it again
 

@@ -6,6 +6,13 @@
 // changes. A machine is stopped together with the VMs inside it (they run in its partition),
 // deepest first; starting one goes through the planner, restricted to that machine and what
 // lives in it, so its adapters, switches, NAT and DNS are made again around its kept disk.
+//
+// Move-VM (`lab move LAB VM --to HOST`) records the VM's new host (engine/placement.h). The
+// model decides first: a running VM with a hypervisor running inside (or, under preview-10565,
+// with nesting on) cannot be live-migrated. A running VM is then moved as a quick migration:
+// stopped on its host, started on the new one around its disk, its adapters re-plumbed onto
+// the destination's switches of the same names. An off VM only changes host and stays off; a
+// saved VM is refused (resume or stop it first: its frozen processes cannot change host).
 #pragma once
 
 #include <string>
@@ -15,7 +22,7 @@
 
 namespace lab::engine {
 
-enum class LifecycleOp { kStop, kStart, kSave, kResume, kCheckpoint, kRestore };
+enum class LifecycleOp { kStop, kStart, kSave, kResume, kCheckpoint, kRestore, kMove };
 const char* ToString(LifecycleOp op);
 
 struct LifecycleRequest {
@@ -23,6 +30,7 @@ struct LifecycleRequest {
   std::string lab;
   std::string machine;
   std::string checkpoint;  // checkpoint / restore
+  std::string to;          // move: the destination host
 };
 
 struct LifecycleReport {

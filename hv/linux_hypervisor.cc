@@ -405,13 +405,14 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   Status RemoveLabRoot() override {
-    std::vector<std::string> dirs = {LabRun() + "/m", LabRun() + "/n", LabRun(),
-                                     ctx_.state_root + "/disks/" + ctx_.Mark() + "/m",
-                                     ctx_.state_root + "/disks/" + ctx_.Mark() + "/n",
-                                     ctx_.state_root + "/disks/" + ctx_.Mark()};
+    std::vector<std::string> dirs = {LabRun() + "/m", LabRun() + "/n", LabRun()};
     for (const auto& d : dirs)
       if (::rmdir(d.c_str()) != 0 && errno != ENOENT)
         return ErrnoStatus("remove " + d);
+    // The lab's disks, all of them: also those of a VM whose record was dropped when its
+    // remaking failed halfway (its disk is kept for the next up; down is the end of it).
+    // RemoveTree never crosses into a mount.
+    LAB_RETURN_IF_ERROR(kernel::RemoveTree(ctx_.state_root + "/disks/" + ctx_.Mark()));
     for (const char* sub : {"/m", "/n", ""})
       LAB_RETURN_IF_ERROR(kernel::RemoveCgroup("lab/" + ctx_.Mark() + sub));
     // The last lab out also releases what all labs share: the run root's bind mount and the

@@ -70,6 +70,14 @@ constexpr std::array<const char*, Store::kSchemaVersion> kMigrations = {
         start_time INTEGER NOT NULL,
         since INTEGER NOT NULL);
     )sql",
+    // 1 -> 2: where `lab move` put a VM, over the lab file's placement.
+    R"sql(
+      CREATE TABLE placements(
+        lab TEXT NOT NULL REFERENCES labs(name) ON DELETE CASCADE,
+        machine TEXT NOT NULL,
+        host TEXT NOT NULL,
+        PRIMARY KEY(lab, machine));
+    )sql",
 };
 
 int64_t NowSeconds() { return NowMillis() / 1000; }
@@ -403,8 +411,30 @@ Result<Snapshot> Store::Load(const std::string& lab) {
     }
     if (rc != SQLITE_DONE) return impl.Error("reading the resources of lab '" + lab + "'", rc);
   }
+  {
+    auto st = impl.Prepare("SELECT machine, host FROM placements WHERE lab = ? ORDER BY machine");
+    if (!st) return st.status();
+    st->Bind(lab);
+    int rc;
+    while ((rc = st->Step()) == SQLITE_ROW) snap.placements[st->Text(0)] = st->Text(1);
+    if (rc != SQLITE_DONE) return impl.Error("reading the placements of lab '" + lab + "'", rc);
+  }
   LAB_RETURN_IF_ERROR(txn.Commit());
   return snap;
+}
+
+Status Store::SetPlacement(const std::string& lab, const std::string& machine, const std::string& host) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  auto st = host.empty() ? impl.Prepare("DELETE FROM placements WHERE lab = ? AND machine = ?")
+                         : impl.Prepare("INSERT INTO placements(lab, machine, host) VALUES (?, ?, ?) "
+                                        "ON CONFLICT(lab, machine) DO UPDATE SET host = excluded.host");
+  if (!st) return st.status();
+  if (host.empty())
+    st->Bind(lab, machine);
+  else
+    st->Bind(lab, machine, host);
+  return impl.Run(*st, "recording where '" + machine + "' of lab '" + lab + "' runs");
 }
 
 std::vector<LabRecord> Store::ListLabs() {
@@ -438,6 +468,7 @@ Status Store::DeleteLab(const std::string& lab) {
   Txn txn(impl);
   LAB_RETURN_IF_ERROR(txn.Begin(true));
   for (const char* sql : {"DELETE FROM resources WHERE lab = ?", "DELETE FROM journal WHERE lab = ?",
+                          "DELETE FROM placements WHERE lab = ?",
                           "DELETE FROM locks WHERE lab = ?", "DELETE FROM labs WHERE name = ?"}) {
     auto st = impl.Prepare(sql);
     if (!st) return st.status();

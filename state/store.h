@@ -52,6 +52,8 @@ struct JournalEntry {
 struct Snapshot {
   std::optional<LabRecord> lab;
   std::map<std::string, ResourceRecord> resources;  // by key
+  /// VM -> host, where `lab move` put it, over the lab file's placement.
+  std::map<std::string, std::string> placements;
 };
 
 class Store;
@@ -82,7 +84,7 @@ class Store {
   static Result<std::unique_ptr<Store>> Open(const std::string& dir);
   ~Store();
 
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   int schema_version() const;
 
   /// The lab record and its resources; an empty Snapshot when the lab is unknown.
@@ -92,6 +94,10 @@ class Store {
   Status PutLab(const LabRecord& lab);
   /// Removes the lab, its resources and journal (after a complete `down`).
   Status DeleteLab(const std::string& lab);
+
+  /// Records that `machine` runs on `host` (lab move); an empty `host` forgets it, so the VM
+  /// is where the lab file puts it. Forgotten with the lab.
+  Status SetPlacement(const std::string& lab, const std::string& machine, const std::string& host);
 
   /// Journals an action as intended; returns its id.
   Result<int64_t> BeginAction(const std::string& lab, const std::string& action,

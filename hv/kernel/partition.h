@@ -49,6 +49,9 @@ Status RemoveCgroup(const std::string& relative);
 /// Removes the cgroup at `relative` in every hierarchy only if it is empty (no child cgroups,
 /// no processes); never ends a process. For what labs share, like the "lab" cgroup itself.
 void RemoveCgroupIfEmpty(const std::string& relative);
+/// Removes `path` recursively without crossing into other filesystems or following symlinks;
+/// an absent path is success.
+Status RemoveTree(const std::string& path);
 /// The file holding the memory limit of the cgroup at `relative` (v1 memory.limit_in_bytes,
 /// v2 memory.max).
 std::string CgroupMemoryLimitPath(const std::string& relative);

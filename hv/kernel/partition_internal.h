@@ -74,9 +74,6 @@ bool WaitGone(const ProcessId& p, int timeout_ms);
 bool IsMountPoint(const std::string& path);
 /// Creates `path` and its missing parents with `mode`.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);
-/// Removes `path` recursively without crossing into other filesystems or following symlinks;
-/// an absent path is success.
-Status RemoveTree(const std::string& path);
 /// Writes `content` to `path` (created or truncated) with `mode`.
 Status WriteWholeFile(const std::string& path, const std::string& content, mode_t mode = 0644);
 

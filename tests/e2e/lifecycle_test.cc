@@ -64,3 +64,94 @@ TEST_CASE("A VM is saved and resumed, stopped and started with its disk, and res
   CHECK(left.empty());
   std::filesystem::remove_all(sb.dir);
 }
+
+namespace {
+
+/// Ports of `host`'s switch 'External': the host's NIC and one per VM adapter on it.
+size_t PortsOf(const Sandbox& sb, const std::string& host) {
+  Run r = sb.Lab("exec two-hosts " + host + " -- ls /sys/class/net/External/brif");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  return lab::Split(lab::Trim(r.out), '\n').size();
+}
+
+std::string ParentOf(const Sandbox& sb, const std::string& machine, std::string* state) {
+  auto j = nlohmann::json::parse(sb.Lab("status two-hosts --json").out, nullptr, false);
+  REQUIRE_FALSE(j.is_discarded());
+  for (const auto& m : j["machines"])
+    if (m.value("name", "") == machine) {
+      *state = m.value("state", "");
+      return m.value("parent", "");
+    }
+  FAIL("no machine " << machine);
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("A VM moves to another host with its disk, its adapter re-plumbed; not while a hypervisor runs in it",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  // two-hosts with a plain VM 'web' on hv1's external switch, reachable by name from n11.
+  auto text = lab::ReadFile(lab::testing::Src("labs/two-hosts.yaml"));
+  REQUIRE(text);
+  text->replace(text->find("  hv2:\n"), 0,
+                "      web:\n        memory: {startup: 256MiB}\n        adapters:\n"
+                "          - {switch: External, ip: 10.20.0.30/24, gateway: 10.20.0.1, dns: [10.20.0.1]}\n");
+  text->replace(text->find("checks:\n") + 8, 0,
+                "  - {from: web, http: \"http://www.example.test/\", expect_source: 10.20.0.30}\n"
+                "  - {from: n11, ping: web}\n");
+  std::string file = sb.dir + "/two-hosts.yaml";
+  REQUIRE(lab::WriteFileAtomic(file, *text));
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  REQUIRE(sb.Lab("exec two-hosts web -- sh -c 'echo kept > /root/f'").code == 0);
+  CHECK(PortsOf(sb, "hv1") == 3);  // Ethernet, mid1, web
+  CHECK(PortsOf(sb, "hv2") == 2);  // Ethernet, mid2
+  std::string state;
+
+  // mid1 runs n11 and n12: no live migration while a hypervisor runs in it.
+  Run refused = sb.Lab("move two-hosts mid1 --to hv2");
+  CHECK(refused.code == 1);
+  CHECK(refused.out.find("cannot be live-migrated while a hypervisor runs inside it") != std::string::npos);
+  CHECK(ParentOf(sb, "mid1", &state) == "hv1");
+  CHECK(state == "running");
+  CHECK(sb.Lab("move two-hosts n11 --to hv2").out.find("moves with it; move 'mid1' instead") != std::string::npos);
+  CHECK(sb.Lab("move two-hosts web --to nosuch").code == 1);
+
+  // web runs no hypervisor: it moves, with its disk; its adapter is now a port of hv2's switch.
+  Run moved = sb.Lab("move two-hosts web --to hv2");
+  INFO(moved.out);
+  REQUIRE(moved.code == 0);
+  CHECK(ParentOf(sb, "web", &state) == "hv2");
+  CHECK(state == "running");
+  CHECK(sb.Lab("exec two-hosts web -- cat /root/f").out.find("kept") != std::string::npos);
+  CHECK(PortsOf(sb, "hv1") == 2);
+  CHECK(PortsOf(sb, "hv2") == 3);
+  Run check = sb.Lab("check two-hosts");
+  INFO(check.out);
+  CHECK(check.code == 0);
+  // The move holds: up keeps web where it was moved.
+  CHECK(sb.Lab("up " + file).out.find("No changes.") != std::string::npos);
+
+  // Stopped, mid1 moves with its nested VMs and stays off until started on hv2.
+  REQUIRE(sb.Lab("stop two-hosts mid1").code == 0);
+  REQUIRE(sb.Lab("move two-hosts mid1 --to hv2").code == 0);
+  CHECK(ParentOf(sb, "mid1", &state) == "hv2");
+  CHECK(state == "off");
+  REQUIRE(sb.Lab("start two-hosts mid1").code == 0);
+  CHECK(ParentOf(sb, "n11", &state) == "mid1");
+  CHECK(state == "running");
+  CHECK(PortsOf(sb, "hv1") == 1);
+  CHECK(PortsOf(sb, "hv2") == 4);
+  check = sb.Lab("check two-hosts");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  auto all = InitPids(sb, "two-hosts");
+  REQUIRE(sb.Lab("down two-hosts").code == 0);
+  auto left = Leftovers(sb, all);
+  INFO(lab::Join(left, "\n"));
+  CHECK(left.empty());
+  std::filesystem::remove_all(sb.dir);
+}

@@ -468,3 +468,39 @@ TEST_CASE("NowMillis is the wall clock in milliseconds", "[state]") {
   CHECK(now / 1000 >= secs - 1);
   CHECK(now / 1000 <= secs + 1);
 }
+
+TEST_CASE("Placements from lab move are recorded per lab, replaced, forgotten, and go with the lab", "[state]") {
+  StateDir dir;
+  auto store = OpenOrFail(dir.path);
+  PutLab(*store, "alpha");
+  PutLab(*store, "beta");
+  REQUIRE(store->SetPlacement("alpha", "web", "hv2").ok());
+  REQUIRE(store->SetPlacement("alpha", "db", "hv2").ok());
+  REQUIRE(store->SetPlacement("beta", "web", "hv9").ok());
+  REQUIRE(store->SetPlacement("alpha", "web", "hv3").ok());  // moved again
+  auto a = store->Load("alpha");
+  REQUIRE(a);
+  CHECK(a->placements == std::map<std::string, std::string>{{"db", "hv2"}, {"web", "hv3"}});
+  REQUIRE(store->SetPlacement("alpha", "db", "").ok());  // moved back where the file puts it
+  CHECK(store->Load("alpha")->placements == std::map<std::string, std::string>{{"web", "hv3"}});
+  // A placement belongs to a recorded lab.
+  CHECK_FALSE(store->SetPlacement("gamma", "web", "hv2").ok());
+  REQUIRE(store->DeleteLab("alpha").ok());
+  CHECK(store->Load("alpha")->placements.empty());
+  CHECK(store->Load("beta")->placements == std::map<std::string, std::string>{{"web", "hv9"}});
+}
+
+TEST_CASE("A version-1 database is migrated forward with its labs kept", "[state]") {
+  StateDir dir;
+  {
+    auto store = OpenOrFail(dir.path);
+    PutLab(*store, "alpha");
+  }
+  // What a version-1 store looked like: no placements table.
+  Sql(dir.Db(), "DROP TABLE placements; UPDATE schema_version SET version = 1");
+  auto store = OpenOrFail(dir.path);
+  CHECK(store->schema_version() == Store::kSchemaVersion);
+  CHECK(store->Load("alpha")->lab.has_value());
+  REQUIRE(store->SetPlacement("alpha", "web", "hv2").ok());
+  CHECK(store->Load("alpha")->placements.size() == 1);
+}
