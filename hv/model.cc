@@ -298,7 +298,7 @@ Status Verdict::ToStatus() const {
   std::string out;
   for (const auto& v : violations) {
     if (v.severity != Severity::kError) continue;
-    out += (out.empty() ? "" : "; ") + v.message;
+    out += (out.empty() ? "" : "; ") + v.message + " [" + v.rule + "]";
   }
   return out.empty() ? Status::Ok() : Status::Error(out);
 }

@@ -98,7 +98,7 @@ struct Verdict {
 
   /// True when no violation is an error.
   bool allowed() const;
-  /// Ok, or the messages of the errors joined by "; ".
+  /// Ok, or the messages of the errors joined by "; ", each ending with its rule id: "... [rule-id]".
   Status ToStatus() const;
 };
 

@@ -47,7 +47,17 @@ struct Sandbox {
     while ((n = ::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
     int st = ::pclose(p);
     r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    RecordOwned();
     return r;
+  }
+
+  /// Each lab of the sandbox has a run directory named by its mark, "<lab>-<uid>", while it is
+  /// up: remember them, so the leftover check knows this sandbox's objects from other labs'.
+  void RecordOwned() const {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(run, ec))
+      if (e.is_directory(ec) && e.path().filename().string().find('-') != std::string::npos)
+        owned.insert(e.path().filename().string());
   }
 };
 
@@ -70,9 +80,8 @@ inline bool ProcessGone(int pid) {
 }
 
 /// Whether a lab object's ownership mark (`<lab>-<uid>` cgroup, `lab.<uid>.` altname,
-/// `lab_<uid>_` table) is one of the sandbox's; with no lab recorded, every lab's mark is.
+/// `lab_<uid>_` table) is one of the sandbox's (a lab whose run directory it saw).
 inline bool OwnedBySandbox(const Sandbox& sb, const std::string& name) {
-  if (sb.owned.empty()) return true;
   for (const auto& o : sb.owned) {
     auto uid = o.substr(o.rfind('-') + 1);
     if (name == o || name.find("lab." + uid + ".") != std::string::npos || name.find("lab_" + uid) != std::string::npos)

@@ -180,7 +180,7 @@ TEST_CASE("The state machine refuses what needs another state, naming the cmdlet
     CHECK(Refused(Plain(State::kSaved), Operation::kDisableDynamicMemory, p, "dynamic-memory-only-while-off"));
   }
   CHECK(CheckTransition(Plain(State::kOff), Operation::kSave, kV8).ToStatus().message() ==
-        "VM 'vm1': Save-VM needs a running VM, and it is off (Start-VM first)");
+        "VM 'vm1': Save-VM needs a running VM, and it is off (Start-VM first) [save-needs-running]");
   CHECK(CheckTransition(Plain(State::kOff), Operation::kApplyCheckpoint, kV8).next == State::kOff);
 }
 
