@@ -10,6 +10,7 @@
 // Nothing here touches the system; it validates without privileges.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -162,9 +163,19 @@ struct LoadResult {
   bool ok() const { return lab.has_value() && diagnostics.empty(); }
 };
 
-/// Reads and validates a lab file. Never throws.
+/// The largest lab file read: the biggest checked-in lab is a few KiB, so 1 MiB is room for any
+/// real lab while a hostile or mistaken input (a log, /dev/zero) is refused before it is parsed.
+inline constexpr size_t kMaxFileBytes = 1 << 20;
+/// The deepest nesting of YAML collections read. Each nested VM adds two levels (`vms:` and the
+/// VM's map), a flow map inside an adapter list three more, so 64 levels hold VMs nested about
+/// 25 deep. The decoder recurses once per level of VMs: this bounds its stack.
+inline constexpr int kMaxNestingDepth = 64;
+
+/// Reads and validates a lab file; reads at most kMaxFileBytes + 1 bytes of it. Never throws.
 LoadResult LoadFile(const std::string& path);
-/// Parses and validates lab text; `file` is the name used in diagnostics.
+/// Parses and validates lab text; `file` is the name used in diagnostics. Text larger than
+/// kMaxFileBytes or nested deeper than kMaxNestingDepth is refused with one diagnostic at the
+/// byte or collection that crosses the limit, before anything else is read. Never throws.
 LoadResult Parse(const std::string& text, const std::string& file);
 
 }  // namespace lab::schema

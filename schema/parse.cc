@@ -1,13 +1,15 @@
 // Lab file text -> schema::Lab: the decoder (shape, types, names and the rules local to one
 // object), then Validate (rules across objects), every problem collected in one run.
 //
-// yaml-cpp throws; its exceptions stop here and become a Diagnostic at the syntax error.
+// The YAML layer (yaml.h, libyaml) reports a syntax error as a value; it becomes a Diagnostic at
+// the error.
 // A value that cannot be read is left at its default and reported once; rules that depend on it
 // skip it, so one mistake gives one error.
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "base/status.h"
 #include "base/text.h"
@@ -52,7 +54,7 @@ class Decoder {
  public:
   explicit Decoder(ParseContext& ctx) : ctx_(ctx) {}
 
-  void DecodeLab(const YAML::Node& root, Lab& lab) {
+  void DecodeLab(const yaml::Node& root, Lab& lab) {
     if (!root.IsDefined() || root.IsNull()) {
       ctx_.Error(Loc{1, 1}, "the lab file is empty; it needs at least 'lab: NAME' and 'hosts:'");
       return;
@@ -96,6 +98,10 @@ class Decoder {
       if (ExpectMap(*n, r.KeyLoc("hosts"), "hosts")) {
         auto hosts = Entries(ctx_, *n, "hosts");
         if (hosts.empty()) ctx_.Error(r.KeyLoc("hosts"), "hosts: a lab needs at least one host");
+        // Machines are big: reserved once rather than moved at every growth (10,000 VMs).
+        size_t count = 0;
+        for (size_t i = 0; i < n->size(); ++i) count += CountMachines(n->Value(i));
+        lab.machines.reserve(count + n->size());
         for (auto& e : hosts) DecodeMachine(e, MachineKind::kHost, "", 0, "hosts." + e.key, lab);
       }
     }
@@ -110,7 +116,7 @@ class Decoder {
 
  private:
   /// True for a map; null reads as an empty map (false, nothing reported).
-  bool ExpectMap(const YAML::Node& n, Loc at, const std::string& what) {
+  bool ExpectMap(const yaml::Node& n, Loc at, const std::string& what) {
     if (n.IsMap()) return true;
     if (!n.IsNull()) ctx_.Error(LocOf(n, at), what + ": expected a map of NAME: {...}");
     return false;
@@ -161,6 +167,17 @@ class Decoder {
     lab.networks.push_back(std::move(net));
   }
 
+  /// The VMs under a machine's node, at every depth (an estimate for reserving: counts what the
+  /// decoder may still refuse). Recursion is bounded by the YAML depth limit.
+  static size_t CountMachines(const yaml::Node& machine) {
+    if (!machine.IsMap()) return 0;
+    yaml::Node vms = machine["vms"];
+    if (!vms.IsMap()) return 0;
+    size_t count = vms.size();
+    for (size_t i = 0; i < vms.size(); ++i) count += CountMachines(vms.Value(i));
+    return count;
+  }
+
   /// Appends the machine, then its VMs (pre-order). False when it was not added (duplicate).
   bool DecodeMachine(const Entry& e, MachineKind kind, const std::string& parent, int depth, const std::string& path,
                      Lab& lab) {
@@ -184,21 +201,24 @@ class Decoder {
     m.parent = parent;
     m.depth = depth;
     m.loc = e.key_loc;
-    std::vector<std::string> known;
-    std::map<std::string, std::string> misplaced;
-    if (host) {
-      m.memory.startup = 0;
-      known = {"nics", "switches", "vms", "run"};
+    // The same for every machine: built once, not once per machine of a 10,000-VM lab.
+    static const std::vector<std::string> kHostKeys = {"nics", "switches", "vms", "run"};
+    static const std::vector<std::string> kVmKeys = {"version", "generation", "processor", "memory", "security",
+                                                     "adapters", "switches", "vms", "run"};
+    static const std::map<std::string, std::string> kMisplacedOnHost = [] {
+      std::map<std::string, std::string> out;
       for (const char* k : {"processor", "memory", "version", "generation", "security"})
-        misplaced[k] = std::string("hosts are physical machines: ") + Q(k) +
-                       " applies to VMs only; remove it (a host uses its whole hardware)";
-      misplaced["adapters"] =
+        out[k] = std::string("hosts are physical machines: ") + Q(k) +
+                 " applies to VMs only; remove it (a host uses its whole hardware)";
+      out["adapters"] =
           "hosts are physical machines: they have NICs, not adapters; use nics: {Ethernet: {network: NAME, ip: ...}}";
-    } else {
-      known = {"version", "generation", "processor", "memory", "security", "adapters", "switches", "vms", "run"};
-      misplaced["nics"] =
-          "VMs have network adapters, not NICs; use adapters: [{switch: NAME, ip: ...}] (Add-VMNetworkAdapter)";
-    }
+      return out;
+    }();
+    static const std::map<std::string, std::string> kMisplacedOnVm = {
+        {"nics", "VMs have network adapters, not NICs; use adapters: [{switch: NAME, ip: ...}] (Add-VMNetworkAdapter)"}};
+    if (host) m.memory.startup = 0;
+    const auto& known = host ? kHostKeys : kVmKeys;
+    const auto& misplaced = host ? kMisplacedOnHost : kMisplacedOnVm;
     MapReader r(ctx_, e.value, path, what, e.key_loc, known, misplaced);
 
     if (!host) DecodeVmSettings(r, m);
@@ -264,7 +284,7 @@ class Decoder {
     }
   }
 
-  void DecodeMemory(const YAML::Node& node, MapReader& vm, Machine& m) {
+  void DecodeMemory(const yaml::Node& node, MapReader& vm, Machine& m) {
     const std::string& what = vm.what();
     MapReader r(ctx_, node, vm.path() + ".memory", what + " memory", vm.KeyLoc("memory"),
                 {"startup", "dynamic", "minimum", "maximum"});
@@ -324,7 +344,7 @@ class Decoder {
     if (auto n = r.Get("mac")) mac = ReadMac(ctx_, *n, r.KeyLoc("mac"), what + " mac");
   }
 
-  void DecodeAdapters(const YAML::Node& list, Loc at, const std::string& owner, const std::string& path, Machine& m) {
+  void DecodeAdapters(const yaml::Node& list, Loc at, const std::string& owner, const std::string& path, Machine& m) {
     if (list.IsNull()) return;
     if (!list.IsSequence()) {
       ctx_.Error(LocOf(list, at), owner + " adapters: expected a list, like - {switch: External, ip: 10.10.0.10/24}");
@@ -332,13 +352,13 @@ class Decoder {
     }
     std::map<std::string, Loc> names;
     for (size_t i = 0; i < list.size(); ++i) {
-      YAML::Node item = list[i];
+      yaml::Node item = list[i];
       std::string item_path = path + ".adapters[" + std::to_string(i) + "]";
       Loc loc = LocOf(item, at);
       Adapter a;
       a.loc = loc;
       if (item.IsMap()) {
-        YAML::Node name = item["name"];
+        yaml::Node name = item["name"];
         if (name.IsDefined() && name.IsScalar()) a.name = name.Scalar();
       }
       std::string what = owner + " adapter " + Q(a.name);
@@ -496,7 +516,7 @@ class Decoder {
     owner.switches.push_back(std::move(sw));
   }
 
-  void DecodeCheck(const YAML::Node& item, size_t index, Loc at, Lab& lab) {
+  void DecodeCheck(const yaml::Node& item, size_t index, Loc at, Lab& lab) {
     std::string path = "checks[" + std::to_string(index) + "]";
     std::string what = "check " + std::to_string(index + 1);
     Loc loc = LocOf(item, at);
@@ -596,6 +616,25 @@ class Decoder {
   std::map<std::string, std::pair<Loc, std::string>> machines_seen_;  // name -> where, "host"/"VM"
 };
 
+/// 1-based line and column of byte `offset` of `text`.
+Loc PositionOf(const std::string& text, size_t offset) {
+  Loc loc{1, 1};
+  for (size_t i = 0; i < offset && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++loc.line;
+      loc.col = 1;
+    } else {
+      ++loc.col;
+    }
+  }
+  return loc;
+}
+
+std::string SizeLimitMessage(const std::string& size) {
+  return "the lab file is " + size + "; lab reads lab files of at most 1 MiB (" + std::to_string(kMaxFileBytes) +
+         " bytes), and this is where it passes that: check that this is the lab file you meant, or split the lab";
+}
+
 bool Before(const Diagnostic& a, const Diagnostic& b) {
   return std::pair{a.loc.line, a.loc.col} < std::pair{b.loc.line, b.loc.col};
 }
@@ -607,24 +646,34 @@ LoadResult Parse(const std::string& text, const std::string& file) {
   ctx.file = file;
   Lab lab;
   lab.file = file;
-  std::vector<YAML::Node> docs;
+  // The limits first: past them nothing is built.
+  yaml::LoadResult yaml;
   bool syntax_ok = false;
-  try {
-    docs = YAML::LoadAll(text);
-    syntax_ok = true;
-  } catch (const YAML::Exception& e) {
-    Loc loc = e.mark.is_null() ? Loc{} : Loc{e.mark.line + 1, e.mark.column + 1};
-    ctx.Error(loc, "YAML syntax: " + e.msg);
-  } catch (const std::exception& e) {
-    ctx.Error(Loc{}, std::string("YAML syntax: ") + e.what());
+  if (text.size() > kMaxFileBytes) {
+    ctx.Error(PositionOf(text, kMaxFileBytes),
+              SizeLimitMessage(text.size() > kMaxFileBytes + 1 ? std::to_string(text.size()) + " bytes"
+                                                             : "larger than 1 MiB"));
+  } else {
+    yaml = yaml::Load(text, kMaxNestingDepth);
+    if (yaml.too_deep) {
+      ctx.Error(Loc{yaml.too_deep->line + 1, yaml.too_deep->column + 1},
+                "this value is nested more than " + std::to_string(kMaxNestingDepth) +
+                    " levels deep; lab files nest at most " + std::to_string(kMaxNestingDepth) +
+                    " levels (VMs inside VMs about 25 deep): close the open brackets or indent less");
+    } else if (yaml.error) {
+      ctx.Error(Loc{yaml.error->mark.line + 1, yaml.error->mark.column + 1}, "YAML syntax: " + yaml.error->message);
+    } else {
+      syntax_ok = true;
+    }
   }
   if (syntax_ok) {
     try {
-      if (docs.size() > 1) {
-        ctx.Error(LocOf(docs[1], Loc{}), "the file holds " + std::to_string(docs.size()) +
-                                             " YAML documents; put one lab per file");
+      if (yaml.documents > 1) {
+        ctx.Error(Loc{yaml.second_document.line + 1, yaml.second_document.column + 1},
+                  "the file holds " + std::to_string(yaml.documents) + " YAML documents; put one lab per file");
       }
-      Decoder(ctx).DecodeLab(docs.empty() ? YAML::Node() : docs[0], lab);
+      ctx.locs.Reserve(text.size() / 12);  // about one value read per 12 bytes (flow style)
+      Decoder(ctx).DecodeLab(yaml.doc->Root(), lab);
       Validate(lab, ctx);
     } catch (const std::exception& e) {
       // Readers check node types before converting, so this is a bug; still never throw.
@@ -645,13 +694,21 @@ LoadResult Parse(const std::string& text, const std::string& file) {
 }
 
 LoadResult LoadFile(const std::string& path) {
-  auto text = ReadFile(path);
-  if (!text) {
+  // Read one byte past the limit, no more: enough for Parse to refuse it, whatever the file is
+  // (a huge log, a pipe that never ends, /dev/zero).
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  if (in) {
+    text.resize(kMaxFileBytes + 1);
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(in.gcount()));
+  }
+  if (!in && !in.eof()) {
     LoadResult result;
     result.diagnostics.push_back(Diagnostic{path, Loc{}, "cannot read the lab file: " + ErrnoText(errno)});
     return result;
   }
-  return Parse(*text, path);
+  return Parse(text, path);
 }
 
 }  // namespace lab::schema

@@ -1,8 +1,10 @@
 // Reading YAML nodes into typed values while collecting diagnostics (see reader.h).
 #include "schema/reader.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <unordered_map>
 
 #include "base/text.h"
 
@@ -13,16 +15,16 @@ namespace {
 std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
 /// How a non-scalar (or empty) value is named in "expected X, got Y".
-std::string Got(const YAML::Node& n) {
+std::string Got(const yaml::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Scalar: return Quote(n.Scalar());
+    case yaml::NodeType::kMap: return "a map";
+    case yaml::NodeType::kSequence: return "a list";
+    case yaml::NodeType::kScalar: return Quote(n.Scalar());
     default: return "nothing";
   }
 }
 
-bool IsScalar(const YAML::Node& n) { return n.IsDefined() && n.Type() == YAML::NodeType::Scalar; }
+bool IsScalar(const yaml::Node& n) { return n.IsScalar(); }
 
 bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool IsAlnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
@@ -45,48 +47,126 @@ std::string CheckName(const std::string& name, size_t max, bool lower_and_dash_o
 
 }  // namespace
 
+void LocTable::Set(std::string_view path, std::string_view key, Loc loc) {
+  size_t offset = arena_.size();
+  if (!path.empty()) {
+    arena_.append(path);
+    arena_.push_back('.');
+  }
+  arena_.append(key);
+  std::string_view joined = std::string_view(arena_).substr(offset);
+  uint64_t hash = Fnv1a64(joined);
+  if (2 * (items_.size() + 1) > index_.size()) Grow();
+  size_t slot = Slot(joined, hash);
+  if (index_[slot] != 0) {  // recorded before: the later position wins, as in a map
+    items_[index_[slot] - 1].loc = loc;
+    arena_.resize(offset);
+    return;
+  }
+  items_.push_back(Item{static_cast<uint32_t>(offset), static_cast<uint32_t>(joined.size()), hash, loc});
+  index_[slot] = static_cast<uint32_t>(items_.size());
+}
+
+const Loc* LocTable::Find(std::string_view path) const {
+  if (index_.empty()) return nullptr;
+  size_t slot = Slot(path, Fnv1a64(path));
+  return index_[slot] == 0 ? nullptr : &items_[index_[slot] - 1].loc;
+}
+
+size_t LocTable::Slot(std::string_view path, uint64_t hash) const {
+  size_t mask = index_.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    uint32_t at = index_[i];
+    if (at == 0) return i;
+    const Item& item = items_[at - 1];
+    if (item.hash == hash && PathOf(item) == path) return i;
+  }
+}
+
+void LocTable::Reserve(size_t values) {
+  items_.reserve(values);
+  arena_.reserve(values * 32);  // dotted paths of a VM's values are about 30 bytes
+  if (index_.size() < 2 * values) Grow(2 * values);
+}
+
+void LocTable::Grow(size_t at_least) {
+  std::vector<uint32_t> old = std::move(index_);
+  size_t size = old.empty() ? 64 : 2 * old.size();
+  while (size < at_least) size *= 2;
+  index_.assign(size, 0);
+  size_t mask = index_.size() - 1;
+  for (uint32_t at : old) {
+    if (at == 0) continue;
+    size_t i = items_[at - 1].hash & mask;
+    while (index_[i] != 0) i = (i + 1) & mask;
+    index_[i] = at;
+  }
+}
+
 void ParseContext::Error(Loc loc, std::string message) {
   diagnostics.push_back(Diagnostic{file, loc, std::move(message)});
 }
 
 Loc ParseContext::At(const std::string& path, Loc fallback) const {
-  auto it = locs.find(path);
-  return it == locs.end() ? fallback : it->second;
+  const Loc* loc = locs.Find(path);
+  return loc ? *loc : fallback;
 }
 
-Loc LocOf(const YAML::Node& node, Loc fallback) {
+Loc LocOf(const yaml::Node& node, Loc fallback) {
   if (!node.IsDefined() || node.IsNull()) return fallback;
-  YAML::Mark m = node.Mark();
+  yaml::Mark m = node.GetMark();
   if (m.line < 0 || m.column < 0) return fallback;
   return Loc{m.line + 1, m.column + 1};
 }
 
-std::vector<Entry> Entries(ParseContext& ctx, const YAML::Node& map, const std::string& what) {
+std::vector<Entry> Entries(ParseContext& ctx, const yaml::Node& map, const std::string& what) {
   std::vector<Entry> out;
   if (!map.IsDefined() || !map.IsMap()) return out;
-  std::map<std::string, Loc> seen;
-  for (const auto& kv : map) {
-    YAML::Node k = kv.first;
+  out.reserve(map.size());
+  // The keys seen so far are the entries kept: a scan of them for the handful of keys of an
+  // object, an index only for big maps (the VMs of a host), so a small map costs no tree.
+  constexpr size_t kScanUpTo = 16;
+  std::unordered_map<std::string_view, size_t> seen;  // key -> index in out (big maps)
+  if (map.size() > kScanUpTo) seen.reserve(map.size());
+  for (size_t i = 0; i < map.size(); ++i) {
+    yaml::Node k = map.Key(i);
     Loc key_loc = LocOf(k, Loc{});
     if (!IsScalar(k)) {
       ctx.Error(key_loc, what + ": expected a name as key, got " + Got(k));
       continue;
     }
-    std::string key = k.Scalar();
-    auto [pos, inserted] = seen.emplace(key, key_loc);
-    if (!inserted) {
-      std::string first = pos->second.line == key_loc.line ? "earlier on this line"
-                                                          : "first on line " + std::to_string(pos->second.line);
-      ctx.Error(key_loc, what + ": key " + Quote(key) + " is given twice (" + first + "); remove one of them");
+    const std::string& key = k.Scalar();  // lives in the document, as long as the map
+    const Entry* first = nullptr;
+    if (map.size() > kScanUpTo) {
+      auto [pos, inserted] = seen.emplace(key, out.size());
+      if (!inserted) first = &out[pos->second];
+    } else {
+      for (const auto& e : out)
+        if (e.key == key) first = &e;
+    }
+    if (first) {
+      std::string where = first->key_loc.line == key_loc.line ? "earlier on this line"
+                                                              : "first on line " + std::to_string(first->key_loc.line);
+      ctx.Error(key_loc, what + ": key " + Quote(key) + " is given twice (" + where + "); remove one of them");
       continue;
     }
-    out.push_back(Entry{key, key_loc, kv.second});
+    out.push_back(Entry{key, key_loc, map.Value(i)});
   }
   return out;
 }
 
-MapReader::MapReader(ParseContext& ctx, const YAML::Node& node, std::string path, std::string what, Loc loc,
-                     const std::vector<std::string>& known, const std::map<std::string, std::string>& misplaced)
+bool KeyList::Contains(std::string_view key) const {
+  if (strings_) return std::find(strings_->begin(), strings_->end(), key) != strings_->end();
+  return std::find(views_.begin(), views_.end(), key) != views_.end();
+}
+
+std::vector<std::string> KeyList::ToVector() const {
+  if (strings_) return *strings_;
+  return std::vector<std::string>(views_.begin(), views_.end());
+}
+
+MapReader::MapReader(ParseContext& ctx, const yaml::Node& node, std::string path, std::string what, Loc loc,
+                     KeyList known, const std::map<std::string, std::string>& misplaced)
     : ctx_(ctx), path_(std::move(path)), what_(std::move(what)), loc_(loc) {
   if (!node.IsDefined() || node.IsNull()) return;
   if (!node.IsMap()) {
@@ -95,48 +175,52 @@ MapReader::MapReader(ParseContext& ctx, const YAML::Node& node, std::string path
     return;
   }
   for (auto& e : Entries(ctx_, node, what_)) {
-    bool is_known = false;
-    for (const auto& k : known) is_known = is_known || k == e.key;
-    if (!is_known) {
+    if (!known.Contains(e.key)) {
       auto m = misplaced.find(e.key);
       if (m != misplaced.end()) {
         ctx_.Error(e.key_loc, what_ + ": " + m->second);
-      } else if (auto close = ClosestMatch(e.key, known)) {
+      } else if (auto close = ClosestMatch(e.key, known.ToVector())) {
         ctx_.misspelled.insert(PathJoin(path_, *close));
         ctx_.Error(e.key_loc, what_ + ": unknown key " + Quote(e.key) + "; did you mean " + Quote(*close) + "?");
       } else {
-        ctx_.Error(e.key_loc, what_ + ": unknown key " + Quote(e.key) + "; expected one of: " + Join(known, ", "));
+        ctx_.Error(e.key_loc, what_ + ": unknown key " + Quote(e.key) + "; expected one of: " + Join(known.ToVector(), ", "));
       }
       continue;
     }
-    entries_.emplace(e.key, std::move(e));
+    entries_.push_back(std::move(e));
   }
 }
 
-std::optional<YAML::Node> MapReader::Get(const std::string& key) {
-  auto it = entries_.find(key);
-  if (it == entries_.end()) return std::nullopt;
-  ctx_.locs[PathJoin(path_, key)] = LocOf(it->second.value, it->second.key_loc);
-  return it->second.value;
+const Entry* MapReader::Find(const std::string& key) const {
+  for (const auto& e : entries_)
+    if (e.key == key) return &e;
+  return nullptr;
 }
 
-std::optional<YAML::Node> MapReader::Require(const std::string& key, const std::string& hint) {
+std::optional<yaml::Node> MapReader::Get(const std::string& key) {
+  const Entry* e = Find(key);
+  if (!e) return std::nullopt;
+  ctx_.locs.Set(path_, key, LocOf(e->value, e->key_loc));
+  return e->value;
+}
+
+std::optional<yaml::Node> MapReader::Require(const std::string& key, const std::string& hint) {
   auto v = Get(key);
   if (!v && ok_ && !ctx_.misspelled.count(PathJoin(path_, key))) ctx_.Error(loc_, what_ + ": missing required key " + Quote(key) + " (" + hint + ")");
   return v;
 }
 
 Loc MapReader::KeyLoc(const std::string& key) const {
-  auto it = entries_.find(key);
-  return it == entries_.end() ? loc_ : it->second.key_loc;
+  const Entry* e = Find(key);
+  return e ? e->key_loc : loc_;
 }
 
 Loc MapReader::ValueLoc(const std::string& key) const {
-  auto it = entries_.find(key);
-  return it == entries_.end() ? loc_ : LocOf(it->second.value, it->second.key_loc);
+  const Entry* e = Find(key);
+  return e ? LocOf(e->value, e->key_loc) : loc_;
 }
 
-std::optional<std::string> ReadString(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<std::string> ReadString(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (!IsScalar(n)) {
     ctx.Error(LocOf(n, at), what + ": expected a string, got " + Got(n));
     return std::nullopt;
@@ -144,7 +228,7 @@ std::optional<std::string> ReadString(ParseContext& ctx, const YAML::Node& n, Lo
   return n.Scalar();
 }
 
-std::optional<bool> ReadBool(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<bool> ReadBool(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n)) {
     // Only YAML 1.2's booleans: "yes"/"on" are strings there, and a lab file should not
     // depend on which YAML version the reader follows.
@@ -156,7 +240,7 @@ std::optional<bool> ReadBool(ParseContext& ctx, const YAML::Node& n, Loc at, con
   return std::nullopt;
 }
 
-std::optional<int> ReadInt(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what, int min,
+std::optional<int> ReadInt(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what, int min,
                            int max) {
   std::string range = "from " + std::to_string(min) + " to " + std::to_string(max);
   if (IsScalar(n)) {
@@ -173,7 +257,7 @@ std::optional<int> ReadInt(ParseContext& ctx, const YAML::Node& n, Loc at, const
   return std::nullopt;
 }
 
-std::optional<uint64_t> ReadSize(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<uint64_t> ReadSize(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n)) {
     if (auto v = ParseSize(n.Scalar())) return v;
   }
@@ -181,7 +265,7 @@ std::optional<uint64_t> ReadSize(ParseContext& ctx, const YAML::Node& n, Loc at,
   return std::nullopt;
 }
 
-std::optional<Ipv4> ReadIpv4(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<Ipv4> ReadIpv4(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n)) {
     if (auto v = Ipv4::Parse(n.Scalar())) return v;
     if (Cidr::Parse(n.Scalar())) {
@@ -193,7 +277,7 @@ std::optional<Ipv4> ReadIpv4(ParseContext& ctx, const YAML::Node& n, Loc at, con
   return std::nullopt;
 }
 
-std::optional<Cidr> ReadCidr(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<Cidr> ReadCidr(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n)) {
     if (auto v = Cidr::Parse(n.Scalar())) return v;
   }
@@ -202,7 +286,7 @@ std::optional<Cidr> ReadCidr(ParseContext& ctx, const YAML::Node& n, Loc at, con
   return std::nullopt;
 }
 
-std::optional<Cidr> ReadNetwork(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<Cidr> ReadNetwork(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n)) {
     if (auto v = Cidr::Parse(n.Scalar())) {
       if (v->Network() == *v) return v;
@@ -215,7 +299,7 @@ std::optional<Cidr> ReadNetwork(ParseContext& ctx, const YAML::Node& n, Loc at, 
   return std::nullopt;
 }
 
-std::optional<std::string> ReadMac(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<std::string> ReadMac(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n) && IsValidMac(n.Scalar())) {
     std::string mac = n.Scalar();
     for (char& c : mac) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -232,7 +316,7 @@ std::optional<std::string> ReadMac(ParseContext& ctx, const YAML::Node& n, Loc a
   return std::nullopt;
 }
 
-std::vector<Ipv4> ReadIpv4List(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::vector<Ipv4> ReadIpv4List(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   std::vector<Ipv4> out;
   if (IsScalar(n)) {
     if (auto v = ReadIpv4(ctx, n, at, what)) out.push_back(*v);
@@ -242,23 +326,23 @@ std::vector<Ipv4> ReadIpv4List(ParseContext& ctx, const YAML::Node& n, Loc at, c
     ctx.Error(LocOf(n, at), what + ": expected a list of IPv4 addresses, like [10.10.0.1], got " + Got(n));
     return out;
   }
-  for (const auto& item : n)
-    if (auto v = ReadIpv4(ctx, item, LocOf(n, at), what)) out.push_back(*v);
+  for (size_t i = 0; i < n.size(); ++i)
+    if (auto v = ReadIpv4(ctx, n[i], LocOf(n, at), what)) out.push_back(*v);
   return out;
 }
 
-std::vector<std::string> ReadStringList(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::vector<std::string> ReadStringList(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   std::vector<std::string> out;
   if (!n.IsDefined() || !n.IsSequence()) {
     ctx.Error(LocOf(n, at), what + ": expected a list, like [a, b], got " + Got(n));
     return out;
   }
-  for (const auto& item : n)
-    if (auto v = ReadString(ctx, item, LocOf(n, at), what)) out.push_back(*v);
+  for (size_t i = 0; i < n.size(); ++i)
+    if (auto v = ReadString(ctx, n[i], LocOf(n, at), what)) out.push_back(*v);
   return out;
 }
 
-std::optional<int> ReadDuration(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what) {
+std::optional<int> ReadDuration(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what) {
   if (IsScalar(n)) {
     const std::string& s = n.Scalar();
     size_t digits = 0;

@@ -4,31 +4,62 @@
 // ParseContext and returns nullopt; callers carry on so that one run finds every problem.
 // The context also remembers where each value was read, by its dotted path in the file
 // ("hosts.hv1.vms.middle.adapters[0].ip"), so that the cross-object rules in validate.cc can
-// point at the value they complain about. Nothing here throws: yaml-cpp is only asked about
-// nodes whose type has been checked first.
+// point at the value they complain about. Nothing here throws.
 #pragma once
 
-#include <yaml-cpp/yaml.h>
-
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "base/net.h"
 #include "schema/lab.h"
+#include "schema/yaml.h"
 
 namespace lab::schema {
+
+/// Dotted path of a value -> where the value is written. Every value read is recorded (tens of
+/// thousands in a big lab) and few are looked up, so the paths go into one growing arena and an
+/// open-addressing index instead of a node and a string of their own each.
+class LocTable {
+ public:
+  /// Records `path.key` (or `key` when `path` is empty) at `loc`; a later record of the same path
+  /// replaces the earlier one.
+  void Set(std::string_view path, std::string_view key, Loc loc);
+  const Loc* Find(std::string_view path) const;
+  size_t size() const { return items_.size(); }
+  /// Room for about `values` records without growing.
+  void Reserve(size_t values);
+
+ private:
+  struct Item {
+    uint32_t offset;
+    uint32_t length;
+    uint64_t hash;
+    Loc loc;
+  };
+  std::string_view PathOf(const Item& item) const { return std::string_view(arena_).substr(item.offset, item.length); }
+  /// The slot of `index_` holding `path`, or the empty slot where it would go.
+  size_t Slot(std::string_view path, uint64_t hash) const;
+  void Grow(size_t at_least = 0);
+  std::string arena_;
+  std::vector<Item> items_;
+  std::vector<uint32_t> index_;  // size a power of two; 0 = empty, else 1 + index into items_
+};
 
 struct ParseContext {
   std::string file;
   std::vector<Diagnostic> diagnostics;
   /// Dotted path of a value -> where the value is written.
-  std::map<std::string, Loc> locs;
+  LocTable locs;
   /// Machine name -> its dotted path, e.g. "hosts.hv1.vms.middle".
-  std::map<std::string, std::string> machine_path;
+  std::unordered_map<std::string, std::string> machine_path;
   /// "OWNER/SWITCH" of switches whose type could not be read: rules that depend on the type
   /// skip them so one typo does not cascade into several errors.
   std::set<std::string> broken_switches;
@@ -47,20 +78,34 @@ struct ParseContext {
   Loc At(const std::string& path, Loc fallback) const;
 };
 
-/// 1-based position of a node; `fallback` for null (absent or empty) values, whose yaml-cpp
-/// mark points at whatever token follows.
-Loc LocOf(const YAML::Node& node, Loc fallback);
+/// 1-based position of a node; `fallback` for null (absent or empty) values, which have no
+/// text of their own to point at.
+Loc LocOf(const yaml::Node& node, Loc fallback);
 
 /// One `key: value` of a map, in file order.
 struct Entry {
   std::string key;
   Loc key_loc;
-  YAML::Node value;
+  yaml::Node value;
 };
 
 /// The entries of a map, in file order; reports keys that are not plain names and keys that
-/// repeat (yaml-cpp keeps both, and `node[key]` would silently take the first).
-std::vector<Entry> Entries(ParseContext& ctx, const YAML::Node& map, const std::string& what);
+/// repeat (the tree keeps both, and `node[key]` would silently take the first).
+std::vector<Entry> Entries(ParseContext& ctx, const yaml::Node& map, const std::string& what);
+
+/// The keys an object may have, as written at the call: a brace list of literals (no vector of
+/// strings built per object read) or a vector.
+class KeyList {
+ public:
+  KeyList(std::initializer_list<std::string_view> keys) : views_(keys.begin(), keys.size()) {}
+  KeyList(const std::vector<std::string>& keys) : strings_(&keys) {}
+  bool Contains(std::string_view key) const;
+  std::vector<std::string> ToVector() const;
+
+ private:
+  std::span<const std::string_view> views_;
+  const std::vector<std::string>* strings_ = nullptr;
+};
 
 /// Reads the fixed keys of one object (a VM, a switch, a check...). Unknown keys are reported at
 /// construction, with a "did you mean" hint or with a message given for keys known to belong
@@ -69,15 +114,14 @@ class MapReader {
  public:
   /// `node` must be a map (or null, read as empty); otherwise "expected a map" is reported and
   /// the reader is empty. `what` names the object in messages ("VM 'middle'").
-  MapReader(ParseContext& ctx, const YAML::Node& node, std::string path, std::string what, Loc loc,
-            const std::vector<std::string>& known,
-            const std::map<std::string, std::string>& misplaced = {});
+  MapReader(ParseContext& ctx, const yaml::Node& node, std::string path, std::string what, Loc loc,
+            KeyList known, const std::map<std::string, std::string>& misplaced = {});
 
   /// The value of `key` (recording its position under path.key), or nullopt when absent.
-  std::optional<YAML::Node> Get(const std::string& key);
+  std::optional<yaml::Node> Get(const std::string& key);
   /// Like Get, but reports "missing required key" when absent.
-  std::optional<YAML::Node> Require(const std::string& key, const std::string& hint);
-  bool Has(const std::string& key) const { return entries_.count(key) != 0; }
+  std::optional<yaml::Node> Require(const std::string& key, const std::string& hint);
+  bool Has(const std::string& key) const { return Find(key) != nullptr; }
   /// Position of `key` itself; the object's position when absent.
   Loc KeyLoc(const std::string& key) const;
   /// Position of the value of `key`; the key's when the value is empty.
@@ -93,27 +137,28 @@ class MapReader {
   std::string what_;
   Loc loc_;
   bool ok_ = true;
-  std::map<std::string, Entry> entries_;
+  const Entry* Find(const std::string& key) const;
+  std::vector<Entry> entries_;  // a handful per object: a scan beats a tree
 };
 
 // Scalar readers: each reports "WHAT: expected ..." at the value and returns nullopt.
-std::optional<std::string> ReadString(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
-std::optional<bool> ReadBool(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
-std::optional<int> ReadInt(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what, int min,
+std::optional<std::string> ReadString(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
+std::optional<bool> ReadBool(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
+std::optional<int> ReadInt(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what, int min,
                            int max);
-std::optional<uint64_t> ReadSize(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
-std::optional<Ipv4> ReadIpv4(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
+std::optional<uint64_t> ReadSize(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
+std::optional<Ipv4> ReadIpv4(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
 /// An interface address with its prefix length (192.168.100.2/24).
-std::optional<Cidr> ReadCidr(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
+std::optional<Cidr> ReadCidr(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
 /// A network in network form (192.168.100.0/24); host bits set is an error naming the fix.
-std::optional<Cidr> ReadNetwork(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
+std::optional<Cidr> ReadNetwork(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
 /// A lower-case unicast MAC address aa:bb:cc:dd:ee:ff.
-std::optional<std::string> ReadMac(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
+std::optional<std::string> ReadMac(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
 /// A list of IPv4 addresses; a single address is accepted as a list of one.
-std::vector<Ipv4> ReadIpv4List(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
-std::vector<std::string> ReadStringList(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
+std::vector<Ipv4> ReadIpv4List(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
+std::vector<std::string> ReadStringList(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
 /// "2s", "500ms", "1m" -> milliseconds.
-std::optional<int> ReadDuration(ParseContext& ctx, const YAML::Node& n, Loc at, const std::string& what);
+std::optional<int> ReadDuration(ParseContext& ctx, const yaml::Node& n, Loc at, const std::string& what);
 
 // Name rules. Each returns "" when `name` is valid, else the reason and the fix.
 /// The lab: [a-z0-9][a-z0-9-]{0,23}.

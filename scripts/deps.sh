@@ -5,9 +5,10 @@ set -euo pipefail
 
 packages=(
   g++ cmake make pkg-config
-  libyaml-cpp-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
+  libyaml-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
   dnsmasq-base ccache
+  clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)
 )
 
 missing=()

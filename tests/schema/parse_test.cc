@@ -186,6 +186,18 @@ TEST_CASE("A key given twice in one map is reported at the second", "[schema]") 
   CHECK(Messages(r) == "d.yaml:4:1: error: lab file: key 'lab' is given twice (first on line 1); remove one of them\n");
 }
 
+TEST_CASE("A name given twice in a map of many names is reported at the second, with the first's line",
+          "[schema]") {
+  // Big maps (a host's VMs) are checked through an index rather than a scan: same message.
+  std::string text = "lab: x\nhosts:\n  hv1:\n    vms:\n";
+  for (int i = 0; i < 40; ++i) text += "      vm" + std::to_string(i) + ": {}\n";  // vm0 on line 5
+  text += "      vm7: {}\n      vm7: {}\n";                                        // lines 45 and 46
+  auto r = Parse(text, "d.yaml");
+  CHECK(Messages(r) ==
+        "d.yaml:45:7: error: host 'hv1' vms: key 'vm7' is given twice (first on line 12); remove one of them\n"
+        "d.yaml:46:7: error: host 'hv1' vms: key 'vm7' is given twice (first on line 12); remove one of them\n");
+}
+
 TEST_CASE("Hosts refuse VM settings and VMs refuse NICs", "[schema]") {
   auto r = Parse("lab: x\nhosts:\n  hv1:\n    memory: {startup: 1GiB}\n    vms:\n      vm1:\n        nics: {}\n",
                  "h.yaml");
