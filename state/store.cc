@@ -179,6 +179,8 @@ class Stmt {
   }
   /// SQLITE_ROW, SQLITE_DONE or an error code (a failed bind included).
   int Step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : ::sqlite3_step(stmt_); }
+  /// Ready to step again from the start, bindings kept.
+  void Reset() { ::sqlite3_reset(stmt_); }
   int64_t Int(int col) const { return ::sqlite3_column_int64(stmt_, col); }
   std::string Text(int col) const {
     const auto* p = reinterpret_cast<const char*>(::sqlite3_column_text(stmt_, col));
@@ -360,7 +362,16 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
   {
     auto mode = impl.Prepare("PRAGMA journal_mode=WAL");
     if (!mode) return mode.status();
-    const int step = mode->Step();
+    // Switching the journal mode needs the file's exclusive lock, and SQLite answers SQLITE_BUSY
+    // there without calling the busy handler (two processes opening at once could otherwise
+    // deadlock). So wait here, as busy_timeout would: up to 5 s in 1-10 ms steps.
+    int step = mode->Step();
+    for (int waited = 0, nap = 1; (step & 0xff) == SQLITE_BUSY && waited < 5000; waited += nap) {
+      mode->Reset();
+      ::sqlite3_sleep(nap);
+      nap = nap < 10 ? nap + 1 : 10;
+      step = mode->Step();
+    }
     if (step != SQLITE_ROW) return impl.Error("switching to WAL mode", step);
     if (mode->Text(0) != "wal") {
       return Status::Error("state database " + impl.path + ": cannot use WAL mode (journal mode is " +
@@ -528,6 +539,55 @@ Status Store::CommitAction(int64_t id, const std::string& lab, const std::option
     if (rc != SQLITE_DONE) return impl.Error(what, rc);
   }
   return txn.Commit();
+}
+
+Status Store::RecordPending(const std::string& lab, const ResourceRecord& r) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  const std::string what = "recording '" + r.key + "' of lab '" + lab + "' as being made";
+  auto st = impl.Prepare(
+      "INSERT INTO resources(lab, key, kind, parent, spec_hash, spec, facts, updated) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT(lab, key) DO UPDATE SET kind = excluded.kind, parent = excluded.parent, "
+      "spec_hash = excluded.spec_hash, spec = excluded.spec, facts = excluded.facts, updated = excluded.updated");
+  if (!st) return st.status();
+  st->Bind(lab, r.key, r.kind, r.parent, r.spec_hash, r.spec, r.facts, r.updated ? r.updated : NowSeconds());
+  return impl.Run(*st, what);
+}
+
+Status Store::ErasePending(const std::string& lab, const std::string& key, const std::string& facts) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  auto st = impl.Prepare("DELETE FROM resources WHERE lab = ? AND key = ? AND facts = ?");
+  if (!st) return st.status();
+  st->Bind(lab, key, facts);
+  return impl.Run(*st, "erasing the pending record of '" + key + "' of lab '" + lab + "'");
+}
+
+std::vector<JournalEntry> Store::Intended(const std::string& lab) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  std::vector<JournalEntry> entries;
+  auto st = impl.Prepare(
+      "SELECT id, lab, action, key, reason, status, error, started, finished FROM journal "
+      "WHERE lab = ? AND status = 'intended' ORDER BY id");
+  if (!st) return entries;
+  st->Bind(lab);
+  while (st->Step() == SQLITE_ROW)
+    entries.push_back(JournalEntry{st->Int(0), st->Text(1), st->Text(2), st->Text(3), st->Text(4), st->Text(5),
+                                   st->Text(6), st->Int(7), st->Int(8)});
+  return entries;
+}
+
+Status Store::SettleInterrupted(const std::string& lab, int64_t last) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  auto st = impl.Prepare(
+      "UPDATE journal SET status = 'failed', error = 'interrupted: the process running it ended first', "
+      "finished = ? WHERE lab = ? AND status = 'intended' AND id <= ?");
+  if (!st) return st.status();
+  st->Bind(NowMillis(), lab, last);
+  return impl.Run(*st, "marking interrupted actions of lab '" + lab + "'");
 }
 
 Status Store::FailAction(int64_t id, const std::string& error) {

@@ -106,6 +106,19 @@ class Store {
   /// `erase_key` (if non-empty) for the lab.
   Status CommitAction(int64_t id, const std::string& lab, const std::optional<ResourceRecord>& put,
                       const std::string& erase_key);
+  /// Writes `record` for a begun action before its object is made (facts saying it is pending),
+  /// so that an object half made by a process killed mid-action is still known and removable.
+  /// The action stays intended; CommitAction overwrites the record with the real facts.
+  Status RecordPending(const std::string& lab, const ResourceRecord& record);
+  /// Erases the record of `key` if it still has the pending `facts` RecordPending wrote (the
+  /// make failed and undid its own partial work).
+  Status ErasePending(const std::string& lab, const std::string& key, const std::string& facts);
+  /// The lab's actions still marked intended, oldest first. Read while holding the lab's lock,
+  /// they were begun by a process that ended before finishing them (interrupted).
+  std::vector<JournalEntry> Intended(const std::string& lab);
+  /// Marks the lab's intended actions up to id `last` failed ("interrupted"), once a run has
+  /// redone what they left behind.
+  Status SettleInterrupted(const std::string& lab, int64_t last);
   /// Marks the action failed with the error text.
   Status FailAction(int64_t id, const std::string& error);
   /// Newest first.

@@ -504,3 +504,49 @@ TEST_CASE("A version-1 database is migrated forward with its labs kept", "[state
   REQUIRE(store->SetPlacement("alpha", "web", "hv2").ok());
   CHECK(store->Load("alpha")->placements.size() == 1);
 }
+
+TEST_CASE("Processes opening a new state database at the same moment all get in", "[state]") {
+  // Each open switches the file to WAL mode, which may need the file's exclusive lock; SQLite
+  // answers a busy lock there at once instead of waiting, so Open must wait itself.
+  constexpr int kRounds = 10;
+  constexpr int kProcesses = 6;
+  int failed = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    StateDir dir;
+    std::vector<pid_t> children;
+    // The children start together: each blocks reading the pipe until the parent closes it.
+    int gate[2];
+    REQUIRE(::pipe(gate) == 0);
+    for (int p = 0; p < kProcesses; ++p) {
+      const pid_t child = ::fork();
+      REQUIRE(child >= 0);
+      if (child == 0) {
+        ::close(gate[1]);
+        char byte;
+        (void)!::read(gate[0], &byte, 1);
+        // Open, write and close again and again: the last connection to close checkpoints and
+        // removes the WAL, under the exclusive lock, while the others open.
+        for (int again = 0; again < 10; ++again) {
+          auto store = Store::Open(dir.path);
+          if (!store) {
+            ::fprintf(stderr, "%s\n", store.message().c_str());
+            ::_exit(1);
+          }
+          if (!(*store)->PutLab(LabRecord{"lab" + std::to_string(p), "", "/labs/x.yaml"}).ok()) ::_exit(2);
+        }
+        ::_exit(0);
+      }
+      children.push_back(child);
+    }
+    ::close(gate[0]);
+    ::close(gate[1]);
+    for (pid_t child : children) {
+      int status = 0;
+      REQUIRE(::waitpid(child, &status, 0) == child);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
+    }
+    auto store = OpenOrFail(dir.path);
+    for (int p = 0; p < kProcesses; ++p) CHECK(store->Load("lab" + std::to_string(p))->lab.has_value());
+  }
+  CHECK(failed == 0);
+}
