@@ -9,12 +9,14 @@
 // recording fake. A future QEMU/KVM driver sits behind the same interface.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
 #include "hv/spec.h"
+#include "hv/team.h"
 
 namespace lab::hv {
 
@@ -40,6 +42,33 @@ struct ProbeAnswer {
   std::string detail;
   std::string value;
 };
+
+/// A recorded object the engine asks about: its key in the lab (the engine's, returned as is),
+/// its spec and the facts recorded when it was made.
+template <typename Spec>
+struct Recorded {
+  std::string key;
+  Spec spec;
+  std::string facts;
+};
+
+/// Everything recorded of a lab, asked about at once so a driver can observe in bulk (one link
+/// and one address dump per namespace, one listing per nftables table).
+struct ObserveRequest {
+  std::vector<Recorded<NetworkSpec>> networks;
+  std::vector<Recorded<PartitionSpec>> partitions;
+  std::vector<Recorded<NicSpec>> nics;
+  std::vector<Recorded<SwitchSpec>> switches;
+  std::vector<Recorded<AdapterSpec>> adapters;
+  std::vector<Recorded<NatSpec>> nats;
+  std::vector<Recorded<DnsSpec>> dns;
+  std::vector<Recorded<StandInSpec>> standins;
+};
+
+/// Drift: key -> what was found instead of the record ("not running", "veth 'Ethernet' of VM
+/// 'nested1' is missing", "address of ... is 10.0.0.9/24, not 192.168.100.2/24"). Keys not in
+/// it were found as recorded (or are not observed by the driver).
+using Drift = std::map<std::string, std::string>;
 
 class Hypervisor {
  public:
@@ -115,6 +144,29 @@ class Hypervisor {
     return Status::Error("this hypervisor cannot change a connected adapter");
   }
 
+  /// Fault injection (`lab link`): sets interface `ifname` of `machine` (a host's NIC, a VM's
+  /// adapter) administratively down or up, as pulling or plugging its cable. Teams do not react
+  /// by themselves: the caller reconciles the switches teaming it (ReconcileTeam).
+  virtual Status SetLink(const PartitionSpec& machine, const std::string& ifname, bool up) {
+    (void)machine, (void)ifname, (void)up;
+    return Status::Error("this hypervisor cannot change a link");
+  }
+  /// A SET switch binds `ports` (its VM adapters' ports and, with a management port, the
+  /// owner's vEthernet) to the members whose link is up (hv/team.h: every member active,
+  /// HyperVPort affinity) and enforces it. Returns the members in the switch's uplink order.
+  /// Idempotent.
+  virtual Result<std::vector<TeamMember>> ReconcileTeam(const SwitchSpec& s, const std::vector<TeamPort>& ports) {
+    (void)s, (void)ports;
+    return Status::Error("this hypervisor has no switch embedded teaming");
+  }
+
+  /// The SET switch's members and the ports bound to them as they are now, changing nothing
+  /// (for `lab status`).
+  virtual Result<std::vector<TeamMember>> ObserveTeam(const SwitchSpec& s, const std::vector<TeamPort>& ports) {
+    (void)s, (void)ports;
+    return Status::Error("this hypervisor has no switch embedded teaming");
+  }
+
   virtual Result<std::string> CreateNat(const NatSpec& s) = 0;
   virtual Status RemoveNat(const NatSpec& s, const std::string& facts) = 0;
 
@@ -124,6 +176,23 @@ class Hypervisor {
   virtual Result<std::string> StartStandIn(const StandInSpec& s) = 0;
   virtual Status StopStandIn(const StandInSpec& s, const std::string& facts) = 0;
   virtual bool StandInRunning(const StandInSpec& s, const std::string& facts) = 0;
+
+  /// Compares the recorded objects with what is there. This default knows only liveness
+  /// (partitions, networks, stand-ins); a driver that can see links, addresses and tables adds
+  /// them. Objects inside a machine found not running are not looked at (they go with it).
+  virtual Drift Observe(const ObserveRequest& r) {
+    Drift d;
+    for (const auto& n : r.networks) {
+      PartitionSpec p;
+      p.name = n.spec.name;
+      if (!PartitionRunning(p, n.facts)) d[n.key] = "not running";
+    }
+    for (const auto& p : r.partitions)
+      if (!PartitionRunning(p.spec, p.facts)) d[p.key] = "not running";
+    for (const auto& s : r.standins)
+      if (!StandInRunning(s.spec, s.facts)) d[s.key] = "not running";
+    return d;
+  }
 
   /// Runs a probe from inside a machine.
   virtual Result<ProbeAnswer> Probe(const PartitionSpec& machine, const ProbeRequest& request) = 0;

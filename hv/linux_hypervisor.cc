@@ -26,6 +26,8 @@
 #include "hv/kernel/netlink.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/probe.h"
+#include "hv/kernel/team.h"
+#include "hv/linux_observe.h"
 
 namespace lab::hv {
 namespace {
@@ -188,7 +190,11 @@ class LinuxHypervisor final : public Hypervisor {
   // --- switches -------------------------------------------------------------------------
   Result<std::string> CreateSwitch(const SwitchSpec& s) override {
     std::string what = "switch '" + s.name + "' on '" + s.owner + "'";
-    Status st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+    // SET: the team's rules before any member joins the bridge, so it never loops
+    // (hv/kernel/team.h). The VMs' ports join later; until the engine binds them (lab up), they
+    // leave through the primary member.
+    Status st = IsTeam(s) ? ReconcileTeam(s, OwnerPorts(s)).status() : Status::Ok();
+    if (st.ok()) st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
       LAB_RETURN_IF_ERROR(nl.CreateBridge(s.ifname));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, Mark("sw." + s.name)));
       if (s.management_port) {
@@ -203,7 +209,12 @@ class LinuxHypervisor final : public Hypervisor {
         if (!*up) return Status::Error("interface '" + s.uplinks.front() + "' to bind does not exist");
         LAB_RETURN_IF_ERROR(nl.SetMac(s.ifname, (*up)->mac));
       }
-      for (const auto& up : s.uplinks) LAB_RETURN_IF_ERROR(nl.SetMaster(up, s.ifname));
+      for (const auto& up : s.uplinks) {
+        LAB_RETURN_IF_ERROR(nl.SetMaster(up, s.ifname));
+        // A SET member learns no MACs: the switch floods frames for the network to every member
+        // and the team's rules let them out through the port's own member only.
+        if (IsTeam(s)) LAB_RETURN_IF_ERROR(nl.SetPortLearning(up, false));
+      }
       LAB_RETURN_IF_ERROR(nl.SetUp(s.ifname));
       if (s.management_port) LAB_RETURN_IF_ERROR(ConfigureAddress(nl, s.ifname, s.ip, s.gateway));
       return Status::Ok();
@@ -228,7 +239,41 @@ class LinuxHypervisor final : public Hypervisor {
   Status RemoveSwitch(const SwitchSpec& s, const std::string&) override {
     std::string what = "switch '" + s.name + "' on '" + s.owner + "'";
     if (s.type == "private") LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
+    if (IsTeam(s)) LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
     return DeleteLinkIn(MachineRun(s.owner), s.ifname).Prefixed(what);
+  }
+
+  // --- SET teams and links (hv/kernel/team.h) -------------------------------------------
+  Status SetLink(const PartitionSpec& m, const std::string& ifname, bool up) override {
+    return InNs(MachineRun(m.name), [&](Netlink& nl) { return nl.SetUp(ifname, up); })
+        .Prefixed("link of '" + ifname + "' on '" + m.name + "'");
+  }
+
+  Result<std::vector<TeamMember>> ReconcileTeam(const SwitchSpec& s, const std::vector<TeamPort>& ports) override {
+    return Team(s, ports, true);
+  }
+  Result<std::vector<TeamMember>> ObserveTeam(const SwitchSpec& s, const std::vector<TeamPort>& ports) override {
+    return Team(s, ports, false);
+  }
+
+  Result<std::vector<TeamMember>> Team(const SwitchSpec& s, const std::vector<TeamPort>& ports, bool reconcile) {
+    std::vector<TeamMember> out;
+    Status st = WithPortTable(s.owner, [&](const NetNs& ns) -> Status {
+      auto team = reconcile
+                      ? kernel::ReconcileTeam(ns, PortTable(), PortTableComment(s.owner), s.ifname, s.uplinks, ports)
+                      : kernel::ObserveTeam(ns, PortTable(), s.ifname, s.uplinks, ports);
+      if (!team.ok()) return team.status();
+      out = std::move(*team);
+      return Status::Ok();
+    });
+    if (!st.ok()) return st.Prefixed("SET team of switch '" + s.name + "' on '" + s.owner + "'");
+    return out;
+  }
+
+  /// The owner's own port of a switch, when it has one (vEthernet).
+  static std::vector<TeamPort> OwnerPorts(const SwitchSpec& s) {
+    if (!s.management_port) return {};
+    return {TeamPort{kOwnerPortLabel, ""}};
   }
 
   // --- VM network adapters --------------------------------------------------------------
@@ -260,7 +305,11 @@ class LinuxHypervisor final : public Hypervisor {
 
   Status RemoveAdapter(const AdapterSpec& s, const std::string&) override {
     std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
-    LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.port).Prefixed(what));
+    // An owner gone took the filter along.
+    if (fs::exists(kernel::NsPath(MachineRun(s.owner), "net")))
+      LAB_RETURN_IF_ERROR(WithPortTable(s.owner, [&](const NetNs& ns) {
+                            return kernel::UnfilterPortSourceMac(ns, PortTable(), s.port, s.mac);
+                          }).Prefixed(what));
     return DeleteLinkIn(MachineRun(s.vm), s.name).Prefixed(what);
   }
 
@@ -326,7 +375,10 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   Status ClearDns(const DnsSpec& s, const std::string&) override {
-    if (!fs::exists(kernel::NsPath(MachineRun(s.machine), "mnt"))) return Status::Ok();
+    // A partition that is gone, or half gone (a run killed while removing it), has no settings
+    // left to clear: they go with it, and its next start sets them again.
+    for (const char* ns : {"mnt", "net", "uts", "ipc", "pid"})
+      if (!fs::exists(kernel::NsPath(MachineRun(s.machine), ns))) return Status::Ok();
     return kernel::WriteFileInPartition(MachineRun(s.machine), "/etc/resolv.conf", ResolvConf({}))
         .Prefixed("DNS servers of '" + s.machine + "'");
   }
@@ -348,12 +400,17 @@ class LinuxHypervisor final : public Hypervisor {
          "--pid-file=", "--log-facility=/var/log/dnsmasq.log", "--local-service"},
         false, "/var/log/dnsmasq.out");
     if (!dns) return dns.status().Prefixed(what + ": dnsmasq");
+    // Noted next to the network's handles as each starts: if lab is killed before the facts are
+    // recorded, StopStandIn still finds the services it started (by pid and start time).
+    json facts = {{"dnsmasq", ProcessJson(*dns)}};
+    (void)WriteFileAtomic(StandInNote(s.network), facts.dump());
     auto web = kernel::SpawnInPartition(run, cgroup, {"lab", "__whoami", addr, "80"}, true, "/var/log/whoami.log");
     if (!web) {
       (void)kernel::StopProcess(*dns);
       return web.status().Prefixed(what + ": whoami");
     }
-    json facts = {{"dnsmasq", ProcessJson(*dns)}, {"whoami", ProcessJson(*web)}};
+    facts["whoami"] = ProcessJson(*web);
+    (void)WriteFileAtomic(StandInNote(s.network), facts.dump());
     // Ready when both answer on TCP (dnsmasq serves DNS over TCP too).
     Status ready = WaitListening(run, {addr + ":53", addr + ":80"}, 3000);
     if (!ready.ok()) {
@@ -365,10 +422,28 @@ class LinuxHypervisor final : public Hypervisor {
 
   Status StopStandIn(const StandInSpec& s, const std::string& facts) override {
     json f = ParseFacts(facts);
+    json noted = ParseFacts(ReadFile(StandInNote(s.network)).value_or("{}"));
     for (const char* svc : {"dnsmasq", "whoami"})
-      if (auto p = ProcessFrom(f.value(svc, json()))) LAB_RETURN_IF_ERROR(kernel::StopProcess(*p).Prefixed(
-          "stand-in of network '" + s.network + "': " + svc));
+      for (const json& from : {f, noted})
+        if (auto p = ProcessFrom(from.value(svc, json())))
+          LAB_RETURN_IF_ERROR(kernel::StopProcess(*p).Prefixed("stand-in of network '" + s.network + "': " + svc));
+    (void)::unlink(StandInNote(s.network).c_str());
+    // A service whose start was under way when lab was killed was noted nowhere. The network's
+    // partition runs nothing but its init and the stand-in, so whatever else is in its cgroup
+    // (marked as the lab's) is a stand-in service.
+    for (int pid : kernel::CgroupPids(NetworkCgroup(s.network))) {
+      kernel::ProcessId p{pid, kernel::ProcessStartTime(pid)};
+      if (!IsNamespaceInit(pid)) LAB_RETURN_IF_ERROR(kernel::StopProcess(p).Prefixed(
+          "stand-in of network '" + s.network + "': process " + std::to_string(pid)));
+    }
     return Status::Ok();
+  }
+
+  /// Whether `pid` is pid 1 of its own PID namespace (a partition's init): the last NSpid field.
+  static bool IsNamespaceInit(int pid) {
+    for (const auto& line : Split(ReadFile("/proc/" + std::to_string(pid) + "/status").value_or(""), '\n'))
+      if (line.rfind("NSpid:", 0) == 0) return Trim(line.substr(line.find_last_of(" \t") + 1)) == "1";
+    return false;
   }
 
   bool StandInRunning(const StandInSpec&, const std::string& facts) override {
@@ -378,6 +453,15 @@ class LinuxHypervisor final : public Hypervisor {
       if (!p || !kernel::IsAlive(*p)) return false;
     }
     return true;
+  }
+
+  // --- drift (hv/linux_observe.h) ------------------------------------------------------
+  Drift Observe(const ObserveRequest& r) override {
+    Drift d = Hypervisor::Observe(r);
+    LinuxPlaces places{[this](const std::string& m) { return MachineRun(m); },
+                       [this](const std::string& n) { return NetworkRun(n); }};
+    for (auto& [key, what] : ObserveNetworking(r, places, d)) d.emplace(key, what);
+    return d;
   }
 
   // --- inside machines ------------------------------------------------------------------
@@ -469,6 +553,7 @@ class LinuxHypervisor final : public Hypervisor {
   std::string MachineCgroup(const std::vector<std::string>& lineage) const {
     return "lab/" + ctx_.Mark() + "/m/" + Join(lineage, "/");
   }
+  std::string StandInNote(const std::string& network) const { return NetworkRun(network) + "/standin.json"; }
   std::string NetworkCgroup(const std::string& name) const { return "lab/" + ctx_.Mark() + "/n/" + name; }
   std::string Mark(const std::string& what) const { return "lab." + ctx_.uid + "." + what; }
 
@@ -481,18 +566,25 @@ class LinuxHypervisor final : public Hypervisor {
   /// Set-VMNetworkAdapter -MacAddressSpoofing: Off filters the port's source MACs, On has no rule.
   Status ApplyPortFilter(const AdapterSpec& s, const NetNs& owner_ns) {
     std::lock_guard guard(filter_mu_);
-    if (s.mac_address_spoofing) return kernel::RemoveBridgeFilter(owner_ns, PortTable(), s.port);
+    if (s.mac_address_spoofing) return kernel::UnfilterPortSourceMac(owner_ns, PortTable(), s.port, s.mac);
     return kernel::FilterPortSourceMac(owner_ns, PortTable(), PortTableComment(s.owner), s.port, s.mac);
   }
 
-  /// Removes the filter of a port or private bridge `id` inside `owner`; an owner gone took it along.
-  Status RemovePortFilter(const std::string& owner, const std::string& id) {
-    std::string path = kernel::NsPath(MachineRun(owner), "net");
-    if (!fs::exists(path)) return Status::Ok();
-    auto ns = NetNs::Open(path);
+  static bool IsTeam(const SwitchSpec& s) { return s.type == "external" && s.embedded_teaming; }
+
+  /// Runs fn on the owner's namespace holding the port-table lock.
+  Status WithPortTable(const std::string& owner, const std::function<Status(const NetNs&)>& fn) {
+    auto ns = NetNs::Open(kernel::NsPath(MachineRun(owner), "net"));
     if (!ns) return ns.status();
     std::lock_guard guard(filter_mu_);
-    return kernel::RemoveBridgeFilter(*ns, PortTable(), id);
+    return fn(*ns);
+  }
+
+  /// Removes the filter of a private bridge or SET team `id` inside `owner`; an owner
+  /// gone took it along.
+  Status RemovePortFilter(const std::string& owner, const std::string& id) {
+    if (!fs::exists(kernel::NsPath(MachineRun(owner), "net"))) return Status::Ok();
+    return WithPortTable(owner, [&](const NetNs& ns) { return kernel::RemoveBridgeFilter(ns, PortTable(), id); });
   }
 
   kernel::PartitionConfig BaseConfig(const std::string& name) const {
@@ -501,6 +593,7 @@ class LinuxHypervisor final : public Hypervisor {
     c.lab_uid = ctx_.uid;
     c.machine = name;
     c.base_dir = ctx_.state_root + "/base";
+    c.run_root = ctx_.run_root;
     c.init_path = ctx_.init_path;
     // lab-init sits next to lab: that directory is the hypervisor inside a VM (/opt/lab).
     c.tools_dir = fs::path(ctx_.init_path).parent_path().string();

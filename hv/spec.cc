@@ -104,6 +104,8 @@ void to_json(json& j, const SwitchSpec& s) {
        {"uplinks", s.uplinks}, {"management_port", s.management_port},
        {"ip", Opt(s.ip)},      {"gateway", Opt(s.gateway)},
        {"forwarding", s.forwarding}};
+  // Only for SET switches, so the specs (and hashes) of other switches stay as they were.
+  if (s.embedded_teaming) j["embedded_teaming"] = true;
 }
 void from_json(const json& j, SwitchSpec& s) {
   Get(j, "owner", s.owner);
@@ -115,6 +117,7 @@ void from_json(const json& j, SwitchSpec& s) {
   Get(j, "ip", s.ip);
   Get(j, "gateway", s.gateway);
   Get(j, "forwarding", s.forwarding);
+  s.embedded_teaming = j.value("embedded_teaming", false);
 }
 
 void to_json(json& j, const AdapterSpec& s) {

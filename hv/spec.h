@@ -64,6 +64,9 @@ struct SwitchSpec {
   std::optional<Cidr> ip;               // management port address
   std::optional<Ipv4> gateway;          // management port default gateway
   bool forwarding = false;              // the owner routes (NAT behind it)
+  /// -EnableEmbeddedTeaming (SET): the uplinks are one team, switch independent, every member
+  /// active; each port of the switch is bound to one member (hv/team.h).
+  bool embedded_teaming = false;
 };
 
 /// Add-VMNetworkAdapter + Connect-VMNetworkAdapter: a veth with `name` inside the VM and `port`

@@ -222,6 +222,18 @@ void CgroupKillAll(const std::string& relative) {
   for (int pid : pids) ::kill(pid, SIGKILL);
 }
 
+std::vector<int> CgroupPids(const std::string& relative) {
+  std::vector<int> pids;
+  std::set<int> seen;
+  for (const std::string& dir : CgroupDirs(relative)) {
+    std::vector<int> here;
+    CollectProcs(dir, &here);
+    for (int p : here)
+      if (seen.insert(p).second) pids.push_back(p);
+  }
+  return pids;
+}
+
 void RemoveCgroupIfEmpty(const std::string& relative) {
   // rmdir alone: a cgroup with child cgroups or processes stays (EBUSY), and nothing is killed.
   for (const std::string& dir : CgroupDirs(relative)) (void)::rmdir(dir.c_str());

@@ -140,13 +140,24 @@ Status BuildBaseLayer(const std::string& dir) {
   };
   for (Dir d : {Dir{"proc", 0555}, Dir{"sys", 0555}, Dir{"dev", 0755}, Dir{"run", 0755}, Dir{"tmp", 01777},
                 Dir{"var", 0755}, Dir{"var/tmp", 01777}, Dir{"var/log", 0755}, Dir{"root", 0700},
-                Dir{"home", 0755}, Dir{"etc", 0755}, Dir{"mnt", 0755}, Dir{"usr", 0755}}) {
+                Dir{"home", 0755}, Dir{"etc", 0755}, Dir{"mnt", 0755}, Dir{"usr", 0755},
+                // Mount points a start may need (lab's tools, its state inside a VM that nests):
+                // present in the base, so no start copies them up into the VM's disk.
+                Dir{"opt", 0755}, Dir{"opt/lab", 0755}, Dir{"var/lib", 0755}, Dir{"var/lib/lab", 0700}}) {
     std::string p = dir + "/" + d.path;
     if (::mkdir(p.c_str(), d.mode) != 0 && errno != EEXIST) return ErrnoStatus("base layer: mkdir " + p);
     ::chmod(p.c_str(), d.mode);  // umask
   }
   // The machine's /etc is the partitions' starting configuration.
   LAB_RETURN_IF_ERROR(CopyTree("/etc", dir + "/etc", 0));
+  // The files every start rewrites live in the partition's /run: nothing on its disk to write
+  // at each start and remove with the VM.
+  for (const char* name : kRuntimeConfigFiles) {
+    std::string here = dir + "/etc/" + name;
+    if (::unlink(here.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("base layer: remove " + here);
+    std::string target = std::string("../") + kRuntimeConfigDir + "/" + name;
+    if (::symlink(target.c_str(), here.c_str()) != 0) return ErrnoStatus("base layer: symlink " + here);
+  }
   std::string etc_lab = dir + "/etc/lab";
   if (::mkdir(etc_lab.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus("base layer: mkdir " + etc_lab);
   // Merged /usr: /bin, /lib... are symlinks into /usr on the machine, so the same links work over

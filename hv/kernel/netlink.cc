@@ -189,6 +189,7 @@ LinkInfo ParseLink(nlmsghdr* nlh) {
   auto* ifi = static_cast<ifinfomsg*>(nlmsg_data(nlh));
   info.index = ifi->ifi_index;
   info.up = (ifi->ifi_flags & IFF_UP) != 0;
+  info.carrier = (ifi->ifi_flags & IFF_LOWER_UP) != 0;
   nlattr* tb[IFLA_MAX + 1] = {};
   if (nlmsg_parse(nlh, sizeof(ifinfomsg), tb, IFLA_MAX, nullptr) < 0) return info;
   if (tb[IFLA_IFNAME]) info.name = nla_get_string(tb[IFLA_IFNAME]);
@@ -196,6 +197,12 @@ LinkInfo ParseLink(nlmsghdr* nlh) {
   if (tb[IFLA_ADDRESS]) {
     info.mac = FormatMac(static_cast<const unsigned char*>(nla_data(tb[IFLA_ADDRESS])),
                          static_cast<size_t>(nla_len(tb[IFLA_ADDRESS])));
+  }
+  if (tb[IFLA_STATS64] && nla_len(tb[IFLA_STATS64]) >= static_cast<int>(sizeof(rtnl_link_stats64))) {
+    rtnl_link_stats64 stats;
+    std::memcpy(&stats, nla_data(tb[IFLA_STATS64]), sizeof stats);
+    info.rx_packets = stats.rx_packets;
+    info.tx_packets = stats.tx_packets;
   }
   if (tb[IFLA_LINKINFO]) {
     nlattr* li[IFLA_INFO_MAX + 1] = {};
@@ -447,6 +454,29 @@ Status Netlink::SetUp(const std::string& name, bool up) {
   }
   int err = rtnl_link_change(sock_, orig->get(), changes.get(), 0);
   if (err < 0) return NlError(what, name, err);
+  return Status::Ok();
+}
+
+Status Netlink::SetPortLearning(const std::string& port, bool on) {
+  const char* what = on ? "turn on learning of bridge port" : "turn off learning of bridge port";
+  auto index = IndexOf(*this, what, port);
+  if (!index.ok()) return index.status();
+  // RTM_SETLINK for the bridge (AF_BRIDGE) with IFLA_PROTINFO { IFLA_BRPORT_LEARNING }.
+  nl_msg* msg = nlmsg_alloc_simple(RTM_SETLINK, 0);
+  if (!msg) return Status::Error(std::string(what) + " '" + port + "': out of memory");
+  ifinfomsg ifi = {};
+  ifi.ifi_family = AF_BRIDGE;
+  ifi.ifi_index = *index;
+  nlattr* info = nullptr;
+  if (nlmsg_append(msg, &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 ||
+      !(info = nla_nest_start(msg, IFLA_PROTINFO | NLA_F_NESTED)) ||
+      nla_put_u8(msg, IFLA_BRPORT_LEARNING, on ? 1 : 0) < 0) {
+    nlmsg_free(msg);
+    return Status::Error(std::string(what) + " '" + port + "': message too big");
+  }
+  nla_nest_end(msg, info);
+  int err = nl_send_sync(sock_, msg);  // frees msg
+  if (err < 0) return NlError(what, port, err);
   return Status::Ok();
 }
 

@@ -53,8 +53,11 @@ struct LinkInfo {
   std::vector<std::string> altnames;
   std::string kind;        // "veth", "bridge", "" for others
   int master = 0;          // ifindex of the bridge it is a port of, 0 for none
-  bool up = false;
+  bool up = false;         // IFF_UP: administratively up
+  bool carrier = false;    // IFF_LOWER_UP: up with carrier (a veth: its peer is up too)
   std::string mac;         // lower case aa:bb:cc:dd:ee:ff
+  uint64_t rx_packets = 0; // the link's counters (IFLA_STATS64)
+  uint64_t tx_packets = 0;
 };
 
 struct AddrInfo {
@@ -84,6 +87,8 @@ class Netlink {
   /// Detaches `port` from its bridge.
   Status ClearMaster(const std::string& port);
   Status SetUp(const std::string& name, bool up = true);
+  /// Whether bridge port `port` learns source MACs into its bridge's forwarding database.
+  Status SetPortLearning(const std::string& port, bool on);
   Status SetMac(const std::string& name, const std::string& mac);
   /// Adds an alternative name (RTM_NEWLINKPROP/IFLA_ALT_IFNAME). Already present = ok.
   Status AddAltName(const std::string& name, const std::string& altname);
@@ -119,6 +124,9 @@ Status NftApply(const NetNs& ns, const std::string& ruleset);
 Status NftDeleteTable(const NetNs& ns, const std::string& family, const std::string& name);
 /// "family name" of every table inside `ns`.
 Result<std::vector<std::string>> NftListTables(const NetNs& ns);
+/// Table `family table` inside `ns` as libnftables' JSON (chains, rules, expressions); nullopt
+/// when there is no such table.
+Result<std::optional<std::string>> NftListTable(const NetNs& ns, const std::string& family, const std::string& table);
 /// Names of the chains of table `family table` inside `ns`; an absent table has none.
 Result<std::vector<std::string>> NftListChains(const NetNs& ns, const std::string& family, const std::string& table);
 

@@ -108,6 +108,17 @@ Result<std::vector<std::string>> NftListChains(const NetNs& ns, const std::strin
   return chains;
 }
 
+Result<std::optional<std::string>> NftListTable(const NetNs& ns, const std::string& family, const std::string& table) {
+  const std::string what = "list nftables table " + family + " " + table;
+  if (!IsNftFamily(family) || !IsNftIdentifier(table)) return Status::Error(what + ": not a valid table");
+  std::string out;
+  Status st = RunNft(ns, "list table " + family + " " + table, true, &out);
+  if (!st.ok() && st.message().find("No such file or directory") != std::string::npos)
+    return std::optional<std::string>();
+  if (!st.ok()) return st.Prefixed(what);
+  return std::optional<std::string>(out);
+}
+
 Status NftDeleteTable(const NetNs& ns, const std::string& family, const std::string& name) {
   const std::string what = "delete nftables table " + family + " " + name;
   if (!IsNftFamily(family)) return Status::Error(what + ": unknown family (ip, ip6, inet, arp, bridge, netdev)");

@@ -1,11 +1,20 @@
 // Starting and destroying partitions.
 //
-// Process tree of a start (our process may be multi-threaded, so every child below runs only
-// syscalls on data prepared before the first fork):
+// Process tree of a start:
 //
 //   us ── W (joins the cgroup; enters the parent partition's net/uts/ipc/pid namespaces)
-//          └─ A (unshares mnt/net/uts/ipc/pid; forks and exits)
-//               └─ B = pid 1 of the new PID namespace: builds the root, pivots, execs lab-init
+//          └─ (A, nested partitions only: a process in the parent's PID namespace)
+//               └─ B = pid 1 of new mnt/net/uts/ipc/pid namespaces: builds the root, pivots,
+//                  execs lab-init
+//
+// W, A and B share our memory (clone with CLONE_VM | CLONE_VFORK, each on a stack of its own),
+// the way posix_spawn does: the calling thread sleeps until W is done, W (or A) until B has
+// exec'd or failed. A fork of this multi-threaded process would copy its page tables for each
+// start and make every write of ours afterwards a copy-on-write fault with a TLB shootdown on
+// every CPU: a third of the CPU time of bringing up 500 VMs. So W, A and B run only syscalls on
+// data prepared before the clone, never allocate or lock, and write nothing of ours but errno
+// (the sleeping thread's). Signals stay blocked from before the clone until B's exec, where B
+// first puts every caught signal back to its default.
 //
 // B reports over a SOCK_SEQPACKET socketpair: one message whose SCM_CREDENTIALS the kernel
 // translates into our PID namespace (that is how we learn its host pid, however deep the
@@ -16,9 +25,11 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,7 +39,10 @@
 #include <cstdint>
 #include <chrono>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "base/text.h"
 #include "hv/kernel/lifecycle.h"
@@ -53,6 +67,7 @@ struct FileToWrite {
   std::vector<std::string> dirs;  // parents to create, outermost first
   std::string path;               // full path under the new root
   std::string content;
+  bool runtime = false;           // into the partition's /run, once mounted (kRuntimeConfigFiles)
 };
 
 struct BindRo {
@@ -69,15 +84,44 @@ struct RootPlan {
   std::string cgroup_tmpfs;       // v1: a tmpfs at /sys/fs/cgroup holding the hierarchies
   std::vector<std::string> cgroup_dirs;
   std::vector<BindRo> cgroup_binds;  // the partition's own cgroup, per hierarchy
-  const NoNestingFilter* own_filter = nullptr;     // B applies it before lab-init
+  const Confinement* confinement = nullptr;        // B applies it before lab-init
   const NoNestingFilter* parent_filter = nullptr;  // W applies it once inside the parent
   std::string proc, sys, dev, pts, shm, run;
-  std::vector<BindRo> dev_nodes;
+  std::vector<std::string> proc_masked_files;     // /dev/null bound over them
+  std::vector<std::string> proc_masked_dirs;      // an empty read-only tmpfs over them
+  std::string proc_sys, proc_sys_net;             // /proc/sys read-only, but its own network's sysctls
+  std::string ipv6_default_off;                   // written "1" (see RunB)
+  struct DevNode {
+    std::string path;
+    dev_t dev;
+    std::string source;  // ours, bound over `path` where we may not mknod (lab inside a VM)
+  };
+  std::vector<DevNode> dev_nodes;  // made with mknod, as runc does outside a user namespace
   std::vector<std::pair<std::string, std::string>> dev_links;  // target, link path
   std::string hostname;
   int sock = -1;
   int init_fd = -1;
+  int builder_mnt_fd = -1;  // W enters it before B is made (BuilderMountNs); -1 = ours
+  uint64_t binder_mnt_id = 0;  // our mount namespace's id: the new one must be newer to be bound
+  uint64_t newer_than = 0;     // set by W: the id B's mount namespace must be above
+  sigset_t exec_mask;          // the signal mask lab-init starts with (ours before the clone)
+  char* a_stack_top = nullptr;
+  char* b_stack_top = nullptr;
 };
+
+/// Every caught signal back to its default, then the mask lab-init is to start with: the
+/// handlers are ours, in memory that B shares until its exec.
+void ChildResetSignals(const sigset_t& mask) {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction sa {};
+    if (::sigaction(sig, nullptr, &sa) != 0) continue;
+    if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN) continue;
+    sa = {};
+    sa.sa_handler = SIG_DFL;
+    ::sigaction(sig, &sa, nullptr);
+  }
+  ::sigprocmask(SIG_SETMASK, &mask, nullptr);
+}
 
 bool TouchFile(const char* path) {
   int fd = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -86,27 +130,44 @@ bool TouchFile(const char* path) {
   return true;
 }
 
-[[noreturn]] void RunB(RootPlan& p) {
-  const int s = p.sock;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(s, "make / private", 126);
-  if (::mount("overlay", p.root.c_str(), "overlay", 0, p.overlay_opts.c_str()) != 0)
-    ChildFail(s, "mount overlay root", 126);
-  for (FileToWrite& f : p.files) {
+bool MakeMountNsNewerThan(uint64_t ours);
+
+/// Creates `path` (it must not exist) holding `content`; on failure the step, with errno set.
+const char* ChildWriteNewFile(const char* path, const std::string& content) {
+  int fd = ::open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return "write configuration files: create";
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t w = ::write(fd, content.data() + off, content.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return "write configuration files: write";  // exiting closes fd
+    off += static_cast<size_t>(w);
+  }
+  ::close(fd);
+  return nullptr;
+}
+
+/// Writes the files that go to the VM's disk (`runtime` false) or into its /run (true), with
+/// their parent directories; fails the start (report on `s`) on any error.
+void ChildWriteFiles(int s, std::vector<FileToWrite>& files, bool runtime) {
+  for (FileToWrite& f : files) {
+    if (f.runtime != runtime) continue;
     for (std::string& d : f.dirs)
       if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) ChildFail(s, "write configuration files: mkdir", 126);
     // Replace rather than write through: the base may hold a symlink here (resolv.conf).
     if (::unlink(f.path.c_str()) != 0 && errno != ENOENT) ChildFail(s, "write configuration files: unlink", 126);
-    int fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) ChildFail(s, "write configuration files: create", 126);
-    size_t off = 0;
-    while (off < f.content.size()) {
-      ssize_t w = ::write(fd, f.content.data() + off, f.content.size() - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) ChildFail(s, "write configuration files: write", 126);
-      off += static_cast<size_t>(w);
-    }
-    ::close(fd);
+    if (const char* step = ChildWriteNewFile(f.path.c_str(), f.content)) ChildFail(s, step, 126);
   }
+}
+
+[[noreturn]] void RunB(RootPlan& p) {
+  const int s = p.sock;
+  if (!MakeMountNsNewerThan(p.newer_than))
+    ChildFail(s, "make a mount namespace the kernel lets us keep a handle of", 126);
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(s, "make / private", 126);
+  if (::mount("overlay", p.root.c_str(), "overlay", 0, p.overlay_opts.c_str()) != 0)
+    ChildFail(s, "mount overlay root", 126);
+  ChildWriteFiles(s, p.files, false);
   for (std::string& d : p.mount_dirs)
     if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST) ChildFail(s, "create mount points", 126);
   for (BindRo& b : p.binds_ro) {
@@ -120,7 +181,42 @@ bool TouchFile(const char* path) {
       ChildFail(s, "bind /var/lib/lab", 126);
   if (::mount("proc", p.proc.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     ChildFail(s, "mount /proc", 126);
-  if (::mount("sysfs", p.sys.c_str(), "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+  // No IPv6 on the partition's interfaces, as Docker leaves a container without an IPv6 network:
+  // lab files give IPv4 only, and every new interface's DAD, MLD reports and router
+  // solicitations would be flooded to every port of its switch (quadratic in a switch's size).
+  // lo, made with the namespace, keeps ::1. Through the partition's own new /proc: the machine's
+  // /proc/sys/net has a dentry per network namespace under each name, so every lookup there
+  // walks a chain as long as the number of partitions. No such file: a machine without IPv6.
+  if (int fd = ::open(p.ipv6_default_off.c_str(), O_WRONLY | O_CLOEXEC); fd >= 0) {
+    if (::write(fd, "1", 1) != 1) ChildFail(s, "turn IPv6 off for new interfaces", 126);
+    ::close(fd);
+  } else if (errno != ENOENT) {
+    ChildFail(s, "turn IPv6 off for new interfaces", 126);
+  }
+  // The kernel's knobs that are the machine's, not the partition's (docs/hardening.md).
+  for (std::string& f : p.proc_masked_files)
+    if (::mount("/dev/null", f.c_str(), nullptr, MS_BIND, nullptr) != 0 && errno != ENOENT)
+      ChildFail(s, "mask /proc files", 126);
+  // One empty read-only tmpfs, bound over the others: every superblock a partition has costs
+  // the kernel work for each memory cgroup that goes offline (its list_lrus are walked).
+  const char* empty = nullptr;
+  for (std::string& d : p.proc_masked_dirs) {
+    int rc = empty ? ::mount(empty, d.c_str(), nullptr, MS_BIND, nullptr)
+                   : ::mount("tmpfs", d.c_str(), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0");
+    if (rc != 0 && errno != ENOENT) ChildFail(s, "mask /proc directories", 126);
+    if (rc == 0 && !empty) empty = d.c_str();
+  }
+  // /proc/sys/net first (per network namespace: the partition's own), then /proc/sys over it,
+  // recursively so /proc/sys/net stays, and read-only (core_pattern and the like are the machine's).
+  if (::mount(p.proc_sys_net.c_str(), p.proc_sys_net.c_str(), nullptr, MS_BIND, nullptr) != 0)
+    ChildFail(s, "bind /proc/sys/net", 126);
+  if (::mount(p.proc_sys.c_str(), p.proc_sys.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0)
+    ChildFail(s, "bind /proc/sys", 126);
+  if (::mount(nullptr, p.proc_sys.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              nullptr) != 0)
+    ChildFail(s, "remount /proc/sys read-only", 126);
+  // Read-only: what is writable in sysfs is the machine's (power state, module parameters).
+  if (::mount("sysfs", p.sys.c_str(), "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     ChildFail(s, "mount /sys", 126);
   if (!p.cgroup_tmpfs.empty() &&
       ::mount("tmpfs", p.cgroup_tmpfs.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") != 0)
@@ -132,18 +228,25 @@ bool TouchFile(const char* path) {
       ChildFail(s, "bind the partition's cgroup at /sys/fs/cgroup", 126);
   if (::mount("tmpfs", p.dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k") != 0)
     ChildFail(s, "mount /dev", 126);
-  for (BindRo& n : p.dev_nodes) {
-    if (!TouchFile(n.target.c_str())) ChildFail(s, "create /dev node", 126);
-    if (::mount(n.source.c_str(), n.target.c_str(), nullptr, MS_BIND, nullptr) != 0) ChildFail(s, "bind /dev node", 126);
+  for (RootPlan::DevNode& n : p.dev_nodes) {
+    if (::mknod(n.path.c_str(), S_IFCHR | 0666, n.dev) == 0) {
+      if (::chmod(n.path.c_str(), 0666) != 0) ChildFail(s, "create /dev node", 126);  // past the umask
+      continue;
+    }
+    // No CAP_MKNOD: we are the hypervisor inside a VM, whose own nodes serve.
+    if (errno != EPERM || !TouchFile(n.path.c_str())) ChildFail(s, "create /dev node", 126);
+    if (::mount(n.source.c_str(), n.path.c_str(), nullptr, MS_BIND, nullptr) != 0) ChildFail(s, "bind /dev node", 126);
   }
   if (::mkdir(p.pts.c_str(), 0755) != 0) ChildFail(s, "mkdir /dev/pts", 126);
   if (::mount("devpts", p.pts.c_str(), "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") != 0)
     ChildFail(s, "mount /dev/pts", 126);
-  if (::mkdir(p.shm.c_str(), 01777) != 0) ChildFail(s, "mkdir /dev/shm", 126);
-  if (::mount("tmpfs", p.shm.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0) ChildFail(s, "mount /dev/shm", 126);
+  // /dev/shm is a directory of /dev's tmpfs (so nosuid, nodev, noexec, as Docker mounts it), not
+  // a superblock of its own.
+  if (::mkdir(p.shm.c_str(), 01777) != 0 || ::chmod(p.shm.c_str(), 01777) != 0) ChildFail(s, "mkdir /dev/shm", 126);
   for (auto& [target, link] : p.dev_links)
     if (::symlink(target.c_str(), link.c_str()) != 0) ChildFail(s, "create /dev links", 126);
   if (::mount("tmpfs", p.run.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755") != 0) ChildFail(s, "mount /run", 126);
+  ChildWriteFiles(s, p.files, true);
   if (::sethostname(p.hostname.data(), p.hostname.size()) != 0) ChildFail(s, "set hostname", 126);
   // pivot_root(".", "."): the old root ends up stacked on the new one, then is detached.
   if (::chdir(p.root.c_str()) != 0) ChildFail(s, "pivot_root: chdir", 126);
@@ -156,9 +259,10 @@ bool TouchFile(const char* path) {
   ::dup2(null, 0);
   ::dup2(null, 1);
   ::dup2(null, 2);
-  // Last: the filter also refuses the namespace work above.
-  if (p.own_filter && !p.own_filter->ChildApply()) ChildFail(s, "apply the nesting filter", 126);
+  // Last: the confinement also refuses the namespace and mount work above.
+  if (p.confinement && !p.confinement->ChildApply()) ChildFail(s, "confine the partition (capabilities, seccomp)", 126);
   ChildSendReport(s, "", 0);
+  ChildResetSignals(p.exec_mask);
   char arg0[] = "lab-init";
   char* argv[] = {arg0, nullptr};
   char* envp[] = {nullptr};
@@ -204,35 +308,87 @@ bool MakeMountNsNewerThan(uint64_t ours) {
   return newer;
 }
 
-// W: joins the cgroup (and the parent partition's namespaces), then A unshares and forks B.
-[[noreturn]] void RunW(RootPlan& plan, const std::vector<std::string>& procs_files, const std::vector<int>& parent_ns,
-                       const int* keep, int nkeep) {
+int RunBEntry(void* plan) { RunB(*static_cast<RootPlan*>(plan)); }
+
+// Makes B, pid 1 of new namespaces; B has exec'd lab-init or failed (and said so) when the
+// clone returns. B is not ours to wait for.
+[[noreturn]] int RunAEntry(void* arg) {
+  RootPlan& plan = *static_cast<RootPlan*>(arg);
+  pid_t b = ::clone(RunBEntry, plan.b_stack_top,
+                    CLONE_VM | CLONE_VFORK | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID |
+                        SIGCHLD,
+                    &plan);
+  if (b < 0) ChildFail(plan.sock, kCreateNamespaces, 126);
+  ::_exit(0);
+}
+
+/// What W is given: all of it prepared before the clone.
+struct WArgs {
+  RootPlan* plan;
+  const std::vector<std::string>* procs_files;
+  const std::vector<int>* parent_ns;
+  const int* keep;
+  int nkeep;
+};
+
+// W: joins the cgroup (and the parent partition's namespaces), then makes B in new namespaces.
+int RunWEntry(void* arg) {
+  const WArgs& w = *static_cast<WArgs*>(arg);
+  RootPlan& plan = *w.plan;
   const int s = plan.sock;
-  ChildCloseFdsExcept(keep, nkeep);
-  if (!ChildJoinCgroup(procs_files)) ChildFail(s, "join cgroup", 126);
+  ChildCloseFdsExcept(w.keep, w.nkeep);
+  if (!ChildJoinCgroup(*w.procs_files)) ChildFail(s, "join cgroup", 126);
   static const int kParentNsTypes[] = {CLONE_NEWNET, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID};
-  for (size_t i = 0; i < parent_ns.size(); ++i)
-    if (::setns(parent_ns[i], kParentNsTypes[i]) != 0) ChildFail(s, "enter the parent partition's namespaces", 126);
+  for (size_t i = 0; i < w.parent_ns->size(); ++i)
+    if (::setns((*w.parent_ns)[i], kParentNsTypes[i]) != 0)
+      ChildFail(s, "enter the parent partition's namespaces", 126);
+  if (plan.builder_mnt_fd >= 0 && ::setns(plan.builder_mnt_fd, CLONE_NEWNS) != 0)
+    ChildFail(s, "enter the mount namespace partitions are made from", 126);
   // From here on W is the parent's hypervisor, under the parent's rules.
   if (plan.parent_filter && !plan.parent_filter->ChildApply()) ChildFail(s, "apply the parent's nesting filter", 126);
-  pid_t a = ::fork();
-  if (a < 0) ChildFail(s, "fork", 126);
-  if (a == 0) {
-    // A: now inside the parent's PID namespace, so a new one can be made below it.
-    uint64_t ours = OwnMountNsId();
-    if (::unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID) != 0)
-      ChildFail(s, kCreateNamespaces, 126);
-    if (!MakeMountNsNewerThan(ours)) ChildFail(s, "make a mount namespace the kernel lets us keep a handle of", 126);
-    pid_t b = ::fork();
-    if (b < 0) ChildFail(s, "fork init", 126);
-    if (b == 0) RunB(plan);
+  // The handle is bound from our own mount namespace, which the builder's may predate.
+  plan.newer_than = std::max(OwnMountNsId(), plan.binder_mnt_id);
+  // Having entered the parent's PID namespace, W's children go there, but the kernel makes a new
+  // PID namespace only below the caller's own: A, a child in the parent's, makes B.
+  if (!w.parent_ns->empty()) {
+    pid_t a = ::clone(RunAEntry, plan.a_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+    if (a < 0) ChildFail(s, "clone", 126);
+    // Reaped here, or it lingers as a zombie in the parent partition until its init reaps it.
+    while (::waitpid(a, nullptr, 0) < 0 && errno == EINTR) {
+    }
     ::_exit(0);
   }
-  int status = 0;
-  while (::waitpid(a, &status, 0) < 0 && errno == EINTR) {
-  }
-  ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 125);
+  RunAEntry(&plan);
 }
+
+/// Stacks for W, A and B: one mapping, each with a guard page below it.
+class ChildStacks {
+ public:
+  static constexpr size_t kStack = 256 * 1024;
+  static constexpr size_t kGuard = 4096;
+  ChildStacks() {
+    void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED) return;
+    base_ = static_cast<char*>(p);
+    for (int i = 0; i < 3 && base_; ++i)
+      if (::mprotect(base_ + i * (kGuard + kStack), kGuard, PROT_NONE) != 0) {
+        ::munmap(base_, kSize);
+        base_ = nullptr;
+      }
+  }
+  ~ChildStacks() {
+    if (base_) ::munmap(base_, kSize);
+  }
+  ChildStacks(const ChildStacks&) = delete;
+  ChildStacks& operator=(const ChildStacks&) = delete;
+  bool ok() const { return base_ != nullptr; }
+  // Stacks grow down: the top is the end of each.
+  char* Top(int i) const { return base_ + (i + 1) * (kGuard + kStack); }
+
+ private:
+  static constexpr size_t kSize = 3 * (kGuard + kStack) + kGuard;
+  char* base_ = nullptr;
+};
 
 // Everything a failed start made, undone in reverse.
 struct StartUndo {
@@ -280,12 +436,24 @@ Status MakeDirTracked(const std::string& path, bool* created) {
 
 RootPlan MakeRootPlan(const PartitionConfig& c) {
   RootPlan p;
-  p.root = c.run_dir + "/root";
+  p.root = c.run_dir;  // in B's mount namespace: the directory beneath our tmpfs
   p.overlay_opts = "lowerdir=" + c.base_dir + ",upperdir=" + c.disk_dir + "/upper,workdir=" + c.disk_dir + "/work";
   for (const auto& [inside, content] : c.files) {
     FileToWrite f;
     std::string rel = inside;
     while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
+    // A base made by this version links /etc/<name> into /run (kRuntimeConfigFiles); an older
+    // base holds the file itself, replaced in the VM's disk as before.
+    for (const char* name : kRuntimeConfigFiles) {
+      if (rel != std::string("etc/") + name) continue;
+      char target[64];
+      const std::string link = c.base_dir + "/" + rel, want = std::string("../") + kRuntimeConfigDir + "/" + name;
+      ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+      if (n > 0 && static_cast<size_t>(n) == want.size() && want.compare(0, want.size(), target, n) == 0) {
+        f.runtime = true;
+        rel = std::string(kRuntimeConfigDir) + "/" + name;
+      }
+    }
     std::vector<std::string> parts = Split(rel, '/');
     std::string dir = p.root;
     for (size_t i = 0; i + 1 < parts.size(); ++i) {
@@ -332,13 +500,23 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
     }
   }
   p.proc = p.root + "/proc";
+  // As container runtimes mask them (runc's masked and read-only paths).
+  for (const char* f : {"sysrq-trigger", "kcore", "kmsg", "keys", "timer_list", "sched_debug", "latency_stats",
+                        "timer_stats"})
+    p.proc_masked_files.push_back(p.proc + "/" + f);
+  for (const char* d : {"acpi", "scsi", "asound"}) p.proc_masked_dirs.push_back(p.proc + "/" + d);
+  p.proc_sys = p.proc + "/sys";
+  p.proc_sys_net = p.proc + "/sys/net";
+  p.ipv6_default_off = p.proc_sys_net + "/ipv6/conf/default/disable_ipv6";
   p.sys = p.root + "/sys";
   p.dev = p.root + "/dev";
   p.pts = p.dev + "/pts";
   p.shm = p.dev + "/shm";
   p.run = p.root + "/run";
-  for (const char* n : {"null", "zero", "full", "random", "urandom", "tty"})
-    p.dev_nodes.push_back({std::string("/dev/") + n, p.dev + "/" + n});
+  // The machine's own numbers for them (devices.txt: 1:3, 1:5, 1:7, 1:8, 1:9, 5:0).
+  for (const auto& [n, major, minor] : {std::tuple{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8},
+                                        {"urandom", 1, 9}, {"tty", 5, 0}})
+    p.dev_nodes.push_back({p.dev + "/" + n, makedev(major, minor), std::string("/dev/") + n});
   p.dev_links = {{"pts/ptmx", p.dev + "/ptmx"},
                  {"/proc/self/fd", p.dev + "/fd"},
                  {"/proc/self/fd/0", p.dev + "/stdin"},
@@ -348,14 +526,69 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
   return p;
 }
 
+// unshare(CLONE_NEWNS) copies the caller's whole mount table, and ours holds five namespace
+// handles per partition under the run root: made from ours, each partition would copy (then make
+// private, then detach) the handles of every partition before it. That made a start cost 5-80 ms
+// more with 400 partitions up, and a lab's start quadratic in its size. So partitions are made
+// from a copy of our mount namespace taken once per process, with the run root detached: the
+// same files (the run root is a bind of itself), none of the handles.
+//
+// Returns a descriptor of that namespace, or -1 when it cannot be made (then ours is used).
+int BuilderMountNs(const std::string& run_root) {
+  static std::mutex mu;
+  static std::map<std::string, int> made;  // run root -> fd, kept for the process's lifetime
+  std::lock_guard guard(mu);
+  if (auto it = made.find(run_root); it != made.end()) return it->second;
+  int fd = -1;
+  int ready[2], done[2];
+  if (run_root.empty() || run_root.front() != '/' || !IsMountPoint(run_root)) return made[run_root] = -1;
+  if (::pipe2(ready, O_CLOEXEC) != 0) return -1;
+  if (::pipe2(done, O_CLOEXEC) != 0) {
+    ::close(ready[0]), ::close(ready[1]);
+    return -1;
+  }
+  pid_t child = ::fork();
+  if (child == 0) {
+    // Syscalls only: we may be multi-threaded. Our copies of the parent's ends go first, or the
+    // read below would never see the end of the pipe.
+    ::close(ready[0]);
+    ::close(done[1]);
+    // Private first, so the detach stays in the copy.
+    char ok = ::unshare(CLONE_NEWNS) == 0 && ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+              ::umount2(run_root.c_str(), MNT_DETACH) == 0;
+    ssize_t w = ::write(ready[1], &ok, 1);
+    (void)w;
+    char c;
+    while (::read(done[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(done[0]);
+  char ok = 0;
+  if (child > 0) {
+    while (::read(ready[0], &ok, 1) < 0 && errno == EINTR) {
+    }
+    if (ok) fd = ::open(("/proc/" + std::to_string(child) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC);
+  }
+  ::close(ready[0]);
+  ::close(done[1]);  // lets the child exit
+  if (child > 0)
+    while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  return made[run_root] = fd;
+}
+
 Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   RootPlan plan = MakeRootPlan(c);
   std::vector<std::string> procs_files = CgroupProcsFiles(c.cgroup);
-  if (!c.allow_nesting || !c.parent_allows_nesting) {
+  auto confinement = Confinement::Get(c.allow_nesting);
+  if (!confinement.ok()) return confinement.status();
+  plan.confinement = *confinement;
+  if (!c.parent_allows_nesting && !c.parent_run_dir.empty()) {
     auto filter = NoNestingFilter::Get();
     if (!filter.ok()) return filter.status();
-    if (!c.allow_nesting) plan.own_filter = *filter;
-    if (!c.parent_allows_nesting && !c.parent_run_dir.empty()) plan.parent_filter = *filter;
+    plan.parent_filter = *filter;
   }
 
   UniqueFd init_fd(::open(c.init_path.c_str(), O_PATH | O_CLOEXEC));
@@ -377,12 +610,25 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   if (::setsockopt(ours.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0) return ErrnoStatus("SO_PASSCRED");
   plan.sock = theirs.get();
   plan.init_fd = init_fd.get();
+  plan.builder_mnt_fd = BuilderMountNs(c.run_root);
+  plan.binder_mnt_id = OwnMountNsId();
   std::vector<int> keep = {theirs.get(), init_fd.get()};
+  if (plan.builder_mnt_fd >= 0) keep.push_back(plan.builder_mnt_fd);
   keep.insert(keep.end(), parent_ns_fds.begin(), parent_ns_fds.end());
 
-  pid_t w = ::fork();
-  if (w < 0) return ErrnoStatus("fork");
-  if (w == 0) RunW(plan, procs_files, parent_ns_fds, keep.data(), static_cast<int>(keep.size()));
+  ChildStacks stacks;
+  if (!stacks.ok()) return ErrnoStatus("map the stacks of the partition's first processes");
+  plan.a_stack_top = stacks.Top(1);
+  plan.b_stack_top = stacks.Top(2);
+  WArgs wargs{&plan, &procs_files, &parent_ns_fds, keep.data(), static_cast<int>(keep.size())};
+  sigset_t all;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &plan.exec_mask);
+  // Returns once W has exited: by then B has exec'd lab-init or failed.
+  pid_t w = ::clone(RunWEntry, stacks.Top(0), CLONE_VM | CLONE_VFORK | SIGCHLD, &wargs);
+  const int clone_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &plan.exec_mask, nullptr);
+  if (w < 0) return Status::Error("clone: " + ErrnoText(clone_errno));
   theirs.Reset();
   init_fd.Reset();
 
@@ -551,12 +797,22 @@ bool IsAlive(const ProcessId& p) {
 
 bool WaitGone(const ProcessId& p, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  // A pidfd wakes us the moment the process exits (a PID namespace's init: once all its
+  // namespace is gone), where sleeping in steps cost up to a step per partition on teardown.
+  // The pid could have been reused before it was opened: the wait is capped and the start time
+  // checked again after each wake, so a wrong process only costs the cap.
+  UniqueFd pidfd(p.pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)) : -1);
   for (;;) {
     int status;
     ::waitpid(p.pid, &status, WNOHANG);  // reaps it when it is ours; ECHILD otherwise
     if (!IsAlive(p)) return true;
     if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (pidfd.valid()) {
+      pollfd pfd{pidfd.get(), POLLIN, 0};
+      ::poll(&pfd, 1, std::min(MsLeft(deadline), 100));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
 }
 
@@ -581,8 +837,21 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
                          "; destroy it first");
 
   Status s = MakeDirTracked(config.run_dir, &undo.run_dir_created);
+  // The run directory is a small tmpfs of its own: the handles, the nesting record and whatever
+  // else the partition keeps at run time cost no directory work on the machine's file system,
+  // and the teardown detaches all of it in one umount (one RCU grace period). B does not see it:
+  // it builds the root from a mount namespace made earlier, where run_dir is the plain directory
+  // beneath, and mounts the VM's overlay root there.
+  if (s.ok() && IsMountPoint(config.run_dir) && ::umount2(config.run_dir.c_str(), MNT_DETACH) != 0)
+    s = ErrnoStatus("detach the leftover run directory " + config.run_dir);
+  if (s.ok()) {
+    if (::mount("tmpfs", config.run_dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "mode=755,size=64k,nr_inodes=64") != 0)
+      s = ErrnoStatus("mount the run directory " + config.run_dir);
+    else
+      undo.ns_mounts.push_back(config.run_dir);
+  }
   if (s.ok()) s = MakeDirs(config.run_dir + "/ns");
-  if (s.ok()) s = MakeDirs(config.run_dir + "/root");
   if (s.ok()) s = MakeDirTracked(config.disk_dir, &undo.disk_dir_created);
   if (s.ok()) s = MakeDirTracked(config.disk_dir + "/upper", &undo.upper_created);
   if (s.ok()) s = MakeDirTracked(config.disk_dir + "/work", &undo.work_created);
@@ -597,18 +866,41 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
   Result<ProcessId> init = StartProcesses(config, undo);
   if (!init.ok()) return fail(init.status());
 
+  // The handles live on the run directory's tmpfs: the teardown detaches it with the five
+  // handles in one umount, one RCU grace period instead of five (every umount waits for one).
   std::string proc_ns = "/proc/" + std::to_string(init->pid) + "/ns/";
   for (const char* kind : kNsKinds) {
     std::string handle = NsPath(config.run_dir, kind);
     if (!Exists(handle) && !TouchFile(handle.c_str())) return fail(ErrnoStatus("create namespace handle " + handle));
     if (::mount((proc_ns + kind).c_str(), handle.c_str(), nullptr, MS_BIND, nullptr) != 0)
       return fail(ErrnoStatus("bind namespace handle " + handle));
-    undo.ns_mounts.push_back(handle);
   }
   // The handles were taken from this very process: it must still be the init we started.
   if (!IsAlive(*init)) return fail(Status::Error("lab-init exited while its namespaces were being bound"));
   return init;
 }
+
+namespace {
+
+template <typename Note>
+void DetachOlderRunDir(const std::string& run_dir, Note& note) {
+  std::string holder = run_dir + "/ns";
+  if (IsMountPoint(holder) && ::umount2(holder.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+    note(ErrnoStatus("unmount " + holder));
+  for (const char* kind : kNsKinds) {
+    std::string handle = NsPath(run_dir, kind);
+    // Loop: an interrupted run may have stacked handles.
+    int rc = 0;
+    for (int i = 0; i < 8 && rc == 0; ++i) rc = ::umount2(handle.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
+    if (rc != 0 && errno != EINVAL && errno != ENOENT) note(ErrnoStatus("unmount " + handle));
+    if (::unlink(handle.c_str()) != 0 && errno != ENOENT) note(ErrnoStatus("remove " + handle));
+  }
+  std::string root = run_dir + "/root";
+  if (Exists(root) && IsMountPoint(root) && ::umount2(root.c_str(), MNT_DETACH) != 0)
+    note(ErrnoStatus("unmount " + root));
+}
+
+}  // namespace
 
 Status DestroyPartition(const PartitionConfig& config, const std::optional<ProcessId>& init) {
   const std::string what = "partition '" + config.machine + "': destroy";
@@ -624,17 +916,19 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
     if (!WaitGone(*init, 2000)) note(Status::Error("init (pid " + std::to_string(init->pid) + ") did not exit"));
   }
   if (!config.run_dir.empty()) {
-    for (const char* kind : kNsKinds) {
-      std::string handle = NsPath(config.run_dir, kind);
-      // Loop: an interrupted run may have stacked handles.
-      int rc = 0;
-      for (int i = 0; i < 8 && rc == 0; ++i) rc = ::umount2(handle.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);
-      if (rc != 0 && errno != EINVAL && errno != ENOENT) note(ErrnoStatus("unmount " + handle));
-      if (::unlink(handle.c_str()) != 0 && errno != ENOENT) note(ErrnoStatus("remove " + handle));
+    // One detach for the run directory's tmpfs and the handles on it (looped: a start killed
+    // at the wrong moment may have stacked one).
+    bool tmpfs = false;
+    for (int i = 0; i < 8 && IsMountPoint(config.run_dir); ++i) {
+      tmpfs = true;
+      if (::umount2(config.run_dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
+        note(ErrnoStatus("unmount " + config.run_dir));
+        break;
+      }
     }
-    std::string root = config.run_dir + "/root";
-    if (Exists(root) && IsMountPoint(root) && ::umount2(root.c_str(), MNT_DETACH) != 0)
-      note(ErrnoStatus("unmount " + root));
+    // A partition started by an older lab: the handles' tmpfs at ns/, or the handles directly on
+    // the run directory, and the root's mount point beside them.
+    if (!tmpfs) DetachOlderRunDir(config.run_dir, note);
     note(RemoveTree(config.run_dir));
   }
   if (!config.cgroup.empty()) note(RemoveCgroup(config.cgroup));

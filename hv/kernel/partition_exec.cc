@@ -4,7 +4,10 @@
 // setns()s into uts, ipc, net, pid and finally mnt (which also moves its root and cwd). A
 // PID namespace only applies to children, hence the second fork. The middle child stays in our
 // PID namespace, so the pid it sees for its child is the one we can signal. Right after entering,
-// a child applies the partition's nesting filter (seccomp.h) when its extensions are not exposed.
+// a child applies the partition's nesting filter (seccomp.h) when its extensions are not exposed;
+// a process run or spawned inside takes the partition's whole Confinement (capabilities and the
+// seccomp deny list too). Functions run inside (RunInPartition) are lab's own code acting on the
+// partition, as Hyper-V's integration services do, and keep the machine's capabilities.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -203,9 +206,9 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
   auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
   if (!ns.ok()) return ns.status().Prefixed(what);
   std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
-  auto filter = EntryFilter(run_dir);
-  if (!filter.ok()) return filter.status().Prefixed(what);
-  const NoNestingFilter* rules = *filter;
+  auto confinement = EntryConfinement(run_dir);
+  if (!confinement.ok()) return confinement.status().Prefixed(what);
+  const Confinement* rules = *confinement;
   ChildEnv env;
   ChildArgv args(argv);
   std::string not_found = "lab: " + argv[0] + ": command not found\n";
@@ -222,7 +225,7 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
     ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
     if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
     if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
-    if (rules && !rules->ChildApply()) ChildFail(wr.get(), "apply the nesting filter", 125);
+    if (!rules->ChildApply()) ChildFail(wr.get(), "confine the process (capabilities, seccomp)", 125);
     pid_t g = ::fork();
     if (g < 0) ChildFail(wr.get(), "fork", 125);
     if (g == 0) {
@@ -252,9 +255,9 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
   auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
   if (!ns.ok()) return ns.status().Prefixed(what);
   std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
-  auto filter = EntryFilter(run_dir);
-  if (!filter.ok()) return filter.status().Prefixed(what);
-  const NoNestingFilter* rules = *filter;
+  auto confinement = EntryConfinement(run_dir);
+  if (!confinement.ok()) return confinement.status().Prefixed(what);
+  const Confinement* rules = *confinement;
   // Our own binary is opened here, in the machine's mount namespace: inside it the path may not exist.
   UniqueFd exe;
   if (self_exe) {
@@ -283,7 +286,7 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
     ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
     if (!ChildJoinCgroup(procs)) ChildFail(s, "join cgroup", 125);
     if (!ChildEnter(*ns)) ChildFail(s, "enter namespaces", 125);
-    if (rules && !rules->ChildApply()) ChildFail(s, "apply the nesting filter", 125);
+    if (!rules->ChildApply()) ChildFail(s, "confine the process (capabilities, seccomp)", 125);
     pid_t g = ::fork();
     if (g < 0) ChildFail(s, "fork", 125);
     if (g == 0) {

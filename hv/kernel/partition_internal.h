@@ -70,6 +70,13 @@ bool WaitGone(const ProcessId& p, int timeout_ms);
 
 // ---- mounts and files (mounts.cc) ----
 
+/// The configuration lab writes at every start (as Docker manages a container's): in a base
+/// layer made by this version, /etc/<name> is a symlink to ../run/lab-etc/<name>, and the start
+/// writes the file into the partition's own /run (a tmpfs), not into its disk.
+inline constexpr const char* kRuntimeConfigFiles[] = {"hostname", "hosts", "resolv.conf"};
+/// Relative to the root. Not run/lab: that is the run root of a lab inside the VM.
+inline constexpr const char* kRuntimeConfigDir = "run/lab-etc";
+
 /// True when `path` is a mount point in the calling process's mount namespace.
 bool IsMountPoint(const std::string& path);
 /// Creates `path` and its missing parents with `mode`.

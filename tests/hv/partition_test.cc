@@ -5,6 +5,7 @@
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -104,6 +105,56 @@ TEST_CASE("A partition has its own hostname, network, PIDs, configuration and wr
   auto links = RunInPartition(c.run_dir, [] { return ListDir("/sys/class/net"); }, 5000);
   REQUIRE(links.ok());
   CHECK(*links == "lo");
+  // Its own /dev: the usual character devices, usable by anyone, and nothing of the machine's.
+  auto dev = RunInPartition(c.run_dir, [] {
+    std::string out;
+    for (const char* n : {"null", "zero", "full", "random", "urandom", "tty"}) {
+      struct stat st {};
+      if (::stat((std::string("/dev/") + n).c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) return std::string("no ") + n;
+      out += std::string(n) + "=" + std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev)) + ":" +
+             std::to_string(st.st_mode & 07777) + " ";
+    }
+    int fd = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    char buf[4] = {1, 1, 1, 1};
+    bool zeros = fd >= 0 && ::read(fd, buf, sizeof buf) == 4 && !buf[0] && !buf[3];
+    if (fd >= 0) ::close(fd);
+    fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    bool sink = fd >= 0 && ::write(fd, "x", 1) == 1;
+    if (fd >= 0) ::close(fd);
+    return out + (zeros ? "zeros " : "") + (sink ? "sink " : "") + ListDir("/dev");
+  }, 5000);
+  REQUIRE(dev.ok());
+  CHECK(*dev ==
+        "null=1:3:438 zero=1:5:438 full=1:7:438 random=1:8:438 urandom=1:9:438 tty=5:0:438 zeros sink "
+        "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero");
+  // /dev/shm: shared memory for anyone (sticky), on /dev's tmpfs. The machine's /proc/acpi (where
+  // there is one) is masked by an empty read-only tmpfs.
+  auto shm = RunInPartition(c.run_dir, [] {
+    struct stat st {};
+    if (::stat("/dev/shm", &st) != 0) return std::string("no /dev/shm");
+    std::string out = std::to_string(st.st_mode & 07777);
+    int fd = ::open("/dev/shm/labtest", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    out += fd >= 0 ? " writable" : " " + ErrnoText(errno);
+    if (fd >= 0) ::close(fd);
+    if (PathExists("/proc/acpi")) {
+      fd = ::open("/proc/acpi/labtest", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      out += " acpi:" + ListDir("/proc/acpi") + ":" + (fd >= 0 ? "writable" : ErrnoText(errno));
+      if (fd >= 0) ::close(fd);
+    }
+    return out;
+  }, 5000);
+  REQUIRE(shm.ok());
+  CHECK(*shm == std::string("1023 writable") + (PathExists("/proc/acpi") ? " acpi::" + ErrnoText(EROFS) : ""));
+  // IPv4 only: interfaces made later get no IPv6 (so no DAD, MLD or router solicitations);
+  // lo keeps ::1. Skipped on a machine without IPv6.
+  if (PathExists("/proc/sys/net/ipv6")) {
+    auto ipv6 = RunInPartition(c.run_dir, [] {
+      return ReadFile("/proc/sys/net/ipv6/conf/default/disable_ipv6").value_or("?") +
+             ReadFile("/proc/sys/net/ipv6/conf/lo/disable_ipv6").value_or("?");
+    }, 5000);
+    REQUIRE(ipv6.ok());
+    CHECK(*ipv6 == "1\n0\n");
+  }
 
   // The partition's /proc shows its own PID namespace: only its init, as pid 1.
   auto pids = RunInPartition(c.run_dir, [] {
@@ -126,7 +177,16 @@ TEST_CASE("A partition has its own hostname, network, PIDs, configuration and wr
 
   REQUIRE(WriteFileInPartition(c.run_dir, "/srv/data/persist.txt", "kept\n").ok());
   CHECK(ReadFile(c.disk_dir + "/upper/srv/data/persist.txt") == std::optional<std::string>("kept\n"));
-  CHECK(ReadFile(c.disk_dir + "/upper/etc/hostname") == std::optional<std::string>("alpha\n"));
+  // What every start writes (hostname, hosts, resolv.conf) lives in the partition's /run, as
+  // a container's does: nothing of it on the VM's disk.
+  CHECK_FALSE(PathExists(c.disk_dir + "/upper/etc"));
+  auto runtime = RunInPartition(c.run_dir, [] {
+    char target[64] = {};
+    ssize_t n = ::readlink("/etc/resolv.conf", target, sizeof target - 1);
+    return std::string(n > 0 ? target : "?") + " " + ReadFile("/run/lab-etc/hostname").value_or("?");
+  }, 5000);
+  REQUIRE(runtime.ok());
+  CHECK(*runtime == "../run/lab-etc/resolv.conf alpha\n");
   CHECK_FALSE(PathExists(c.base_dir + "/srv/data/persist.txt"));
 
   auto limit = ReadFile(CgroupMemoryLimitPath(c.cgroup));
@@ -139,6 +199,24 @@ TEST_CASE("A partition has its own hostname, network, PIDs, configuration and wr
 
   REQUIRE(DestroyPartition(c, init).ok());
   RequireNothingLeft(pg, c, init);
+  REQUIRE(DestroyPartition(c, init).ok());
+}
+
+TEST_CASE("On a base layer from before /etc's files moved to /run, a start writes them into the VM's disk",
+          "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  PartitionPlayground pg;
+  PartitionConfig c = pg.Config("older");
+  c.files = {{"/etc/hostname", "older\n"}};
+  // The base as an older lab made it: /etc/hostname a file of its own.
+  const std::string link = c.base_dir + "/etc/hostname";
+  REQUIRE(::unlink(link.c_str()) == 0);
+  REQUIRE(WriteFileAtomic(link, "machine\n"));
+  ProcessId init = pg.Start(c);
+  auto inside = RunInPartition(c.run_dir, [] { return ReadFile("/etc/hostname").value_or("?"); }, 5000);
+  REQUIRE(inside.ok());
+  CHECK(*inside == "older\n");
+  CHECK(ReadFile(c.disk_dir + "/upper/etc/hostname") == std::optional<std::string>("older\n"));
   REQUIRE(DestroyPartition(c, init).ok());
 }
 
@@ -202,6 +280,27 @@ TEST_CASE("Destroying a parent ends its nested partitions' processes too", "[roo
   RequireNothingLeft(pg, nested, nested_init);
 }
 
+TEST_CASE("A partition's run directory is a tmpfs of its own, holding its namespace handles, gone in one unmount",
+          "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  PartitionPlayground pg;
+  PartitionConfig c = pg.Config("handles");
+  ProcessId init = pg.Start(c);
+  // The tmpfs and the five handles on it, nothing else of the partition in our namespace (its
+  // root is mounted only in its own).
+  std::vector<std::string> mounts = MountsUnder(pg.run_root());
+  CHECK(std::count(mounts.begin(), mounts.end(), c.run_dir) == 1);
+  for (const char* kind : {"net", "mnt", "uts", "ipc", "pid"})
+    CHECK(std::count(mounts.begin(), mounts.end(), NsPath(c.run_dir, kind)) == 1);
+  CHECK(mounts.size() == 6);
+  REQUIRE(::umount2(c.run_dir.c_str(), MNT_DETACH) == 0);
+  CHECK(MountsUnder(pg.run_root()).empty());
+  CHECK(IsAlive(init));  // the handles keep nothing alive: lab-init does
+  // Destroy after its handles are gone: what is already gone is success.
+  REQUIRE(DestroyPartition(c, init).ok());
+  RequireNothingLeft(pg, c, init);
+}
+
 TEST_CASE("ExecInPartition passes the command's exit code through", "[root][hv]") {
   LAB_REQUIRE_ROOT("running commands in a partition");
   PartitionPlayground pg;
@@ -259,7 +358,7 @@ TEST_CASE("A failed start names the machine and the step and leaves nothing behi
   PartitionPlayground pg;
   SECTION("inside the new partition") {
     PartitionConfig c = pg.Config("broken");
-    c.files.push_back({"/etc/hostname/inner", "x"});  // a file where a directory is needed
+    c.files.push_back({"/etc/passwd/inner", "x"});  // a file where a directory is needed
     auto init = StartPartition(c);
     REQUIRE_FALSE(init.ok());
     CHECK(init.message() == "partition 'broken': write configuration files: unlink: Not a directory");
