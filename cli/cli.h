@@ -37,6 +37,8 @@ struct Out {
 Out MakeOut(const Globals& g);
 /// The lab-init binary partitions run: env LAB_INIT, else next to this lab binary.
 std::string InitPath();
+/// The engine options the global flags give (state and run dirs, lab-init, jobs).
+engine::EngineOptions EngineOptionsFor(const Globals& g);
 /// Opens the engine with the global flags; prints the error and returns null on failure.
 std::unique_ptr<engine::Engine> OpenEngine(const Globals& g);
 /// Loads and validates a lab file; prints every diagnostic to stderr on failure.
@@ -65,6 +67,7 @@ void AddExport(CLI::App& app, Globals& g);
 void AddDoctor(CLI::App& app, Globals& g);
 void AddInternal(CLI::App& app, Globals& g);
 void AddLifecycle(CLI::App& app, Globals& g);
+void AddLink(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.
 extern int g_exit_code;

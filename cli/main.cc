@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   AddExport(app, g);
   AddDoctor(app, g);
   AddLifecycle(app, g);
+  AddLink(app, g);
   AddInternal(app, g);
 
   try {

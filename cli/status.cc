@@ -3,6 +3,7 @@
 
 #include "base/text.h"
 #include "cli/cli.h"
+#include "engine/link.h"
 
 namespace lab::cli {
 
@@ -45,11 +46,19 @@ void AddStatus(CLI::App& app, Globals& g) {
                             {"state", m.state},
                             {"pid", m.pid},
                             {"addresses", m.addresses}});
+      nlohmann::json teams = nlohmann::json::array();
+      for (const auto& t : st->teams) {
+        nlohmann::json members = nlohmann::json::array();
+        for (const auto& m : t.members)
+          members.push_back({{"name", m.name}, {"link_up", m.link_up}, {"primary", m.primary}, {"ports", m.ports}});
+        teams.push_back({{"switch", t.switch_name}, {"owner", t.owner}, {"members", members}});
+      }
       std::printf("%s\n", nlohmann::json{{"lab", st->lab},
                                          {"uid", st->uid},
                                          {"file", st->file},
                                          {"resources", st->resources},
                                          {"machines", machines},
+                                         {"teams", teams},
                                          {"drift", st->drift}}
                               .dump(2)
                               .c_str());
@@ -62,6 +71,9 @@ void AddStatus(CLI::App& app, Globals& g) {
         std::printf("%-16s %-8s %-12s %-8s %s\n", m.name.c_str(), m.kind.c_str(),
                     m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(m.addresses, ", ").c_str());
       }
+      for (const auto& t : st->teams)
+        std::printf("SET switch '%s' on %s: %s\n", t.switch_name.c_str(), t.owner.c_str(),
+                    hv::DescribeTeam(t.members).c_str());
       if (st->drift.empty()) {
         std::printf("no drift\n");
       } else {

@@ -79,6 +79,11 @@ void AddUp(CLI::App& app, Globals& g) {
   });
 }
 
+static void PrintSwept(const std::string& name, const std::vector<std::string>& swept) {
+  if (swept.empty()) std::printf("lab %s: nothing of it found by its marks, nothing to remove.\n", name.c_str());
+  for (const auto& s : swept) std::printf("lab %s: removed by its ownership mark %s\n", name.c_str(), s.c_str());
+}
+
 void AddDown(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("down", "remove everything the lab made, and nothing else");
   static std::string arg;
@@ -91,8 +96,20 @@ void AddDown(CLI::App& app, Globals& g) {
       std::fprintf(stderr, "lab: cannot tell which lab %s is; name it: lab down NAME\n", arg.c_str());
       return;
     }
-    auto engine = OpenEngine(g);
-    if (!engine) return;
+    auto engine = OpenEngine(g);  // says why when it cannot
+    if (!engine) {
+      // The records are unreadable (a corrupt database): the lab is still found by its marks.
+      std::fprintf(stderr, "lab: warning: without the state database, removing lab '%s' by its ownership marks\n",
+                   name.c_str());
+      auto swept = engine::Engine::SweepByMarks(EngineOptionsFor(g), name);
+      if (!swept) {
+        std::fprintf(stderr, "lab: %s\n", swept.message().c_str());
+        return;
+      }
+      PrintSwept(name, *swept);
+      g_exit_code = 0;
+      return;
+    }
     Out out = MakeOut(g);
     auto t0 = std::chrono::steady_clock::now();
     auto result = engine->Down(
@@ -109,10 +126,12 @@ void AddDown(CLI::App& app, Globals& g) {
     if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (result->plan.empty() && result->report.done == 0) {
-      std::printf("lab %s: nothing recorded, nothing to remove.\n", name.c_str());
+      if (result->swept.empty()) std::printf("lab %s: nothing recorded, nothing to remove.\n", name.c_str());
+      else PrintSwept(name, result->swept);
       g_exit_code = 0;
       return;
     }
+    if (!result->swept.empty()) PrintSwept(name, result->swept);
     PrintReport(result->report, secs, "Teardown", out);
     g_exit_code = result->report.ok() ? 0 : 1;
   });

@@ -1,4 +1,6 @@
 #include "engine/engine.h"
+
+#include "engine/link.h"
 #include "engine/facts.h"
 #include "engine/placement.h"
 
@@ -8,7 +10,9 @@
 #include <random>
 
 #include "base/text.h"
+#include "engine/drift.h"
 #include "engine/lifecycle.h"
+#include "hv/sweep.h"
 
 namespace lab::engine {
 
@@ -37,27 +41,28 @@ std::unique_ptr<hv::Hypervisor> Engine::MakeHypervisor(const std::string& lab, c
   return options_.hypervisor(ctx);
 }
 
-Observed Engine::Observe(hv::Hypervisor& hv, const state::Snapshot& snap) {
-  Observed broken;
-  for (const auto& [key, rec] : snap.resources) {
-    auto r = Resource::FromRecordJson(key, rec.spec);
-    if (r && !ResourceAlive(hv, *r, rec.facts)) broken.insert(key);
-  }
-  return broken;
+Observed Engine::Observe(hv::Hypervisor& hv, const state::Snapshot& snap,
+                         const std::vector<state::JournalEntry>& interrupted) {
+  return ObserveDrift(hv, snap, interrupted);
 }
 
-Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv) {
-  // The file as `lab move` placed its VMs.
-  Placed placed = ApplyPlacements(file_lab, snap.placements);
-  const schema::Lab& lab = placed.lab;
+Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv,
+                     const std::vector<state::JournalEntry>& interrupted, bool shown_only) {
+  // The file as `lab move` placed its VMs; the file itself (not a copy of it) when nothing moved.
+  std::optional<Placed> placed;
+  if (!snap.placements.empty()) placed = ApplyPlacements(file_lab, snap.placements);
+  const schema::Lab& lab = placed ? placed->lab : file_lab;
   PlanOptions options;
   options.profile = ProfileOf(lab);
-  Plan plan = ComputePlan(Desired(lab, uid), snap, Observe(hv, snap), options);
+  // Only recorded resources are compared by their specs; the others are created.
+  NeedsSpec needs_spec;
+  if (shown_only) needs_spec = [&snap](const std::string& key) { return snap.resources.count(key) != 0; };
+  Plan plan = ComputePlan(Desired(lab, uid, needs_spec), snap, Observe(hv, snap, interrupted), options);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
   RuleReport rules = CheckRules(lab);
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
   plan.notes.insert(plan.notes.begin(), rules.warnings.begin(), rules.warnings.end());
-  plan.notes.insert(plan.notes.begin(), placed.notes.begin(), placed.notes.end());
+  if (placed) plan.notes.insert(plan.notes.begin(), placed->notes.begin(), placed->notes.end());
   return plan;
 }
 
@@ -66,7 +71,7 @@ Result<Plan> Engine::PlanUp(const schema::Lab& lab) {
   if (!snap) return snap.status();
   std::string uid = snap->lab ? snap->lab->uid : NewUid();
   auto hv = MakeHypervisor(lab.name, uid);
-  return PlanFor(lab, uid, *snap, *hv);
+  return PlanFor(lab, uid, *snap, *hv, {}, /*shown_only=*/true);
 }
 
 /// The part of a plan acting on resources that live in `machines`.
@@ -96,13 +101,24 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   auto hv = MakeHypervisor(lab.name, rec.uid);
   ApplyResult out;
   out.note = lock->takeover_note();
-  out.plan = PlanFor(lab, rec.uid, *snap, *hv);
+  // Under the lock: actions still intended were begun by a process that died (killed mid-run).
+  auto interrupted = store_->Intended(lab.name);
+  out.plan = PlanFor(lab, rec.uid, *snap, *hv, interrupted);
   if (only) out.plan = Restrict(out.plan, *only);
   if (on_plan) on_plan(out.plan);
   if (!out.plan.refusals.empty())
     return Status::Error("the rules refuse this plan; nothing was changed: " + Join(out.plan.refusals, "; "));
   LAB_RETURN_IF_ERROR(store_->PutLab(rec));
   if (!out.plan.empty()) out.report = Execute(out.plan, lab.name, *hv, *store_, exec);
+  // Adapters came or went, switches were remade: the SET switches bind their ports anew.
+  if (!out.plan.empty() && out.report.ok()) {
+    auto after = store_->Load(lab.name);
+    if (!after) return after.status();
+    LAB_RETURN_IF_ERROR(ReconcileTeams(*hv, *after).Prefixed("lab up"));
+  }
+  // What they left behind has been remade: they need no redoing any more.
+  if (out.report.ok() && !interrupted.empty() && !only)
+    LAB_RETURN_IF_ERROR(store_->SettleInterrupted(lab.name, interrupted.back().id));
   return out;
 }
 
@@ -114,14 +130,62 @@ Result<ApplyResult> Engine::Down(const std::string& lab, const std::function<voi
   if (!snap) return snap.status();
   ApplyResult out;
   out.note = lock->takeover_note();
-  if (!snap->lab) return out;  // nothing recorded: nothing of ours to remove
+  if (!snap->lab) {
+    // Nothing recorded (the database was deleted, or never knew it): whatever carries the lab's
+    // marks on this machine is still the lab's.
+    auto swept = SweepByMarks(options_, lab);
+    if (!swept) return swept.status();
+    out.swept = *swept;
+    return out;
+  }
   auto hv = MakeHypervisor(lab, snap->lab->uid);
   out.plan = ComputePlan({}, *snap, {});
   if (on_plan) on_plan(out.plan);
   out.report = Execute(out.plan, lab, *hv, *store_, exec);
   if (!out.report.ok()) return out;
-  LAB_RETURN_IF_ERROR(hv->RemoveLabRoot());
+  hv.reset();
+  // What carries the lab's mark but no record (a partition a killed run of an older lab made
+  // before noting it): down is the end of the lab, so it goes too, found by the mark.
+  bool found = false;
+  auto rest = SweepOne(options_, lab, snap->lab->uid, &found);
+  if (!rest) return rest.status();
+  if (found) out.swept.push_back(*rest);
+  // Earlier incarnations of the lab whose records were lost (their disks are in this state dir).
+  for (const auto& uid : hv::FindLabUids(lab, {options_.state_dir + "/disks"}))
+    if (uid != snap->lab->uid) {
+      auto swept = SweepOne(options_, lab, uid);
+      if (!swept) return swept.status();
+      out.swept.push_back(*swept);
+    }
   LAB_RETURN_IF_ERROR(store_->DeleteLab(lab));
+  return out;
+}
+
+Result<std::string> Engine::SweepOne(const EngineOptions& options, const std::string& lab, const std::string& uid,
+                                     bool* found) {
+  hv::LabContext ctx;
+  ctx.lab = lab;
+  ctx.uid = uid;
+  ctx.run_root = options.run_dir;
+  ctx.state_root = options.state_dir;
+  ctx.init_path = options.init_path;
+  hv::Swept swept;
+  LAB_RETURN_IF_ERROR(hv::SweepLab(ctx, &swept));
+  if (found) *found = !swept.empty();
+  // The lab's top-level directories and cgroups are gone; this releases what labs share.
+  auto factory = options.hypervisor ? options.hypervisor
+                                    : HypervisorFactory([](const hv::LabContext& c) { return hv::MakeLinuxHypervisor(c); });
+  LAB_RETURN_IF_ERROR(factory(ctx)->RemoveLabRoot());
+  return ctx.Mark() + " (" + swept.Describe() + ")";
+}
+
+Result<std::vector<std::string>> Engine::SweepByMarks(const EngineOptions& options, const std::string& lab) {
+  std::vector<std::string> out;
+  for (const auto& uid : hv::FindLabUids(lab, {options.run_dir, options.state_dir + "/disks"})) {
+    auto one = SweepOne(options, lab, uid);
+    if (!one) return one.status();
+    out.push_back(*one);
+  }
   return out;
 }
 
@@ -146,10 +210,13 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   st.resources = snap->resources.size();
   auto resources = RecordedResources(*snap);
   std::map<std::string, MachineStatus*> by_name;
+  Observed found = Observe(*hv, *snap);
   for (const auto& r : resources) {
     const std::string& facts = snap->resources.at(r.key).facts;
-    bool alive = ResourceAlive(*hv, r, facts);
-    if (!alive) st.drift.push_back(r.key + ": not running");
+    std::string what = found.count(r.key) ? found.what(r.key) : "";
+    if (found.count(r.key)) st.drift.push_back(r.key + ": " + (what.empty() ? "not running" : what));
+    // A machine whose links or addresses drifted still runs; one found dead or half made does not.
+    bool alive = !found.count(r.key) || (what != "not running" && !IsPending(facts));
     if (r.kind == Kind::kPartition || r.kind == Kind::kNetwork) {
       MachineStatus m;
       m.name = r.spec.value("name", std::string());
@@ -176,6 +243,12 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
     }
     if (const schema::Machine* pm = placed->FindMachine(m.name)) m.parent = pm->parent;
   }
+  for (const auto& r : resources)
+    if (r.kind == Kind::kSwitch && r.spec.value("embedded_teaming", false)) {
+      auto sw = r.spec.get<hv::SwitchSpec>();
+      if (auto team = hv->ObserveTeam(sw, TeamPorts(resources, sw)))
+        st.teams.push_back(TeamStatus{sw.owner, sw.name, *team});
+    }
   auto machine = [&](const std::string& name) -> MachineStatus* {
     for (const char* k : {"host/", "vm/"})
       if (auto it = by_name.find(k + name); it != by_name.end()) return it->second;
@@ -236,7 +309,9 @@ Result<int> Engine::Exec(const std::string& lab, const std::string& machine, con
   if (hv->PartitionSaved(it->second, facts))
     return Status::Error("VM '" + machine + "' is saved; resume it first: lab resume " + lab + " " + machine);
   if (!hv->PartitionRunning(it->second, facts))
-    return Status::Error("VM '" + machine + "' is off; start it first: lab start " + lab + " " + machine);
+    return it->second.is_host
+               ? Status::Error("host '" + machine + "' is not running (drift); lab up " + snap->lab->file + " repairs it")
+               : Status::Error("VM '" + machine + "' is off; start it first: lab start " + lab + " " + machine);
   return hv->Exec(it->second, argv);
 }
 

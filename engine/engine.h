@@ -35,6 +35,8 @@ struct ApplyResult {
   Plan plan;
   ExecReport report;
   std::string note;                 // e.g. a lock taken over from a dead process
+  /// Marks removed without records (hv/sweep.h): "nested-nat-0123456789ab (3 processes, 30 mounts)".
+  std::vector<std::string> swept;
 };
 
 struct MachineStatus {
@@ -46,12 +48,20 @@ struct MachineStatus {
   int pid = 0;
 };
 
+/// A SET switch's team as `lab status` shows it.
+struct TeamStatus {
+  std::string owner;
+  std::string switch_name;
+  std::vector<hv::TeamMember> members;
+};
+
 struct LabStatus {
   std::string lab;
   std::string uid;
   std::string file;
   std::vector<MachineStatus> machines;
   std::vector<std::string> drift;   // "partition/middle: not running"
+  std::vector<TeamStatus> teams;    // SET switches whose owner runs
   size_t resources = 0;
 };
 
@@ -59,7 +69,8 @@ class Engine {
  public:
   static Result<std::unique_ptr<Engine>> Open(EngineOptions options);
 
-  /// What `up` would do now (no lock, no changes).
+  /// What `up` would do now (no lock, no changes), to be shown: the resources it would create
+  /// carry no spec (null); Up makes its own plan, with every spec.
   Result<Plan> PlanUp(const schema::Lab& lab);
   /// Makes the kernel match the lab file. `on_plan` sees the plan before anything runs.
   /// With `only`, just the actions on resources that live in those machines run (lab start).
@@ -68,6 +79,10 @@ class Engine {
   /// Removes everything the lab made, from its records.
   Result<ApplyResult> Down(const std::string& lab, const std::function<void(const Plan&)>& on_plan,
                            const ExecOptions& exec);
+  /// Removes every object of `lab` found on the machine by its ownership marks, with no records
+  /// at all: for a lab whose state database was deleted or is corrupt (Open fails). Touches only
+  /// objects carrying "<lab>-<uid>"; returns the marks removed, as ApplyResult::swept.
+  static Result<std::vector<std::string>> SweepByMarks(const EngineOptions& options, const std::string& lab);
   Result<LabStatus> Status(const std::string& lab);
   std::vector<state::LabRecord> Labs();
   /// Runs the lab's checks against the running lab.
@@ -85,9 +100,17 @@ class Engine {
  private:
   explicit Engine(EngineOptions options, std::unique_ptr<state::Store> store)
       : options_(std::move(options)), store_(std::move(store)) {}
-  Observed Observe(hv::Hypervisor& hv, const state::Snapshot& snap);
-  /// The plan for `lab` with the rules model's verdicts (refusals, notes) on it.
-  Plan PlanFor(const schema::Lab& lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv);
+  Observed Observe(hv::Hypervisor& hv, const state::Snapshot& snap,
+                   const std::vector<state::JournalEntry>& interrupted = {});
+  /// The plan for `lab` with the rules model's verdicts (refusals, notes) on it; `interrupted`
+  /// are actions a killed run left intended. `shown_only`: the plan will not be applied, so the
+  /// resources it creates need no spec.
+  Plan PlanFor(const schema::Lab& lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv,
+               const std::vector<state::JournalEntry>& interrupted = {}, bool shown_only = false);
+  /// Removes what carries the mark of `lab` with `uid`: "<mark> (N processes, M mounts)".
+  /// `found`: whether there was any process or mount to remove.
+  static Result<std::string> SweepOne(const EngineOptions& options, const std::string& lab, const std::string& uid,
+                                      bool* found = nullptr);
   Result<std::map<std::string, hv::PartitionSpec>> RunningMachines(const std::string& lab);
 
   EngineOptions options_;

@@ -1,5 +1,10 @@
 #include "engine/executor.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -7,7 +12,14 @@
 #include <set>
 #include <thread>
 
+#include "base/text.h"
+
 namespace lab::engine {
+
+const char* const kPendingFacts = R"({"pending":true})";
+
+bool IsPending(const std::string& facts) { return facts == kPendingFacts; }
+
 namespace {
 
 template <typename Spec>
@@ -22,7 +34,9 @@ struct Node {
   std::vector<size_t> next;     // nodes waiting on this one
   int waiting = 0;              // unfinished predecessors
   bool blocked = false;         // a predecessor failed or was skipped
+  bool subsumed = false;        // teardown: removed with the partitions that hold it (HomesOf)
 };
+
 
 class Runner {
  public:
@@ -31,15 +45,42 @@ class Runner {
       : lab_(lab), hv_(hv), store_(store), options_(options), report_(report) {}
 
   /// Runs the nodes, respecting edges; returns when all are finished or skipped.
-  void Run(std::vector<Node>& nodes) {
+  void Run(std::vector<Node>& nodes, int jobs) {
     nodes_ = &nodes;
     remaining_ = nodes.size();
     for (size_t i = 0; i < nodes.size(); ++i)
       if (nodes[i].waiting == 0) ready_.push_back(i);
-    int jobs = std::max(1, options_.jobs);
+    jobs = std::max(1, jobs);
     std::vector<std::thread> workers;
     for (int i = 0; i < jobs; ++i) workers.emplace_back([this] { Work(); });
     for (auto& w : workers) w.join();
+  }
+
+  /// After a teardown run: a subsumed resource is recorded as removed once every partition that
+  /// held it was removed; while one is left, its record stays (the next run removes it for real:
+  /// removing what is already gone is success).
+  void Settle(const std::vector<Node>& nodes) {
+    for (const Node& n : nodes) {
+      if (!n.subsumed || n.blocked) continue;
+      StepEvent ev;
+      ev.action = n.action;
+      ev.teardown = true;
+      auto homes = HomesOf(n.action->old);
+      if (std::all_of(homes.begin(), homes.end(), [&](const std::string& k) { return removed_.count(k) > 0; })) {
+        auto id = store_.BeginAction(lab_, "delete", n.action->old.key, n.action->reason + " (removed with " + Join(homes, ", ") + ")");
+        ev.status = id ? store_.CommitAction(*id, lab_, std::nullopt, n.action->old.key) : id.status();
+        if (ev.status.ok()) {
+          ++report_.done;
+        } else {
+          ++report_.failed;
+          report_.errors.push_back(n.action->old.key + ": " + ev.status.message());
+        }
+      } else {
+        ev.skipped = true;
+        ++report_.skipped;
+      }
+      if (options_.on_step) options_.on_step(ev);
+    }
   }
 
  private:
@@ -54,6 +95,14 @@ class Runner {
       StepEvent ev;
       ev.action = n.action;
       ev.teardown = n.teardown;
+      if (n.subsumed && !n.blocked) {
+        // Nothing to do now; Settle records it once its partitions are gone.
+        for (size_t j : n.next)
+          if (--(*nodes_)[j].waiting == 0) ready_.push_back(j);
+        --remaining_;
+        cv_.notify_all();
+        continue;
+      }
       if (n.blocked) {
         ev.skipped = true;
         ++report_.skipped;
@@ -65,6 +114,7 @@ class Runner {
         lock.lock();
         if (ev.status.ok()) {
           ++report_.done;
+          if (n.teardown) removed_.insert(n.action->old.key);
         } else {
           ++report_.failed;
           report_.errors.push_back(n.action->resource.key + ": " + ev.status.message());
@@ -94,6 +144,15 @@ class Runner {
       (void)store_.FailAction(*id, st.message());
       return st;
     }
+    if (!teardown && a.type != ActionType::kUpdate) {
+      // Recorded before it is made: a process killed while making it leaves a record saying so,
+      // and the next run removes whatever half of it exists (interrupted actions, engine.cc).
+      Status pending = store_.RecordPending(lab_, Record(a.resource, kPendingFacts));
+      if (!pending.ok()) {
+        (void)store_.FailAction(*id, pending.message());
+        return pending;
+      }
+    }
     if (teardown) {
       // A VM that is remade is the same VM restarted: Stop-VM keeps its disk. Only a VM that
       // leaves the lab file loses it.
@@ -105,21 +164,28 @@ class Runner {
       auto facts = a.type == ActionType::kUpdate ? UpdateResource(hv_, a.resource, a.old, a.old_facts)
                                                  : ApplyResource(hv_, a.resource);
       st = facts.status();
-      if (facts) {
-        put = state::ResourceRecord{ToString(a.resource.kind),
-                                    a.resource.key,
-                                    a.resource.deps.empty() ? "" : a.resource.deps.front(),
-                                    a.resource.Hash(),
-                                    a.resource.ToRecordJson(),
-                                    *facts,
-                                    0};
-      }
+      if (facts) put = Record(a.resource, *facts);
     }
     if (!st.ok()) {
+      // A failed make undid its own partial work (hv contract): nothing is left to record.
+      if (!teardown && a.type != ActionType::kUpdate) (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
       (void)store_.FailAction(*id, st.message());
       return st;
     }
-    return store_.CommitAction(*id, lab_, put, erase);
+    KillPoint();  // made (or removed) in the kernel, not yet recorded
+    Status committed = store_.CommitAction(*id, lab_, put, erase);
+    if (committed.ok()) KillPoint();  // recorded: the boundary before the next action
+    return committed;
+  }
+
+  static state::ResourceRecord Record(const Resource& r, const std::string& facts) {
+    return state::ResourceRecord{ToString(r.kind), r.key, r.deps.empty() ? "" : r.deps.front(), r.Hash(),
+                                 r.ToRecordJson(), facts, 0};
+  }
+
+  /// Fault injection (ExecOptions::kill_at): dies here, as SIGKILL from outside would.
+  void KillPoint() {
+    if (options_.kill_at > 0 && ++kill_points_ == options_.kill_at) ::kill(::getpid(), SIGKILL);
   }
 
   const std::string& lab_;
@@ -127,7 +193,9 @@ class Runner {
   state::Store& store_;
   const ExecOptions& options_;
   ExecReport& report_;
+  std::atomic<int> kill_points_{0};
   std::vector<Node>* nodes_ = nullptr;
+  std::set<std::string> removed_;  // keys whose teardown succeeded
   std::vector<size_t> ready_;
   size_t remaining_ = 0;
   std::mutex mu_;
@@ -177,6 +245,25 @@ Result<std::string> UpdateResource(hv::Hypervisor& hv, const Resource& r, const 
   return ApplyResource(hv, r);
 }
 
+constexpr int kTeardownJobsPerJob = 4;
+constexpr int kMaxTeardownJobs = 16;
+
+// A teardown of every adapter one by one would cost a netlink and an nft round trip each, in the
+// owner every VM shares; the owner's destruction removes them all at once.
+std::vector<std::string> HomesOf(const Resource& r) {
+  auto partition = [&r](const char* field) { return "partition/" + r.spec.value(field, std::string()); };
+  switch (r.kind) {
+    case Kind::kAdapter: return {partition("vm"), partition("owner")};
+    case Kind::kNic: return {partition("machine"), "network/" + r.spec.value("network", std::string())};
+    case Kind::kSwitch: return {partition("owner")};
+    case Kind::kNat:
+      if (r.spec.contains("dns_proxy") && !r.spec["dns_proxy"].is_null()) return {};
+      return {partition("owner")};
+    case Kind::kDns: return {partition("machine")};
+    default: return {};
+  }
+}
+
 bool ResourceAlive(hv::Hypervisor& hv, const Resource& r, const std::string& facts) {
   switch (r.kind) {
     case Kind::kNetwork:
@@ -197,7 +284,7 @@ ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv,
   for (const auto& a : plan.actions)
     if (a.type == ActionType::kDelete || a.type == ActionType::kReplace) {
       down_index[a.old.key] = down.size();
-      down.push_back(Node{&a, true, {}, 0, false});
+      down.push_back(Node{&a, true, {}, 0, false, false});
     }
   for (size_t i = 0; i < down.size(); ++i)
     for (const auto& dep : down[i].action->old.deps)
@@ -205,7 +292,21 @@ ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv,
         down[i].next.push_back(it->second);  // dep waits for its dependent i
         ++down[it->second].waiting;
       }
-  runner.Run(down);
+  // Deleted (not replaced: a remade VM's disk is kept) partitions, and what goes with them.
+  std::set<std::string> destroyed;
+  for (const auto& n : down)
+    if (n.action->type == ActionType::kDelete &&
+        (n.action->old.kind == Kind::kPartition || n.action->old.kind == Kind::kNetwork))
+      destroyed.insert(n.action->old.key);
+  for (auto& n : down) {
+    auto homes = HomesOf(n.action->old);
+    n.subsumed = n.action->type == ActionType::kDelete && !homes.empty() &&
+                 std::all_of(homes.begin(), homes.end(), [&](const std::string& k) { return destroyed.count(k) > 0; });
+  }
+  // Teardown mostly waits (processes to die, RCU grace periods of umount and cgroup writes), it
+  // hardly computes: more workers than cores overlap the waits. `--jobs 1` stays one at a time.
+  runner.Run(down, options.jobs <= 1 ? 1 : std::min(options.jobs * kTeardownJobsPerJob, kMaxTeardownJobs));
+  runner.Settle(down);
   if (!report.ok()) return report;
 
   // Phase 2: apply, a resource after what it depends on.
@@ -214,7 +315,7 @@ ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv,
   for (const auto& a : plan.actions)
     if (a.type != ActionType::kDelete) {
       up_index[a.resource.key] = up.size();
-      up.push_back(Node{&a, false, {}, 0, false});
+      up.push_back(Node{&a, false, {}, 0, false, false});
     }
   for (size_t i = 0; i < up.size(); ++i)
     for (const auto& dep : up[i].action->resource.deps)
@@ -222,7 +323,7 @@ ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv,
         up[it->second].next.push_back(i);
         ++up[i].waiting;
       }
-  runner.Run(up);
+  runner.Run(up, options.jobs);
   return report;
 }
 

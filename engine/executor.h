@@ -26,12 +26,24 @@ struct StepEvent {
 };
 
 struct ExecOptions {
+  /// Actions run at once when applying. Teardown runs up to four times as many (at most 16): it
+  /// waits on the kernel rather than computing. 1 keeps both one at a time.
   int jobs = 2;
   std::function<void(const StepEvent&)> on_step;  // called from worker threads, serialized
   /// Fault injection for tests: the action on this resource key fails (after its journal
   /// entry is written) as if the kernel had refused it. Empty = none.
   std::string fail_key;
+  /// Fault injection for tests: the process SIGKILLs itself at kill point N (1-based), counted
+  /// over the run: each action has two, right after its kernel call (made or removed but not
+  /// yet recorded) and right after its record is committed (the boundary before the next
+  /// action). 0 = none. `lab` reads it from LAB_KILL_AT.
+  int kill_at = 0;
 };
+
+/// The facts recorded for a resource while it is being made (RecordPending): the object may
+/// exist in part, and nothing about it (pids) is known.
+extern const char* const kPendingFacts;
+bool IsPending(const std::string& facts);
 
 struct ExecReport {
   int done = 0;
@@ -49,6 +61,11 @@ Result<std::string> ApplyResource(hv::Hypervisor& hv, const Resource& r);
 Status RemoveResource(hv::Hypervisor& hv, const Resource& r, const std::string& facts);
 Result<std::string> UpdateResource(hv::Hypervisor& hv, const Resource& r, const Resource& old,
                                    const std::string& old_facts);
+/// The partitions (keys) whose destruction removes everything a resource made (its links, ports,
+/// filters, nft tables, files): when one plan deletes them all, the executor does not remove the
+/// resource on its own but records it as removed once they are gone. Empty for partitions and
+/// resources with processes of their own.
+std::vector<std::string> HomesOf(const Resource& r);
 /// Whether a recorded resource is still there (false = drift; true for kinds not observed).
 bool ResourceAlive(hv::Hypervisor& hv, const Resource& r, const std::string& facts);
 

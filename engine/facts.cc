@@ -11,6 +11,7 @@ model::Profile ProfileOf(const schema::Lab& lab) {
 model::LabFacts LabFactsOf(const schema::Lab& lab) {
   model::LabFacts f;
   f.profile = ProfileOf(lab);
+  f.machines.reserve(lab.machines.size());
   for (const auto& m : lab.machines) {
     model::MachineFacts mf;
     mf.name = m.name;

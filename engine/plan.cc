@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <string_view>
+#include <unordered_set>
 
 #include "base/text.h"
 
@@ -173,22 +175,29 @@ std::vector<Resource> RecordedResources(const state::Snapshot& recorded) {
   return out;
 }
 
-Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken,
+Plan ComputePlan(std::vector<Resource> desired, const state::Snapshot& recorded, const Observed& broken,
                  const PlanOptions& options) {
   Plan plan;
+  plan.actions.reserve(desired.size());
   std::map<std::string, Resource> old;
   for (auto& r : RecordedResources(recorded)) old.emplace(r.key, std::move(r));
-  std::set<std::string> wanted;
+  // Keys are held as views, not copies (20,000 strings for a 10,000-VM lab): into `desired`,
+  // which is left as it is until every action is decided, and into `old`, whose nodes stay put.
+  std::unordered_set<std::string_view> wanted;
+  wanted.reserve(desired.size());
   for (const auto& r : desired) wanted.insert(r.key);
 
   // Resources being (re)made: anything whose dependency is (re)made must be remade with it,
   // because it lives inside it (a veth inside a partition, a table inside a namespace).
-  std::set<std::string> remade;
-  for (const auto& r : desired) {
+  std::unordered_set<std::string_view> remade;
+  remade.reserve(desired.size());
+  std::vector<size_t> from;  // the desired resource of each action, moved in once all are decided
+  from.reserve(desired.size());
+  for (size_t i = 0; i < desired.size(); ++i) {
+    const Resource& r = desired[i];
     auto it = old.find(r.key);
     Action a;
-    a.resource = r;
-    std::string remade_dep;
+    std::string_view remade_dep;
     for (const auto& d : r.deps)
       if (remade.count(d)) remade_dep = d;
     if (it == old.end()) {
@@ -200,12 +209,19 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
       a.old_facts = recorded.resources.at(r.key).facts;
       if (!remade_dep.empty()) {
         a.type = ActionType::kReplace;
-        a.reason = "remade with " + remade_dep;
+        a.reason = "remade with " + std::string(remade_dep);
         remade.insert(r.key);
       } else if (broken.count(r.key)) {
         a.type = ActionType::kReplace;
-        a.reason = r.kind == Kind::kPartition ? "not running: start it (its disk is kept)"
-                                              : "found not running (drift): remake it";
+        std::string what = broken.what(r.key);
+        if (r.kind == Kind::kPartition && (what.empty() || what == "not running"))
+          a.reason = "not running: start it (its disk is kept)";
+        else if (r.kind == Kind::kPartition)
+          a.reason = what + ": start it again (its disk is kept)";
+        else if (what.rfind("interrupted", 0) == 0)
+          a.reason = what + ": remake it";
+        else
+          a.reason = "drift: " + (what.empty() ? std::string("found not running") : what) + ": remake it";
         remade.insert(r.key);
       } else if (it->second.Hash() != r.Hash()) {
         a.reason = DescribeChange(it->second, r);
@@ -229,26 +245,35 @@ Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& re
       }
     }
     plan.actions.push_back(std::move(a));
+    from.push_back(i);
   }
   // Deletes, dependents before what they live in: reverse of recorded dependency order.
+  // Who depends on whom, once: a scan of every record per record was quadratic (1,000 records
+  // of a flat 500 lab: a million scans in every no-op up).
+  std::map<std::string_view, std::vector<std::string_view>> dependents;
+  for (const auto& [k, r] : old)
+    for (const auto& d : r.deps) dependents[d].push_back(k);
   std::vector<Action> deletes;
-  std::set<std::string> seen;
-  std::function<void(const std::string&)> visit = [&](const std::string& key) {
-    if (seen.count(key)) return;
-    seen.insert(key);
-    for (const auto& [k, r] : old)
-      if (std::find(r.deps.begin(), r.deps.end(), key) != r.deps.end()) visit(k);
+  std::unordered_set<std::string_view> seen;
+  seen.reserve(old.size());
+  std::function<void(std::string_view)> visit = [&](std::string_view key) {
+    if (!seen.insert(key).second) return;
+    if (auto it = dependents.find(key); it != dependents.end())
+      for (auto k : it->second) visit(k);
     if (!wanted.count(key)) {
+      const std::string k(key);
       Action a;
       a.type = ActionType::kDelete;
-      a.resource = old.at(key);
-      a.old = old.at(key);
-      a.old_facts = recorded.resources.at(key).facts;
+      a.resource = old.at(k);
+      a.old = old.at(k);
+      a.old_facts = recorded.resources.at(k).facts;
       a.reason = "not in the lab file";
       deletes.push_back(std::move(a));
     }
   };
   for (const auto& [k, r] : old) visit(k);
+  // Every decision made: the desired resources move into their actions (views die here).
+  for (size_t k = 0; k < from.size(); ++k) plan.actions[k].resource = std::move(desired[from[k]]);
   for (auto& d : deletes) plan.actions.push_back(std::move(d));
 
   for (const auto& a : plan.actions) {

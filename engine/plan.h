@@ -7,6 +7,8 @@
 // Each action says why it is there (a display-only reason, as terraform does).
 #pragma once
 
+#include <initializer_list>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -47,8 +49,32 @@ struct Plan {
   std::string Summary() const;
 };
 
-/// Keys of recorded resources whose objects were observed dead or missing (drift).
-using Observed = std::set<std::string>;
+/// Recorded resources whose objects were observed dead, missing or different from their record
+/// (drift), or whose last action was interrupted: key -> what was found ("veth 'Ethernet' of
+/// 'nested1' is missing"). The planner remakes each of them, saying why.
+class Observed {
+ public:
+  Observed() = default;
+  /// Keys found broken, with no further detail (tests, liveness).
+  Observed(std::initializer_list<std::string> keys) {
+    for (const auto& k : keys) found_[k];
+  }
+  void insert(const std::string& key, const std::string& what = "") {
+    auto& w = found_[key];
+    if (w.empty()) w = what;
+  }
+  size_t count(const std::string& key) const { return found_.count(key); }
+  bool empty() const { return found_.empty(); }
+  /// What was found about `key` ("" when nothing is known beyond its being broken).
+  std::string what(const std::string& key) const {
+    auto it = found_.find(key);
+    return it == found_.end() ? "" : it->second;
+  }
+  const std::map<std::string, std::string>& all() const { return found_; }
+
+ private:
+  std::map<std::string, std::string> found_;
+};
 
 struct PlanOptions {
   hv::model::Profile profile = hv::model::Profile::kV8;  // the lab file's compatibility
@@ -57,7 +83,7 @@ struct PlanOptions {
 /// A changed VM setting is planned as the rules model says (hv::model::PlanChange): in place
 /// where the running VM allows it (memory resize without a hypervisor inside), else stop, set,
 /// start with the reason, or a refusal when the rules forbid the change.
-Plan ComputePlan(const std::vector<Resource>& desired, const state::Snapshot& recorded, const Observed& broken,
+Plan ComputePlan(std::vector<Resource> desired, const state::Snapshot& recorded, const Observed& broken,
                  const PlanOptions& options = {});
 
 /// The plan as `lab plan` shows it without colors: one "  SYM  DISPLAY" line per action, its

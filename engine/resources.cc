@@ -4,6 +4,9 @@
 #include <functional>
 #include <regex>
 #include <set>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
 
 #include "base/text.h"
 #include "hv/spec.h"
@@ -39,16 +42,42 @@ std::string BridgeName(const Machine& owner, const schema::Switch& sw) {
 struct Builder {
   const schema::Lab& lab;
   std::string uid;
+  const NeedsSpec& needs_spec;
   std::vector<Resource> out;
+  /// Machines by name, once: lookups per VM and per adapter scanned the whole list.
+  std::unordered_map<std::string_view, const Machine*> machines;
+  /// Bridge names, once per switch: each is a set of taken names and a regex match.
+  std::unordered_map<const schema::Switch*, std::string> bridges;
 
-  void Add(Kind kind, std::string key, std::vector<std::string> deps, std::string display, json spec) {
-    out.push_back(Resource{kind, std::move(key), std::move(deps), std::move(display), std::move(spec)});
+  const Machine* FindMachine(const std::string& name) const {
+    auto it = machines.find(name);
+    return it == machines.end() ? nullptr : it->second;
+  }
+
+  const std::string& Bridge(const Machine& owner, const schema::Switch& sw) {
+    auto [it, fresh] = bridges.try_emplace(&sw);
+    if (fresh) it->second = BridgeName(owner, sw);
+    return it->second;
+  }
+
+  /// `spec` is an hv spec, or a function that makes one (for the kinds there are thousands of);
+  /// either is made JSON only when needed.
+  template <class Spec>
+  void Add(Kind kind, std::string key, std::vector<std::string> deps, std::string display, const Spec& spec) {
+    json j;
+    if (!needs_spec || needs_spec(key)) {
+      if constexpr (std::is_invocable_v<const Spec&>)
+        j = spec();
+      else
+        j = spec;
+    }
+    out.push_back(Resource{kind, std::move(key), std::move(deps), std::move(display), std::move(j)});
   }
 
   std::vector<std::string> Lineage(const Machine& m) const {
     std::vector<std::string> chain;
-    for (const Machine* p = &m; p; p = p->parent.empty() ? nullptr : lab.FindMachine(p->parent))
-      chain.insert(chain.begin(), p->name);
+    for (const Machine* p = &m; p; p = p->parent.empty() ? nullptr : FindMachine(p->parent)) chain.push_back(p->name);
+    std::reverse(chain.begin(), chain.end());
     return chain;
   }
 
@@ -64,6 +93,12 @@ struct Builder {
   }
 
   void Build() {
+    machines.reserve(lab.machines.size());
+    for (const auto& m : lab.machines) machines.emplace(m.name, &m);
+    // A partition per machine, a resource per NIC, adapter and switch, a NAT and DNS for some.
+    size_t count = 2 * lab.networks.size();
+    for (const auto& m : lab.machines) count += 2 + m.nics.size() + m.adapters.size() + 2 * m.switches.size();
+    out.reserve(count);
     for (const auto& n : lab.networks) {
       hv::NetworkSpec s{n.name, n.subnet, n.gateway};
       Add(Kind::kNetwork, KeyOf("network", n.name), {}, "network '" + n.name + "' " + n.subnet.ToString(), s);
@@ -75,24 +110,27 @@ struct Builder {
 
   void AddMachine(const Machine& m) {
     bool host = m.kind == schema::MachineKind::kHost;
-    hv::PartitionSpec p;
-    p.name = m.name;
-    p.lineage = Lineage(m);
-    p.is_host = host;
-    p.processor_count = host ? 0 : m.processor.count;
-    p.memory_bytes = host ? 0 : (m.memory.dynamic && m.memory.maximum ? m.memory.maximum : m.memory.startup);
-    p.dynamic_memory = m.memory.dynamic;
-    p.expose_virtualization_extensions = m.processor.expose_virtualization_extensions;
-    // Hosts are physical: their VMs can always be made. Deeper, the parent VM must expose.
-    if (const Machine* parent = m.parent.empty() ? nullptr : lab.FindMachine(m.parent))
-      p.parent_exposes = parent->kind == schema::MachineKind::kHost || parent->processor.expose_virtualization_extensions;
-    p.version = host ? "" : m.version;
-    p.hosts_file = HostsFile(m);
+    auto partition = [&] {
+      hv::PartitionSpec p;
+      p.name = m.name;
+      p.lineage = Lineage(m);
+      p.is_host = host;
+      p.processor_count = host ? 0 : m.processor.count;
+      p.memory_bytes = host ? 0 : (m.memory.dynamic && m.memory.maximum ? m.memory.maximum : m.memory.startup);
+      p.dynamic_memory = m.memory.dynamic;
+      p.expose_virtualization_extensions = m.processor.expose_virtualization_extensions;
+      // Hosts are physical: their VMs can always be made. Deeper, the parent VM must expose.
+      if (const Machine* parent = m.parent.empty() ? nullptr : FindMachine(m.parent))
+        p.parent_exposes = parent->kind == schema::MachineKind::kHost || parent->processor.expose_virtualization_extensions;
+      p.version = host ? "" : m.version;
+      p.hosts_file = HostsFile(m);
+      return p;
+    };
     std::string pkey = KeyOf("partition", m.name);
     std::vector<std::string> pdeps;
     if (!m.parent.empty()) pdeps.push_back(KeyOf("partition", m.parent));
-    Add(Kind::kPartition, pkey, pdeps,
-        host ? "host '" + m.name + "'" : "VM '" + m.name + "' (on " + m.parent + ")", p);
+    Add(Kind::kPartition, pkey, std::move(pdeps),
+        host ? "host '" + m.name + "'" : "VM '" + m.name + "' (on " + m.parent + ")", partition);
 
     std::vector<Ipv4> dns;
     auto add_dns = [&dns](const std::vector<Ipv4>& servers) {
@@ -117,25 +155,28 @@ struct Builder {
     }
 
     for (const auto& a : m.adapters) {
-      const Machine* owner = lab.FindMachine(m.parent);
+      const Machine* owner = FindMachine(m.parent);
       const schema::Switch* sw = owner ? owner->FindSwitch(a.switch_name) : nullptr;
       if (!owner || !sw) continue;  // validated away
-      hv::AdapterSpec s;
-      s.vm = m.name;
-      s.name = a.name;
-      s.owner = owner->name;
-      s.switch_name = sw->name;
-      s.switch_ifname = BridgeName(*owner, *sw);
-      s.port = "p" + ShortHash(m.name + "/" + a.name);
-      s.mac = a.mac.value_or(DefaultMac(lab.name, m.name, a.name));
-      s.mac_address_spoofing = a.mac_address_spoofing;
-      if (!BindingSwitch(m, a.name)) {
-        s.ip = a.ip;
-        s.gateway = a.gateway;
-      }
+      auto adapter = [&] {
+        hv::AdapterSpec s;
+        s.vm = m.name;
+        s.name = a.name;
+        s.owner = owner->name;
+        s.switch_name = sw->name;
+        s.switch_ifname = Bridge(*owner, *sw);
+        s.port = "p" + ShortHash(m.name + "/" + a.name);
+        s.mac = a.mac.value_or(DefaultMac(lab.name, m.name, a.name));
+        s.mac_address_spoofing = a.mac_address_spoofing;
+        if (!BindingSwitch(m, a.name)) {
+          s.ip = a.ip;
+          s.gateway = a.gateway;
+        }
+        return s;
+      };
       add_dns(a.dns);
       Add(Kind::kAdapter, KeyOf("adapter", m.name, a.name), {pkey, KeyOf("switch", owner->name, sw->name)},
-          "adapter '" + a.name + "' of VM '" + m.name + "' on switch '" + sw->name + "'", s);
+          "adapter '" + a.name + "' of VM '" + m.name + "' on switch '" + sw->name + "'", adapter);
     }
 
     for (const auto& sw : m.switches) {
@@ -143,11 +184,12 @@ struct Builder {
       s.owner = m.name;
       s.name = sw.name;
       s.type = schema::ToString(sw.type);
-      s.ifname = BridgeName(m, sw);
+      s.ifname = Bridge(m, sw);
       std::vector<std::string> deps = {pkey};
       if (sw.type == SwitchType::kExternal) {
         s.uplinks = sw.nics;
         s.management_port = sw.allow_management_os;
+        s.embedded_teaming = sw.embedded_teaming;
         for (const auto& up : sw.nics) {
           deps.push_back(KeyOf(host ? "nic" : "adapter", m.name, up));
           // With management OS, the owner's address moves to its vEthernet (NAME) port.
@@ -256,13 +298,16 @@ std::string DefaultMac(const std::string& lab, const std::string& machine, const
   return "00:15:5d:" + h.substr(0, 2) + ":" + h.substr(2, 2) + ":" + h.substr(4, 2);
 }
 
-std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid) {
-  Builder b{lab, uid, {}};
+std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid, const NeedsSpec& needs_spec) {
+  Builder b{lab, uid, needs_spec, {}, {}, {}};
   b.Build();
-  // Dependency order: a stable topological sort (file order among independent resources).
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < b.out.size(); ++i) index[b.out[i].key] = i;
-  std::vector<Resource> sorted;
+  // Dependency order: a stable topological sort (file order among independent resources), as
+  // indices first; then the resources are moved, not copied (each holds its spec as JSON).
+  std::unordered_map<std::string_view, size_t> index;
+  index.reserve(b.out.size());
+  for (size_t i = 0; i < b.out.size(); ++i) index.emplace(b.out[i].key, i);
+  std::vector<size_t> order;
+  order.reserve(b.out.size());
   std::vector<int> state(b.out.size(), 0);  // 0 new, 1 visiting, 2 done
   std::function<void(size_t)> visit = [&](size_t i) {
     if (state[i]) return;
@@ -270,9 +315,12 @@ std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid) {
     for (const auto& d : b.out[i].deps)
       if (auto it = index.find(d); it != index.end()) visit(it->second);
     state[i] = 2;
-    sorted.push_back(b.out[i]);
+    order.push_back(i);
   };
   for (size_t i = 0; i < b.out.size(); ++i) visit(i);
+  std::vector<Resource> sorted;
+  sorted.reserve(order.size());
+  for (size_t i : order) sorted.push_back(std::move(b.out[i]));
   return sorted;
 }
 

@@ -6,6 +6,7 @@
 // covers the spec and the dependencies, so any change to either shows up as a change.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -35,7 +36,12 @@ struct Resource {
 /// Names derived for the kernel (stable for a lab file; see resources.cc for the rules).
 std::string DefaultMac(const std::string& lab, const std::string& machine, const std::string& adapter);
 
-/// The lab's resources in dependency order.
-std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid);
+/// Whether the spec of the resource with this key is needed (see Desired).
+using NeedsSpec = std::function<bool(const std::string& key)>;
+
+/// The lab's resources in dependency order. With `needs_spec`, a resource it says no to keeps a
+/// null spec: a plan that is only shown needs no spec for what it would create, and building
+/// the spec JSON is most of the cost of planning a big lab. A plan that is applied needs them all.
+std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid, const NeedsSpec& needs_spec = {});
 
 }  // namespace lab::engine

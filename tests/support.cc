@@ -1,8 +1,13 @@
 #include "tests/support.h"
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -21,5 +26,41 @@ std::string TempDir(const std::string& prefix) {
 }
 
 std::string Src(const std::string& relative) { return std::string(LAB_SOURCE_DIR) + "/" + relative; }
+
+int SendMarkedBroadcasts(int fd, sockaddr_ll to, const std::string& src_mac, uint16_t proto,
+                         const std::string& marker, int count) {
+  unsigned char frame[64] = {};
+  std::memset(frame, 0xff, 6);
+  if (std::sscanf(src_mac.c_str(), "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &frame[6], &frame[7], &frame[8], &frame[9],
+                  &frame[10], &frame[11]) != 6)
+    return 0;
+  frame[12] = proto >> 8, frame[13] = proto & 0xff;
+  to.sll_halen = 6;
+  std::memset(to.sll_addr, 0xff, 6);
+  int sent = 0;
+  for (int i = 0; i < count; ++i) {
+    std::string body = marker + std::to_string(i);
+    std::memset(frame + 14, 0, sizeof frame - 14);
+    std::memcpy(frame + 14, body.data(), std::min(body.size(), sizeof frame - 14));
+    if (::sendto(fd, frame, sizeof frame, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == sizeof frame) ++sent;
+  }
+  return sent;
+}
+
+int CountMarkedFrames(int fd, const std::string& marker) {
+  int n = 0;
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 50) <= 0) continue;
+    unsigned char buf[2048];
+    sockaddr_ll from{};
+    socklen_t flen = sizeof from;
+    ssize_t got = ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &flen);
+    if (got < 14 || from.sll_pkttype == PACKET_OUTGOING) continue;
+    if (std::string(reinterpret_cast<char*>(buf) + 14, static_cast<size_t>(got) - 14).rfind(marker, 0) == 0) ++n;
+  }
+  return n;
+}
 
 }  // namespace lab::testing

@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -35,6 +36,32 @@ struct Sandbox {
   /// "<lab>-<uid>" of every lab this sandbox saw up (InitPids records them): the leftover check
   /// looks only at their objects, so labs of other sandboxes running at the same time never count.
   mutable std::set<std::string> owned;
+
+  Sandbox() = default;
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+  /// A test that stopped halfway (a failed REQUIRE) must not leave its labs running: every lab
+  /// of the sandbox still up is taken down here, by the same binary and dirs. No REQUIRE: this
+  /// runs while a failure unwinds.
+  ~Sandbox() {
+    for (const std::string& mark : owned) {
+      std::error_code ec;
+      if (!std::filesystem::exists(run + "/" + mark, ec)) continue;  // already down
+      const auto dash = mark.rfind('-');
+      if (dash == std::string::npos) continue;
+      std::string cmd = "LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR +
+                        "/lab --no-color down " + mark.substr(0, dash) + " >/dev/null 2>&1";
+      if (FILE* p = ::popen(cmd.c_str(), "r")) ::pclose(p);
+    }
+    // Then the sandbox's files, unless something is still mounted under it (never removed
+    // through a mount).
+    std::ifstream mounts("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(mounts, line))
+      if (line.find(" " + dir + "/") != std::string::npos) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
 
   Run Lab(const std::string& args, const std::string& env = "") const {
     std::string cmd = env + " LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR +
@@ -103,6 +130,7 @@ inline std::vector<std::string> Leftovers(const Sandbox& sb, const std::vector<i
     for (const auto& dir : {sb.run, sb.state})
       if (where == dir || where.rfind(dir + "/", 0) == 0) left.push_back("mount " + where);
   }
+  sb.RecordOwned();
   for (const auto& [ctrl, root] : lab::hv::kernel::Cgroups().v1) {
     std::error_code ec;
     if (fs::exists(root + "/lab", ec))

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/text.h"
+#include "engine/engine.h"
 #include "engine/executor.h"
 #include "engine/plan.h"
 #include "engine/resources.h"
@@ -106,6 +107,18 @@ inline std::unique_ptr<state::Store> OpenStore(const std::string& dir) {
   INFO(store.message());
   REQUIRE(store);
   return std::move(store).value();
+}
+
+/// An engine whose hypervisor is `hv`, with its state and run directories in `dir`.
+inline std::unique_ptr<engine::Engine> OpenEngine(const StateDir& dir, FakeHypervisor& hv) {
+  engine::EngineOptions o;
+  o.state_dir = dir.path;
+  o.run_dir = dir.path + "/run";
+  o.hypervisor = hv.Factory();
+  auto e = engine::Engine::Open(o);
+  INFO(e.message());
+  REQUIRE(e);
+  return std::move(e).value();
 }
 
 }  // namespace lab::testing

@@ -30,14 +30,7 @@ struct Fixture {
   std::unique_ptr<Engine> engine;
 
   Fixture() {
-    EngineOptions o;
-    o.state_dir = dir.path;
-    o.run_dir = dir.path + "/run";
-    o.hypervisor = hv.Factory();
-    auto e = Engine::Open(o);
-    INFO(e.message());
-    REQUIRE(e);
-    engine = std::move(e).value();
+    engine = lab::testing::OpenEngine(dir, hv);
   }
 
   ApplyResult Up(const lab::schema::Lab& lab) {
@@ -104,6 +97,45 @@ TEST_CASE("Engine plans without changing anything", "[engine]") {
   CHECK(f.engine->Labs().empty());
 }
 
+namespace {
+/// "TYPE KEY | DISPLAY | REASON" per action: what a plan shows.
+std::vector<std::string> Shown(const Plan& plan) {
+  std::vector<std::string> out;
+  for (const auto& a : plan.actions)
+    out.push_back(std::string(lab::engine::ToString(a.type)) + " " + a.resource.key + " | " + a.resource.display +
+                  " | " + a.reason);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("A plan only shown is the plan up applies, without specs for what it would create", "[engine]") {
+  Fixture f;
+  auto lab = LoadLab("nested-nat");
+  auto shown = f.engine->PlanUp(lab);
+  REQUIRE(shown);
+  Plan applied;
+  auto up = f.engine->Up(lab, [&applied](const Plan& p) { applied = p; }, ExecOptions{3, nullptr});
+  REQUIRE(up);
+  CHECK(up->report.ok());
+  CHECK(Shown(*shown) == Shown(applied));
+  REQUIRE(!applied.actions.empty());
+  for (const auto& a : shown->actions) CHECK(a.resource.spec.is_null());
+  for (const auto& a : applied.actions) CHECK(a.resource.spec.is_object());
+
+  // A changed lab: the recorded resources it compares carry their specs, and both plans agree.
+  auto text = lab::testing::ReplaceOnce(lab::testing::LabText("nested-nat"), "nested1:\n            memory: {startup: 512MiB}",
+                                        "nested1:\n            memory: {startup: 768MiB}");
+  auto changed = lab::testing::ParseLab(text);
+  auto shown2 = f.engine->PlanUp(changed);
+  REQUIRE(shown2);
+  REQUIRE(shown2->actions.size() == 1);
+  CHECK(shown2->actions[0].resource.spec.value("memory_bytes", uint64_t{0}) == 768ull << 20);
+  Plan applied2;
+  auto up2 = f.engine->Up(changed, [&applied2](const Plan& p) { applied2 = p; }, ExecOptions{3, nullptr});
+  REQUIRE(up2);
+  CHECK(Shown(*shown2) == Shown(applied2));
+}
+
 TEST_CASE("Engine remakes a VM found dead, with everything in it", "[engine]") {
   Fixture f;
   auto lab = LoadLab("nested-nat");
@@ -129,8 +161,13 @@ TEST_CASE("Engine takes a lab down from its records and forgets it", "[engine]")
   auto down = f.Down("two-hosts");
   CHECK(down.report.ok());
   CHECK(down.plan.destroy == 32);
+  CHECK(down.report.done == 32);
+  // Partitions, networks and stand-ins are removed; what lives inside them goes with them.
   auto calls = f.hv.Calls();
-  CHECK(calls.size() == 33);
+  size_t own = 0;
+  for (const auto& a : down.plan.actions) own += lab::engine::HomesOf(a.old).empty() ? 1 : 0;
+  CHECK(calls.size() == own + 1);
+  CHECK(f.hv.Calls("RemoveAdapter").empty());
   CHECK(calls.back() == "RemoveLabRoot");
   CHECK(f.engine->Labs().empty());
   CHECK_FALSE(f.engine->Find("two-hosts"));
@@ -148,23 +185,28 @@ TEST_CASE("Engine takes down an unknown lab as a no-op", "[engine]") {
 TEST_CASE("A failed down keeps the lab's records for the next try", "[engine]") {
   Fixture f;
   f.Up(LoadLab("nested-nat"));
-  f.hv.FailOn("RemoveNat middle/LocalNAT");
+  f.hv.FailOn("RemovePartition middle");
   auto down = f.Down("nested-nat");
   CHECK_FALSE(down.report.ok());
   CHECK(f.hv.Calls("RemoveLabRoot").empty());
   REQUIRE(f.engine->Find("nested-nat"));
   auto status = f.engine->Status("nested-nat");
   REQUIRE(status);
-  // Left: the NAT, the switch it is on, the VM the switch is in, and its host. The rest of the
-  // teardown did not wait on them and went ahead.
-  CHECK(status->resources == 4);
+  // Left: middle, its host, and what lives in them (middle's switch, NAT, DNS and adapter, the
+  // nested VMs' ports on its switch, the host's NIC and switch). The nested VMs and the network
+  // did not wait on middle and went.
+  CHECK(status->resources == 11);
 
   f.hv.Heal();
   f.hv.ClearCalls();
   auto again = f.Down("nested-nat");
   CHECK(again.report.ok());
-  CHECK(Without(f.hv.Calls(), "RemoveLabRoot") == std::vector<std::string>{"RemoveNat middle/LocalNAT", "RemoveSwitch middle/VmNAT",
-                                                                          "RemovePartition middle", "RemovePartition hv1"});
+  auto calls = Without(f.hv.Calls(), "RemoveLabRoot");
+  // The nested VMs' adapters are removed on their own (their VMs are gone already), the rest with
+  // middle and hv1; then the lab is forgotten.
+  CHECK(std::set<std::string>(calls.begin(), calls.end()) ==
+        std::set<std::string>{"RemoveAdapter nested1/Ethernet", "RemoveAdapter nested2/Ethernet",
+                              "RemoveNic hv1/Ethernet", "RemovePartition middle", "RemovePartition hv1"});
   CHECK(f.engine->Labs().empty());
 }
 
@@ -317,13 +359,12 @@ TEST_CASE("Engine takes down a partly made lab: exactly what was made, then forg
   auto down = f.Down("nested-nat");
   CHECK(down.report.ok());
   auto calls = f.hv.Calls();
+  // The NIC, switch and DNS settings of hv1 go with hv1 and the network's partition.
   CHECK(std::set<std::string>(calls.begin(), calls.end()) ==
-        std::set<std::string>{"RemoveNetwork lan", "RemovePartition hv1", "RemoveNic hv1/Ethernet",
-                              "RemoveSwitch hv1/External", "ClearDns hv1", "StopStandIn lan", "RemoveLabRoot"});
-  CHECK(calls.size() == 7);
+        std::set<std::string>{"RemoveNetwork lan", "RemovePartition hv1", "StopStandIn lan", "RemoveLabRoot"});
+  CHECK(calls.size() == 4);
+  CHECK(down.report.done == 6);
   CHECK(calls.back() == "RemoveLabRoot");
-  CHECK(lab::testing::IndexOf(calls, "RemoveSwitch hv1/External") < lab::testing::IndexOf(calls, "RemoveNic hv1/Ethernet"));
-  CHECK(lab::testing::IndexOf(calls, "RemoveNic hv1/Ethernet") < lab::testing::IndexOf(calls, "RemoveNetwork lan"));
   CHECK(lab::testing::IndexOf(calls, "StopStandIn lan") < lab::testing::IndexOf(calls, "RemoveNetwork lan"));
   CHECK(f.engine->Labs().empty());
 }

@@ -18,6 +18,7 @@ using lab::engine::Desired;
 using lab::engine::ExecOptions;
 using lab::engine::ExecReport;
 using lab::engine::Execute;
+using lab::engine::HomesOf;
 using lab::engine::Plan;
 using lab::engine::Resource;
 using lab::engine::StepEvent;
@@ -229,17 +230,69 @@ TEST_CASE("Teardown after a partial run removes exactly what was recorded, depen
   ExecReport report = Execute(down, kLab, f.hv, *f.store, ExecOptions{3, nullptr});
   INFO(lab::Join(report.errors, "\n"));
   REQUIRE(report.ok());
+  CHECK(report.done == static_cast<int>(made.size()));
 
+  // Everything goes: on its own, or (links, switches, DNS settings) with the partitions that hold it.
   auto calls = f.hv.Calls();
   std::set<std::string> expected;
-  for (const auto& r : made) expected.insert(RemoveLine(r));
+  for (const auto& r : made)
+    if (HomesOf(r).empty()) expected.insert(RemoveLine(r));
   CHECK(AsSet(calls) == expected);
-  CHECK(calls.size() == made.size());
+  CHECK(calls.size() == expected.size());
   for (const auto& r : made)
     for (const auto& d : r.deps) {
+      if (!expected.count(RemoveLine(r))) continue;
       INFO(r.key << " depends on " << d);
       CHECK(IndexOf(calls, RemoveLine(r)) < IndexOf(calls, RemoveLine(f.Get(d))));
     }
+  CHECK(f.Snapshot().resources.empty());
+}
+
+TEST_CASE("Deleting a whole lab removes its links, switches, NATs and DNS settings with their partitions, each journaled", "[engine]") {
+  Fixture f;
+  REQUIRE(Execute(ComputePlan(f.desired, f.Snapshot(), {}), kLab, f.hv, *f.store, ExecOptions{2, nullptr}).ok());
+  f.hv.ClearCalls();
+  Steps steps;
+  ExecReport report = Execute(ComputePlan({}, f.Snapshot(), {}), kLab, f.hv, *f.store, steps.Options(2));
+  REQUIRE(report.ok());
+  CHECK(report.done == static_cast<int>(f.desired.size()));
+  auto calls = f.hv.Calls();
+  for (const char* gone_with_partitions : {"RemoveAdapter", "RemoveSwitch", "RemoveNic", "RemoveNat", "ClearDns"})
+    CHECK(Starting(calls, {gone_with_partitions}).empty());
+  CHECK(AsSet(Starting(calls, {"RemovePartition"})) ==
+        std::set<std::string>{"RemovePartition hv1", "RemovePartition middle", "RemovePartition nested1",
+                              "RemovePartition nested2"});
+  // Every resource is reported and journaled as deleted, and no record is left.
+  std::set<std::string> deleted;
+  for (const auto& d : steps.done) deleted.insert(d);
+  CHECK(deleted.size() == f.desired.size());
+  std::set<std::string> journaled;
+  for (const auto& e : f.store->Journal(kLab, 1000))
+    if (e.action == "delete" && e.status == "done") journaled.insert(e.key);
+  CHECK(journaled == f.DesiredKeys());
+  CHECK(f.Snapshot().resources.empty());
+}
+
+TEST_CASE("A link whose partition did not go keeps its record for the next run", "[engine]") {
+  Fixture f;
+  REQUIRE(Execute(ComputePlan(f.desired, f.Snapshot(), {}), kLab, f.hv, *f.store, ExecOptions{2, nullptr}).ok());
+  f.hv.FailOn("RemovePartition middle", "device busy");
+  ExecReport report = Execute(ComputePlan({}, f.Snapshot(), {}), kLab, f.hv, *f.store, ExecOptions{2, nullptr});
+  CHECK_FALSE(report.ok());
+  auto keys = f.RecordedKeys();
+  // Inside middle: still recorded. The nested VMs went, but their adapters' ports live in middle.
+  for (const char* k : {"partition/middle", "partition/hv1", "switch/middle/VmNAT", "nat/middle/LocalNAT",
+                        "adapter/middle/Ethernet", "adapter/nested1/Ethernet", "adapter/nested2/Ethernet"})
+    CHECK(keys.count(k));
+  for (const char* k : {"partition/nested1", "partition/nested2", "dns/nested1", "dns/nested2"}) CHECK_FALSE(keys.count(k));
+
+  // The next run removes the rest for real: what is already gone is success.
+  f.hv.Heal();
+  f.hv.ClearCalls();
+  REQUIRE(Execute(ComputePlan({}, f.Snapshot(), {}), kLab, f.hv, *f.store, ExecOptions{2, nullptr}).ok());
+  auto calls = f.hv.Calls();
+  CHECK(IndexOf(calls, "RemoveAdapter nested1/Ethernet") >= 0);  // nested1 is no longer in the plan
+  CHECK(IndexOf(calls, "RemoveAdapter nested1/Ethernet") < IndexOf(calls, "RemovePartition middle"));
   CHECK(f.Snapshot().resources.empty());
 }
 

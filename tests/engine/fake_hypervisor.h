@@ -50,6 +50,16 @@ class FakeHypervisor : public hv::Hypervisor {
     dead_.erase(name);
   }
 
+  /// Observe reports the recorded object `key` as found different: `what` (until ClearDrift).
+  void SetDrift(const std::string& key, const std::string& what) {
+    std::lock_guard guard(mu_);
+    drift_[key] = what;
+  }
+  void ClearDrift() {
+    std::lock_guard guard(mu_);
+    drift_.clear();
+  }
+
   /// Probe(machine, {kind, target}) answers with `answers` in turn; the last one repeats.
   void SetProbe(const std::string& machine, const std::string& kind, const std::string& target,
                 std::vector<Result<hv::ProbeAnswer>> answers) {
@@ -74,11 +84,12 @@ class FakeHypervisor : public hv::Hypervisor {
     return out;
   }
   /// The calls that change something (Create*, Remove*, Connect*, Set*, Clear*, Start*, Stop*),
-  /// leaving out the observing ones (PartitionRunning, StandInRunning, Probe).
+  /// leaving out the observing ones (PartitionRunning, StandInRunning, Probe, ObserveTeam).
   std::vector<std::string> Mutations() const {
     std::vector<std::string> out;
     for (auto& c : Calls())
-      if (c.rfind("PartitionRunning", 0) != 0 && c.rfind("StandInRunning", 0) != 0 && c.rfind("Probe", 0) != 0)
+      if (c.rfind("PartitionRunning", 0) != 0 && c.rfind("StandInRunning", 0) != 0 && c.rfind("Probe", 0) != 0 &&
+          c.rfind("ObserveTeam", 0) != 0)
         out.push_back(c);
     return out;
   }
@@ -122,6 +133,23 @@ class FakeHypervisor : public hv::Hypervisor {
   bool PartitionRunning(const hv::PartitionSpec& s, const std::string&) override {
     return Alive("PartitionRunning " + s.name, s.name);
   }
+  /// Liveness as the default does, plus what SetDrift set for keys that are recorded.
+  hv::Drift Observe(const hv::ObserveRequest& r) override {
+    hv::Drift d = hv::Hypervisor::Observe(r);
+    std::lock_guard guard(mu_);
+    auto recorded = [&r](const std::string& key) {
+      bool found = false;
+      auto in = [&](const auto& list) {
+        for (const auto& x : list) found = found || x.key == key;
+      };
+      in(r.networks), in(r.partitions), in(r.nics), in(r.switches), in(r.adapters), in(r.nats), in(r.dns),
+          in(r.standins);
+      return found;
+    };
+    for (const auto& [key, what] : drift_)
+      if (recorded(key)) d.emplace(key, what);
+    return d;
+  }
 
   Result<std::string> CreateNic(const hv::NicSpec& s) override { return Make("CreateNic " + s.machine + "/" + s.name); }
   Status RemoveNic(const hv::NicSpec& s, const std::string&) override { return Call("RemoveNic " + s.machine + "/" + s.name); }
@@ -143,6 +171,33 @@ class FakeHypervisor : public hv::Hypervisor {
     LAB_RETURN_IF_ERROR(Call("SetAdapter " + s.vm + "/" + s.name + " mac_address_spoofing=" +
                              (s.mac_address_spoofing ? "on" : "off")));
     return facts;
+  }
+
+  /// Links are up until SetLink downs them; ReconcileTeam binds the ports as the Linux
+  /// realization does (hv::AssignTeam over the members up), from the links set here.
+  Status SetLink(const hv::PartitionSpec& m, const std::string& ifname, bool up) override {
+    LAB_RETURN_IF_ERROR(Call("SetLink " + m.name + "/" + ifname + (up ? " up" : " down")));
+    std::lock_guard guard(mu_);
+    if (up) down_links_.erase(m.name + "/" + ifname);
+    else down_links_.insert(m.name + "/" + ifname);
+    return Status::Ok();
+  }
+  Result<std::vector<hv::TeamMember>> ReconcileTeam(const hv::SwitchSpec& s,
+                                                    const std::vector<hv::TeamPort>& ports) override {
+    LAB_RETURN_IF_ERROR(Call("ReconcileTeam " + s.owner + "/" + s.name));
+    std::lock_guard guard(mu_);
+    std::vector<bool> up;
+    for (const auto& u : s.uplinks) up.push_back(!down_links_.count(s.owner + "/" + u));
+    return teams_[s.owner + "/" + s.name] = hv::AssignTeam(s.uplinks, up, ports);
+  }
+
+  /// The bindings as the last ReconcileTeam left them, links as SetLink left them; changes nothing.
+  Result<std::vector<hv::TeamMember>> ObserveTeam(const hv::SwitchSpec& s, const std::vector<hv::TeamPort>&) override {
+    std::lock_guard guard(mu_);
+    calls_.push_back("ObserveTeam " + s.owner + "/" + s.name);
+    std::vector<hv::TeamMember> team = teams_[s.owner + "/" + s.name];
+    for (auto& m : team) m.link_up = !down_links_.count(s.owner + "/" + m.name);
+    return team;
   }
 
   Result<std::string> CreateNat(const hv::NatSpec& s) override { return Make("CreateNat " + s.owner + "/" + s.name); }
@@ -234,6 +289,7 @@ class FakeHypervisor : public hv::Hypervisor {
     Result<std::string> CreatePartition(const hv::PartitionSpec& s) override { return f_.CreatePartition(s); }
     Status RemovePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.RemovePartition(s, x); }
     bool PartitionRunning(const hv::PartitionSpec& s, const std::string& x) override { return f_.PartitionRunning(s, x); }
+    hv::Drift Observe(const hv::ObserveRequest& r) override { return f_.Observe(r); }
     Result<std::string> CreateNic(const hv::NicSpec& s) override { return f_.CreateNic(s); }
     Status RemoveNic(const hv::NicSpec& s, const std::string& x) override { return f_.RemoveNic(s, x); }
     Result<std::string> CreateSwitch(const hv::SwitchSpec& s) override { return f_.CreateSwitch(s); }
@@ -242,6 +298,15 @@ class FakeHypervisor : public hv::Hypervisor {
     Status RemoveAdapter(const hv::AdapterSpec& s, const std::string& x) override { return f_.RemoveAdapter(s, x); }
     Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& x) override {
       return f_.SetAdapter(s, x);
+    }
+    Status SetLink(const hv::PartitionSpec& m, const std::string& i, bool up) override { return f_.SetLink(m, i, up); }
+    Result<std::vector<hv::TeamMember>> ReconcileTeam(const hv::SwitchSpec& s,
+                                                      const std::vector<hv::TeamPort>& p) override {
+      return f_.ReconcileTeam(s, p);
+    }
+    Result<std::vector<hv::TeamMember>> ObserveTeam(const hv::SwitchSpec& s,
+                                                    const std::vector<hv::TeamPort>& p) override {
+      return f_.ObserveTeam(s, p);
     }
     Result<std::string> CreateNat(const hv::NatSpec& s) override { return f_.CreateNat(s); }
     Status RemoveNat(const hv::NatSpec& s, const std::string& x) override { return f_.RemoveNat(s, x); }
@@ -304,7 +369,10 @@ class FakeHypervisor : public hv::Hypervisor {
   std::vector<std::string> calls_;
   std::map<std::string, std::string> failures_;
   std::set<std::string> dead_;
+  std::map<std::string, std::string> drift_;
   std::set<std::string> saved_;
+  std::set<std::string> down_links_;           // "machine/ifname"
+  std::map<std::string, std::vector<hv::TeamMember>> teams_;  // "owner/switch" -> last ReconcileTeam
   std::map<std::string, std::vector<std::string>> checkpoints_;
   std::map<std::tuple<std::string, std::string, std::string>, ProbeScript> probes_;
   std::vector<hv::LabContext> contexts_;

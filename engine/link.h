@@ -1,0 +1,46 @@
+// `lab link LAB MACHINE IFACE down|up`: fault injection on one interface of a running lab (a
+// host's NIC, as pulling its cable; a VM's adapter likewise), and the SET switches teaming it
+// reacting at once.
+//
+// The team reacts because `lab link` tells it to: after the link changes, every SET switch of
+// that machine whose team holds the interface is reconciled (hv::Hypervisor::ReconcileTeam): the
+// ports of a member that went down move to the members still up, and a member coming back gets
+// its share of the ports again (hv/team.h), within the command, not at some later observation. Nothing in the lab's
+// records changes (a link's state is not part of the lab file); the action is journaled.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace lab::engine {
+
+struct LinkRequest {
+  std::string lab;
+  std::string machine;
+  std::string ifname;   // a NIC of the host, or an adapter of the VM
+  bool up = false;
+};
+
+struct TeamReport {
+  std::string switch_name;
+  std::vector<hv::TeamMember> members;  // in the switch's uplink order
+};
+
+struct LinkReport {
+  std::string what;                     // "NIC 'NIC1' of host 'hv1'"
+  std::vector<TeamReport> teams;        // the SET switches that team the interface, after reacting
+};
+
+Result<LinkReport> SetLink(Engine& engine, const LinkRequest& request);
+
+/// The ports of SET switch `sw` as the lab's records have them: each VM adapter on it
+/// ("vm/adapter", its port interface) and, with a management port, the owner's vEthernet.
+std::vector<hv::TeamPort> TeamPorts(const std::vector<Resource>& resources, const hv::SwitchSpec& sw);
+
+/// Binds the ports of every SET switch in `resources` whose owner runs (after `lab up` changed
+/// the lab: adapters added or removed, switches remade). Returns the first failure.
+Status ReconcileTeams(hv::Hypervisor& hv, const state::Snapshot& snap);
+
+}  // namespace lab::engine
