@@ -11,6 +11,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <mutex>
@@ -164,7 +165,7 @@ class LinuxHypervisor final : public Hypervisor {
     auto wire_ns = NetNs::Open(kernel::NsPath(NetworkRun(s.network), "net"));
     if (!wire_ns) return wire_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
-      LAB_RETURN_IF_ERROR(nl.CreateVeth(s.name, nullptr, s.port, &*wire_ns, OptMac(s.mac)));
+      LAB_RETURN_IF_ERROR(CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("nic." + s.machine + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
@@ -282,7 +283,7 @@ class LinuxHypervisor final : public Hypervisor {
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
-      LAB_RETURN_IF_ERROR(nl.CreateVeth(s.name, nullptr, s.port, &*owner_ns, OptMac(s.mac)));
+      LAB_RETURN_IF_ERROR(CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
@@ -639,6 +640,25 @@ class LinuxHypervisor final : public Hypervisor {
     auto nl = Netlink::In(*ns);
     if (!nl) return nl.status();
     return fn(*nl);
+  }
+
+  /// Creates the veth pair of a NIC or adapter: `name` through `nl`, its switch port `port` in
+  /// `port_ns`. The kernel frees a stopped partition's network namespace in the background, so
+  /// the port of the machine's previous run (same name, and `port_mark`: this very adapter's
+  /// mark) can outlive it for a moment; such a port is deleted (with its dying peer) and the
+  /// pair made again. A port of that name without the mark is not ours and is left alone.
+  static Status CreatePair(Netlink& nl, const std::string& name, const std::string& port, const NetNs& port_ns,
+                           const std::optional<std::string>& mac, const std::string& port_mark) {
+    Status st = nl.CreateVeth(name, nullptr, port, &port_ns, mac);
+    if (st.ok()) return st;
+    auto owner = Netlink::In(port_ns);
+    if (!owner) return st;
+    auto stale = owner->FindLink(port);
+    if (!stale.ok() || !*stale) return st;
+    const auto& alts = (*stale)->altnames;
+    if (std::find(alts.begin(), alts.end(), port_mark) == alts.end()) return st;
+    LAB_RETURN_IF_ERROR(owner->DeleteLink(port).Prefixed("remove the stale port '" + port + "'"));
+    return nl.CreateVeth(name, nullptr, port, &port_ns, mac);
   }
 
   /// Deletes a link inside a partition; a partition already gone means the link is gone too.
