@@ -353,6 +353,51 @@ TEST_CASE("SpawnInPartition starts a detached process that StopProcess ends", "[
   CHECK(missing.message().find("No such file") != std::string::npos);
 }
 
+/// Children of `parent` that are zombies, seen from the machine.
+int ZombieChildren(int parent) {
+  int zombies = 0;
+  for (const std::string& n : Split(ProcPids(), ' '))
+    if (!n.empty() && StatusField(std::stoi(n), "PPid") == std::to_string(parent) &&
+        StatusField(std::stoi(n), "State").rfind("Z", 0) == 0)
+      ++zombies;
+  return zombies;
+}
+
+TEST_CASE("A partition's init reaps orphans, ignores other signals from inside and ends on SIGTERM", "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  PartitionPlayground pg;
+  PartitionConfig c = pg.Config("init");
+  ProcessId init = pg.Start(c);
+
+  // Orphans (the shell exits before its background children) are adopted and reaped by init.
+  auto orphans = ExecInPartition(c.run_dir, c.cgroup, {"sh", "-c", "(sleep 0.1 &); (sleep 0.1 &); (true &); exit 0"});
+  REQUIRE(orphans.ok());
+  REQUIRE(*orphans == 0);
+  bool adopted_then_reaped = false;
+  for (int i = 0; i < 300 && !adopted_then_reaped; ++i) {
+    ::usleep(10000);
+    adopted_then_reaped = i > 20 && ZombieChildren(init.pid) == 0;
+  }
+  CHECK(adopted_then_reaped);
+  CHECK(IsAlive(init));
+
+  // Signals it does not act on change nothing; SIGTERM from inside ends it, and the partition.
+  auto others = ExecInPartition(c.run_dir, c.cgroup, {"sh", "-c", "kill -HUP 1 && kill -USR1 1 && kill -QUIT 1"});
+  REQUIRE(others.ok());
+  CHECK(*others == 0);
+  ::usleep(200000);
+  CHECK(IsAlive(init));
+  auto term = ExecInPartition(c.run_dir, c.cgroup, {"sh", "-c", "kill -TERM 1"});
+  REQUIRE(term.ok());
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; ++i) {
+    ::waitpid(init.pid, nullptr, WNOHANG);
+    gone = !IsAlive(init);
+    if (!gone) ::usleep(10000);
+  }
+  CHECK(gone);
+}
+
 TEST_CASE("A failed start names the machine and the step and leaves nothing behind", "[root][hv]") {
   LAB_REQUIRE_ROOT("starting a partition");
   PartitionPlayground pg;
