@@ -130,6 +130,11 @@ Status FilterPortSourceMac(const NetNs& ns, const std::string& table, const std:
   std::string what = "MAC address spoofing filter of port " + port;
   if (!IsPlainName(port) || !IsValidMac(mac)) return Status::Error(what + ": invalid port name or MAC " + mac);
   const std::string t = "bridge " + table;
+  // Every port after the owner's first finds the sets and their rules in place (they are made in
+  // one transaction), so the port is just its two elements. Listing the tables to declare them
+  // costs more than the rest of the port (1.7 ms against 0.1 ms here, and it grows with the
+  // ports), so it is done only when the elements cannot be added.
+  if (NftApply(ns, PortElements("add", t, port, mac)).ok()) return Status::Ok();
   auto tables = NftListTables(ns);
   if (!tables.ok()) return tables.status().Prefixed(what);
   return NftApply(ns, DeclareTable(*tables, t, comment) + PortFilterDeclaration(t) + PortElements("add", t, port, mac))
