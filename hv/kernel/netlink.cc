@@ -391,6 +391,13 @@ Status Netlink::CreateVeth(const std::string& name, const NetNs* name_ns, const 
   LinkPtr peer_link(rtnl_link_veth_get_peer(link.get()));  // a reference of its own
   rtnl_link_set_name(link.get(), name.c_str());
   rtnl_link_set_name(peer_link.get(), peer.c_str());
+  // One queue each way, said explicitly: left to the kernel, each end is made with a queue per
+  // CPU and then cut to one, and that cut waits for an RCU grace period while holding the RTNL
+  // lock (veth_init_queues), twice per pair, stalling every other netlink request meanwhile.
+  for (rtnl_link* end : {link.get(), peer_link.get()}) {
+    rtnl_link_set_num_tx_queues(end, 1);
+    rtnl_link_set_num_rx_queues(end, 1);
+  }
   if (name_ns) rtnl_link_set_ns_fd(link.get(), name_ns->fd());
   if (peer_ns) rtnl_link_set_ns_fd(peer_link.get(), peer_ns->fd());
   if (mac) {
