@@ -346,8 +346,9 @@ int RunWEntry(void* arg) {
     ChildFail(s, "enter the mount namespace partitions are made from", 126);
   // From here on W is the parent's hypervisor, under the parent's rules.
   if (plan.parent_filter && !plan.parent_filter->ChildApply()) ChildFail(s, "apply the parent's nesting filter", 126);
-  // The handle is bound from our own mount namespace, which the builder's may predate.
-  plan.newer_than = std::max(OwnMountNsId(), plan.binder_mnt_id);
+  // The kernel checks the handle's namespace against the binder's only (mnt_ns_loop): ours, not
+  // the builder's, which may well be numbered above B's (another CPU's batch) without harm.
+  plan.newer_than = plan.binder_mnt_id;
   // Having entered the parent's PID namespace, W's children go there, but the kernel makes a new
   // PID namespace only below the caller's own: A, a child in the parent's, makes B.
   if (!w.parent_ns->empty()) {
