@@ -167,14 +167,12 @@ class LinuxHypervisor final : public Hypervisor {
     Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
       LAB_RETURN_IF_ERROR(CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("nic." + s.machine + "." + s.name)));
-      LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });
     if (st.ok()) {
       st = InNs(NetworkRun(s.network), [&](Netlink& nl) -> Status {
         LAB_RETURN_IF_ERROR(nl.AddAltName(s.port, Mark("port." + s.machine + "." + s.name)));
-        LAB_RETURN_IF_ERROR(nl.SetMaster(s.port, kWire));
-        return nl.SetUp(s.port);
+        return nl.AttachUp(s.port, kWire);
       });
     }
     if (!st.ok()) {
@@ -285,7 +283,6 @@ class LinuxHypervisor final : public Hypervisor {
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
       LAB_RETURN_IF_ERROR(CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
-      LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });
     // The port filters before it joins the switch.
@@ -293,8 +290,7 @@ class LinuxHypervisor final : public Hypervisor {
     if (st.ok()) {
       st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
         LAB_RETURN_IF_ERROR(nl.AddAltName(s.port, Mark("port." + s.vm + "." + s.name)));
-        LAB_RETURN_IF_ERROR(nl.SetMaster(s.port, s.switch_ifname));
-        return nl.SetUp(s.port);
+        return nl.AttachUp(s.port, s.switch_ifname);
       });
     }
     if (!st.ok()) {
@@ -642,14 +638,14 @@ class LinuxHypervisor final : public Hypervisor {
     return fn(*nl);
   }
 
-  /// Creates the veth pair of a NIC or adapter: `name` through `nl`, its switch port `port` in
-  /// `port_ns`. The kernel frees a stopped partition's network namespace in the background, so
+  /// Creates the veth pair of a NIC or adapter: `name` through `nl`, up, and its switch port
+  /// `port` in `port_ns` (down and on no bridge yet: AttachUp does both). The kernel frees a stopped partition's network namespace in the background, so
   /// the port of the machine's previous run (same name, and `port_mark`: this very adapter's
   /// mark) can outlive it for a moment; such a port is deleted (with its dying peer) and the
   /// pair made again. A port of that name without the mark is not ours and is left alone.
   static Status CreatePair(Netlink& nl, const std::string& name, const std::string& port, const NetNs& port_ns,
                            const std::optional<std::string>& mac, const std::string& port_mark) {
-    Status st = nl.CreateVeth(name, nullptr, port, &port_ns, mac);
+    Status st = nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true);
     if (st.ok()) return st;
     auto owner = Netlink::In(port_ns);
     if (!owner) return st;
@@ -658,7 +654,7 @@ class LinuxHypervisor final : public Hypervisor {
     const auto& alts = (*stale)->altnames;
     if (std::find(alts.begin(), alts.end(), port_mark) == alts.end()) return st;
     LAB_RETURN_IF_ERROR(owner->DeleteLink(port).Prefixed("remove the stale port '" + port + "'"));
-    return nl.CreateVeth(name, nullptr, port, &port_ns, mac);
+    return nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true);
   }
 
   /// Deletes a link inside a partition; a partition already gone means the link is gone too.

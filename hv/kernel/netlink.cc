@@ -383,7 +383,7 @@ Result<Netlink> Netlink::In(const NetNs& ns) {
 }
 
 Status Netlink::CreateVeth(const std::string& name, const NetNs* name_ns, const std::string& peer,
-                           const NetNs* peer_ns, const std::optional<std::string>& mac) {
+                           const NetNs* peer_ns, const std::optional<std::string>& mac, bool up) {
   LAB_RETURN_IF_ERROR(CheckIfName(name).Prefixed("create veth"));
   LAB_RETURN_IF_ERROR(CheckIfName(peer).Prefixed("create veth '" + name + "'"));
   LinkPtr link(rtnl_link_veth_alloc());
@@ -398,6 +398,9 @@ Status Netlink::CreateVeth(const std::string& name, const NetNs* name_ns, const 
     rtnl_link_set_num_tx_queues(end, 1);
     rtnl_link_set_num_rx_queues(end, 1);
   }
+  // Only `name` can be made up in the same request: the kernel opens the peer before the two are
+  // paired, and a veth without its peer refuses to open (ENOTCONN).
+  if (up) rtnl_link_set_flags(link.get(), IFF_UP);
   if (name_ns) rtnl_link_set_ns_fd(link.get(), name_ns->fd());
   if (peer_ns) rtnl_link_set_ns_fd(peer_link.get(), peer_ns->fd());
   if (mac) {
@@ -432,6 +435,28 @@ Status Netlink::SetMaster(const std::string& port, const std::string& bridge) {
   rtnl_link_set_master(changes.get(), *bridge_index);
   int err = rtnl_link_change(sock_, orig->get(), changes.get(), 0);
   if (err < 0) return Status::Error("attach '" + port + "' to bridge '" + bridge + "': " + ErrorText(err));
+  return Status::Ok();
+}
+
+Status Netlink::AttachUp(const std::string& port, const std::string& bridge) {
+  const std::string what = "attach '" + port + "' to bridge '" + bridge + "'";
+  if (port.empty() || port.size() > kMaxIfNameLength) return Status::Error(what + ": no such interface");
+  auto bridge_index = IndexOf(*this, "attach '" + port + "' to bridge", bridge);
+  if (!bridge_index.ok()) return bridge_index.status();
+  // RTM_SETLINK naming the port (the kernel looks it up by name): master and IFF_UP together.
+  MsgPtr msg(nlmsg_alloc_simple(RTM_SETLINK, 0));
+  if (!msg) return Status::Error(what + ": out of memory");
+  ifinfomsg ifi = {};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_flags = IFF_UP;
+  ifi.ifi_change = IFF_UP;
+  if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 || nla_put_string(msg.get(), IFLA_IFNAME, port.c_str()) < 0 ||
+      nla_put_u32(msg.get(), IFLA_MASTER, static_cast<uint32_t>(*bridge_index)) < 0)
+    return Status::Error(what + ": message too big");
+  int err = nl_send_auto(sock_, msg.get());
+  if (err >= 0) err = nl_wait_for_ack(sock_);
+  if (IsNotFound(err)) return Status::Error(what + ": no such interface");
+  if (err < 0) return Status::Error(what + ": " + ErrorText(err));
   return Status::Ok();
 }
 
@@ -503,19 +528,17 @@ Status Netlink::SetMac(const std::string& name, const std::string& mac) {
 
 Status Netlink::AddAltName(const std::string& name, const std::string& altname) {
   LAB_RETURN_IF_ERROR(CheckAltName(altname).Prefixed("add altname to '" + name + "'"));
-  auto link = FindLink(name);
-  if (!link.ok()) return link.status();
-  if (!*link) return Status::Error("add altname '" + altname + "' to '" + name + "': no such interface");
-  for (const auto& existing : (*link)->altnames) {
-    if (existing == altname) return Status::Ok();
-  }
-  // libnl 3.7 has no altname API: RTM_NEWLINKPROP { ifinfomsg, IFLA_PROP_LIST { IFLA_ALT_IFNAME } }.
+  if (name.empty() || name.size() > kMaxAltNameLength)
+    return Status::Error("add altname '" + altname + "' to '" + name + "': no such interface");
+  // libnl 3.7 has no altname API: RTM_NEWLINKPROP { ifinfomsg, IFLA_PROP_LIST { IFLA_ALT_IFNAME } },
+  // the link named in the request itself (the kernel looks it up by name), so no lookup first.
   MsgPtr msg(nlmsg_alloc_simple(RTM_NEWLINKPROP, NLM_F_CREATE | NLM_F_EXCL | NLM_F_APPEND));
   if (!msg) return Status::Error("add altname: out of memory");
   ifinfomsg ifi = {};
   ifi.ifi_family = AF_UNSPEC;
-  ifi.ifi_index = (*link)->index;
-  if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0) return Status::Error("add altname: message too big");
+  if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 ||
+      nla_put_string(msg.get(), name.size() <= kMaxIfNameLength ? IFLA_IFNAME : IFLA_ALT_IFNAME, name.c_str()) < 0)
+    return Status::Error("add altname: message too big");
   nlattr* props = nla_nest_start(msg.get(), IFLA_PROP_LIST);
   if (!props || nla_put_string(msg.get(), IFLA_ALT_IFNAME, altname.c_str()) < 0) {
     return Status::Error("add altname: message too big");
@@ -523,7 +546,15 @@ Status Netlink::AddAltName(const std::string& name, const std::string& altname) 
   nla_nest_end(msg.get(), props);
   int err = nl_send_auto(sock_, msg.get());
   if (err >= 0) err = nl_wait_for_ack(sock_);
-  if (err == -NLE_EXIST) return Status::Ok();  // a concurrent add of the same name
+  if (IsNotFound(err)) return Status::Error("add altname '" + altname + "' to '" + name + "': no such interface");
+  if (err == -NLE_EXIST) {
+    // Already this link's (added before, or concurrently), or another link's name: ask which.
+    auto link = FindLink(name);
+    if (!link.ok()) return link.status();
+    if (*link)
+      for (const auto& existing : (*link)->altnames)
+        if (existing == altname) return Status::Ok();
+  }
   if (err < 0) return NlError("add altname '" + altname + "' to", name, err);
   return Status::Ok();
 }

@@ -77,13 +77,16 @@ class Netlink {
   static Result<Netlink> In(const NetNs& ns);
 
   /// Creates a veth pair: `name` in this socket's namespace (or in `name_ns` when given) and
-  /// `peer` in `peer_ns` (or here when null). `mac` (optional) is set on `name`. Fails with EEXIST
-  /// text when `name` exists.
+  /// `peer` in `peer_ns` (or here when null). `mac` (optional) is set on `name`; with `up`, `name`
+  /// is made up in the same request (the peer cannot be: bring it up with AttachUp or SetUp). Fails with EEXIST text when `name`
+  /// exists.
   Status CreateVeth(const std::string& name, const NetNs* name_ns, const std::string& peer,
-                    const NetNs* peer_ns, const std::optional<std::string>& mac = std::nullopt);
+                    const NetNs* peer_ns, const std::optional<std::string>& mac = std::nullopt, bool up = false);
   Status CreateBridge(const std::string& name);
   /// Makes `port` a port of `bridge` (both in this namespace).
   Status SetMaster(const std::string& port, const std::string& bridge);
+  /// SetMaster and SetUp of `port` in one request.
+  Status AttachUp(const std::string& port, const std::string& bridge);
   /// Detaches `port` from its bridge.
   Status ClearMaster(const std::string& port);
   Status SetUp(const std::string& name, bool up = true);

@@ -191,6 +191,28 @@ TEST_CASE("A bridge takes a veth end as a port and both come up", "[root][hv]") 
   CHECK(nl.CreateBridge("br0").message() == "create bridge 'br0': Object exists");
 }
 
+TEST_CASE("A veth made up joins a bridge and comes up in one request", "[root][hv]") {
+  LAB_REQUIRE_ROOT("netlink bridge test");
+  NetNs a = ScratchNs();
+  NetNs b = ScratchNs();
+  Netlink in_a = Connect(a);
+  Netlink in_b = Connect(b);
+  REQUIRE(in_b.CreateBridge("sw").ok());
+  REQUIRE(in_b.SetUp("sw").ok());
+  // The named end is up at once; its peer cannot be before the pair exists.
+  REQUIRE(in_a.CreateVeth("eth", nullptr, "port", &b, std::nullopt, /*up=*/true).ok());
+  CHECK(MustFind(in_a, "eth").up);
+  CHECK_FALSE(MustFind(in_b, "port").up);
+  REQUIRE(in_b.AttachUp("port", "sw").ok());
+  LinkInfo port = MustFind(in_b, "port");
+  CHECK(port.up);
+  CHECK(port.master == MustFind(in_b, "sw").index);
+  CHECK(MustFind(in_a, "eth").carrier);  // both ends up: the link has carrier
+
+  CHECK(in_b.AttachUp("port", "nosuch").message().find("'nosuch'") != std::string::npos);
+  CHECK(in_b.AttachUp("nosuch", "sw").message() == "attach 'nosuch' to bridge 'sw': no such interface");
+}
+
 TEST_CASE("Alternative names are added once and find their link", "[root][hv]") {
   LAB_REQUIRE_ROOT("netlink altname test");
   NetNs a = ScratchNs();
@@ -216,7 +238,13 @@ TEST_CASE("Alternative names are added once and find their link", "[root][hv]") 
   Status spaced = nl.AddAltName("VmNAT", "vEthernet (VmNAT)");
   REQUIRE_FALSE(spaced.ok());
   CHECK(spaced.message().find("may not contain spaces") != std::string::npos);
-  CHECK_FALSE(nl.AddAltName("nosuch", "x.y").ok());
+  CHECK(nl.AddAltName("nosuch", "x.y").message() == "add altname 'x.y' to 'nosuch': no such interface");
+  // A name another link has already is refused, not taken as this link's.
+  REQUIRE(nl.CreateBridge("other").ok());
+  Status taken = nl.AddAltName("other", "vEthernet(VmNAT)");
+  REQUIRE_FALSE(taken.ok());
+  CHECK(taken.message().find("Object exists") != std::string::npos);
+  CHECK(MustFind(nl, "other").altnames.empty());
 
   // Operations take an altname wherever they take a name.
   REQUIRE(nl.SetUp(owner).ok());
