@@ -68,7 +68,6 @@ class LinuxHypervisor final : public Hypervisor {
     auto init = kernel::StartPartition(cfg);
     if (!init) return init.status().Prefixed("network '" + s.name + "'");
     Status st = InNs(cfg.run_dir, [&](Netlink& nl) -> Status {
-      LAB_RETURN_IF_ERROR(nl.SetUp("lo"));
       LAB_RETURN_IF_ERROR(nl.CreateBridge(kWire));
       LAB_RETURN_IF_ERROR(nl.AddAltName(kWire, Mark("net." + s.name)));
       if (s.gateway) LAB_RETURN_IF_ERROR(nl.AddAddress(kWire, Cidr{*s.gateway, s.subnet.prefix}));
@@ -95,14 +94,9 @@ class LinuxHypervisor final : public Hypervisor {
     cfg.files = {{"/etc/hostname", s.name + "\n"},
                  {"/etc/hosts", s.hosts_file},
                  {"/etc/resolv.conf", ResolvConf({})}};
-    auto init = kernel::StartPartition(cfg);
+    auto init = kernel::StartPartition(cfg);  // with lo up
     std::string what = std::string(s.is_host ? "host '" : "VM '") + s.name + "'";
     if (!init) return init.status().Prefixed(what);
-    Status st = InNs(cfg.run_dir, [&](Netlink& nl) { return nl.SetUp("lo"); });
-    if (!st.ok()) {
-      (void)kernel::DestroyPartition(cfg, *init);
-      return st.Prefixed(what);
-    }
     return json{{"init", ProcessJson(*init)}}.dump();
   }
 
@@ -639,10 +633,11 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   /// Creates the veth pair of a NIC or adapter: `name` through `nl`, up, and its switch port
-  /// `port` in `port_ns` (down and on no bridge yet: AttachUp does both). The kernel frees a stopped partition's network namespace in the background, so
-  /// the port of the machine's previous run (same name, and `port_mark`: this very adapter's
-  /// mark) can outlive it for a moment; such a port is deleted (with its dying peer) and the
-  /// pair made again. A port of that name without the mark is not ours and is left alone.
+  /// `port` in `port_ns` (down and on no bridge yet: AttachUp does both). The kernel frees a
+  /// stopped partition's network namespace in the background, so the port of the machine's
+  /// previous run (same name, and `port_mark`: this very adapter's mark) can outlive it for a
+  /// moment; such a port is deleted (with its dying peer) and the pair made again. A port of that
+  /// name without the mark is not ours and is left alone.
   static Status CreatePair(Netlink& nl, const std::string& name, const std::string& port, const NetNs& port_ns,
                            const std::optional<std::string>& mac, const std::string& port_mark) {
     Status st = nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true);

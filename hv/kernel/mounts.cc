@@ -190,14 +190,15 @@ bool IsMountPoint(const std::string& path) {
 
 Status MakeDirs(const std::string& path, mode_t mode) {
   if (path.empty()) return Status::Error("mkdir: empty path");
-  std::string cur;
-  size_t pos = 0;
-  while (pos != std::string::npos) {
-    size_t next = path.find('/', pos + 1);
-    cur = path.substr(0, next);
-    pos = next;
-    if (cur.empty() || cur == "/") continue;
-    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + cur);
+  // Nearly always the parent exists: one mkdir. Only on ENOENT are the missing parents made,
+  // from the deepest one that exists (a walk from / cost ~90 failing mkdirs per partition start).
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) {
+    if (errno != ENOENT) return ErrnoStatus("mkdir " + path);
+    size_t slash = path.find_last_not_of('/');
+    slash = slash == std::string::npos ? std::string::npos : path.rfind('/', slash);
+    if (slash == std::string::npos || slash == 0) return ErrnoStatus("mkdir " + path);
+    LAB_RETURN_IF_ERROR(MakeDirs(path.substr(0, slash), mode));
+    if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + path);
   }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus("mkdir " + path);

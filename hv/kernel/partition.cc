@@ -21,6 +21,7 @@
 // nesting), then the socket closes on exec (CLOEXEC), which confirms the exec. Any child that
 // fails sends the step and errno instead, so errors read "partition 'X': mount overlay root: ...".
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -165,6 +166,17 @@ void ChildWriteFiles(int s, std::vector<FileToWrite>& files, bool runtime) {
   if (!MakeMountNsNewerThan(p.newer_than))
     ChildFail(s, "make a mount namespace the kernel lets us keep a handle of", 126);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(s, "make / private", 126);
+  // The loopback of the new network namespace up: two ioctls here, where from the parent it took
+  // a netlink socket made inside the namespace and two requests.
+  {
+    int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq lo{};
+    std::memcpy(lo.ifr_name, "lo", 3);
+    if (fd < 0 || ::ioctl(fd, SIOCGIFFLAGS, &lo) != 0) ChildFail(s, "bring lo up", 126);
+    lo.ifr_flags = static_cast<short>(lo.ifr_flags | IFF_UP);
+    if (::ioctl(fd, SIOCSIFFLAGS, &lo) != 0) ChildFail(s, "bring lo up", 126);
+    ::close(fd);
+  }
   if (::mount("overlay", p.root.c_str(), "overlay", 0, p.overlay_opts.c_str()) != 0)
     ChildFail(s, "mount overlay root", 126);
   ChildWriteFiles(s, p.files, false);

@@ -1,6 +1,6 @@
 // Partitions made real with kernel isolation, and processes run inside them.
 //
-// A partition is: its own network, mount, UTS, IPC and PID namespaces; a cgroup (memory limit,
+// A partition is: its own network (with lo up), mount, UTS, IPC and PID namespaces; a cgroup (memory limit,
 // CPU quota) on cgroup v1 or v2; an init process (the small static `lab-init`: pid 1 of the
 // partition's PID namespace, reaps children, exits on SIGTERM); a hostname; and a root
 // filesystem that is an overlay: a private writable layer (the partition's differencing disk,
