@@ -141,6 +141,8 @@ Result<ApplyResult> Engine::Down(const std::string& lab, const std::function<voi
   auto hv = MakeHypervisor(lab, snap->lab->uid);
   out.plan = ComputePlan({}, *snap, {});
   if (on_plan) on_plan(out.plan);
+  // Complete or not, a down ends with SweepOne's RemoveLabRoot (this run's or the next's).
+  hv->TearingDownLab();
   out.report = Execute(out.plan, lab, *hv, *store_, exec);
   if (!out.report.ok()) return out;
   hv.reset();

@@ -199,6 +199,9 @@ class Hypervisor {
   /// Runs a command inside a machine with the caller's stdio; returns its exit code.
   virtual Result<int> Exec(const PartitionSpec& machine, const std::vector<std::string>& argv) = 0;
 
+  /// The whole lab is being taken down, and RemoveLabRoot follows a complete teardown: what it
+  /// removes in bulk (the lab's cgroup tree) need not go object by object.
+  virtual void TearingDownLab() {}
   /// After a complete teardown: removes the lab's own top-level directories and cgroups, which
   /// are empty by then (a non-empty one is left alone and reported).
   virtual Status RemoveLabRoot() = 0;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <mutex>
@@ -479,6 +480,8 @@ class LinuxHypervisor final : public Hypervisor {
     return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), argv);
   }
 
+  void TearingDownLab() override { tearing_down_lab_ = true; }
+
   Status RemoveLabRoot() override {
     std::vector<std::string> dirs = {LabRun() + "/m", LabRun() + "/n", LabRun()};
     for (const auto& d : dirs)
@@ -592,6 +595,7 @@ class LinuxHypervisor final : public Hypervisor {
   }
   kernel::PartitionConfig MachineConfig(const PartitionSpec& s) const {
     auto c = BaseConfig(s.name);
+    c.keep_cgroup_on_destroy = tearing_down_lab_;
     c.run_dir = MachineRun(s.name);
     c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/m/" + s.name;
     c.cgroup = MachineCgroup(s.lineage);
@@ -603,6 +607,7 @@ class LinuxHypervisor final : public Hypervisor {
   }
   kernel::PartitionConfig NetworkConfig(const std::string& name) const {
     auto c = BaseConfig(name);
+    c.keep_cgroup_on_destroy = tearing_down_lab_;
     c.run_dir = NetworkRun(name);
     c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/n/" + name;
     c.cgroup = NetworkCgroup(name);
@@ -683,6 +688,7 @@ class LinuxHypervisor final : public Hypervisor {
   LabContext ctx_;
   std::mutex filter_mu_;  // port tables are listed, then changed: one change at a time
   std::once_flag prepared_;
+  std::atomic<bool> tearing_down_lab_{false};  // TearingDownLab: cgroups go with RemoveLabRoot
   std::optional<Fd> run_lock_;
   Status prepare_status_;
 };

@@ -944,7 +944,7 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
     if (!tmpfs) DetachOlderRunDir(config.run_dir, note);
     note(RemoveTree(config.run_dir));
   }
-  if (!config.cgroup.empty()) note(RemoveCgroup(config.cgroup));
+  if (!config.cgroup.empty() && !config.keep_cgroup_on_destroy) note(RemoveCgroup(config.cgroup));
   if (!config.disk_dir.empty()) note(RemoveTree(config.disk_dir));
   return first;
 }

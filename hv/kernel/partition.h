@@ -74,6 +74,11 @@ struct PartitionConfig {
   std::string disk_dir;           // e.g. /var/lib/lab/disks/<lab>-<uid>/<machine> (upper/, work/)
   std::string base_dir;           // read-only base layer (EnsureBaseLayer)
   std::string cgroup;             // relative, e.g. "lab/<lab>-<uid>/hv1/middle" (parent's path + name)
+  /// Destroy leaves the (empty) cgroup for the caller, who removes the lab's whole cgroup tree
+  /// once every partition is gone: a memory cgroup going offline walks the reclaim lists of every
+  /// superblock still mounted, and each partition has about eight, so removing them one by one
+  /// while the others are still up is quadratic in the lab's size.
+  bool keep_cgroup_on_destroy = false;
   std::string parent_run_dir;     // "" = made from the machine itself; else the parent partition's
   uint64_t memory_limit = 0;      // bytes; 0 = none
   int cpu_count = 0;              // CPU quota in whole CPUs; 0 = none
@@ -123,7 +128,8 @@ Status EnsureBaseLayer(const std::string& base_dir);
 /// Creates and starts a partition; returns its init process. On failure nothing of it is left.
 Result<ProcessId> StartPartition(const PartitionConfig& config);
 /// Stops init (SIGKILL, only when `init` is alive with the same start time), unmounts the namespace
-/// handles, removes the cgroup (waiting for it to empty), run_dir and disk_dir.
+/// handles, removes the cgroup (waiting for it to empty; not with keep_cgroup_on_destroy), run_dir
+/// and disk_dir.
 /// Parts already gone are success. Children partitions must be destroyed first.
 Status DestroyPartition(const PartitionConfig& config, const std::optional<ProcessId>& init);
 

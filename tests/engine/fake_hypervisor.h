@@ -232,6 +232,7 @@ class FakeHypervisor : public hv::Hypervisor {
   }
 
   Status RemoveLabRoot() override { return Call("RemoveLabRoot"); }
+  void TearingDownLab() override { (void)Call("TearingDownLab"); }
 
   /// A stopped partition reads as not running until it is created (started) again.
   Status StopPartition(const hv::PartitionSpec& s, const std::string&) override {
@@ -322,6 +323,7 @@ class FakeHypervisor : public hv::Hypervisor {
       return f_.Exec(m, argv);
     }
     Status RemoveLabRoot() override { return f_.RemoveLabRoot(); }
+    void TearingDownLab() override { f_.TearingDownLab(); }
     Status StopPartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.StopPartition(s, x); }
     Status SavePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.SavePartition(s, x); }
     Result<std::string> SetPartitionMemory(const hv::PartitionSpec& s, const std::string& x) override {

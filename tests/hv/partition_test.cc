@@ -401,6 +401,25 @@ TEST_CASE("A partition's init reaps orphans, ignores other signals from inside a
   CHECK(gone);
 }
 
+TEST_CASE("Destroy keeps an emptied cgroup for the caller when asked, and removes the rest", "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  PartitionPlayground pg;
+  PartitionConfig c = pg.Config("kept");
+  c.keep_cgroup_on_destroy = true;
+  ProcessId init = pg.Start(c);
+  REQUIRE(DestroyPartition(c, init).ok());
+  CHECK_FALSE(IsAlive(init));
+  CHECK_FALSE(PathExists(c.run_dir));
+  CHECK_FALSE(PathExists(c.disk_dir));
+  for (const std::string& d : CgroupDirsOf(c.cgroup)) {
+    CHECK(PathExists(d));
+    CHECK(Trim(ReadFile(d + "/cgroup.procs").value_or("x")).empty());
+  }
+  REQUIRE(RemoveCgroup(c.cgroup).ok());
+  c.keep_cgroup_on_destroy = false;
+  RequireNothingLeft(pg, c, init);
+}
+
 TEST_CASE("A failed start names the machine and the step and leaves nothing behind", "[root][hv]") {
   LAB_REQUIRE_ROOT("starting a partition");
   PartitionPlayground pg;
