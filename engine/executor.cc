@@ -134,24 +134,22 @@ class Runner {
 
   Status RunOne(const Action& a, bool teardown) {
     const char* verb = teardown ? "delete" : (a.type == ActionType::kUpdate ? "update" : "create");
-    auto id = store_.BeginAction(lab_, verb, a.resource.key, a.reason);
+    const bool makes = !teardown && a.type != ActionType::kUpdate;
+    // What is made is recorded before it is made, with the journal entry: a process killed while
+    // making it leaves a record saying so, and the next run removes whatever half of it exists
+    // (interrupted actions, engine.cc).
+    std::optional<state::ResourceRecord> pending;
+    if (makes) pending = Record(a.resource, kPendingFacts);
+    auto id = store_.BeginAction(lab_, verb, a.resource.key, a.reason, pending ? &*pending : nullptr);
     if (!id) return id.status();
     Status st;
     std::optional<state::ResourceRecord> put;
     std::string erase;
     if (!options_.fail_key.empty() && options_.fail_key == a.resource.key) {
       st = Status::Error("injected failure (LAB_INJECT_FAILURE)");
+      if (makes) (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
       (void)store_.FailAction(*id, st.message());
       return st;
-    }
-    if (!teardown && a.type != ActionType::kUpdate) {
-      // Recorded before it is made: a process killed while making it leaves a record saying so,
-      // and the next run removes whatever half of it exists (interrupted actions, engine.cc).
-      Status pending = store_.RecordPending(lab_, Record(a.resource, kPendingFacts));
-      if (!pending.ok()) {
-        (void)store_.FailAction(*id, pending.message());
-        return pending;
-      }
     }
     if (teardown) {
       // A VM that is remade is the same VM restarted: Stop-VM keeps its disk. Only a VM that
@@ -168,7 +166,7 @@ class Runner {
     }
     if (!st.ok()) {
       // A failed make undid its own partial work (hv contract): nothing is left to record.
-      if (!teardown && a.type != ActionType::kUpdate) (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
+      if (makes) (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
       (void)store_.FailAction(*id, st.message());
       return st;
     }

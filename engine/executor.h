@@ -40,7 +40,7 @@ struct ExecOptions {
   int kill_at = 0;
 };
 
-/// The facts recorded for a resource while it is being made (RecordPending): the object may
+/// The facts recorded for a resource while it is being made (with BeginAction): the object may
 /// exist in part, and nothing about it (pids) is known.
 extern const char* const kPendingFacts;
 bool IsPending(const std::string& facts);

@@ -490,15 +490,31 @@ Status Store::DeleteLab(const std::string& lab) {
 }
 
 Result<int64_t> Store::BeginAction(const std::string& lab, const std::string& action, const std::string& key,
-                                   const std::string& reason) {
+                                   const std::string& reason, const ResourceRecord* pending) {
   std::lock_guard<std::mutex> guard(impl_->mu);
   Impl& impl = *impl_;
+  const std::string what = "journaling " + action + " " + key + " of lab '" + lab + "'";
+  Txn txn(impl);
+  LAB_RETURN_IF_ERROR(txn.Begin(true));
   auto st = impl.Prepare(
       "INSERT INTO journal(lab, action, key, reason, status, started) VALUES (?, ?, ?, ?, 'intended', ?)");
   if (!st) return st.status();
   st->Bind(lab, action, key, reason, NowMillis());
-  LAB_RETURN_IF_ERROR(impl.Run(*st, "journaling " + action + " " + key + " of lab '" + lab + "'"));
-  return static_cast<int64_t>(::sqlite3_last_insert_rowid(impl.db));
+  LAB_RETURN_IF_ERROR(impl.Run(*st, what));
+  const auto id = static_cast<int64_t>(::sqlite3_last_insert_rowid(impl.db));
+  if (pending) {
+    const ResourceRecord& r = *pending;
+    auto put = impl.Prepare(
+        "INSERT INTO resources(lab, key, kind, parent, spec_hash, spec, facts, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(lab, key) DO UPDATE SET kind = excluded.kind, parent = excluded.parent, "
+        "spec_hash = excluded.spec_hash, spec = excluded.spec, facts = excluded.facts, updated = excluded.updated");
+    if (!put) return put.status();
+    put->Bind(lab, r.key, r.kind, r.parent, r.spec_hash, r.spec, r.facts, r.updated ? r.updated : NowSeconds());
+    LAB_RETURN_IF_ERROR(impl.Run(*put, "recording '" + r.key + "' of lab '" + lab + "' as being made"));
+  }
+  LAB_RETURN_IF_ERROR(txn.Commit());
+  return id;
 }
 
 Status Store::CommitAction(int64_t id, const std::string& lab, const std::optional<ResourceRecord>& put,
@@ -539,20 +555,6 @@ Status Store::CommitAction(int64_t id, const std::string& lab, const std::option
     if (rc != SQLITE_DONE) return impl.Error(what, rc);
   }
   return txn.Commit();
-}
-
-Status Store::RecordPending(const std::string& lab, const ResourceRecord& r) {
-  std::lock_guard<std::mutex> guard(impl_->mu);
-  Impl& impl = *impl_;
-  const std::string what = "recording '" + r.key + "' of lab '" + lab + "' as being made";
-  auto st = impl.Prepare(
-      "INSERT INTO resources(lab, key, kind, parent, spec_hash, spec, facts, updated) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-      "ON CONFLICT(lab, key) DO UPDATE SET kind = excluded.kind, parent = excluded.parent, "
-      "spec_hash = excluded.spec_hash, spec = excluded.spec, facts = excluded.facts, updated = excluded.updated");
-  if (!st) return st.status();
-  st->Bind(lab, r.key, r.kind, r.parent, r.spec_hash, r.spec, r.facts, r.updated ? r.updated : NowSeconds());
-  return impl.Run(*st, what);
 }
 
 Status Store::ErasePending(const std::string& lab, const std::string& key, const std::string& facts) {

@@ -99,18 +99,17 @@ class Store {
   /// is where the lab file puts it. Forgotten with the lab.
   Status SetPlacement(const std::string& lab, const std::string& machine, const std::string& host);
 
-  /// Journals an action as intended; returns its id.
-  Result<int64_t> BeginAction(const std::string& lab, const std::string& action,
-                              const std::string& key, const std::string& reason);
+  /// Journals an action as intended; returns its id. With `pending`, writes that record in the
+  /// same transaction, before the object is made (its facts saying it is pending): an object
+  /// half made by a process killed mid-action is still known and removable. The action stays
+  /// intended; CommitAction overwrites the record with the real facts.
+  Result<int64_t> BeginAction(const std::string& lab, const std::string& action, const std::string& key,
+                              const std::string& reason, const ResourceRecord* pending = nullptr);
   /// In one transaction: marks the action done and writes `put` (if set) and erases
   /// `erase_key` (if non-empty) for the lab.
   Status CommitAction(int64_t id, const std::string& lab, const std::optional<ResourceRecord>& put,
                       const std::string& erase_key);
-  /// Writes `record` for a begun action before its object is made (facts saying it is pending),
-  /// so that an object half made by a process killed mid-action is still known and removable.
-  /// The action stays intended; CommitAction overwrites the record with the real facts.
-  Status RecordPending(const std::string& lab, const ResourceRecord& record);
-  /// Erases the record of `key` if it still has the pending `facts` RecordPending wrote (the
+  /// Erases the record of `key` if it still has the pending `facts` BeginAction wrote (the
   /// make failed and undid its own partial work).
   Status ErasePending(const std::string& lab, const std::string& key, const std::string& facts);
   /// The lab's actions still marked intended, oldest first. Read while holding the lab's lock,

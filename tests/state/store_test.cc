@@ -550,3 +550,28 @@ TEST_CASE("Processes opening a new state database at the same moment all get in"
   }
   CHECK(failed == 0);
 }
+
+TEST_CASE("An action begun with a pending record journals both in one step, and a failed make erases the record",
+          "[state]") {
+  StateDir dir;
+  auto store = Store::Open(dir.path).value();
+  REQUIRE(store->PutLab(LabRecord{"alpha", "0123456789ab", "/labs/a.yaml"}).ok());
+  ResourceRecord pending{"partition", "partition/web", "", "hash1", "{}", "{\"pending\":true}", 0};
+  auto id = store->BeginAction("alpha", "create", "partition/web", "new", &pending);
+  REQUIRE(id.ok());
+  auto snap = store->Load("alpha").value();
+  REQUIRE(snap.resources.count("partition/web") == 1);
+  CHECK(snap.resources.at("partition/web").facts == "{\"pending\":true}");
+  auto intended = store->Intended("alpha");
+  REQUIRE(intended.size() == 1);
+  CHECK(intended[0].id == *id);
+  CHECK(intended[0].key == "partition/web");
+
+  // A record with other facts than the pending ones is not erased; the pending one is.
+  CHECK(store->ErasePending("alpha", "partition/web", "{\"pid\":1}").ok());
+  CHECK(store->Load("alpha").value().resources.count("partition/web") == 1);
+  CHECK(store->ErasePending("alpha", "partition/web", "{\"pending\":true}").ok());
+  CHECK(store->Load("alpha").value().resources.count("partition/web") == 0);
+  REQUIRE(store->FailAction(*id, "refused").ok());
+  CHECK(store->Intended("alpha").empty());
+}
