@@ -232,7 +232,8 @@ struct Builder {
     s.network = n.name;
     s.address = *n.gateway;
     for (const auto& [name, ip] : n.dns_records) s.records[name].push_back(ip);
-    // Every machine of the lab resolves by name, to each address it has.
+    // Every machine of the lab resolves by name, to each address it has; the stand-in answers
+    // with just the one on its network where there is one (--localise-queries, StartStandIn).
     for (const auto& m : lab.machines) {
       auto add = [&](const std::optional<Cidr>& ip) {
         if (ip) s.records[m.name].push_back(ip->addr);

@@ -385,11 +385,16 @@ class LinuxHypervisor final : public Hypervisor {
       for (auto ip : addrs) hosts += ip.ToString() + " " + name + "\n";
     LAB_RETURN_IF_ERROR(kernel::WriteFileInPartition(run, "/etc/lab/hosts", hosts).Prefixed(what));
     std::string addr = s.address.ToString();
+    // --localise-queries: a machine with an address on this network is answered with that address
+    // only, as Windows DNS Server's netmask ordering puts the querier's subnet first (every query
+    // reaches the stand-in from this network: directly, or NATed by a middle VM). Without it a
+    // multi-homed VM's addresses came back rotated, and half the pings by name went to an address
+    // on an internal switch that the asker has no route to.
     auto dns = kernel::SpawnInPartition(
         run, cgroup,
         {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-         "--addn-hosts=/etc/lab/hosts", "--listen-address=" + addr, "--bind-interfaces", "--user=root",
-         "--pid-file=", "--log-facility=/var/log/dnsmasq.log", "--local-service"},
+         "--addn-hosts=/etc/lab/hosts", "--localise-queries", "--listen-address=" + addr, "--bind-interfaces",
+         "--user=root", "--pid-file=", "--log-facility=/var/log/dnsmasq.log", "--local-service"},
         false, "/var/log/dnsmasq.out");
     if (!dns) return dns.status().Prefixed(what + ": dnsmasq");
     // Noted next to the network's handles as each starts: if lab is killed before the facts are
