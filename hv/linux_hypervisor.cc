@@ -160,7 +160,8 @@ class LinuxHypervisor final : public Hypervisor {
     auto wire_ns = NetNs::Open(kernel::NsPath(NetworkRun(s.network), "net"));
     if (!wire_ns) return wire_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
-      LAB_RETURN_IF_ERROR(CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name)));
+      LAB_RETURN_IF_ERROR(
+          CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("nic." + s.machine + "." + s.name)));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });
@@ -276,7 +277,8 @@ class LinuxHypervisor final : public Hypervisor {
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
-      LAB_RETURN_IF_ERROR(CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name)));
+      LAB_RETURN_IF_ERROR(
+          CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name)));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });

@@ -450,7 +450,8 @@ Status Netlink::AttachUp(const std::string& port, const std::string& bridge) {
   ifi.ifi_family = AF_UNSPEC;
   ifi.ifi_flags = IFF_UP;
   ifi.ifi_change = IFF_UP;
-  if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 || nla_put_string(msg.get(), IFLA_IFNAME, port.c_str()) < 0 ||
+  if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0 ||
+      nla_put_string(msg.get(), IFLA_IFNAME, port.c_str()) < 0 ||
       nla_put_u32(msg.get(), IFLA_MASTER, static_cast<uint32_t>(*bridge_index)) < 0)
     return Status::Error(what + ": message too big");
   int err = nl_send_auto(sock_, msg.get());

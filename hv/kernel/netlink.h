@@ -78,8 +78,8 @@ class Netlink {
 
   /// Creates a veth pair: `name` in this socket's namespace (or in `name_ns` when given) and
   /// `peer` in `peer_ns` (or here when null). `mac` (optional) is set on `name`; with `up`, `name`
-  /// is made up in the same request (the peer cannot be: bring it up with AttachUp or SetUp). Fails with EEXIST text when `name`
-  /// exists.
+  /// is made up in the same request (the peer cannot be: bring it up with AttachUp or SetUp).
+  /// Fails with EEXIST text when `name` exists.
   Status CreateVeth(const std::string& name, const NetNs* name_ns, const std::string& peer,
                     const NetNs* peer_ns, const std::optional<std::string>& mac = std::nullopt, bool up = false);
   Status CreateBridge(const std::string& name);

@@ -105,7 +105,8 @@ TEST_CASE("A partition has its own hostname, network, PIDs, configuration and wr
   auto links = RunInPartition(c.run_dir, [] { return ListDir("/sys/class/net"); }, 5000);
   REQUIRE(links.ok());
   CHECK(*links == "lo");
-  auto lo_flags = RunInPartition(c.run_dir, [] { return Trim(ReadFile("/sys/class/net/lo/flags").value_or("")); }, 5000);
+  auto lo_flags =
+      RunInPartition(c.run_dir, [] { return Trim(ReadFile("/sys/class/net/lo/flags").value_or("")); }, 5000);
   REQUIRE(lo_flags.ok());
   CHECK((std::stoul(*lo_flags, nullptr, 16) & 0x1) == 0x1);  // IFF_UP
   // Its own /dev: the usual character devices, usable by anyone, and nothing of the machine's.
