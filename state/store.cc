@@ -489,6 +489,22 @@ Status Store::DeleteLab(const std::string& lab) {
   return txn.Commit();
 }
 
+namespace {
+
+/// The statement writing `r` as lab `lab`'s record (new, or over the old one with its key), bound.
+Result<Stmt> PrepareResourceWrite(Connection& impl, const std::string& lab, const ResourceRecord& r) {
+  auto st = impl.Prepare(
+        "INSERT INTO resources(lab, key, kind, parent, spec_hash, spec, facts, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(lab, key) DO UPDATE SET kind = excluded.kind, parent = excluded.parent, "
+        "spec_hash = excluded.spec_hash, spec = excluded.spec, facts = excluded.facts, updated = excluded.updated");
+  if (!st) return st.status();
+  st->Bind(lab, r.key, r.kind, r.parent, r.spec_hash, r.spec, r.facts, r.updated ? r.updated : NowSeconds());
+  return st;
+}
+
+}  // namespace
+
 Result<int64_t> Store::BeginAction(const std::string& lab, const std::string& action, const std::string& key,
                                    const std::string& reason, const ResourceRecord* pending) {
   std::lock_guard<std::mutex> guard(impl_->mu);
@@ -503,15 +519,9 @@ Result<int64_t> Store::BeginAction(const std::string& lab, const std::string& ac
   LAB_RETURN_IF_ERROR(impl.Run(*st, what));
   const auto id = static_cast<int64_t>(::sqlite3_last_insert_rowid(impl.db));
   if (pending) {
-    const ResourceRecord& r = *pending;
-    auto put = impl.Prepare(
-        "INSERT INTO resources(lab, key, kind, parent, spec_hash, spec, facts, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(lab, key) DO UPDATE SET kind = excluded.kind, parent = excluded.parent, "
-        "spec_hash = excluded.spec_hash, spec = excluded.spec, facts = excluded.facts, updated = excluded.updated");
+    auto put = PrepareResourceWrite(impl, lab, *pending);
     if (!put) return put.status();
-    put->Bind(lab, r.key, r.kind, r.parent, r.spec_hash, r.spec, r.facts, r.updated ? r.updated : NowSeconds());
-    LAB_RETURN_IF_ERROR(impl.Run(*put, "recording '" + r.key + "' of lab '" + lab + "' as being made"));
+    LAB_RETURN_IF_ERROR(impl.Run(*put, "recording '" + pending->key + "' of lab '" + lab + "' as being made"));
   }
   LAB_RETURN_IF_ERROR(txn.Commit());
   return id;
@@ -540,14 +550,8 @@ Status Store::CommitAction(int64_t id, const std::string& lab, const std::option
     LAB_RETURN_IF_ERROR(impl.Run(*st, what));
   }
   if (put) {
-    auto st = impl.Prepare(
-        "INSERT INTO resources(lab, key, kind, parent, spec_hash, spec, facts, updated) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(lab, key) DO UPDATE SET kind = excluded.kind, parent = excluded.parent, "
-        "spec_hash = excluded.spec_hash, spec = excluded.spec, facts = excluded.facts, updated = excluded.updated");
+    auto st = PrepareResourceWrite(impl, lab, *put);
     if (!st) return st.status();
-    st->Bind(lab, put->key, put->kind, put->parent, put->spec_hash, put->spec, put->facts,
-             put->updated ? put->updated : NowSeconds());
     const int rc = st->Step();
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
       return Status::Error(what + ": lab '" + lab + "' is not recorded; PutLab must come before its resources");
