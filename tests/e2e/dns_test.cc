@@ -45,10 +45,5 @@ TEST_CASE("A machine with several addresses is answered with its address on the 
   // dns_records are answered as written.
   CHECK(Addresses(sb, "db01", "intranet.acme.test") == "172.16.5.254");
 
-  Run down = sb.Lab("down " + kLab);
-  INFO(down.out);
-  CHECK(down.code == 0);
-  auto left = Leftovers(sb, pids);
-  INFO(lab::Join(left, "\n"));
-  CHECK(left.empty());
+  TakeDownLeavingNothing(sb, kLab, pids);
 }

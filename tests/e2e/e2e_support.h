@@ -175,4 +175,16 @@ inline std::string LabNameOf(const std::string& file) {
   return std::regex_search(text, m, re) ? m[2].str() : "";
 }
 
+/// `lab down LAB` succeeds and leaves nothing of the lab on the machine (Leftovers, with the
+/// init pids `pids` noted while it was up).
+inline void TakeDownLeavingNothing(const Sandbox& sb, const std::string& lab, const std::vector<int>& pids) {
+  INFO("lab down " << lab);
+  Run down = sb.Lab("down " + lab);
+  INFO(down.out);
+  CHECK(down.code == 0);
+  auto left = Leftovers(sb, pids);
+  INFO(lab::Join(left, "\n"));
+  CHECK(left.empty());
+}
+
 }  // namespace lab::testing::e2e

@@ -47,12 +47,7 @@ TEST_CASE("Every lab in labs/ comes up, passes its checks, re-applies as a no-op
       CHECK(status.code == 0);
       CHECK(status.out.find("no drift") != std::string::npos);
 
-      Run down = sb.Lab("down " + name);
-      INFO(down.out);
-      CHECK(down.code == 0);
-      auto left = Leftovers(sb, pids);
-      INFO(lab::Join(left, "\n"));
-      CHECK(left.empty());
+      TakeDownLeavingNothing(sb, name, pids);
       fs::remove_all(sb.dir);
     }
   }

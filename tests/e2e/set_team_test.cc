@@ -306,12 +306,7 @@ TEST_CASE("A SET switch forwards through both members, moves a downed member's p
   CHECK(sb.Lab("link " + kLab + " hv1 NIC1 sideways").code == 2);
 
   CHECK(sb.Lab("up " + Src("labs/" + kLab + ".yaml")).out.find("No changes.") != std::string::npos);
-  Run down = sb.Lab("down " + kLab);
-  INFO(down.out);
-  CHECK(down.code == 0);
-  auto left = Leftovers(sb, pids);
-  INFO(lab::Join(left, "\n"));
-  CHECK(left.empty());
+  TakeDownLeavingNothing(sb, kLab, pids);
   fs::remove_all(sb.dir);
 }
 
@@ -363,11 +358,6 @@ TEST_CASE("Lab names resolve from nested VMs through the DNS servers the file gi
   INFO(back.out);
   CHECK(back.code == 0);
 
-  Run down = sb.Lab("down " + kLab);
-  INFO(down.out);
-  CHECK(down.code == 0);
-  auto left = Leftovers(sb, pids);
-  INFO(lab::Join(left, "\n"));
-  CHECK(left.empty());
+  TakeDownLeavingNothing(sb, kLab, pids);
   fs::remove_all(sb.dir);
 }

@@ -108,12 +108,7 @@ TEST_CASE("Flipping MAC address spoofing on a running lab changes what passes th
 
   std::vector<int> pids;
   for (const auto& [name, pid] : before) pids.push_back(pid);
-  Run down = sb.Lab("down " + lab);
-  INFO(down.out);
-  CHECK(down.code == 0);
-  auto left = Leftovers(sb, pids);
-  INFO(lab::Join(left, "\n"));
-  CHECK(left.empty());
+  TakeDownLeavingNothing(sb, lab, pids);
   fs::remove_all(sb.dir);
 }
 
@@ -134,11 +129,6 @@ TEST_CASE("A private switch gives its owner no port: the bridge is cut off from 
   REQUIRE_FALSE(j.is_discarded());
   for (const auto& m : j["machines"])
     if (m.value("name", std::string()) == "hv2") CHECK(m["addresses"].empty());
-  Run down = sb.Lab("down " + lab);
-  INFO(down.out);
-  CHECK(down.code == 0);
-  auto left = Leftovers(sb, pids);
-  INFO(lab::Join(left, "\n"));
-  CHECK(left.empty());
+  TakeDownLeavingNothing(sb, lab, pids);
   fs::remove_all(sb.dir);
 }
