@@ -164,6 +164,7 @@ engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
   o.jobs = g.jobs > 0 ? g.jobs : static_cast<int>(cores > 0 ? cores : 2);
   if (const char* fail = std::getenv("LAB_INJECT_FAILURE")) o.fail_key = fail;  // tests only
   if (const char* kill = std::getenv("LAB_KILL_AT")) o.kill_at = std::atoi(kill);  // tests only
+  if (const char* pause = std::getenv("LAB_PAUSE_AT")) o.pause_at = std::atoi(pause);  // tests only
   o.on_step = [out](const engine::StepEvent& ev) {
     if (out.quiet && ev.status.ok() && !ev.skipped) return;
     const auto& a = *ev.action;

@@ -55,6 +55,7 @@ void AddUp(CLI::App& app, Globals& g) {
         [&](const engine::Plan& plan) {
           std::printf("lab %s (%s)\n", lab->name.c_str(), file.c_str());
           PrintPlan(plan, out);
+          std::fflush(stdout);  // seen before the work starts, on a pipe too (lab up | tee log)
         },
         StepPrinter(g, out));
     if (!result) {
@@ -117,6 +118,7 @@ void AddDown(CLI::App& app, Globals& g) {
         [&](const engine::Plan& plan) {
           std::printf("lab %s: removing %zu object%s\n", name.c_str(), plan.actions.size(),
                       plan.actions.size() == 1 ? "" : "s");
+          std::fflush(stdout);
         },
         StepPrinter(g, out));
     if (!result) {

@@ -181,9 +181,12 @@ class Runner {
                                  r.ToRecordJson(), facts, 0};
   }
 
-  /// Fault injection (ExecOptions::kill_at): dies here, as SIGKILL from outside would.
+  /// Fault injection (ExecOptions::kill_at, pause_at): dies here, as SIGKILL from outside would,
+  /// or stops until continued.
   void KillPoint() {
-    if (options_.kill_at > 0 && ++kill_points_ == options_.kill_at) ::kill(::getpid(), SIGKILL);
+    const int n = ++kill_points_;
+    if (options_.kill_at > 0 && n == options_.kill_at) ::kill(::getpid(), SIGKILL);
+    if (options_.pause_at > 0 && n == options_.pause_at) ::kill(::getpid(), SIGSTOP);
   }
 
   const std::string& lab_;

@@ -38,6 +38,10 @@ struct ExecOptions {
   /// yet recorded) and right after its record is committed (the boundary before the next
   /// action). 0 = none. `lab` reads it from LAB_KILL_AT.
   int kill_at = 0;
+  /// Fault injection for tests: at kill point N the process stops itself (SIGSTOP) instead,
+  /// holding whatever it holds (the lab's lock) until it is sent SIGCONT. 0 = none. `lab` reads
+  /// it from LAB_PAUSE_AT.
+  int pause_at = 0;
 };
 
 /// The facts recorded for a resource while it is being made (with BeginAction): the object may

@@ -68,7 +68,9 @@ inline Background Start(const Sandbox& sb, const std::vector<std::string>& args,
   std::vector<std::string> env_s;
   for (char** e = environ; *e; ++e) {
     std::string kv = *e;
-    if (kv.rfind("LAB_STATE_DIR=", 0) && kv.rfind("LAB_RUN_DIR=", 0) && kv.rfind("LAB_KILL_AT=", 0)) env_s.push_back(kv);
+    if (kv.rfind("LAB_STATE_DIR=", 0) && kv.rfind("LAB_RUN_DIR=", 0) && kv.rfind("LAB_KILL_AT=", 0) &&
+        kv.rfind("LAB_PAUSE_AT=", 0))
+      env_s.push_back(kv);
   }
   env_s.push_back("LAB_STATE_DIR=" + sb.state);
   env_s.push_back("LAB_RUN_DIR=" + sb.run);
@@ -97,6 +99,19 @@ inline std::string MachineRun(const Sandbox& sb, const std::string& lab, const s
       return e.path().string() + "/" + kind + "/" + machine;
   }
   return "";
+}
+
+/// Waits until process `pid` is stopped (SIGSTOP: state T in /proc); false after `timeout_ms`.
+inline bool WaitStopped(int pid, int timeout_ms = 20000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto stat = lab::ReadFile("/proc/" + std::to_string(pid) + "/stat");
+    if (!stat) return false;
+    auto close = stat->rfind(')');
+    if (close != std::string::npos && stat->size() > close + 2 && (*stat)[close + 2] == 'T') return true;
+    ::usleep(2000);
+  }
+  return false;
 }
 
 /// Whether every pid is a live process (not gone, not a zombie).

@@ -23,9 +23,14 @@ TEST_CASE("A second up or down of a lab while up runs exits 1 within a second, n
           "[root][e2e][lock]") {
   LAB_REQUIRE_ROOT("bringing up labs");
   Sandbox sb;
-  Background first = Start(sb, {"up", File("nested-nat")});
+  // Held for as long as the test wants: the first up stops itself once its first action is
+  // recorded (LAB_PAUSE_AT, a kill point of the executor), with the lock held, and is continued
+  // after the second commands have been refused. An up here takes well under a second, too
+  // short a window to aim at from outside.
+  Background first = Start(sb, {"up", File("nested-nat")}, {"LAB_PAUSE_AT=2"});
   // The plan is printed once the lock is held, before anything is made.
   REQUIRE(first.WaitFor("Plan:"));
+  REQUIRE(WaitStopped(first.pid));
   const std::regex locked("lab 'nested-nat' is locked by pid " + std::to_string(first.pid) +
                           R"( \(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\))");
   for (const std::string& second : {"up " + File("nested-nat"), std::string("down nested-nat")}) {
@@ -37,6 +42,7 @@ TEST_CASE("A second up or down of a lab while up runs exits 1 within a second, n
     CHECK(std::regex_search(r.out, locked));
     CHECK(took < 1.0);
   }
+  ::kill(first.pid, SIGCONT);  // ours, by pid
   INFO(first.text);
   REQUIRE(first.Wait() == 0);
   NoteMarks(sb);
