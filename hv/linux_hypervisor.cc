@@ -160,10 +160,11 @@ class LinuxHypervisor final : public Hypervisor {
     auto wire_ns = NetNs::Open(kernel::NsPath(NetworkRun(s.network), "net"));
     if (!wire_ns) return wire_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
+      int index = 0;
       LAB_RETURN_IF_ERROR(
-          CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name)));
+          CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name), &index));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("nic." + s.machine + "." + s.name)));
-      return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+      return ConfigureAddress(nl, s.name, s.ip, s.gateway, index);
     });
     if (st.ok()) {
       st = InNs(NetworkRun(s.network), [&](Netlink& nl) -> Status {
@@ -277,10 +278,11 @@ class LinuxHypervisor final : public Hypervisor {
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
+      int index = 0;
       LAB_RETURN_IF_ERROR(
-          CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name)));
+          CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name), &index));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
-      return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+      return ConfigureAddress(nl, s.name, s.ip, s.gateway, index);
     });
     // The port filters before it joins the switch.
     if (st.ok()) st = ApplyPortFilter(s, *owner_ns);
@@ -628,9 +630,10 @@ class LinuxHypervisor final : public Hypervisor {
     return mac.empty() ? std::nullopt : std::optional<std::string>(mac);
   }
 
+  /// `index`: ifname's ifindex when known (0: looked up by name).
   static Status ConfigureAddress(Netlink& nl, const std::string& ifname, const std::optional<Cidr>& ip,
-                                 const std::optional<Ipv4>& gateway) {
-    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip));
+                                 const std::optional<Ipv4>& gateway, int index = 0) {
+    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
     if (gateway) LAB_RETURN_IF_ERROR(nl.SetDefaultRoute(*gateway));
     return Status::Ok();
   }
@@ -649,10 +652,11 @@ class LinuxHypervisor final : public Hypervisor {
   /// stopped partition's network namespace in the background, so the port of the machine's
   /// previous run (same name, and `port_mark`: this very adapter's mark) can outlive it for a
   /// moment; such a port is deleted (with its dying peer) and the pair made again. A port of that
-  /// name without the mark is not ours and is left alone.
+  /// name without the mark is not ours and is left alone. `index` receives `name`'s ifindex
+  /// (0 when the kernel did not say).
   static Status CreatePair(Netlink& nl, const std::string& name, const std::string& port, const NetNs& port_ns,
-                           const std::optional<std::string>& mac, const std::string& port_mark) {
-    Status st = nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true);
+                           const std::optional<std::string>& mac, const std::string& port_mark, int* index) {
+    Status st = nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true, index);
     if (st.ok()) return st;
     auto owner = Netlink::In(port_ns);
     if (!owner) return st;
@@ -661,7 +665,7 @@ class LinuxHypervisor final : public Hypervisor {
     const auto& alts = (*stale)->altnames;
     if (std::find(alts.begin(), alts.end(), port_mark) == alts.end()) return st;
     LAB_RETURN_IF_ERROR(owner->DeleteLink(port).Prefixed("remove the stale port '" + port + "'"));
-    return nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true);
+    return nl.CreateVeth(name, nullptr, port, &port_ns, mac, /*up=*/true, index);
   }
 
   /// Deletes a link inside a partition; a partition already gone means the link is gone too.

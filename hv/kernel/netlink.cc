@@ -253,6 +253,34 @@ int Exchange(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& o
   return nl_recvmsgs(sock, cb.get());
 }
 
+// Sends `msg` (which asks for an ACK) and reads until the kernel's ACK, passing each other message
+// to `on_message`: replies such as an NLM_F_ECHO may come in a read of their own before the ACK.
+int ExchangeAcked(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& on_message) {
+  CbPtr cb(nl_cb_clone(nl_socket_get_cb(sock)));
+  if (!cb) return -NLE_NOMEM;
+  auto trampoline = [](nl_msg* m, void* arg) -> int {
+    (*static_cast<const std::function<void(nlmsghdr*)>*>(arg))(nlmsg_hdr(m));
+    return NL_OK;
+  };
+  nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, trampoline,
+            const_cast<std::function<void(nlmsghdr*)>*>(&on_message));
+  bool acked = false;
+  nl_cb_set(
+      cb.get(), NL_CB_ACK, NL_CB_CUSTOM,
+      [](nl_msg*, void* arg) -> int {
+        *static_cast<bool*>(arg) = true;
+        return NL_STOP;
+      },
+      &acked);
+  int err = nl_send_auto(sock, msg);
+  if (err < 0) return err;
+  while (!acked) {
+    err = nl_recvmsgs(sock, cb.get());
+    if (err < 0) return err;
+  }
+  return 0;
+}
+
 // Dumps RTM_GETLINK (all families) or RTM_GETADDR (IPv4), asking again when a concurrent
 // change interrupted the dump; `reset` forgets what a previous attempt collected.
 int Dump(nl_sock* sock, int type, const std::function<void(nlmsghdr*)>& on_message,
@@ -383,7 +411,8 @@ Result<Netlink> Netlink::In(const NetNs& ns) {
 }
 
 Status Netlink::CreateVeth(const std::string& name, const NetNs* name_ns, const std::string& peer,
-                           const NetNs* peer_ns, const std::optional<std::string>& mac, bool up) {
+                           const NetNs* peer_ns, const std::optional<std::string>& mac, bool up, int* index) {
+  if (index) *index = 0;
   LAB_RETURN_IF_ERROR(CheckIfName(name).Prefixed("create veth"));
   LAB_RETURN_IF_ERROR(CheckIfName(peer).Prefixed("create veth '" + name + "'"));
   LinkPtr link(rtnl_link_veth_alloc());
@@ -409,8 +438,19 @@ Status Netlink::CreateVeth(const std::string& name, const NetNs* name_ns, const 
     rtnl_link_set_addr(link.get(), addr->get());
   }
   // One message creates both ends in their namespaces, so nothing is left half-made on error.
-  int err = rtnl_link_add(sock_, link.get(), NLM_F_CREATE | NLM_F_EXCL);
+  // NLM_F_ECHO: the kernel sends back `name`'s new link (its peer is configured without echo).
+  nl_msg* raw = nullptr;
+  int err = rtnl_link_build_add_request(link.get(), NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, &raw);
   if (err < 0) return NlError("create veth", name, err);
+  MsgPtr msg(raw);
+  int echoed = 0;
+  err = ExchangeAcked(sock_, msg.get(), [&](nlmsghdr* nlh) {
+    if (nlh->nlmsg_type != RTM_NEWLINK) return;
+    LinkInfo l = ParseLink(nlh);
+    if (l.name == name) echoed = l.index;
+  });
+  if (err < 0) return NlError("create veth", name, err);
+  if (index && !name_ns) *index = echoed;
   return Status::Ok();
 }
 
@@ -560,9 +600,9 @@ Status Netlink::AddAltName(const std::string& name, const std::string& altname) 
   return Status::Ok();
 }
 
-Status Netlink::AddAddress(const std::string& name, const Cidr& address) {
+Status Netlink::AddAddress(const std::string& name, const Cidr& address, int known_index) {
   const std::string what = "add address " + address.ToString() + " to";
-  auto index = IndexOf(*this, what, name);
+  auto index = known_index > 0 ? Result<int>(known_index) : IndexOf(*this, what, name);
   if (!index.ok()) return index.status();
   AddrPtr addr(rtnl_addr_alloc());
   NlAddrPtr local = Ipv4Addr(address.addr, address.prefix);

@@ -79,9 +79,14 @@ class Netlink {
   /// Creates a veth pair: `name` in this socket's namespace (or in `name_ns` when given) and
   /// `peer` in `peer_ns` (or here when null). `mac` (optional) is set on `name`; with `up`, `name`
   /// is made up in the same request (the peer cannot be: bring it up with AttachUp or SetUp).
-  /// Fails with EEXIST text when `name` exists.
+  /// Fails with EEXIST text when `name` exists. `index`, when given, receives `name`'s ifindex
+  /// from the kernel's echo of the request (Linux 6.3+; 0 where the kernel echoes nothing or
+  /// `name` was made in `name_ns`), so that what follows need not look the new link up: a lookup
+  /// of a link whose carrier is still off makes the kernel settle its link state first, an RCU
+  /// grace period under the RTNL lock.
   Status CreateVeth(const std::string& name, const NetNs* name_ns, const std::string& peer,
-                    const NetNs* peer_ns, const std::optional<std::string>& mac = std::nullopt, bool up = false);
+                    const NetNs* peer_ns, const std::optional<std::string>& mac = std::nullopt, bool up = false,
+                    int* index = nullptr);
   Status CreateBridge(const std::string& name);
   /// Makes `port` a port of `bridge` (both in this namespace).
   Status SetMaster(const std::string& port, const std::string& bridge);
@@ -95,8 +100,9 @@ class Netlink {
   Status SetMac(const std::string& name, const std::string& mac);
   /// Adds an alternative name (RTM_NEWLINKPROP/IFLA_ALT_IFNAME). Already present = ok.
   Status AddAltName(const std::string& name, const std::string& altname);
-  /// Adds an IPv4 address (already present = ok).
-  Status AddAddress(const std::string& name, const Cidr& address);
+  /// Adds an IPv4 address (already present = ok). With `index` (non-zero), the link is not
+  /// looked up by `name`, which only names it in errors.
+  Status AddAddress(const std::string& name, const Cidr& address, int index = 0);
   /// Removes an IPv4 address (absent = ok).
   Status DeleteAddress(const std::string& name, const Cidr& address);
   /// Sets the default route via `gateway` (replaces an existing default route).

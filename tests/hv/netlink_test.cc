@@ -10,11 +10,13 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -189,6 +191,48 @@ TEST_CASE("A bridge takes a veth end as a port and both come up", "[root][hv]") 
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.message().find("'nobridge'") != std::string::npos);
   CHECK(nl.CreateBridge("br0").message() == "create bridge 'br0': Object exists");
+}
+
+// Linux 6.3 and later answer NLM_F_ECHO on RTM_NEWLINK with the new link.
+bool KernelEchoesNewLink() {
+  utsname u{};
+  if (::uname(&u) != 0) return false;
+  int major = 0, minor = 0;
+  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 3);
+}
+
+TEST_CASE("A new veth's ifindex comes back with it and takes an address without a lookup", "[root][hv]") {
+  LAB_REQUIRE_ROOT("netlink veth index test");
+  NetNs a = ScratchNs();
+  NetNs b = ScratchNs();
+  Netlink in_a = Connect(a);
+  Netlink in_b = Connect(b);
+  // Another link first, so the new one's index is not the first free one by luck.
+  REQUIRE(in_a.CreateVeth("x0", nullptr, "x1", nullptr).ok());
+  int index = -1;
+  REQUIRE(in_a.CreateVeth("eth", nullptr, "port", &b, std::nullopt, /*up=*/true, &index).ok());
+  const LinkInfo eth = MustFind(in_a, "eth");
+  if (KernelEchoesNewLink()) {
+    REQUIRE(index == eth.index);
+  } else {
+    CHECK((index == 0 || index == eth.index));
+  }
+  // The address goes to the link with that index; the name only labels errors.
+  const Cidr addr = *Cidr::Parse("10.98.0.5/24");
+  REQUIRE(in_a.AddAddress("label-only", addr, eth.index).ok());
+  auto addrs = in_a.Addresses();
+  REQUIRE(addrs.ok());
+  CHECK(std::any_of(addrs->begin(), addrs->end(), [&](const AddrInfo& x) { return x.index == eth.index && x.address == addr; }));
+  // A failed create reports no index.
+  index = -1;
+  REQUIRE_FALSE(in_a.CreateVeth("eth", nullptr, "port2", &b, std::nullopt, false, &index).ok());
+  CHECK(index == 0);
+  // Made in another namespace than the socket's: its index there is not ours to report.
+  index = -1;
+  REQUIRE(in_b.CreateVeth("far", &a, "near", nullptr, std::nullopt, false, &index).ok());
+  CHECK(index == 0);
+  CHECK(Has(in_a, "far"));
 }
 
 TEST_CASE("A veth made up joins a bridge and comes up in one request", "[root][hv]") {
