@@ -237,17 +237,24 @@ Result<AddrInfo> ParseAddr(nlmsghdr* nlh) {
   return info;
 }
 
-// Sends `msg` (already holding its request) and feeds every reply to `on_message` until the
-// dump ends or the kernel's ACK arrives. Returns a libnl error code (0 on success).
-int Exchange(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& on_message) {
+// A clone of the socket's callbacks that passes every valid message to `on_message`.
+CbPtr MessageCallbacks(nl_sock* sock, const std::function<void(nlmsghdr*)>& on_message) {
   CbPtr cb(nl_cb_clone(nl_socket_get_cb(sock)));
-  if (!cb) return -NLE_NOMEM;
+  if (!cb) return cb;
   auto trampoline = [](nl_msg* m, void* arg) -> int {
     (*static_cast<const std::function<void(nlmsghdr*)>*>(arg))(nlmsg_hdr(m));
     return NL_OK;
   };
   nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, trampoline,
             const_cast<std::function<void(nlmsghdr*)>*>(&on_message));
+  return cb;
+}
+
+// Sends `msg` (already holding its request) and feeds every reply to `on_message` until the
+// dump ends or the kernel's ACK arrives. Returns a libnl error code (0 on success).
+int Exchange(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& on_message) {
+  CbPtr cb = MessageCallbacks(sock, on_message);
+  if (!cb) return -NLE_NOMEM;
   int err = nl_send_auto(sock, msg);
   if (err < 0) return err;
   return nl_recvmsgs(sock, cb.get());
@@ -256,14 +263,8 @@ int Exchange(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& o
 // Sends `msg` (which asks for an ACK) and reads until the kernel's ACK, passing each other message
 // to `on_message`: replies such as an NLM_F_ECHO may come in a read of their own before the ACK.
 int ExchangeAcked(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*)>& on_message) {
-  CbPtr cb(nl_cb_clone(nl_socket_get_cb(sock)));
+  CbPtr cb = MessageCallbacks(sock, on_message);
   if (!cb) return -NLE_NOMEM;
-  auto trampoline = [](nl_msg* m, void* arg) -> int {
-    (*static_cast<const std::function<void(nlmsghdr*)>*>(arg))(nlmsg_hdr(m));
-    return NL_OK;
-  };
-  nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, trampoline,
-            const_cast<std::function<void(nlmsghdr*)>*>(&on_message));
   bool acked = false;
   nl_cb_set(
       cb.get(), NL_CB_ACK, NL_CB_CUSTOM,
