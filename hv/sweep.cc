@@ -103,10 +103,16 @@ Status SweepLab(const LabContext& ctx, Swept* swept) {
   auto note = [&](const Status& s) {
     if (!s.ok() && first.ok()) first = s.Prefixed("removing lab '" + ctx.lab + "' by its mark " + ctx.Mark());
   };
-  // Processes first: a saved partition is frozen and dies of SIGKILL only once thawed.
-  int procs = CountProcs(cgroup);
-  note(kernel::ThawCgroupTree(cgroup));
-  kernel::CgroupKillAll(cgroup);
+  // After a clean teardown the lab's cgroups are empty, and one rmdir each (deepest first) is all
+  // there is to do: counting, thawing and ending processes reads every cgroup's files (90 ms for
+  // the 2,000 cgroups of 500 VMs on cgroup v1). That is for what a killed run or a lost state
+  // left behind, processes first: a saved partition is frozen and dies of SIGKILL only once thawed.
+  int procs = 0;
+  if (!kernel::RemoveIdleCgroup(cgroup)) {
+    procs = CountProcs(cgroup);
+    note(kernel::ThawCgroupTree(cgroup));
+    kernel::CgroupKillAll(cgroup);
+  }
   auto mounts = MountsUnder({run, disks});
   for (const auto& m : mounts)
     if (::umount2(m.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL && errno != ENOENT)

@@ -84,8 +84,9 @@ void CollectProcs(const std::string& dir, std::vector<int>* pids) {
   ::closedir(d);
 }
 
-// rmdir of `dir`'s subtree, deepest first, retrying while a level still has processes.
-Status RemoveCgroupDir(const std::string& dir, std::chrono::steady_clock::time_point deadline) {
+// rmdir of `dir`'s subtree, deepest first, retrying while a level still has processes; with
+// `wait` false, the first level that still has processes (EBUSY) ends the walk with an error.
+Status RemoveCgroupDir(const std::string& dir, std::chrono::steady_clock::time_point deadline, bool wait = true) {
   if (DIR* d = ::opendir(dir.c_str())) {
     std::vector<std::string> children;
     while (dirent* e = ::readdir(d)) {
@@ -93,14 +94,14 @@ Status RemoveCgroupDir(const std::string& dir, std::chrono::steady_clock::time_p
       if (e->d_type == DT_DIR && name != "." && name != "..") children.push_back(dir + "/" + name);
     }
     ::closedir(d);
-    for (const std::string& c : children) LAB_RETURN_IF_ERROR(RemoveCgroupDir(c, deadline));
+    for (const std::string& c : children) LAB_RETURN_IF_ERROR(RemoveCgroupDir(c, deadline, wait));
   } else if (errno == ENOENT) {
     return Status::Ok();
   }
   bool killed = false;
   for (;;) {
     if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return Status::Ok();
-    if (errno != EBUSY) return ErrnoStatus("remove cgroup " + dir);
+    if (errno != EBUSY || !wait) return ErrnoStatus("remove cgroup " + dir);
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return ErrnoStatus("remove cgroup " + dir + " (processes still inside)");
     // Processes left in a cgroup marked as the lab's are the lab's: after a grace period, end them.
@@ -237,6 +238,13 @@ std::vector<int> CgroupPids(const std::string& relative) {
 void RemoveCgroupIfEmpty(const std::string& relative) {
   // rmdir alone: a cgroup with child cgroups or processes stays (EBUSY), and nothing is killed.
   for (const std::string& dir : CgroupDirs(relative)) (void)::rmdir(dir.c_str());
+}
+
+bool RemoveIdleCgroup(const std::string& relative) {
+  if (relative.empty() || relative.front() == '/' || relative.find("..") != std::string::npos) return false;
+  for (const std::string& dir : CgroupDirs(relative))
+    if (!RemoveCgroupDir(dir, {}, /*wait=*/false).ok()) return false;
+  return true;
 }
 
 Status RemoveCgroup(const std::string& relative) {

@@ -76,7 +76,7 @@ struct BindRo {
 };
 
 struct RootPlan {
-  std::string root;               // run_dir/root
+  std::string root;               // where B mounts the new root: the base layer's directory (see MakeRootPlan)
   std::string overlay_opts;
   std::vector<FileToWrite> files;
   std::vector<std::string> mount_dirs;  // mount points to create in the root, outermost first
@@ -449,7 +449,12 @@ Status MakeDirTracked(const std::string& path, bool* created) {
 
 RootPlan MakeRootPlan(const PartitionConfig& c) {
   RootPlan p;
-  p.root = c.run_dir;  // in B's mount namespace: the directory beneath our tmpfs
+  // Any directory of B's own mount namespace serves as the mount point of the new root: B pivots
+  // into it and detaches the rest. The base layer's directory is there whatever the run root is
+  // (B's namespace is copied from one without the run root, see BuilderMountNs) and holds nothing
+  // B binds from (the disk's lab/ does), and the overlay took hold of it as its lower layer before
+  // covering it, in B's namespace only.
+  p.root = c.base_dir;
   p.overlay_opts = "lowerdir=" + c.base_dir + ",upperdir=" + c.disk_dir + "/upper,workdir=" + c.disk_dir + "/work";
   for (const auto& [inside, content] : c.files) {
     FileToWrite f;
@@ -543,8 +548,8 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
 // handles per partition under the run root: made from ours, each partition would copy (then make
 // private, then detach) the handles of every partition before it. That made a start cost 5-80 ms
 // more with 400 partitions up, and a lab's start quadratic in its size. So partitions are made
-// from a copy of our mount namespace taken once per process, with the run root detached: the
-// same files (the run root is a bind of itself), none of the handles.
+// from a copy of our mount namespace taken once per process, with the run root detached: none
+// of the handles, and nothing B needs (it mounts the new root on the base layer's directory).
 //
 // Returns a descriptor of that namespace, or -1 when it cannot be made (then ours is used).
 int BuilderMountNs(const std::string& run_root) {
@@ -851,10 +856,8 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
 
   Status s = MakeDirTracked(config.run_dir, &undo.run_dir_created);
   // The run directory is a small tmpfs of its own: the handles, the nesting record and whatever
-  // else the partition keeps at run time cost no directory work on the machine's file system,
-  // and the teardown detaches all of it in one umount (one RCU grace period). B does not see it:
-  // it builds the root from a mount namespace made earlier, where run_dir is the plain directory
-  // beneath, and mounts the VM's overlay root there.
+  // else the partition keeps at run time go in one umount at teardown (one RCU grace period). B
+  // does not see it: it builds the root from a mount namespace made earlier without the run root.
   if (s.ok() && IsMountPoint(config.run_dir) && ::umount2(config.run_dir.c_str(), MNT_DETACH) != 0)
     s = ErrnoStatus("detach the leftover run directory " + config.run_dir);
   if (s.ok()) {

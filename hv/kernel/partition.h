@@ -49,6 +49,11 @@ Status RemoveCgroup(const std::string& relative);
 /// Removes the cgroup at `relative` in every hierarchy only if it is empty (no child cgroups,
 /// no processes); never ends a process. For what labs share, like the "lab" cgroup itself.
 void RemoveCgroupIfEmpty(const std::string& relative);
+/// Removes the cgroup at `relative` and everything below it, deepest first, in every hierarchy,
+/// as long as no process is in the way; never waits and never ends a process. True when nothing
+/// of it is left; false at the first cgroup that still holds processes (the caller then knows
+/// it has processes to end, and RemoveCgroup finishes the job).
+bool RemoveIdleCgroup(const std::string& relative);
 /// Removes `path` recursively without crossing into other filesystems or following symlinks;
 /// an absent path is success.
 Status RemoveTree(const std::string& path);
@@ -66,7 +71,7 @@ struct PartitionConfig {
   std::string lab_uid;            // ownership mark
   std::string machine;            // machine name; also the hostname
   std::string run_dir;            // e.g. /run/lab/<lab>-<uid>/m/<machine>
-  /// The run root (EnsureRunRoot's private bind mount) that holds every partition's namespace
+  /// The run root (EnsureRunRoot's private tmpfs) that holds every partition's namespace
   /// handles, or "". When set, new namespaces are made from a copy of our mount namespace without
   /// it (see BuilderMountNs in partition.cc), so starting a partition costs the same with 10 or
   /// 1,000 partitions up.
@@ -114,8 +119,8 @@ bool IsAlive(const ProcessId& p);
 /// Path of a namespace handle of a partition: RUN_DIR/ns/KIND (net, mnt, uts, ipc, pid).
 std::string NsPath(const std::string& run_dir, const std::string& kind);
 
-/// Prepares the runtime root (e.g. /run/lab) as a private bind mount so namespace handles under it
-/// do not propagate. Idempotent.
+/// Prepares the runtime root (e.g. /run/lab): a private tmpfs, so namespace handles under it do
+/// not propagate and run directories cost nothing on the machine's disk. Idempotent.
 Status EnsureRunRoot(const std::string& run_root);
 /// Undoes EnsureRunRoot once no lab uses the run root any more: when it is an empty directory
 /// and a mount point, unmounts and removes it. A run root with anything in it is left alone.

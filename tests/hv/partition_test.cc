@@ -5,6 +5,8 @@
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 
 #include "base/text.h"
 #include "hv/kernel/partition.h"
+#include "hv/kernel/partition_internal.h"
 #include "tests/hv/partition_fixture.h"
 #include "tests/support.h"
 
@@ -419,6 +422,59 @@ TEST_CASE("Destroy keeps an emptied cgroup for the caller when asked, and remove
   REQUIRE(RemoveCgroup(c.cgroup).ok());
   c.keep_cgroup_on_destroy = false;
   RequireNothingLeft(pg, c, init);
+}
+
+TEST_CASE("RemoveIdleCgroup removes an empty cgroup tree and stops at one that holds a process", "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  PartitionPlayground pg;
+  PartitionConfig parent = pg.Config("idle-parent");
+  PartitionConfig child = pg.Config("idle-child", &parent);
+  ProcessId p = pg.Start(parent);
+  ProcessId c = pg.Start(child);
+  // The child's init lives in its own cgroup below the parent's: neither may go, and neither
+  // process is touched.
+  CHECK_FALSE(RemoveIdleCgroup(parent.cgroup));
+  CHECK(IsAlive(p));
+  CHECK(IsAlive(c));
+  for (const std::string& d : CgroupDirsOf(child.cgroup)) CHECK(PathExists(d));
+  child.keep_cgroup_on_destroy = parent.keep_cgroup_on_destroy = true;
+  REQUIRE(DestroyPartition(child, c).ok());
+  REQUIRE(DestroyPartition(parent, p).ok());
+  for (const std::string& d : CgroupDirsOf(child.cgroup)) REQUIRE(PathExists(d));
+  // Emptied: the whole tree goes, deepest first, in every hierarchy.
+  CHECK(RemoveIdleCgroup(parent.cgroup));
+  for (const std::string& d : CgroupDirsOf(parent.cgroup)) CHECK_FALSE(PathExists(d));
+  CHECK(RemoveIdleCgroup(parent.cgroup));  // already gone
+}
+
+TEST_CASE("The run root is a private tmpfs, released once empty", "[root][hv]") {
+  LAB_REQUIRE_ROOT("mounting the run root");
+  std::string dir = lab::testing::TempDir("labtest-runroot");
+  std::string root = dir + "/run";
+  REQUIRE(EnsureRunRoot(root).ok());
+  REQUIRE(EnsureRunRoot(root).ok());  // idempotent: not stacked
+  struct statfs fs {};
+  REQUIRE(::statfs(root.c_str(), &fs) == 0);
+  CHECK(fs.f_type == TMPFS_MAGIC);
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  int mounted = 0;
+  while (std::getline(in, line)) {
+    auto fields = Split(line, ' ');
+    if (fields.size() > 6 && fields[4] == root) {
+      ++mounted;
+      CHECK(line.find("shared:") == std::string::npos);  // private: handles do not propagate
+    }
+  }
+  CHECK(mounted == 1);
+  // Something in it: kept.
+  REQUIRE(MakeDirs(root + "/some-lab").ok());
+  REQUIRE(ReleaseRunRoot(root).ok());
+  CHECK(IsMountPoint(root));
+  REQUIRE(::rmdir((root + "/some-lab").c_str()) == 0);
+  REQUIRE(ReleaseRunRoot(root).ok());
+  CHECK_FALSE(PathExists(root));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("A failed start names the machine and the step and leaves nothing behind", "[root][hv]") {
