@@ -61,6 +61,12 @@ std::string ResolvConf(const std::vector<Ipv4>& servers) {
 class LinuxHypervisor final : public Hypervisor {
  public:
   explicit LinuxHypervisor(LabContext ctx) : ctx_(std::move(ctx)) {}
+  ~LinuxHypervisor() override {
+    // The network namespaces a lab's teardown held (PartitionConfig::hold_network) go together.
+    for (int fd : held_networks_) ::close(fd);
+  }
+  LinuxHypervisor(const LinuxHypervisor&) = delete;
+  LinuxHypervisor& operator=(const LinuxHypervisor&) = delete;
 
   // --- networks -------------------------------------------------------------------------
   Result<std::string> CreateNetwork(const NetworkSpec& s) override {
@@ -489,7 +495,12 @@ class LinuxHypervisor final : public Hypervisor {
     return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), argv);
   }
 
-  void TearingDownLab() override { tearing_down_lab_ = true; }
+  void TearingDownLab() override {
+    tearing_down_lab_ = true;
+    // Once for the lab's whole tree, not a walk per partition: nothing freezes a partition of a
+    // lab whose lock this teardown holds.
+    lab_thawed_ = kernel::ThawCgroupTree("lab/" + ctx_.Mark()).ok();
+  }
 
   Status RemoveLabRoot() override {
     std::vector<std::string> dirs = {LabRun() + "/m", LabRun() + "/n", LabRun()};
@@ -602,9 +613,20 @@ class LinuxHypervisor final : public Hypervisor {
     c.tools_dir = fs::path(ctx_.init_path).parent_path().string();
     return c;
   }
+  /// A whole lab's teardown: cgroups go in bulk at the end, the tree was thawed once, and the
+  /// network namespaces are released together when this hypervisor goes.
+  void ForTeardown(kernel::PartitionConfig& c) const {
+    if (!tearing_down_lab_) return;
+    c.keep_cgroup_on_destroy = true;
+    c.thawed_by_caller = lab_thawed_;
+    c.hold_network = [this](int fd) {
+      std::lock_guard guard(held_mu_);
+      held_networks_.push_back(fd);
+    };
+  }
   kernel::PartitionConfig MachineConfig(const PartitionSpec& s) const {
     auto c = BaseConfig(s.name);
-    c.keep_cgroup_on_destroy = tearing_down_lab_;
+    ForTeardown(c);
     c.run_dir = MachineRun(s.name);
     c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/m/" + s.name;
     c.cgroup = MachineCgroup(s.lineage);
@@ -616,7 +638,7 @@ class LinuxHypervisor final : public Hypervisor {
   }
   kernel::PartitionConfig NetworkConfig(const std::string& name) const {
     auto c = BaseConfig(name);
-    c.keep_cgroup_on_destroy = tearing_down_lab_;
+    ForTeardown(c);
     c.run_dir = NetworkRun(name);
     c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/n/" + name;
     c.cgroup = NetworkCgroup(name);
@@ -700,6 +722,9 @@ class LinuxHypervisor final : public Hypervisor {
   std::mutex filter_mu_;  // port tables are listed, then changed: one change at a time
   std::once_flag prepared_;
   std::atomic<bool> tearing_down_lab_{false};  // TearingDownLab: cgroups go with RemoveLabRoot
+  std::atomic<bool> lab_thawed_{false};        // TearingDownLab thawed the lab's cgroup tree
+  mutable std::mutex held_mu_;
+  mutable std::vector<int> held_networks_;     // hold_network: closed by the destructor
   std::optional<Fd> run_lock_;
   Status prepare_status_;
 };

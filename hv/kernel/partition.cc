@@ -925,7 +925,11 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
     if (!s.ok() && first.ok()) first = s.Prefixed(what);
   };
   // A saved (frozen) partition's processes do not die of SIGKILL until thawed (cgroup v1).
-  if (!config.cgroup.empty()) note(ThawCgroupTree(config.cgroup));
+  if (!config.cgroup.empty() && !config.thawed_by_caller) note(ThawCgroupTree(config.cgroup));
+  if (config.hold_network && !config.run_dir.empty()) {
+    int net = ::open(NsPath(config.run_dir, "net").c_str(), O_RDONLY | O_CLOEXEC);
+    if (net >= 0) config.hold_network(net);
+  }
   if (init && IsAlive(*init)) {
     // Killing pid 1 of a PID namespace ends every process in it, nested partitions included.
     if (::kill(init->pid, SIGKILL) != 0 && errno != ESRCH) note(ErrnoStatus("kill init"));

@@ -84,6 +84,17 @@ struct PartitionConfig {
   /// superblock still mounted, and each partition has about eight, so removing them one by one
   /// while the others are still up is quadratic in the lab's size.
   bool keep_cgroup_on_destroy = false;
+  /// Destroy need not thaw the partition's cgroup tree first: the caller thawed it (a whole
+  /// lab's teardown thaws the lab's tree once, where each partition would walk its own).
+  bool thawed_by_caller = false;
+  /// When set, Destroy hands a descriptor of the partition's network namespace to this instead of
+  /// letting the namespace go with the handles: the caller closes the descriptors once the whole
+  /// teardown is done. The kernel frees a network namespace in a worker of its own after the last
+  /// reference goes (as after `ip netns del`), and freeing every namespace of a lab in one batch at
+  /// the end, rather than one by one while the rest is torn down, keeps that work off the
+  /// teardown's two cores. Nothing of the lab can reach a namespace held this way: its processes
+  /// are gone and so are its handles.
+  std::function<void(int fd)> hold_network;
   std::string parent_run_dir;     // "" = made from the machine itself; else the parent partition's
   uint64_t memory_limit = 0;      // bytes; 0 = none
   int cpu_count = 0;              // CPU quota in whole CPUs; 0 = none

@@ -225,3 +225,15 @@ TEST_CASE("A VM moves to another host with its disk, its adapter re-plumbed; not
   CHECK(left.empty());
   std::filesystem::remove_all(sb.dir);
 }
+
+TEST_CASE("lab down takes down a lab with saved VMs, a nested one saved inside a running one", "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  REQUIRE(sb.Lab("up " + lab::testing::Src("labs/nested-nat.yaml")).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+  // nested1's cgroup is frozen by itself, below middle's, which is not: thawing middle alone
+  // would leave it frozen, and a frozen process does not die of SIGKILL.
+  REQUIRE(sb.Lab("save nested-nat nested1").code == 0);
+  REQUIRE(sb.Lab("status nested-nat").out.find("saved") != std::string::npos);
+  lab::testing::e2e::TakeDownLeavingNothing(sb, "nested-nat", pids);
+}

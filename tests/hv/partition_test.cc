@@ -424,6 +424,27 @@ TEST_CASE("Destroy keeps an emptied cgroup for the caller when asked, and remove
   RequireNothingLeft(pg, c, init);
 }
 
+TEST_CASE("Destroy hands the partition's network namespace to hold_network, and only that", "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting a partition");
+  PartitionPlayground pg;
+  PartitionConfig c = pg.Config("held");
+  ProcessId init = pg.Start(c);
+  struct stat want {};
+  REQUIRE(::stat(NsPath(c.run_dir, "net").c_str(), &want) == 0);
+  std::vector<int> held;
+  c.hold_network = [&](int fd) { held.push_back(fd); };
+  REQUIRE(DestroyPartition(c, init).ok());
+  c.hold_network = nullptr;
+  RequireNothingLeft(pg, c, init);
+  // Nothing else of the partition is left; the descriptor is its network namespace.
+  REQUIRE(held.size() == 1);
+  struct stat got {};
+  REQUIRE(::fstat(held[0], &got) == 0);
+  CHECK(got.st_ino == want.st_ino);
+  CHECK(got.st_dev == want.st_dev);
+  ::close(held[0]);
+}
+
 TEST_CASE("RemoveIdleCgroup removes an empty cgroup tree and stops at one that holds a process", "[root][hv]") {
   LAB_REQUIRE_ROOT("starting a partition");
   PartitionPlayground pg;
