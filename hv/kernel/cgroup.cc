@@ -201,7 +201,7 @@ Status CgroupCreate(const std::string& relative, uint64_t memory_limit, int cpu_
   if (cpu_count > 0) {
     std::string dir = V1Dir("cpu", relative);
     if (dir.empty()) return Status::Error("cgroup: no v1 cpu controller for the CPU quota");
-    LAB_RETURN_IF_ERROR(WriteCgroupFile(dir + "/cpu.cfs_period_us", "100000"));
+    // The period is the kernel's default one of a new cgroup (100 ms): only the quota is written.
     int64_t quota = int64_t{cpu_count} * 100000;
     Status st_quota = WriteCgroupFile(dir + "/cpu.cfs_quota_us", std::to_string(quota));
     if (!st_quota.ok()) {

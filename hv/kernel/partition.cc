@@ -13,8 +13,8 @@
 // start and make every write of ours afterwards a copy-on-write fault with a TLB shootdown on
 // every CPU: a third of the CPU time of bringing up 500 VMs. So W, A and B run only syscalls on
 // data prepared before the clone, never allocate or lock, and write nothing of ours but errno
-// (the sleeping thread's). Signals stay blocked from before the clone until B's exec, where B
-// first puts every caught signal back to its default.
+// (the sleeping thread's). Signals stay blocked from before the clone through B's exec (which
+// puts caught signals back to their defaults), so no handler of ours ever runs in W, A or B.
 //
 // B reports over a SOCK_SEQPACKET socketpair: one message whose SCM_CREDENTIALS the kernel
 // translates into our PID namespace (that is how we learn its host pid, however deep the
@@ -105,24 +105,9 @@ struct RootPlan {
   int builder_mnt_fd = -1;  // W enters it before B is made (BuilderMountNs); -1 = ours
   uint64_t binder_mnt_id = 0;  // our mount namespace's id: the new one must be newer to be bound
   uint64_t newer_than = 0;     // set by W: the id B's mount namespace must be above
-  sigset_t exec_mask;          // the signal mask lab-init starts with (ours before the clone)
   char* a_stack_top = nullptr;
   char* b_stack_top = nullptr;
 };
-
-/// Every caught signal back to its default, then the mask lab-init is to start with: the
-/// handlers are ours, in memory that B shares until its exec.
-void ChildResetSignals(const sigset_t& mask) {
-  for (int sig = 1; sig < NSIG; ++sig) {
-    struct sigaction sa {};
-    if (::sigaction(sig, nullptr, &sa) != 0) continue;
-    if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN) continue;
-    sa = {};
-    sa.sa_handler = SIG_DFL;
-    ::sigaction(sig, &sa, nullptr);
-  }
-  ::sigprocmask(SIG_SETMASK, &mask, nullptr);
-}
 
 bool TouchFile(const char* path) {
   int fd = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -274,7 +259,9 @@ void ChildWriteFiles(int s, std::vector<FileToWrite>& files, bool runtime) {
   // Last: the confinement also refuses the namespace and mount work above.
   if (p.confinement && !p.confinement->ChildApply()) ChildFail(s, "confine the partition (capabilities, seccomp)", 126);
   ChildSendReport(s, "", 0);
-  ChildResetSignals(p.exec_mask);
+  // Every signal stays blocked through the exec, so none of our handlers (in memory B shares
+  // until then) can run in B: the exec puts caught signals back to their defaults, and lab-init
+  // keeps every signal blocked and takes the ones it acts on synchronously.
   char arg0[] = "lab-init";
   char* argv[] = {arg0, nullptr};
   char* envp[] = {nullptr};
@@ -634,18 +621,21 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   if (plan.builder_mnt_fd >= 0) keep.push_back(plan.builder_mnt_fd);
   keep.insert(keep.end(), parent_ns_fds.begin(), parent_ns_fds.end());
 
-  ChildStacks stacks;
+  // One set per thread, kept: the clone returns only once W, A and B are done with them (W is
+  // a vfork child, and so are A and B of theirs), and mapping them afresh for every start
+  // cost a munmap, which in a multi-threaded process flushes the TLB on every CPU running it.
+  thread_local ChildStacks stacks;
   if (!stacks.ok()) return ErrnoStatus("map the stacks of the partition's first processes");
   plan.a_stack_top = stacks.Top(1);
   plan.b_stack_top = stacks.Top(2);
   WArgs wargs{&plan, &procs_files, &parent_ns_fds, keep.data(), static_cast<int>(keep.size())};
-  sigset_t all;
+  sigset_t all, ours_mask;
   ::sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &plan.exec_mask);
+  ::pthread_sigmask(SIG_SETMASK, &all, &ours_mask);
   // Returns once W has exited: by then B has exec'd lab-init or failed.
   pid_t w = ::clone(RunWEntry, stacks.Top(0), CLONE_VM | CLONE_VFORK | SIGCHLD, &wargs);
   const int clone_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &plan.exec_mask, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &ours_mask, nullptr);
   if (w < 0) return Status::Error("clone: " + ErrnoText(clone_errno));
   theirs.Reset();
   init_fd.Reset();
@@ -686,9 +676,9 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   if (exec.kind == Received::kReport)
     return Status::Error(std::string(exec.report.step) + ": " + ErrnoText(exec.report.err));
   if (exec.kind == Received::kTimeout) return Status::Error("start: lab-init did not start within 10 s");
-  // Record the start time after the exec (exec keeps it, but the pid must be the live init).
-  undo.init.start_time = ProcessStartTime(ready.pid);
-  if (undo.init.start_time == 0 || ProcessState(ready.pid) == 'Z')
+  // The exec keeps the start time: the pid must still be that process, and alive.
+  ProcStat now = ReadProcStat(ready.pid);
+  if (now.start_time == 0 || now.start_time != undo.init.start_time || now.state == 'Z')
     return Status::Error("start: lab-init exited right after starting");
   return undo.init;
 }
@@ -787,30 +777,29 @@ bool ChildJoinCgroup(const std::vector<std::string>& procs_files) {
 
 // ---- processes ----
 
-char ProcessState(int pid) {
-  if (pid <= 0) return 0;
+ProcStat ReadProcStat(int pid) {
+  ProcStat out;
+  if (pid <= 0) return out;
   auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return 0;
+  if (!stat) return out;
   size_t close = stat->rfind(')');
-  if (close == std::string::npos || close + 2 >= stat->size()) return 0;
-  return (*stat)[close + 2];
-}
-
-uint64_t ProcessStartTime(int pid) {
-  if (pid <= 0) return 0;
-  auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return 0;
-  size_t close = stat->rfind(')');
-  if (close == std::string::npos) return 0;
+  if (close == std::string::npos || close + 2 >= stat->size()) return out;
+  out.state = (*stat)[close + 2];
   // After "(comm)": field 3 (state) ... field 22 (starttime) is the 20th.
   std::vector<std::string> fields = Split(std::string_view(*stat).substr(close + 2), ' ');
-  if (fields.size() < 20) return 0;
-  return std::strtoull(fields[19].c_str(), nullptr, 10);
+  if (fields.size() >= 20) out.start_time = std::strtoull(fields[19].c_str(), nullptr, 10);
+  return out;
 }
+
+char ProcessState(int pid) { return ReadProcStat(pid).state; }
+
+uint64_t ProcessStartTime(int pid) { return ReadProcStat(pid).start_time; }
 
 bool IsAlive(const ProcessId& p) {
   // A zombie has already released its namespaces: it counts as gone.
-  return p.pid > 0 && ProcessStartTime(p.pid) == p.start_time && p.start_time != 0 && ProcessState(p.pid) != 'Z';
+  if (p.pid <= 0 || p.start_time == 0) return false;
+  ProcStat now = ReadProcStat(p.pid);
+  return now.start_time == p.start_time && now.state != 'Z';
 }
 
 bool WaitGone(const ProcessId& p, int timeout_ms) {

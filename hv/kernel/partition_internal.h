@@ -65,6 +65,13 @@ void CgroupKillAll(const std::string& relative);
 
 /// State letter of /proc/PID/stat ('R', 'S', 'Z', ...); 0 when there is no such process.
 char ProcessState(int pid);
+/// State letter and start time (field 22) of /proc/PID/stat in one read; zeros when there is no
+/// such process.
+struct ProcStat {
+  char state = 0;
+  uint64_t start_time = 0;
+};
+ProcStat ReadProcStat(int pid);
 /// Waits until `p` is gone (or a zombie), reaping it when it is our child; false on timeout.
 bool WaitGone(const ProcessId& p, int timeout_ms);
 
