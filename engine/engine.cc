@@ -145,7 +145,8 @@ Result<ApplyResult> Engine::Down(const std::string& lab, const std::function<voi
   hv->TearingDownLab();
   out.report = Execute(out.plan, lab, *hv, *store_, exec);
   if (!out.report.ok()) return out;
-  hv.reset();
+  // `hv` lives on until the end: what its teardown still holds (the lab's network namespaces,
+  // freed by the kernel in a worker once released) goes after the rest of the work, not during.
   // What carries the lab's mark but no record (a partition a killed run of an older lab made
   // before noting it): down is the end of the lab, so it goes too, found by the mark.
   bool found = false;
@@ -160,6 +161,7 @@ Result<ApplyResult> Engine::Down(const std::string& lab, const std::function<voi
       out.swept.push_back(*swept);
     }
   LAB_RETURN_IF_ERROR(store_->DeleteLab(lab));
+  hv.reset();
   return out;
 }
 

@@ -60,24 +60,31 @@ class Runner {
   /// held it was removed; while one is left, its record stays (the next run removes it for real:
   /// removing what is already gone is success).
   void Settle(const std::vector<Node>& nodes) {
+    // One transaction for all of them: they are records only (the kernel objects went with
+    // their partitions), and 1,000 transactions one after the other were a tenth of a `down`.
+    std::vector<std::pair<const Node*, bool>> settle;  // node, whether everything holding it went
+    std::vector<state::Store::Removed> removed;
     for (const Node& n : nodes) {
       if (!n.subsumed || n.blocked) continue;
-      StepEvent ev;
-      ev.action = n.action;
-      ev.teardown = true;
       auto homes = HomesOf(n.action->old);
-      if (std::all_of(homes.begin(), homes.end(), [&](const std::string& k) { return removed_.count(k) > 0; })) {
-        auto id = store_.BeginAction(lab_, "delete", n.action->old.key, n.action->reason + " (removed with " + Join(homes, ", ") + ")");
-        ev.status = id ? store_.CommitAction(*id, lab_, std::nullopt, n.action->old.key) : id.status();
-        if (ev.status.ok()) {
-          ++report_.done;
-        } else {
-          ++report_.failed;
-          report_.errors.push_back(n.action->old.key + ": " + ev.status.message());
-        }
-      } else {
+      bool gone = std::all_of(homes.begin(), homes.end(), [&](const std::string& k) { return removed_.count(k) > 0; });
+      if (gone) removed.push_back({n.action->old.key, n.action->reason + " (removed with " + Join(homes, ", ") + ")"});
+      settle.emplace_back(&n, gone);
+    }
+    const Status recorded = store_.RecordRemoved(lab_, removed);
+    for (const auto& [n, gone] : settle) {
+      StepEvent ev;
+      ev.action = n->action;
+      ev.teardown = true;
+      if (!gone) {
         ev.skipped = true;
         ++report_.skipped;
+      } else if (recorded.ok()) {
+        ++report_.done;
+      } else {
+        ev.status = recorded;
+        ++report_.failed;
+        report_.errors.push_back(n->action->old.key + ": " + recorded.message());
       }
       if (options_.on_step) options_.on_step(ev);
     }

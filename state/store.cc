@@ -561,6 +561,31 @@ Status Store::CommitAction(int64_t id, const std::string& lab, const std::option
   return txn.Commit();
 }
 
+Status Store::RecordRemoved(const std::string& lab, const std::vector<Removed>& removed) {
+  if (removed.empty()) return Status::Ok();
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  const std::string what = "recording " + std::to_string(removed.size()) + " removals of lab '" + lab + "'";
+  Txn txn(impl);
+  LAB_RETURN_IF_ERROR(txn.Begin(true));
+  auto journal = impl.Prepare(
+      "INSERT INTO journal(lab, action, key, reason, status, started, finished) "
+      "VALUES (?, 'delete', ?, ?, 'done', ?, ?)");
+  if (!journal) return journal.status();
+  auto erase = impl.Prepare("DELETE FROM resources WHERE lab = ? AND key = ?");
+  if (!erase) return erase.status();
+  const int64_t now = NowMillis();
+  for (const Removed& r : removed) {
+    journal->Reset();
+    journal->Bind(lab, r.key, r.reason, now, now);
+    LAB_RETURN_IF_ERROR(impl.Run(*journal, what));
+    erase->Reset();
+    erase->Bind(lab, r.key);
+    LAB_RETURN_IF_ERROR(impl.Run(*erase, what));
+  }
+  return txn.Commit();
+}
+
 Status Store::ErasePending(const std::string& lab, const std::string& key, const std::string& facts) {
   std::lock_guard<std::mutex> guard(impl_->mu);
   Impl& impl = *impl_;

@@ -109,6 +109,13 @@ class Store {
   /// `erase_key` (if non-empty) for the lab.
   Status CommitAction(int64_t id, const std::string& lab, const std::optional<ResourceRecord>& put,
                       const std::string& erase_key);
+  /// What went with something else (an adapter with its VM's partition): in one transaction,
+  /// journals each key as a delete done with its reason and erases its record. Either all of
+  /// them are recorded or none (then they stay recorded, and a later run removes what is gone).
+  struct Removed {
+    std::string key, reason;
+  };
+  Status RecordRemoved(const std::string& lab, const std::vector<Removed>& removed);
   /// Erases the record of `key` if it still has the pending `facts` BeginAction wrote (the
   /// make failed and undid its own partial work).
   Status ErasePending(const std::string& lab, const std::string& key, const std::string& facts);

@@ -182,6 +182,38 @@ TEST_CASE("Committing an action writes the resource, and a later one erases it",
   }
 }
 
+TEST_CASE("Removals recorded together are journaled as done and erase only their records, of their lab",
+          "[state]") {
+  StateDir dir;
+  auto store = OpenOrFail(dir.path);
+  PutLab(*store, "alpha");
+  PutLab(*store, "beta");
+  for (const char* key : {"adapter/vm1/eth0", "adapter/vm2/eth0", "partition/vm1"}) {
+    auto id = store->BeginAction("alpha", "create", key, "not recorded");
+    REQUIRE(id);
+    REQUIRE(store->CommitAction(*id, "alpha", Resource(key), "").ok());
+  }
+  auto other = store->BeginAction("beta", "create", "adapter/vm1/eth0", "not recorded");
+  REQUIRE(other);
+  REQUIRE(store->CommitAction(*other, "beta", Resource("adapter/vm1/eth0"), "").ok());
+
+  REQUIRE(store->RecordRemoved("alpha", {{"adapter/vm1/eth0", "removed with partition/vm1"},
+                                         {"adapter/vm2/eth0", "removed with partition/vm2"}})
+              .ok());
+  auto snap = store->Load("alpha");
+  CHECK(snap->resources.size() == 1);
+  CHECK(snap->resources.count("partition/vm1") == 1);
+  CHECK(store->Load("beta")->resources.count("adapter/vm1/eth0") == 1);
+  const auto journal = store->Journal("alpha", 2);
+  REQUIRE(journal.size() == 2);
+  for (const JournalEntry& e : journal) {
+    CHECK(e.action == "delete");
+    CHECK(e.status == "done");
+    CHECK(e.reason.rfind("removed with partition/", 0) == 0);
+  }
+  CHECK(store->RecordRemoved("alpha", {}).ok());
+}
+
 TEST_CASE("Committing an action that was never begun fails and changes nothing", "[state]") {
   StateDir dir;
   auto store = OpenOrFail(dir.path);
