@@ -791,8 +791,6 @@ ProcStat ReadProcStat(int pid) {
   return out;
 }
 
-char ProcessState(int pid) { return ReadProcStat(pid).state; }
-
 uint64_t ProcessStartTime(int pid) { return ReadProcStat(pid).start_time; }
 
 bool IsAlive(const ProcessId& p) {

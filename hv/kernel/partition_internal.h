@@ -63,10 +63,8 @@ void CgroupKillAll(const std::string& relative);
 
 // ---- processes (partition.cc) ----
 
-/// State letter of /proc/PID/stat ('R', 'S', 'Z', ...); 0 when there is no such process.
-char ProcessState(int pid);
-/// State letter and start time (field 22) of /proc/PID/stat in one read; zeros when there is no
-/// such process.
+/// State letter ('R', 'S', 'Z', ...) and start time (field 22) of /proc/PID/stat in one read;
+/// zeros when there is no such process.
 struct ProcStat {
   char state = 0;
   uint64_t start_time = 0;
