@@ -24,6 +24,7 @@
 #include <string_view>
 #include <utility>
 
+#include "base/proc.h"
 #include "base/text.h"
 
 namespace lab::state {
@@ -92,25 +93,12 @@ std::string LocalTime(int64_t millis) {
   return buf;
 }
 
-// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot. With the pid it
-// names one process for the life of the machine, so a recycled pid is not mistaken for a holder.
+// The start time (field 22 of /proc/PID/stat, clock ticks since boot): with the pid it names one
+// process for the life of the machine, so a recycled pid is not mistaken for a holder.
 std::optional<int64_t> ProcessStartTime(pid_t pid) {
-  auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return std::nullopt;
-  // Field 2 (comm) is parenthesized and may contain spaces and parentheses: count after the last ')'.
-  const size_t paren = stat->rfind(')');
-  if (paren == std::string::npos) return std::nullopt;
-  std::vector<std::string> fields;
-  for (const std::string& f : Split(std::string_view(*stat).substr(paren + 1), ' ')) {
-    if (!f.empty()) fields.push_back(f);
-  }
-  constexpr size_t kStartTimeIndex = 22 - 3;  // fields[0] is field 3 (state)
-  if (fields.size() <= kStartTimeIndex) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(fields[kStartTimeIndex].c_str(), &end, 10);
-  if (errno != 0 || *end != '\0') return std::nullopt;
-  return v;
+  ProcStat st = ReadProcStat(pid);
+  if (!st.found) return std::nullopt;
+  return static_cast<int64_t>(st.start_time);
 }
 
 // Whether the process that recorded (pid, start_time) still runs.

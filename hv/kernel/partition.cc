@@ -678,7 +678,7 @@ Result<ProcessId> StartProcesses(const PartitionConfig& c, StartUndo& undo) {
   if (exec.kind == Received::kTimeout) return Status::Error("start: lab-init did not start within 10 s");
   // The exec keeps the start time: the pid must still be that process, and alive.
   ProcStat now = ReadProcStat(ready.pid);
-  if (now.start_time == 0 || now.start_time != undo.init.start_time || now.state == 'Z')
+  if (!now.found || now.start_time != undo.init.start_time || now.state == 'Z')
     return Status::Error("start: lab-init exited right after starting");
   return undo.init;
 }
@@ -777,27 +777,14 @@ bool ChildJoinCgroup(const std::vector<std::string>& procs_files) {
 
 // ---- processes ----
 
-ProcStat ReadProcStat(int pid) {
-  ProcStat out;
-  if (pid <= 0) return out;
-  auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
-  if (!stat) return out;
-  size_t close = stat->rfind(')');
-  if (close == std::string::npos || close + 2 >= stat->size()) return out;
-  out.state = (*stat)[close + 2];
-  // After "(comm)": field 3 (state) ... field 22 (starttime) is the 20th.
-  std::vector<std::string> fields = Split(std::string_view(*stat).substr(close + 2), ' ');
-  if (fields.size() >= 20) out.start_time = std::strtoull(fields[19].c_str(), nullptr, 10);
-  return out;
-}
-
 uint64_t ProcessStartTime(int pid) { return ReadProcStat(pid).start_time; }
 
 bool IsAlive(const ProcessId& p) {
-  // A zombie has already released its namespaces: it counts as gone.
+  // A zombie has already released its namespaces: it counts as gone, as does one being
+  // released ('X', seen only for an instant).
   if (p.pid <= 0 || p.start_time == 0) return false;
   ProcStat now = ReadProcStat(p.pid);
-  return now.start_time == p.start_time && now.state != 'Z';
+  return now.found && now.start_time == p.start_time && now.state != 'Z' && now.state != 'X';
 }
 
 bool WaitGone(const ProcessId& p, int timeout_ms) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/proc.h"
 #include "base/status.h"
 #include "hv/kernel/partition.h"
 
@@ -63,13 +64,6 @@ void CgroupKillAll(const std::string& relative);
 
 // ---- processes (partition.cc) ----
 
-/// State letter ('R', 'S', 'Z', ...) and start time (field 22) of /proc/PID/stat in one read;
-/// zeros when there is no such process.
-struct ProcStat {
-  char state = 0;
-  uint64_t start_time = 0;
-};
-ProcStat ReadProcStat(int pid);
 /// Waits until `p` is gone (or a zombie), reaping it when it is our child; false on timeout.
 bool WaitGone(const ProcessId& p, int timeout_ms);
 

@@ -352,6 +352,9 @@ TEST_CASE("SpawnInPartition starts a detached process that StopProcess ends", "[
   REQUIRE(log.ok());
   CHECK(*log == "started\n");
   REQUIRE(StopProcess(*p).ok());
+  INFO("after StopProcess, /proc/" << p->pid << "/stat: "
+                                    << ReadFile("/proc/" + std::to_string(p->pid) + "/stat").value_or("(none)")
+                                    << "; started at " << p->start_time);
   CHECK_FALSE(IsAlive(*p));
   REQUIRE(StopProcess(*p).ok());
 
