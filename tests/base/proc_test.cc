@@ -46,7 +46,12 @@ TEST_CASE("ReadProcStat reads the state and start time of a live process", "[bas
   // A child starts no earlier than its parent; its line is parsed after the last ')' of comm,
   // however odd the name.
   pid_t child = NamedChild("a) b ) (c d");
-  ProcStat named = ReadProcStat(child);
+  ProcStat named;
+  for (int i = 0; i < 500; ++i) {  // it may still be on its way from write(2) to pause(2)
+    named = ReadProcStat(child);
+    if (named.state != 'R') break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
   CHECK(named.found);
   CHECK(named.state == 'S');
   CHECK(named.start_time >= me.start_time);
