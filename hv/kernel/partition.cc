@@ -787,20 +787,21 @@ bool IsAlive(const ProcessId& p) {
   return now.found && now.start_time == p.start_time && now.state != 'Z' && now.state != 'X';
 }
 
-bool WaitGone(const ProcessId& p, int timeout_ms) {
+bool WaitGone(const ProcessId& p, int timeout_ms, int pidfd_in) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   // A pidfd wakes us the moment the process exits (a PID namespace's init: once all its
   // namespace is gone), where sleeping in steps cost up to a step per partition on teardown.
   // The pid could have been reused before it was opened: the wait is capped and the start time
   // checked again after each wake, so a wrong process only costs the cap.
-  UniqueFd pidfd(p.pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)) : -1);
+  UniqueFd opened(pidfd_in < 0 && p.pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)) : -1);
+  const int pidfd = pidfd_in >= 0 ? pidfd_in : opened.get();
   for (;;) {
     int status;
     ::waitpid(p.pid, &status, WNOHANG);  // reaps it when it is ours; ECHILD otherwise
     if (!IsAlive(p)) return true;
     if (Clock::now() >= deadline) return false;
-    if (pidfd.valid()) {
-      pollfd pfd{pidfd.get(), POLLIN, 0};
+    if (pidfd >= 0) {
+      pollfd pfd{pidfd, POLLIN, 0};
       ::poll(&pfd, 1, std::min(MsLeft(deadline), 100));
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -342,21 +342,19 @@ Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string
 }
 
 Status StopProcess(const ProcessId& p) {
-  if (!IsAlive(p)) return Status::Ok();
-  // The signals go through a pidfd opened while the start time still matched (checked again
-  // after opening): it names this process even if the process ends and its pid is given to
-  // another before a signal is sent. Kernels without pidfds (before 5.3) get kill(2).
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)));
-  if (!pidfd.valid() && errno == ESRCH) return Status::Ok();
+  // The signals go through a pidfd whose process still had the start time after it was opened:
+  // it names this process even if the process ends and its pid is given to another before a
+  // signal is sent. Kernels without pidfds (before 5.3) get kill(2).
+  UniqueFd pidfd(p.pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, p.pid, 0)) : -1);
   if (!IsAlive(p)) return Status::Ok();
   auto send = [&](int sig) {
     long r = pidfd.valid() ? ::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) : ::kill(p.pid, sig);
     return r == 0 || errno == ESRCH;
   };
   if (!send(SIGTERM)) return ErrnoStatus("stop process " + std::to_string(p.pid));
-  if (WaitGone(p, 1000)) return Status::Ok();
+  if (WaitGone(p, 1000, pidfd.get())) return Status::Ok();
   if (!send(SIGKILL)) return ErrnoStatus("kill process " + std::to_string(p.pid));
-  if (WaitGone(p, 2000)) return Status::Ok();
+  if (WaitGone(p, 2000, pidfd.get())) return Status::Ok();
   return Status::Error("process " + std::to_string(p.pid) + " did not exit after SIGKILL");
 }
 

@@ -65,7 +65,8 @@ void CgroupKillAll(const std::string& relative);
 // ---- processes (partition.cc) ----
 
 /// Waits until `p` is gone (or a zombie), reaping it when it is our child; false on timeout.
-bool WaitGone(const ProcessId& p, int timeout_ms);
+/// `pidfd`, when the caller has one open for `p`, is waited on instead of opening another.
+bool WaitGone(const ProcessId& p, int timeout_ms, int pidfd = -1);
 
 // ---- mounts and files (mounts.cc) ----
 
