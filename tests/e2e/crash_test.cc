@@ -5,6 +5,7 @@
 // changes."), the lab's checks pass, and `lab down` leaves nothing.
 #include <signal.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -125,15 +126,21 @@ TEST_CASE("lab up killed from outside at 20 random moments: the next up converge
   if (const char* s = std::getenv("LAB_CRASH_SEED")) seed = static_cast<unsigned>(std::strtoul(s, nullptr, 10));
   WARN("random kills: LAB_CRASH_SEED=" << seed << ", up takes " << whole_ms << " ms");
   std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> delay(0, whole_ms);
+  // A loaded machine makes some ups faster or slower than the measured one: a kill that came
+  // after the run had ended narrows the range the next delays are drawn from, so the kills keep
+  // landing inside runs whatever the load.
+  int upper_ms = whole_ms;
   int killed_mid_run = 0;
   for (int i = 0; i < 20; ++i) {
-    int ms = delay(rng);
+    int ms = std::uniform_int_distribution<int>(0, upper_ms)(rng);
     Background up = Start(sb, {"up", File()});
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     ::kill(up.pid, SIGKILL);  // ours, by pid
     int code = up.Wait();
-    killed_mid_run += code == 128 + SIGKILL;
+    if (code == 128 + SIGKILL)
+      ++killed_mid_run;
+    else
+      upper_ms = std::max(1, ms * 3 / 4);
     std::string after = "up killed from outside after " + std::to_string(ms) + " ms";
     Converges(sb, after);
     DownLeavesNothing(sb, after);
