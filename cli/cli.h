@@ -35,7 +35,8 @@ struct Out {
 };
 
 Out MakeOut(const Globals& g);
-/// The lab-init binary partitions run: env LAB_INIT, else next to this lab binary.
+/// The lab-init binary partitions run: env LAB_INIT, else next to this lab binary (the build
+/// tree), else ../libexec/lab/lab-init from it (installed).
 std::string InitPath();
 /// The engine options the global flags give (state and run dirs, lab-init, jobs).
 engine::EngineOptions EngineOptionsFor(const Globals& g);

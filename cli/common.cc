@@ -30,7 +30,11 @@ std::string InitPath() {
   if (const char* env = std::getenv("LAB_INIT")) return env;
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return (exe.parent_path() / "lab-init").string();
+  // The build tree keeps lab-init next to lab; an installed lab (bin/) finds it in libexec/lab.
+  auto beside = exe.parent_path() / "lab-init";
+  auto installed = exe.parent_path().parent_path() / "libexec" / "lab" / "lab-init";
+  if (!std::filesystem::exists(beside, ec) && std::filesystem::exists(installed, ec)) return installed.string();
+  return beside.string();
 }
 
 engine::EngineOptions EngineOptionsFor(const Globals& g) {

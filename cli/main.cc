@@ -3,11 +3,13 @@
 #include <iostream>
 
 #include "cli/cli.h"
+#include "cli/version.h"
 
 int main(int argc, char** argv) {
   using namespace lab::cli;
   CLI::App app{"lab: nested virtualization labs (Hyper-V semantics) from a checked-in YAML file"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("lab ") + kVersion + " (" + kCommit + ")");
   Globals g;
   const char* sd = std::getenv("LAB_STATE_DIR");
   const char* rd = std::getenv("LAB_RUN_DIR");

@@ -527,7 +527,7 @@ std::vector<Capability> Diagnose(const std::string& init_path) {
   caps.push_back(ProbeOverlay());
   caps.push_back(ProbeExecutable("dnsmasq", "/usr/sbin/dnsmasq", "apt-get install dnsmasq-base", true));
   caps.push_back(ProbeExecutable("lab-init", init_path,
-                                 "build it next to lab (make lab-init), or point LAB_INIT at it", true));
+                                 "build it next to lab (make lab-init) or install lab (lab-init goes in libexec/lab), or set LAB_INIT to its path", true));
   caps.push_back(ProbeCpuExtensions());
   caps.push_back(ProbeKvmDevice());
   caps.push_back(ProbeKvmNested());
