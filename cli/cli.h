@@ -67,6 +67,11 @@ void AddGraph(CLI::App& app, Globals& g);
 void AddExport(CLI::App& app, Globals& g);
 void AddDoctor(CLI::App& app, Globals& g);
 void AddInternal(CLI::App& app, Globals& g);
+/// `lab completion bash|zsh|fish`, and the hidden `__man` the build makes lab.1 with.
+void AddCompletion(CLI::App& app, Globals& g);
+/// `lab __complete [--] WORD...` (what the completion scripts run): prints the candidates for
+/// the last word, given the words before it. Outside CLI11's parsing, as the words are partial.
+int RunComplete(const CLI::App& app, const Globals& g, std::vector<std::string> words);
 void AddLifecycle(CLI::App& app, Globals& g);
 void AddLink(CLI::App& app, Globals& g);
 

@@ -34,8 +34,16 @@ int main(int argc, char** argv) {
   AddDoctor(app, g);
   AddLifecycle(app, g);
   AddLink(app, g);
+  AddCompletion(app, g);
   AddInternal(app, g);
 
+  // `lab [GLOBAL FLAGS] __complete WORD...`: the words are partial, so not for CLI11 to parse.
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "__complete") return RunComplete(app, g, std::vector<std::string>(argv + i + 1, argv + argc));
+    if (a.empty() || a[0] != '-') break;
+    if ((a == "--state-dir" || a == "--run-dir") && i + 1 < argc) (a == "--state-dir" ? g.state_dir : g.run_dir) = argv[++i];
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -33,7 +33,8 @@ done
 root="$work/root"
 dpkg-deb -x "$deb" "$root"
 for f in usr/bin/lab usr/libexec/lab/lab-init usr/share/doc/lab/README.md usr/share/doc/lab/rules.md \
-         usr/share/doc/lab/examples/nested-nat.yaml; do
+         usr/share/doc/lab/examples/nested-nat.yaml usr/share/man/man1/lab.1 usr/share/bash-completion/completions/lab \
+         usr/share/zsh/vendor-completions/_lab usr/share/fish/vendor_completions.d/lab.fish; do
   check "the package holds /$f" test -f "$root/$f"
 done
 check "lab and lab-init are executable" test -x "$root/usr/bin/lab" -a -x "$root/usr/libexec/lab/lab-init"
