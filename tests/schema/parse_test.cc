@@ -176,6 +176,27 @@ TEST_CASE("A missing file is a diagnostic naming the file", "[schema]") {
   CHECK(r.diagnostics[0].message.find("cannot read the lab file") == 0);
 }
 
+TEST_CASE("A diagnostic without a position names only the file, never line 0", "[schema]") {
+  auto r = lab::schema::LoadFile("/nonexistent/lab.yaml");
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].ToString() == "/nonexistent/lab.yaml: error: cannot read the lab file: " +
+                                           r.diagnostics[0].message.substr(std::string("cannot read the lab file: ").size()));
+  CHECK(r.diagnostics[0].ToString().find(":0") == std::string::npos);
+  using lab::schema::Diagnostic;
+  CHECK(Diagnostic{"f.yaml", {}, "m"}.ToString() == "f.yaml: error: m");
+  CHECK(Diagnostic{"f.yaml", {3, 7}, "m"}.ToString() == "f.yaml:3:7: error: m");
+  CHECK(Diagnostic{"f.yaml", {3, 7}, "m", lab::schema::Severity::kWarning}.ToString() == "f.yaml:3:7: warning: m");
+}
+
+TEST_CASE("An empty key is reported at its value, or at its map when the value is empty too", "[schema]") {
+  // `? ` alone has no text of its own: it used to be reported at 0:0.
+  CHECK(Messages(Parse("lab: x\nhosts:\n  ? \n  : {}\n", "k.yaml")) ==
+        "k.yaml:2:1: error: hosts: a lab needs at least one host\n"
+        "k.yaml:4:5: error: hosts: expected a name as key, got nothing\n");
+  CHECK(Messages(Parse("lab: x\nhosts:\n  hv1:\n    vms:\n      ? \n", "k.yaml")) ==
+        "k.yaml:5:7: error: host 'hv1' vms: expected a name as key, got nothing\n");
+}
+
 TEST_CASE("An unknown key suggests the closest known key", "[schema]") {
   auto r = Parse("lab: x\nhosts:\n  hv1:\n    vms:\n      vm1: {proccesor: {count: 2}}\n", "k.yaml");
   CHECK(Messages(r) == "k.yaml:5:13: error: VM 'vm1': unknown key 'proccesor'; did you mean 'processor'?\n");
