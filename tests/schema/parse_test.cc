@@ -365,23 +365,14 @@ hosts:
 TEST_CASE("An internal switch in the subnet of its owner's own adapter is refused, naming both places", "[schema]") {
   // The issue's reproduction: vEthernet (Inner) took the route of middle's network (and its
   // default route), and most checks failed.
-  std::string text = R"(lab: unit
-networks:
-  lan: {subnet: 10.1.0.0/24, gateway: 10.1.0.1}
-hosts:
-  hv1:
-    nics:
-      Ethernet: {network: lan, ip: 10.1.0.11/24}
-    switches:
-      External: {type: external, nics: [Ethernet]}
-    vms:
-      middle:
+  std::string text = kMinimal;
+  text.replace(text.find("      vm1:"), 0, R"(      middle:
         processor: {expose_virtualization_extensions: true}
         adapters:
           - {switch: External, ip: 10.1.0.10/24, gateway: 10.1.0.1}
         switches:
           Inner: {type: internal, ip: 10.1.0.100/24}
-)";
+)");
   auto r = Parse(text, "o.yaml");
   CHECK_FALSE(r.ok());
   CHECK(Messages(r) ==
