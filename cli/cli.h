@@ -42,7 +42,12 @@ std::string InitPath();
 engine::EngineOptions EngineOptionsFor(const Globals& g);
 /// Opens the engine with the global flags; prints the error and returns null on failure.
 std::unique_ptr<engine::Engine> OpenEngine(const Globals& g);
-/// Loads and validates a lab file; prints every diagnostic to stderr on failure.
+/// Reads and validates a lab file (a big one with the heap prepared for it); prints nothing.
+schema::LoadResult LoadLabFile(const std::string& path);
+/// Prints diagnostics to stderr, one a line ("FILE:LINE:COL: error: ..." / "warning: ...").
+void PrintDiagnostics(const std::vector<schema::Diagnostic>& diagnostics);
+/// Loads and validates a lab file; prints every diagnostic (warnings too) to stderr; nullopt on
+/// an error.
 std::optional<schema::Lab> LoadLab(const std::string& path);
 /// FILE or LAB: a path to a lab file, or the name of a lab that is up (its recorded file).
 std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine& engine);

@@ -81,11 +81,19 @@ void PrepareHeapFor(const std::string& path) {
 
 }  // namespace
 
-std::optional<schema::Lab> LoadLab(const std::string& path) {
+schema::LoadResult LoadLabFile(const std::string& path) {
   PrepareHeapFor(path);
-  auto r = schema::LoadFile(path);
+  return schema::LoadFile(path);
+}
+
+void PrintDiagnostics(const std::vector<schema::Diagnostic>& diagnostics) {
+  for (const auto& d : diagnostics) std::cerr << d.ToString() << "\n";
+}
+
+std::optional<schema::Lab> LoadLab(const std::string& path) {
+  auto r = LoadLabFile(path);
+  PrintDiagnostics(r.diagnostics);
   if (!r.ok()) {
-    for (const auto& d : r.diagnostics) std::cerr << d.ToString() << "\n";
     if (r.diagnostics.empty()) std::cerr << path << ": error: invalid lab file\n";
     return std::nullopt;
   }

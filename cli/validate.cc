@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <cstdio>
 
 #include "cli/cli.h"
+#include "engine/facts.h"
 
 namespace lab::cli {
 
@@ -11,16 +13,33 @@ void AddValidate(CLI::App& app, Globals&) {
   cmd->callback([] {
     g_exit_code = 0;
     for (const auto& f : files) {
-      auto lab = LoadLab(f);
-      if (!lab) {
+      auto r = LoadLabFile(f);
+      // The file's own diagnostics, then what the rules model says of a lab that reads (what
+      // `lab plan` would refuse or note), all in file order.
+      std::vector<schema::Diagnostic> all = std::move(r.diagnostics);
+      if (r.lab) {
+        auto rules = engine::RuleDiagnostics(*r.lab);
+        all.insert(all.end(), rules.begin(), rules.end());
+        std::stable_sort(all.begin(), all.end(), [](const schema::Diagnostic& a, const schema::Diagnostic& b) {
+          return std::pair{a.loc.line, a.loc.col} < std::pair{b.loc.line, b.loc.col};
+        });
+      }
+      PrintDiagnostics(all);
+      size_t errors = 0, warnings = 0;
+      for (const auto& d : all) (d.severity == schema::Severity::kError ? errors : warnings)++;
+      if (!r.lab || errors > 0) {
+        if (all.empty()) std::fprintf(stderr, "%s: error: invalid lab file\n", f.c_str());
         g_exit_code = 1;
         continue;
       }
+      const schema::Lab& lab = *r.lab;
       size_t vms = 0, hosts = 0;
-      for (const auto& m : lab->machines) (m.kind == schema::MachineKind::kHost ? hosts : vms)++;
-      std::printf("%s: lab '%s' is valid: %zu host%s, %zu VM%s, %zu network%s, %zu check%s\n", f.c_str(),
-                  lab->name.c_str(), hosts, hosts == 1 ? "" : "s", vms, vms == 1 ? "" : "s", lab->networks.size(),
-                  lab->networks.size() == 1 ? "" : "s", lab->checks.size(), lab->checks.size() == 1 ? "" : "s");
+      for (const auto& m : lab.machines) (m.kind == schema::MachineKind::kHost ? hosts : vms)++;
+      std::string noted = warnings == 0 ? "" : ", " + std::to_string(warnings) + (warnings == 1 ? " warning" : " warnings");
+      std::printf("%s: lab '%s' is valid: %zu host%s, %zu VM%s, %zu network%s, %zu check%s%s\n", f.c_str(),
+                  lab.name.c_str(), hosts, hosts == 1 ? "" : "s", vms, vms == 1 ? "" : "s", lab.networks.size(),
+                  lab.networks.size() == 1 ? "" : "s", lab.checks.size(), lab.checks.size() == 1 ? "" : "s",
+                  noted.c_str());
     }
   });
 }

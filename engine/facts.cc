@@ -1,5 +1,7 @@
 #include "engine/facts.h"
 
+#include <algorithm>
+
 namespace lab::engine {
 
 namespace model = hv::model;
@@ -49,6 +51,37 @@ RuleReport CheckRules(const schema::Lab& lab) {
     std::string line = v.message + " [" + v.rule + "]";
     (v.severity == model::Severity::kError ? out.errors : out.warnings).push_back(std::move(line));
   }
+  return out;
+}
+
+namespace {
+
+/// Where the object a violation is about is written: its interface or switch, else its machine.
+schema::Loc LocOf(const schema::Lab& lab, const model::Violation& v) {
+  const schema::Machine* m = lab.FindMachine(v.machine);
+  if (!m) return schema::Loc{1, 1};
+  if (!v.interface.empty()) {
+    for (const auto& n : m->nics)
+      if (n.name == v.interface) return n.loc;
+    for (const auto& a : m->adapters)
+      if (a.name == v.interface) return a.loc;
+  }
+  if (!v.switch_name.empty())
+    if (const schema::Switch* sw = m->FindSwitch(v.switch_name)) return sw->loc;
+  return m->loc;
+}
+
+}  // namespace
+
+std::vector<schema::Diagnostic> RuleDiagnostics(const schema::Lab& lab) {
+  std::vector<schema::Diagnostic> out;
+  for (const auto& v : model::CheckLab(LabFactsOf(lab)))
+    out.push_back(schema::Diagnostic{lab.file, LocOf(lab, v), v.message + " [" + v.rule + "]",
+                                     v.severity == model::Severity::kError ? schema::Severity::kError
+                                                                           : schema::Severity::kWarning});
+  std::stable_sort(out.begin(), out.end(), [](const schema::Diagnostic& a, const schema::Diagnostic& b) {
+    return std::pair{a.loc.line, a.loc.col} < std::pair{b.loc.line, b.loc.col};
+  });
   return out;
 }
 

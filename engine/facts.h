@@ -25,4 +25,9 @@ struct RuleReport {
 };
 RuleReport CheckRules(const schema::Lab& lab);
 
+/// The same verdict as diagnostics of the lab file, for `lab validate`: each at the object it is
+/// about (the adapter, NIC, switch or machine; the file's start when none is named), errors and
+/// warnings with the model's message and rule id, in file order.
+std::vector<schema::Diagnostic> RuleDiagnostics(const schema::Lab& lab);
+
 }  // namespace lab::engine

@@ -54,11 +54,10 @@ std::string CheckPlacement(const schema::Lab& lab, const std::string& vm, const 
   schema::ParseContext ctx;
   ctx.file = lab.file;
   schema::Validate(MoveMachine(lab, vm, host), ctx);
-  if (!ctx.diagnostics.empty()) {
-    std::vector<std::string> msgs;
-    for (const auto& d : ctx.diagnostics) msgs.push_back(d.message);
-    return "on host " + Q(host) + ", " + Join(msgs, "; ");
-  }
+  std::vector<std::string> msgs;
+  for (const auto& d : ctx.diagnostics)
+    if (d.severity == schema::Severity::kError) msgs.push_back(d.message);  // warnings do not refuse a move
+  if (!msgs.empty()) return "on host " + Q(host) + ", " + Join(msgs, "; ");
   return "";
 }
 

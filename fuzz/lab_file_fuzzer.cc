@@ -24,13 +24,14 @@ namespace {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
   lab::schema::LoadResult r = lab::schema::Parse(text, "fuzz.yaml");
-  if (r.lab.has_value() != r.diagnostics.empty()) Fail("lab and diagnostics disagree", std::to_string(r.diagnostics.size()));
+  if (r.lab.has_value() == r.HasErrors()) Fail("lab and errors disagree", std::to_string(r.diagnostics.size()));
   int lines = 1;
   for (char c : text) lines += c == '\n';
   for (const auto& d : r.diagnostics) {
     if (d.message.empty()) Fail("empty message", d.ToString());
     if (d.message.rfind("internal error while reading", 0) == 0) Fail("reader bug", d.ToString());
     if (d.loc.line > lines + 1) Fail("position past the end of the input", d.ToString());
+    if (d.loc.line < 1 || d.loc.col < 1) Fail("no position for a diagnostic of text", d.ToString());
   }
   return 0;
 }

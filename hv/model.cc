@@ -350,6 +350,7 @@ class LabCheck {
 
   std::vector<Violation> Run() {
     for (const auto& m : lab_.machines) {
+      machine_ = m.name;
       if (!m.is_host) Nesting(m);
       Switches(m);
     }
@@ -357,7 +358,10 @@ class LabCheck {
   }
 
  private:
-  void Error(const char* rule, std::string message) { out_.push_back(Violation{rule, Severity::kError, std::move(message)}); }
+  /// An error about the machine being checked (and the switch being checked, if any).
+  void Error(const char* rule, std::string message, const std::string& interface = "") {
+    out_.push_back(Violation{rule, Severity::kError, std::move(message), machine_, interface, switch_});
+  }
 
   void Nesting(const MachineFacts& vm) {
     const MachineFacts* parent = lab_.Find(vm.parent);
@@ -367,10 +371,13 @@ class LabCheck {
                 ", whose virtualization extensions are not exposed; set expose_virtualization_extensions on " +
                 Q(parent->name) + " " + kExposeFix);
     if (!vm.expose_virtualization_extensions) {
-      for (const auto& sw : vm.switches)
+      for (const auto& sw : vm.switches) {
+        switch_ = sw.name;
         Error("switch-needs-nesting", Vm(vm.name) + "switch " + Q(sw.name) +
                                           " needs Hyper-V inside the VM, and its virtualization extensions are not "
                                           "exposed; " + kExposeFix);
+      }
+      switch_.clear();
       return;
     }
     std::string what = Vm(vm.name) + "expose_virtualization_extensions ";
@@ -395,6 +402,7 @@ class LabCheck {
   void Switches(const MachineFacts& m) {
     std::string owner = (m.is_host ? "host " : "VM ") + Q(m.name);
     for (const auto& sw : m.switches) {
+      switch_ = sw.name;
       std::string what = "switch " + Q(sw.name) + " on " + Q(m.name) + ": ";
       bool external = sw.kind == SwitchKind::kExternal;
       if (sw.lacp)
@@ -422,13 +430,17 @@ class LabCheck {
             if (i.name == bound && i.ip)
               Error("management-os-takes-address",
                     owner + " interface " + Q(i.name) + ": address " + i.ip->ToString() + " is lost, because external switch " +
-                        Q(sw.name) + " takes it with allow_management_os: false (New-VMSwitch -AllowManagementOS $true)");
+                        Q(sw.name) + " takes it with allow_management_os: false (New-VMSwitch -AllowManagementOS $true)",
+                    i.name);
       }
     }
+    switch_.clear();
   }
 
   const LabFacts& lab_;
   std::vector<Violation> out_;
+  std::string machine_;  // the machine being checked
+  std::string switch_;   // the switch being checked, "" between switches
 };
 
 const SwitchFacts* FindSwitch(const MachineFacts& owner, const std::string& name) {
@@ -464,7 +476,8 @@ std::vector<Violation> CheckNetworking(const LabFacts& lab) {
               who + "frames of nested VMs will be dropped: they leave through " + Q(middle->name) + "'s adapter " +
                   Q(up->name) + " (via switch " + Q(sw->name) + ") with their own MAC, and MAC spoofing is off there; "
                   "Set-VMNetworkAdapter -VMName " + middle->name + " -MacAddressSpoofing On, or use NAT (an internal "
-                  "switch in " + Q(middle->name) + " with New-NetNat)"});
+                  "switch in " + Q(middle->name) + " with New-NetNat)",
+              vm.name, a.name});
         }
       } else if (sw->kind == SwitchKind::kInternal && sw->nat_prefix && sw->ip) {
         std::string gw = sw->ip->addr.ToString();
@@ -474,7 +487,8 @@ std::vector<Violation> CheckNetworking(const LabFacts& lab) {
               who + "a nested VM behind NAT needs an address in " + sw->nat_prefix->ToString() +
                   " and the NAT adapter vEthernet (" + sw->name + ") " + gw + " as its gateway" +
                   (a.gateway ? ", not " + a.gateway->ToString() : std::string()) +
-                  " (New-NetIPAddress -DefaultGateway " + gw + ")"});
+                  " (New-NetIPAddress -DefaultGateway " + gw + ")",
+              vm.name, a.name});
       }
     }
   }

@@ -88,6 +88,11 @@ struct Violation {
   std::string rule;     // an id of Rules(), e.g. "nesting-only-while-off"
   Severity severity = Severity::kError;
   std::string message;  // "VM 'middle': ... (the cmdlet that fixes it)"
+  /// What it is about, so that a caller can point at it in the lab file (CheckLab fills them;
+  /// empty when not known): the machine, and its interface (NIC or adapter) or switch.
+  std::string machine;
+  std::string interface;
+  std::string switch_name;
 };
 
 /// The answer to "may this VM do that now?".

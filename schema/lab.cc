@@ -1,9 +1,19 @@
 #include "schema/lab.h"
 
+#include <algorithm>
+
 namespace lab::schema {
 
 std::string Diagnostic::ToString() const {
-  return file + ":" + std::to_string(loc.line) + ":" + std::to_string(loc.col) + ": error: " + message;
+  std::string where = file;
+  if (loc.line > 0) where += ":" + std::to_string(loc.line) + ":" + std::to_string(std::max(loc.col, 1));
+  return where + (severity == Severity::kWarning ? ": warning: " : ": error: ") + message;
+}
+
+bool LoadResult::HasErrors() const {
+  for (const auto& d : diagnostics)
+    if (d.severity == Severity::kError) return true;
+  return false;
 }
 
 const char* ToString(SwitchType t) {

@@ -27,11 +27,18 @@ struct Loc {
   int col = 0;
 };
 
+enum class Severity {
+  kError,    // the lab is refused
+  kWarning,  // the lab is valid, but probably not what was meant (or behaves as the seeds say)
+};
+
 struct Diagnostic {
   std::string file;
   Loc loc;
   std::string message;
-  /// "FILE:LINE:COL: error: MESSAGE"
+  Severity severity = Severity::kError;
+  /// "FILE:LINE:COL: error: MESSAGE" ("warning: " for a warning); "FILE: error: MESSAGE" when the
+  /// diagnostic has no position (the file could not be read), never "FILE:0:0".
   std::string ToString() const;
 };
 
@@ -158,9 +165,11 @@ struct Lab {
 };
 
 struct LoadResult {
-  std::optional<Lab> lab;               // set only when there are no diagnostics
-  std::vector<Diagnostic> diagnostics;  // every problem found, in file order
-  bool ok() const { return lab.has_value() && diagnostics.empty(); }
+  std::optional<Lab> lab;               // set only when no diagnostic is an error
+  std::vector<Diagnostic> diagnostics;  // every problem found (errors and warnings), in file order
+  /// True when some diagnostic is an error (then `lab` is not set).
+  bool HasErrors() const;
+  bool ok() const { return lab.has_value() && !HasErrors(); }
 };
 
 /// The largest lab file read: the biggest checked-in lab is a few KiB, so 1 MiB is room for any

@@ -686,10 +686,10 @@ LoadResult Parse(const std::string& text, const std::string& file) {
   result.diagnostics.erase(std::unique(result.diagnostics.begin(), result.diagnostics.end(),
                                        [](const Diagnostic& a, const Diagnostic& b) {
                                          return a.loc.line == b.loc.line && a.loc.col == b.loc.col &&
-                                                a.message == b.message;
+                                                a.severity == b.severity && a.message == b.message;
                                        }),
                            result.diagnostics.end());
-  if (result.diagnostics.empty()) result.lab = std::move(lab);
+  if (!result.HasErrors()) result.lab = std::move(lab);
   return result;
 }
 

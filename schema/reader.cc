@@ -107,6 +107,10 @@ void ParseContext::Error(Loc loc, std::string message) {
   diagnostics.push_back(Diagnostic{file, loc, std::move(message)});
 }
 
+void ParseContext::Warning(Loc loc, std::string message) {
+  diagnostics.push_back(Diagnostic{file, loc, std::move(message), Severity::kWarning});
+}
+
 Loc ParseContext::At(const std::string& path, Loc fallback) const {
   const Loc* loc = locs.Find(path);
   return loc ? *loc : fallback;
@@ -130,7 +134,8 @@ std::vector<Entry> Entries(ParseContext& ctx, const yaml::Node& map, const std::
   if (map.size() > kScanUpTo) seen.reserve(map.size());
   for (size_t i = 0; i < map.size(); ++i) {
     yaml::Node k = map.Key(i);
-    Loc key_loc = LocOf(k, Loc{});
+    // An empty key (`? ` alone, `{: x}`) has no text of its own: point at its value, or the map.
+    Loc key_loc = LocOf(k, LocOf(map.Value(i), LocOf(map, Loc{1, 1})));
     if (!IsScalar(k)) {
       ctx.Error(key_loc, what + ": expected a name as key, got " + Got(k));
       continue;

@@ -74,6 +74,8 @@ struct ParseContext {
   std::vector<std::string> check_paths;
 
   void Error(Loc loc, std::string message);
+  /// A problem that does not make the lab invalid (`FILE:LINE:COL: warning: ...`).
+  void Warning(Loc loc, std::string message);
   /// Where the value at `path` is; `fallback` when it was not written in the file.
   Loc At(const std::string& path, Loc fallback) const;
 };

@@ -7,7 +7,18 @@
 // that VM bound to that adapter extends the network again. Internal and private switches are
 // segments of their own. Each segment knows the prefix its addresses must be in (network subnet,
 // NAT prefix or the internal switch's address) and which addresses are taken.
+//
+// Subnets must not overlap where one routing table would hold both: the lab's networks among
+// themselves, and on each machine its NICs', adapters' and internal switches' subnets and its NAT
+// prefix (which contains its own switch's subnet). Both are found by sorting, never by comparing
+// every pair: prefixes are nested or disjoint, so after sorting by address (bigger first) the
+// prefixes that contain one are exactly those still open on a stack.
 #include <algorithm>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <cctype>
 
 #include "base/text.h"
 #include "schema/reader.h"
@@ -18,6 +29,7 @@ namespace {
 
 std::string Q(const std::string& s) { return "'" + s + "'"; }
 std::string LineOf(Loc l) { return "line " + std::to_string(l.line); }
+std::string PosOf(Loc l) { return std::to_string(l.line) + ":" + std::to_string(l.col); }
 bool Before(Loc a, Loc b) { return std::pair{a.line, a.col} < std::pair{b.line, b.col}; }
 
 struct Segment {
@@ -40,6 +52,35 @@ struct Member {
   bool defines = false;    // the switch's own ip / the gateway: defines the subnet, is not checked against it
   std::string who;
   Loc loc;
+};
+
+/// A subnet that must not overlap the others of its scope (the networks; one machine's).
+struct Span {
+  enum class Kind { kNetwork, kNic, kAdapter, kSwitch, kNat };
+  Kind kind = Kind::kAdapter;
+  Cidr net;            // network form
+  Cidr ip;             // the address that gives it (NIC, adapter, switch)
+  std::string name;    // the network, NIC, adapter, switch or NAT
+  Loc loc;
+  int group = 0;       // spans of one group may overlap: a NAT's prefix and its switch's subnet
+  std::string owner;   // kNat: its switch
+  /// A switch whose NAT's prefix holds its subnet: whatever overlaps the switch overlaps the
+  /// NAT too, and the NAT's error (whose fix moves both) speaks for it.
+  bool quiet = false;
+
+  /// "subnet 10.10.0.0/24 of adapter 'Ethernet' (10.10.0.10/24)", built only for a message.
+  std::string Label() const {
+    std::string n = "'" + name + "'";
+    switch (kind) {
+      case Kind::kNetwork: return "network " + n + " (" + net.ToString() + ")";
+      case Kind::kNic: return "subnet " + net.ToString() + " of NIC " + n + " (" + ip.ToString() + ")";
+      case Kind::kAdapter: return "subnet " + net.ToString() + " of adapter " + n + " (" + ip.ToString() + ")";
+      case Kind::kSwitch:
+        return "subnet " + net.ToString() + " of switch " + n + " (vEthernet (" + name + ") " + ip.ToString() + ")";
+      case Kind::kNat: return "prefix " + net.ToString() + " of NAT " + n + " (switch '" + owner + "')";
+    }
+    return n;
+  }
 };
 
 struct MacUse {
@@ -75,6 +116,8 @@ class Validator {
       Switches(m);
     }
     Addresses();
+    NetworkOverlaps();
+    MachineOverlaps();
     Macs();
     Checks();
   }
@@ -137,6 +180,7 @@ class Validator {
     }
     nic_segment_[host.name + "/" + nic.name] = segment;
     Interface(who, path, segment, nic.ip, nic.gateway, nic.loc);
+    if (nic.ip) AddInterfaceSpan(host, Span::Kind::kNic, nic.name, *nic.ip, IpLoc());
     if (nic.mac) macs_.push_back(MacUse{*nic.mac, who, ctx_.At(path + ".mac", nic.loc)});
   }
 
@@ -157,6 +201,7 @@ class Validator {
     }
     adapter_segment_[vm.name + "/" + a.name] = segment;
     Interface(who, path, segment, a.ip, a.gateway, a.loc);
+    if (a.ip) AddInterfaceSpan(vm, Span::Kind::kAdapter, a.name, *a.ip, IpLoc());
     if (a.mac) macs_.push_back(MacUse{*a.mac, who, ctx_.At(path + ".mac", a.loc)});
   }
 
@@ -255,7 +300,23 @@ class Validator {
       }
       members_.push_back(Member{id, *sw.ip, true, true, "vEthernet (" + sw.name + ") of " + Q(m.name),
                                 ctx_.At(path + ".ip", sw.loc)});
+      auto& spans = machine_spans_[&m];
+      int group = next_group_++;
+      spans.push_back(Span{Span::Kind::kSwitch, sw.ip->Network(), *sw.ip, sw.name, ctx_.At(path + ".ip", sw.loc), group});
+      // A second NAT is refused above; its prefix would only repeat that.
+      if (sw.nat && first_nat == &sw) {
+        spans.back().quiet = sw.nat->prefix.Contains(sw.ip->Network());
+        spans.push_back(Span{Span::Kind::kNat, sw.nat->prefix, sw.nat->prefix, sw.nat->name,
+                             ctx_.At(path + ".nat.prefix", sw.nat->loc), group, sw.name});
+      }
     }
+  }
+
+  /// Where the address Interface() just took is written (looked up once, not again).
+  Loc IpLoc() const { return members_.back().loc; }
+
+  void AddInterfaceSpan(const Machine& m, Span::Kind kind, const std::string& name, const Cidr& ip, Loc loc) {
+    machine_spans_[&m].push_back(Span{kind, ip.Network(), ip, name, loc, next_group_++});
   }
 
   void External(const Machine& m, const Switch& sw, const std::string& path, const std::string& what,
@@ -339,12 +400,17 @@ class Validator {
                                (a.IsNetworkAddress() ? "network" : "broadcast") + " address of " +
                                a.Network().ToString() + "; use a host address, like " +
                                Cidr{Ipv4{a.Network().addr.value + 1}, a.prefix}.ToString());
+        reported_.insert({mb.loc.line, mb.loc.col});
         continue;
       }
       if (mb.segment.empty()) continue;
       Segment& seg = segments_[mb.segment];
-      if (!mb.defines && !Fits(mb, seg)) continue;
+      if (!mb.defines && !Fits(mb, seg)) {
+        reported_.insert({mb.loc.line, mb.loc.col});
+        continue;
+      }
       auto [prev, fresh] = seg.used.emplace(a.addr.value, std::pair{mb.who, mb.loc});
+      if (!fresh) reported_.insert({mb.loc.line, mb.loc.col});
       if (!fresh)
         ctx_.Error(mb.loc, mb.who + ": address " + a.addr.ToString() + " is already used on " + seg.label + " by " +
                                prev->second.first + " (" + LineOf(prev->second.second) +
@@ -387,6 +453,83 @@ class Validator {
     return true;
   }
 
+  /// Calls `report(outer, inner)` for each span inside an earlier one of another group (the
+  /// innermost such that is not quiet), after sorting `spans` by address, bigger prefixes first;
+  /// a quiet span is never reported. O(n log n).
+  template <typename Report>
+  static void Overlaps(std::vector<Span>& spans, Report report) {
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+      return std::tuple{a.net.addr.value, a.net.prefix, a.loc.line, a.loc.col} <
+             std::tuple{b.net.addr.value, b.net.prefix, b.loc.line, b.loc.col};
+    });
+    std::vector<const Span*> open;  // each contains the ones above it
+    for (const Span& s : spans) {
+      while (!open.empty() && !open.back()->net.Contains(s.net.addr)) open.pop_back();
+      for (auto it = open.rbegin(); it != open.rend() && !s.quiet; ++it)
+        if ((*it)->group != s.group && !(*it)->quiet) {
+          report(**it, s);
+          break;
+        }
+      open.push_back(&s);
+    }
+  }
+
+  /// The one of an overlapping pair written later in the file (where the error goes), then the other.
+  static std::pair<const Span*, const Span*> LaterFirst(const Span& a, const Span& b) {
+    return Before(b.loc, a.loc) ? std::pair{&a, &b} : std::pair{&b, &a};
+  }
+
+  void NetworkOverlaps() {
+    std::vector<Span> spans;
+    for (const auto& n : lab_.networks) {
+      if (ctx_.broken_networks.count(n.name)) continue;
+      spans.push_back(Span{Span::Kind::kNetwork, n.subnet, n.subnet, n.name, ctx_.At("networks." + n.name + ".subnet", n.loc),
+                           next_group_++});
+    }
+    Overlaps(spans, [&](const Span& a, const Span& b) {
+      auto [here, other] = LaterFirst(a, b);
+      ctx_.Error(here->loc, "network " + Q(here->name) + ": subnet " + here->net.ToString() + " overlaps " +
+                                other->Label() + " at " + PosOf(other->loc) + "; pick another subnet for network " +
+                                Q(here->name) + " (the lab's networks are separate wires, and a machine on both "
+                                "could not tell which one an address is on)");
+    });
+  }
+
+  void MachineOverlaps() {
+    for (const auto& m : lab_.machines) {
+      auto it = machine_spans_.find(&m);
+      if (it == machine_spans_.end() || it->second.size() < 2) continue;
+      std::vector<Span>& spans = it->second;
+      // An address already refused (outside its segment, taken twice) would only echo that error.
+      std::erase_if(spans, [&](const Span& s) {
+        return s.kind != Span::Kind::kNat && reported_.count({s.loc.line, s.loc.col});
+      });
+      Overlaps(spans, [&](const Span& a, const Span& b) {
+        auto [here, other] = LaterFirst(a, b);
+        ctx_.Error(here->loc, Who(m) + ": " + here->Label() + " overlaps " + other->Label() + " at " + PosOf(other->loc) +
+                                  "; " + OverlapFix(*here, *other));
+      });
+    }
+  }
+
+  /// What to change about two overlapping subnets of one machine: a subnet the file chooses
+  /// freely (a NAT's prefix, an internal switch's), the one where the error is first; else the
+  /// interface where the error is (its subnet is its segment's).
+  static std::string OverlapFix(const Span& here, const Span& other) {
+    auto free = [](const Span& s) { return s.kind == Span::Kind::kNat || s.kind == Span::Kind::kSwitch; };
+    const Span& fix = free(here) || !free(other) ? here : other;
+    const std::string why = ": on one machine, overlapping subnets send the traffic of both (and the default route) "
+                            "through one interface";
+    if (fix.kind == Span::Kind::kNat)
+      return "pick another prefix for NAT " + Q(fix.name) + " and an address inside it for switch " + Q(fix.owner) +
+             " (Hyper-V's New-NetNat refuses an internal prefix that overlaps another)";
+    if (fix.kind == Span::Kind::kSwitch)
+      return "pick another subnet for switch " + Q(fix.name) + " (its ip, New-NetIPAddress on vEthernet (" + fix.name +
+             "))" + why;
+    return "put " + std::string(fix.kind == Span::Kind::kNic ? "NIC " : "adapter ") + Q(fix.name) +
+           " on another subnet, or remove its ip" + why;
+  }
+
   void Macs() {
     std::stable_sort(macs_.begin(), macs_.end(), [](const MacUse& a, const MacUse& b) { return Before(a.loc, b.loc); });
     std::map<std::string, const MacUse*> seen;
@@ -411,6 +554,53 @@ class Validator {
                  label + ": from " + Q(c.from) + " is not a machine of this lab; " +
                      (close ? "did you mean " + Q(*close) + "?" : "use the name of a host or VM"));
     }
+    CheckTargets(names);
+  }
+
+  /// The host a check is aimed at: ping/resolve's target, tcp's HOST of HOST:PORT, http's URL host.
+  static std::string TargetHost(const Check& c) {
+    std::string t = c.target;
+    if (c.kind == CheckKind::kHttp) {
+      t = t.substr(std::string("http://").size());
+      t = t.substr(0, t.find_first_of("/?#"));
+      if (auto at = t.rfind('@'); at != std::string::npos) t = t.substr(at + 1);
+    }
+    if (c.kind == CheckKind::kHttp || c.kind == CheckKind::kTcp) t = t.substr(0, t.rfind(':'));
+    return t;
+  }
+
+  /// A target nothing in the lab answers for fails its check (or, expected to fail, passes
+  /// whatever happens): a warning, since a name may be meant to be unknown.
+  void CheckTargets(const std::vector<std::string>& machines) {
+    if (lab_.checks.empty()) return;
+    std::unordered_set<std::string> known;  // lower case: DNS names ignore case
+    std::vector<std::string> candidates = machines;
+    for (const auto& m : machines) known.insert(Lower(m));
+    for (const auto& n : lab_.networks)
+      for (const auto& [name, ip] : n.dns_records) {
+        known.insert(Lower(name));
+        candidates.push_back(name);
+      }
+    for (size_t i = 0; i < lab_.checks.size(); ++i) {
+      const Check& c = lab_.checks[i];
+      std::string host = TargetHost(c);
+      if (host.empty() || Ipv4::Parse(host) || known.count(Lower(host)) || Lower(host) == "localhost") continue;
+      std::string path = i < ctx_.check_paths.size() ? ctx_.check_paths[i] : "";
+      std::string label = path.empty() ? "check" : "check " + std::to_string(std::stoi(path.substr(7)) + 1);
+      std::string kind = ToString(c.kind);
+      auto close = ClosestMatch(host, candidates);
+      ctx_.Warning(ctx_.At(path + "." + kind, c.loc),
+                   label + ": " + kind + " target " + Q(host) +
+                       " is neither a machine of this lab, a dns_records name nor an address, so nothing in the lab "
+                       "answers for it" + (c.expect_success ? "" : ", and this check, expected to fail, passes whatever happens") + "; " +
+                       (close ? "did you mean " + Q(*close) + "?"
+                              : "use a machine's name, add it to a network's dns_records, or use an address"));
+    }
+  }
+
+  static std::string Lower(std::string s) {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
   }
 
   const Lab& lab_;
@@ -421,6 +611,9 @@ class Validator {
   std::map<std::string, std::string> adapter_segment_;  // "vm/adapter" -> segment
   std::vector<Member> members_;
   std::vector<MacUse> macs_;
+  std::unordered_map<const Machine*, std::vector<Span>> machine_spans_;
+  int next_group_ = 0;
+  std::set<std::pair<int, int>> reported_;  // (line, col) of addresses refused already
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <filesystem>
 
 #include "tests/support.h"
 
@@ -40,6 +41,54 @@ TEST_CASE("lab validate accepts every lab file and reports each mistake of a bad
   for (size_t pos = 0; (pos = errs.find(": error: ", pos)) != std::string::npos; ++pos) ++lines;
   CHECK(lines >= 5);
   CHECK(errs.find("many-mistakes.yaml:") != std::string::npos);
+}
+
+TEST_CASE("lab validate prints the rules' notes and check-target doubts as warnings, and exits 0 for warnings only",
+          "[cli]") {
+  auto [code, out] = RunLab("validate " + Src("labs/nested-mac-spoofing.yaml"));
+  INFO(out);
+  CHECK(code == 0);
+  // The MAC spoofing note of `lab plan`, at n2's adapter (whose frames middle's Ethernet2 drops).
+  CHECK(out.find("labs/nested-mac-spoofing.yaml:53:17: warning: VM 'n2' adapter 'Ethernet': frames of nested VMs "
+                 "will be dropped") != std::string::npos);
+  CHECK(out.find("[mac-spoofing-for-nested-traffic]") != std::string::npos);
+  CHECK(out.find("lab 'nested-mac-spoofing' is valid: 1 host, 4 VMs, 1 network, 8 checks, 1 warning") !=
+        std::string::npos);
+
+  auto [code2, out2] = RunLab("validate " + Src("tests/schema/golden/check-targets.yaml"));
+  INFO(out2);
+  CHECK(code2 == 0);
+  CHECK(out2.find("check-targets.yaml:28:23: warning: check 7: ping target 'web1'") != std::string::npos);
+  CHECK(out2.find(": error: ") == std::string::npos);
+  CHECK(out2.find("is valid") != std::string::npos);
+}
+
+TEST_CASE("lab validate refuses overlapping subnets, naming both places", "[cli]") {
+  // The issue's reproductions: two networks 10.9.0.0/24 and 10.9.0.0/23, and an internal switch
+  // in the same subnet as its owner's own adapter.
+  auto [code, out] = RunLab("validate " + Src("tests/schema/golden/overlaps.yaml"));
+  INFO(out);
+  CHECK(code == 1);
+  CHECK(out.find("overlaps.yaml:11:13: error: network 'wide': subnet 10.9.0.0/23 overlaps network 'lan' "
+                 "(10.9.0.0/24) at 8:13") != std::string::npos);
+  CHECK(out.find("overlaps.yaml:59:42: error: VM 'deep': subnet 192.168.5.0/25 of switch 'Loop'") != std::string::npos);
+  CHECK(out.find("is valid") == std::string::npos);
+}
+
+TEST_CASE("lab validate of a file it cannot read names the file without a position", "[cli]") {
+  std::string dir = lab::testing::TempDir("lab-cli-missing");
+  auto [code, out] = RunLab("validate " + dir + "/missing.yaml " + Src("labs/nested-nat.yaml"));
+  INFO(out);
+  CHECK(code == 1);
+  CHECK(out.find(dir + "/missing.yaml: error: cannot read the lab file: No such file or directory") !=
+        std::string::npos);
+  CHECK(out.find(":0:0") == std::string::npos);
+  CHECK(out.find("lab 'nested-nat' is valid") != std::string::npos);  // the next file is still checked
+  auto [dir_code, dir_out] = RunLab("validate " + dir);
+  INFO(dir_out);
+  CHECK(dir_code == 1);
+  CHECK(dir_out.rfind(dir + ": error: cannot read the lab file: ", 0) == 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("lab plan of a new lab lists every object and ends with the summary line", "[cli]") {

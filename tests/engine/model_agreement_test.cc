@@ -11,6 +11,7 @@
 #include "engine/facts.h"
 #include "hv/model.h"
 #include "schema/lab.h"
+#include "tests/support.h"
 
 namespace model = lab::hv::model;
 namespace schema = lab::schema;
@@ -136,4 +137,32 @@ TEST_CASE("Lab file validation and the model reject the same nesting mistakes", 
       CHECK(Errors(model::CheckLab(facts)) == (applies ? m.rules : std::set<std::string>{}));
     }
   }
+}
+
+TEST_CASE("The rules' notes on a lab file are warnings at the adapter they are about", "[engine]") {
+  // What `lab validate` prints besides the file's own diagnostics (engine::RuleDiagnostics).
+  auto r = schema::Parse(Replace(Text("v8"), "gateway: 192.168.100.1}", "gateway: 192.168.100.254}"), "agree.yaml");
+  REQUIRE(r.ok());
+  auto ds = lab::engine::RuleDiagnostics(*r.lab);
+  REQUIRE(ds.size() == 1);
+  CHECK(ds[0].severity == schema::Severity::kWarning);
+  CHECK(ds[0].ToString().rfind("agree.yaml:28:17: warning: VM 'nested1' adapter 'Ethernet': a nested VM behind NAT", 0) ==
+        0);
+  CHECK(ds[0].message.ends_with("[nat-gateway-for-nested-vms]"));
+
+  // The seeds' MAC spoofing option, with spoofing off on the adapter of the second inner switch.
+  auto spoof = schema::LoadFile(lab::testing::Src("labs/nested-mac-spoofing.yaml"));
+  REQUIRE(spoof.ok());
+  ds = lab::engine::RuleDiagnostics(*spoof.lab);
+  REQUIRE(ds.size() == 1);
+  CHECK(ds[0].severity == schema::Severity::kWarning);
+  CHECK(ds[0].loc.line == 53);  // n2's adapter on NestedExt2
+  CHECK(ds[0].loc.col == 17);
+  CHECK(ds[0].message.find("'middle''s adapter 'Ethernet2'") != std::string::npos);
+  CHECK(ds[0].message.ends_with("[mac-spoofing-for-nested-traffic]"));
+
+  // A good lab has nothing to say.
+  auto good = schema::Parse(Text("v8"), "agree.yaml");
+  REQUIRE(good.ok());
+  CHECK(lab::engine::RuleDiagnostics(*good.lab).empty());
 }

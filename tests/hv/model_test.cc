@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -559,6 +560,32 @@ TEST_CASE("Nested VMs behind NAT need an address and the NAT adapter as gateway"
     CHECK(Has(v.message, "New-NetIPAddress -DefaultGateway 192.168.100.1"));
   }
   CHECK(Has(vs[1].message, "not 192.168.100.254"));
+}
+
+TEST_CASE("Each lab violation names the machine and the adapter or switch it is about", "[hv]") {
+  // `lab validate` points at them in the lab file.
+  std::vector<Violation> vs = CheckLab(Spoofing(false));
+  REQUIRE(vs.size() == 1);
+  CHECK(vs[0].machine == "nested1");
+  CHECK(vs[0].interface == "Ethernet");
+
+  LabFacts lab = NestedNat();
+  Machine(lab, "hv1").switches[0].allow_management_os = false;
+  Machine(lab, "middle").expose_virtualization_extensions = false;
+  std::map<std::string, Violation> by_rule;
+  for (const auto& v : CheckLab(lab)) by_rule[v.rule] = v;
+  REQUIRE(by_rule.count("management-os-takes-address"));
+  CHECK(by_rule["management-os-takes-address"].machine == "hv1");
+  CHECK(by_rule["management-os-takes-address"].interface == "Ethernet");
+  CHECK(by_rule["management-os-takes-address"].switch_name == "External");
+  REQUIRE(by_rule.count("switch-needs-nesting"));
+  CHECK(by_rule["switch-needs-nesting"].machine == "middle");
+  CHECK(by_rule["switch-needs-nesting"].switch_name == "VmNAT");
+  REQUIRE(by_rule.count("nested-needs-exposed-parent"));
+  std::string nested = by_rule["nested-needs-exposed-parent"].machine;
+  CHECK((nested == "nested1" || nested == "nested2"));
+  CHECK(by_rule["nested-needs-exposed-parent"].switch_name.empty());
+  CHECK(by_rule["nested-needs-exposed-parent"].interface.empty());
 }
 
 TEST_CASE("VM facts of a lab machine say when a hypervisor runs inside it", "[hv]") {

@@ -176,6 +176,27 @@ TEST_CASE("A missing file is a diagnostic naming the file", "[schema]") {
   CHECK(r.diagnostics[0].message.find("cannot read the lab file") == 0);
 }
 
+TEST_CASE("A diagnostic without a position names only the file, never line 0", "[schema]") {
+  auto r = lab::schema::LoadFile("/nonexistent/lab.yaml");
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].ToString() == "/nonexistent/lab.yaml: error: cannot read the lab file: " +
+                                           r.diagnostics[0].message.substr(std::string("cannot read the lab file: ").size()));
+  CHECK(r.diagnostics[0].ToString().find(":0") == std::string::npos);
+  using lab::schema::Diagnostic;
+  CHECK(Diagnostic{"f.yaml", {}, "m"}.ToString() == "f.yaml: error: m");
+  CHECK(Diagnostic{"f.yaml", {3, 7}, "m"}.ToString() == "f.yaml:3:7: error: m");
+  CHECK(Diagnostic{"f.yaml", {3, 7}, "m", lab::schema::Severity::kWarning}.ToString() == "f.yaml:3:7: warning: m");
+}
+
+TEST_CASE("An empty key is reported at its value, or at its map when the value is empty too", "[schema]") {
+  // `? ` alone has no text of its own: it used to be reported at 0:0.
+  CHECK(Messages(Parse("lab: x\nhosts:\n  ? \n  : {}\n", "k.yaml")) ==
+        "k.yaml:2:1: error: hosts: a lab needs at least one host\n"
+        "k.yaml:4:5: error: hosts: expected a name as key, got nothing\n");
+  CHECK(Messages(Parse("lab: x\nhosts:\n  hv1:\n    vms:\n      ? \n", "k.yaml")) ==
+        "k.yaml:5:7: error: host 'hv1' vms: expected a name as key, got nothing\n");
+}
+
 TEST_CASE("An unknown key suggests the closest known key", "[schema]") {
   auto r = Parse("lab: x\nhosts:\n  hv1:\n    vms:\n      vm1: {proccesor: {count: 2}}\n", "k.yaml");
   CHECK(Messages(r) == "k.yaml:5:13: error: VM 'vm1': unknown key 'proccesor'; did you mean 'processor'?\n");
@@ -339,4 +360,103 @@ hosts:
   REQUIRE(r.diagnostics.size() == 1);
   CHECK(r.diagnostics[0].loc.line == 6);
   CHECK(r.diagnostics[0].message.find("switch 'S' is inside VM 'vm1', whose virtualization extensions are not exposed") == 0);
+}
+
+TEST_CASE("An internal switch in the subnet of its owner's own adapter is refused, naming both places", "[schema]") {
+  // The issue's reproduction: vEthernet (Inner) took the route of middle's network (and its
+  // default route), and most checks failed.
+  std::string text = kMinimal;
+  text.replace(text.find("      vm1:"), 0, R"(      middle:
+        processor: {expose_virtualization_extensions: true}
+        adapters:
+          - {switch: External, ip: 10.1.0.10/24, gateway: 10.1.0.1}
+        switches:
+          Inner: {type: internal, ip: 10.1.0.100/24}
+)");
+  auto r = Parse(text, "o.yaml");
+  CHECK_FALSE(r.ok());
+  CHECK(Messages(r) ==
+        "o.yaml:16:39: error: VM 'middle': subnet 10.1.0.0/24 of switch 'Inner' (vEthernet (Inner) 10.1.0.100/24) "
+        "overlaps subnet 10.1.0.0/24 of adapter 'Ethernet' (10.1.0.10/24) at 14:36; pick another subnet for switch "
+        "'Inner' (its ip, New-NetIPAddress on vEthernet (Inner)): on one machine, overlapping subnets send the "
+        "traffic of both (and the default route) through one interface\n");
+}
+
+TEST_CASE("Overlapping networks are refused at the later one, naming the earlier", "[schema]") {
+  auto r = Parse("lab: unit\nnetworks:\n  a: {subnet: 10.9.0.0/24}\n  b: {subnet: 10.9.0.0/23}\n"
+                 "  c: {subnet: 10.9.2.0/24}\nhosts:\n  hv1: {}\n",
+                 "n.yaml");
+  CHECK(Messages(r) ==
+        "n.yaml:4:15: error: network 'b': subnet 10.9.0.0/23 overlaps network 'a' (10.9.0.0/24) at 3:15; pick another "
+        "subnet for network 'b' (the lab's networks are separate wires, and a machine on both could not tell which "
+        "one an address is on)\n");
+}
+
+TEST_CASE("A NAT prefix overlapping another subnet of its owner is one error, with the NAT's fix", "[schema]") {
+  std::string text = kMinimal;
+  text.replace(text.find("      vm1:"), 0, R"(      middle:
+        processor: {expose_virtualization_extensions: true}
+        adapters:
+          - {switch: External, ip: 10.1.0.10/24}
+        switches:
+          VmNAT: {type: internal, ip: 10.1.0.129/25, nat: {name: LocalNAT, prefix: 10.1.0.128/25}}
+)");
+  auto r = Parse(text, "n.yaml");
+  INFO(Messages(r));
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].loc.line == 16);
+  CHECK(r.diagnostics[0].message ==
+        "VM 'middle': prefix 10.1.0.128/25 of NAT 'LocalNAT' (switch 'VmNAT') overlaps subnet 10.1.0.0/24 of adapter "
+        "'Ethernet' (10.1.0.10/24) at 14:36; pick another prefix for NAT 'LocalNAT' and an address inside it for "
+        "switch 'VmNAT' (Hyper-V's New-NetNat refuses an internal prefix that overlaps another)");
+}
+
+TEST_CASE("Subnets that only look alike are not overlaps", "[schema]") {
+  // An external switch's vEthernet shares its NIC's subnet; a NAT's prefix holds its own switch's
+  // subnet; the same subnet on two machines is two routing tables; a private switch has none.
+  std::string text = kMinimal;
+  text.replace(text.find("      vm1:"), 0, R"(      middle:
+        processor: {expose_virtualization_extensions: true}
+        adapters:
+          - {switch: External, ip: 10.1.0.10/24, mac_address_spoofing: true}
+        switches:
+          NestedExt: {type: external, nics: [Ethernet]}
+          VmNAT: {type: internal, ip: 192.168.0.1/24, nat: {name: LocalNAT, prefix: 192.168.0.0/16}}
+          Private: {type: private}
+        vms:
+          n1:
+            adapters:
+              - {switch: NestedExt, ip: 10.1.0.21/24}
+              - {name: Ethernet2, switch: Private, ip: 172.16.0.2/24}
+          n2:
+            adapters:
+              - {switch: VmNAT, ip: 192.168.0.2/24, gateway: 192.168.0.1}
+              - {name: Ethernet2, switch: Private, ip: 172.16.0.3/24}
+)");
+  auto r = Parse(text, "ok.yaml");
+  INFO(Messages(r));
+  CHECK(r.ok());
+  CHECK(r.diagnostics.empty());
+}
+
+TEST_CASE("Each of many overlapping subnets on one machine is reported, once", "[schema]") {
+  // Nested prefixes: each is reported against the innermost one holding it.
+  std::string text = "lab: unit\nhosts:\n  hv1:\n    switches:\n";
+  for (int p = 8; p <= 24; ++p)
+    text += "      S" + std::to_string(p) + ": {type: internal, ip: 10.0.0." + std::to_string(p) + "/" +
+            std::to_string(p) + "}\n";
+  auto r = Parse(text, "m.yaml");
+  CHECK(r.diagnostics.size() == 16);
+  for (const auto& d : r.diagnostics) CHECK(d.message.find(" overlaps subnet ") != std::string::npos);
+}
+
+TEST_CASE("A check target nothing in the lab answers for is a warning, and the lab still loads", "[schema]") {
+  std::string text = std::string(kMinimal) + "  - {from: vm1, ping: vm2}\n  - {from: vm1, tcp: \"hv1:22\"}\n";
+  auto r = Parse(text, "w.yaml");
+  REQUIRE(r.ok());
+  REQUIRE(r.diagnostics.size() == 1);
+  CHECK(r.diagnostics[0].severity == lab::schema::Severity::kWarning);
+  CHECK(r.diagnostics[0].ToString() ==
+        "w.yaml:16:23: warning: check 2: ping target 'vm2' is neither a machine of this lab, a dns_records name nor an "
+        "address, so nothing in the lab answers for it; did you mean 'vm1'?");
 }
