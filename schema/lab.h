@@ -114,7 +114,7 @@ struct Machine {
   std::string parent;                   // "" for hosts; the VM's host or middle VM otherwise
   int depth = 0;                        // 0 host, 1 VM on a host, 2 nested VM, ...
   // VM settings (hosts keep the defaults and memory.startup = 0: unlimited).
-  std::string version = "9.0";          // configuration version
+  std::string version = "9.0";          // configuration version ("10.0" by default under ws2022)
   bool version_given = false;           // the file wrote version: (else Hyper-V's default applies)
   int generation = 2;
   Processor processor;

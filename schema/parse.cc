@@ -223,6 +223,9 @@ class Decoder {
     MapReader r(ctx_, e.value, path, what, e.key_loc, known, misplaced);
 
     if (!host) DecodeVmSettings(r, m);
+    // Without version:, a VM has its host's default configuration version: 10.0 on the Windows
+    // Server 2022 / Windows 11 hosts of compatibility ws2022, 9.0 otherwise.
+    if (!host && !m.version_given && lab.compatibility == "ws2022") m.version = "10.0";
     if (host) {
       m.processor.vendor = "intel";
       if (auto n = r.Get("processor")) DecodeHostProcessor(*n, r, m);

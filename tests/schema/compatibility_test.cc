@@ -192,3 +192,18 @@ TEST_CASE("Dynamic memory on an exposed VM without VMs inside is allowed except 
     CHECK(with_switch.diagnostics[0].message.find("needs static memory") != std::string::npos);
   }
 }
+
+TEST_CASE("Without version:, a VM has its host's default: 10.0 under ws2022, 9.0 otherwise", "[schema]") {
+  std::string text = "lab: x\nCOMPAT\nhosts:\n  hv1:\n    processor: {vendor: amd}\n    vms:\n      middle:\n"
+                     "        processor: {expose_virtualization_extensions: true}\n        vms: {nested1: {}}\n";
+  auto ws = Parse(text.replace(text.find("COMPAT"), 6, "compatibility: ws2022"), "c.yaml");
+  INFO(Messages(ws));
+  REQUIRE(ws.ok());
+  CHECK(ws.lab->FindMachine("middle")->version == "10.0");
+  CHECK_FALSE(ws.lab->FindMachine("middle")->version_given);
+  auto v8 = Parse(OnHost("", "", "9.0"), "c.yaml");
+  REQUIRE(v8.ok());
+  auto plain = Parse("lab: x\nhosts:\n  hv1:\n    vms:\n      vm1: {}\n", "c.yaml");
+  REQUIRE(plain.ok());
+  CHECK(plain.lab->FindMachine("vm1")->version == "9.0");
+}
