@@ -251,13 +251,18 @@ class Exporter {
   /// and stop, rather than wait for guests that cannot boot.
   void NeedDisks(const Machine& host, const std::vector<const Machine*>& vms, Script& s) {
     std::vector<std::string> names;
-    for (const Machine* vm : vms) names.push_back(vm->name + ".vhdx");
+    bool nested = false;
+    for (const Machine* vm : vms) {
+      names.push_back(vm->name + ".vhdx");
+      nested = nested || !vm->vms.empty();
+    }
     s.Open("if (-not $VhdDirectory) {");
     s.Line("Write-Warning " + Q("The VMs of host '" + host.name +
                                "' are made, without disks (no -VhdDirectory). PowerShell Direct can configure "
                                "a guest only once an operating system runs in it, so this script stops here. "
                                "Prepare Windows Server disks (" + Join(names, ", ") +
-                               ", and the disks of their nested VMs) in a folder, then run this script again "
+                               (nested ? ", and the disks of their nested VMs" : "") +
+                               ") in a folder, then run this script again "
                                "with -VhdDirectory FOLDER: it keeps what is made and goes on from here."));
     s.Line("return");
     s.Close();

@@ -389,7 +389,7 @@ if ($LabHost -eq 'node-b') {
     Connect-VMNetworkAdapter -VMName 'client' -Name 'Ethernet' -SwitchName 'Uplink'
 
     if (-not $VhdDirectory) {
-        Write-Warning 'The VMs of host ''node-b'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (client.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        Write-Warning 'The VMs of host ''node-b'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (client.vhdx) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
         return
     }
 

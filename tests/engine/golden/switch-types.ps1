@@ -121,7 +121,7 @@ if ($LabHost -eq 'hv1') {
     Connect-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Ethernet' -SwitchName 'Private'
 
     if (-not $VhdDirectory) {
-        Write-Warning 'The VMs of host ''hv1'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (vm-int.vhdx, vm-priv1.vhdx, vm-priv2.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        Write-Warning 'The VMs of host ''hv1'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (vm-int.vhdx, vm-priv1.vhdx, vm-priv2.vhdx) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
         return
     }
 
@@ -263,7 +263,7 @@ if ($LabHost -eq 'hv2') {
     Connect-VMNetworkAdapter -VMName 'vm-ext' -Name 'Ethernet' -SwitchName 'External'
 
     if (-not $VhdDirectory) {
-        Write-Warning 'The VMs of host ''hv2'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (vm-ext.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        Write-Warning 'The VMs of host ''hv2'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (vm-ext.vhdx) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
         return
     }
 
