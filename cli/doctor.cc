@@ -10,7 +10,8 @@ void AddDoctor(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("doctor", "what this machine supports: namespaces, cgroups, nftables, seccomp, "
                                            "overlayfs, /dev/kvm and nested virtualization");
   static bool json = false;
-  cmd->add_flag("--json", json, "machine-readable: an array of {name, state, detail, fix, required}");
+  cmd->add_flag("--json", json, "machine-readable: an array of {name, state, detail, fix, required}; /dev/kvm's "
+                "state is usable, unusable or missing");
   cmd->callback([&g] {
     auto caps = hv::kernel::Diagnose(InitPath());
     bool ok = hv::kernel::AllRequiredPresent(caps);
@@ -30,12 +31,14 @@ void AddDoctor(CLI::App& app, Globals& g) {
       // Pad before coloring: escape codes would count toward the width.
       char state[16];
       std::snprintf(state, sizeof state, "%-8s", c.state.c_str());
-      std::string shown = c.state == hv::kernel::kCapOk ? out.Green(state)
-                          : c.state == hv::kernel::kCapMissing ? (c.required ? out.Red(state) : out.Yellow(state))
-                                                               : out.Dim(state);
+      bool good = c.state == hv::kernel::kCapOk || c.state == hv::kernel::kCapUsable;
+      bool lacking = c.state == hv::kernel::kCapMissing || c.state == hv::kernel::kCapUnusable;
+      std::string shown = good      ? out.Green(state)
+                          : lacking ? (c.required ? out.Red(state) : out.Yellow(state))
+                                    : out.Dim(state);
       std::printf("%-26s %s %s%s\n", c.name.c_str(), shown.c_str(), c.detail.c_str(),
-                  c.state == hv::kernel::kCapMissing && !c.required ? out.Dim(" (optional)").c_str() : "");
-      if (c.state == hv::kernel::kCapMissing && !c.fix.empty())
+                  lacking && !c.required ? out.Dim(" (optional)").c_str() : "");
+      if (lacking && !c.fix.empty())
         std::printf("%-26s %-8s %s\n", "", "", out.Dim("fix: " + c.fix).c_str());
       if (c.state == hv::kernel::kCapMissing && c.required) missing.push_back(c.name);
     }

@@ -125,11 +125,14 @@ class Exporter {
     s_.Line("# The same lab on real Hyper-V hosts, with the cmdlets of Microsoft's nested virtualization");
     s_.Line("# guide. Run it as Administrator on each host in turn, naming the host it plays:");
     for (const auto& h : HostNames())
-      s_.Comment("  .\\" + lab_.name + ".ps1 -LabHost " + Q(h) + " -Credential (Get-Credential)");
+      s_.Comment("  .\\" + lab_.name + ".ps1 -LabHost " + Q(h) + " -Credential (Get-Credential) -VhdDirectory D:\\Disks");
     s_.Line("# Each VM is made in the guide's order: New-VM, nesting and static memory while it is off,");
-    s_.Line("# Start-VM, Hyper-V installed inside, then the switches, NAT and addresses inside it.");
-    s_.Line("# Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName), which needs");
-    s_.Line("# no network in the guest.");
+    s_.Line("# Start-VM, its computer name, Hyper-V installed inside, then the switches, NAT and addresses");
+    s_.Line("# inside it. Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName),");
+    s_.Line("# which needs no network in the guest, but a guest operating system: without -VhdDirectory");
+    s_.Line("# the VMs are made without disks and the script stops once they are made, saying so.");
+    s_.Line("# Running it again is safe: what exists is kept (each New-* runs only where its Get-* finds");
+    s_.Line("# nothing), and it goes on from where it stopped. Every wait gives up after -WaitMinutes.");
     s_.Line("#");
     s_.Line("# Networks: each lab network stands for a physical LAN the hosts' NICs are plugged into;");
     s_.Line("# its gateway is the lab's stand-in for the real router and DNS server (which also answers");
@@ -154,8 +157,11 @@ class Exporter {
     s_.Line("    # The lab host this computer plays.");
     s_.Line("    [string] $LabHost = $env:COMPUTERNAME,");
     s_.Line("    # A folder of prepared Windows Server disks, one NAME.vhdx per VM; inside a middle VM the");
-    s_.Line("    # same folder must hold its nested VMs' disks. Empty: the VMs are made with -NoVHD.");
-    s_.Line("    [string] $VhdDirectory = ''");
+    s_.Line("    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and");
+    s_.Line("    # the script stops there (a guest needs an operating system for PowerShell Direct).");
+    s_.Line("    [string] $VhdDirectory = '',");
+    s_.Line("    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.");
+    s_.Line("    [int] $WaitMinutes = 20");
     s_.Line(")");
     s_.Blank();
     s_.Line("$ErrorActionPreference = 'Stop'");
@@ -177,16 +183,31 @@ class Exporter {
   }
 
   /// What runs on machine `m` itself (a host, or a VM through PowerShell Direct): its switches,
-  /// its interfaces' addresses, and its VMs.
+  /// its interfaces' addresses, and its VMs: all of them made first, then each started and
+  /// configured from inside. On a host, without -VhdDirectory, the script stops in between.
   void Body(const Machine& m, Script& s) {
     bool host = m.kind == MachineKind::kHost;
-    if (!host && NeedsDeviceNaming(m)) {
-      s.Comment("Name each interface after its Hyper-V network adapter (-DeviceNaming On).");
-      s.Open("foreach ($nic in Get-NetAdapterAdvancedProperty -DisplayName 'Hyper-V Network Adapter Name') {");
-      s.Open("if ($nic.DisplayValue -ne $nic.Name) {");
-      s.Line("Rename-NetAdapter -Name $nic.Name -NewName $nic.DisplayValue");
-      s.Close();
-      s.Close();
+    if (!host && NeedsNaming(m)) {
+      if (m.generation >= 2) {
+        s.Comment("Name each interface after its Hyper-V network adapter (-DeviceNaming On).");
+        s.Open("foreach ($nic in Get-NetAdapterAdvancedProperty -DisplayName 'Hyper-V Network Adapter Name') {");
+        s.Open("if ($nic.DisplayValue -ne $nic.Name) {");
+        s.Line("Rename-NetAdapter -Name $nic.Name -NewName $nic.DisplayValue");
+        s.Close();
+        s.Close();
+      } else {
+        s.Comment("Name each interface after its Hyper-V network adapter, found by its MAC address ($macs: a");
+        s.Comment("generation 1 VM has no device naming).");
+        s.Open("foreach ($name in $macs.Keys) {");
+        s.Line("$nic = Get-NetAdapter | Where-Object { ($_.MacAddress -replace '-', '') -eq $macs[$name] }");
+        s.Open("if (-not $nic) {");
+        s.Line("throw \"No interface has the MAC address $($macs[$name]) of adapter $name\"");
+        s.Close();
+        s.Open("if ($nic.Name -ne $name) {");
+        s.Line("Rename-NetAdapter -Name $nic.Name -NewName $name");
+        s.Close();
+        s.Close();
+      }
       s.Blank();
     }
     for (const auto& sw : m.switches) {
@@ -196,13 +217,13 @@ class Exporter {
     if (host) {
       for (const auto& nic : m.nics) {
         s.Comment("NIC '" + nic.name + "' is plugged into network '" + nic.network + "'.");
-        Addresses(InterfaceAlias(m, nic.name), nic.ip, nic.gateway, nic.dns, true, s);
+        Addresses(InterfaceAlias(m, nic.name), nic.ip, nic.gateway, nic.dns, s);
       }
     } else {
       for (const auto& a : m.adapters) {
         if (!a.ip && !a.gateway && a.dns.empty()) continue;
         s.Comment("Adapter '" + a.name + "' on switch '" + a.switch_name + "'.");
-        Addresses(InterfaceAlias(m, a.name), a.ip, a.gateway, a.dns, false, s);
+        Addresses(InterfaceAlias(m, a.name), a.ip, a.gateway, a.dns, s);
       }
     }
     s.Blank();
@@ -211,22 +232,54 @@ class Exporter {
       for (const auto& cmd : m.run) s.Comment("  " + cmd);
       s.Blank();
     }
+    std::vector<const Machine*> vms;
     for (const auto& child : m.vms)
-      if (const Machine* vm = lab_.FindMachine(child)) {
-        Vm(m, *vm, s);
-        s.Blank();
-      }
+      if (const Machine* vm = lab_.FindMachine(child)) vms.push_back(vm);
+    if (vms.empty()) return;
+    for (const Machine* vm : vms) {
+      MakeVm(m, *vm, s);
+      s.Blank();
+    }
+    if (host) NeedDisks(m, vms, s);
+    for (const Machine* vm : vms) {
+      ConfigureVm(*vm, s);
+      s.Blank();
+    }
+  }
+
+  /// Without -VhdDirectory the VMs have no disk, so no guest answers PowerShell Direct: say so
+  /// and stop, rather than wait for guests that cannot boot.
+  void NeedDisks(const Machine& host, const std::vector<const Machine*>& vms, Script& s) {
+    std::vector<std::string> names;
+    bool nested = false;
+    for (const Machine* vm : vms) {
+      names.push_back(vm->name + ".vhdx");
+      nested = nested || !vm->vms.empty();
+    }
+    s.Open("if (-not $VhdDirectory) {");
+    s.Line("Write-Warning " + Q("The VMs of host '" + host.name +
+                               "' are made, without disks (no -VhdDirectory). PowerShell Direct can configure "
+                               "a guest only once an operating system runs in it, so this script stops here. "
+                               "Prepare Windows Server disks (" + Join(names, ", ") +
+                               (nested ? ", and the disks of their nested VMs" : "") +
+                               ") in a folder, then run this script again "
+                               "with -VhdDirectory FOLDER: it keeps what is made and goes on from here."));
+    s.Line("return");
+    s.Close();
+    s.Blank();
   }
 
   static bool NeedsHyperV(const Machine& vm) { return !vm.switches.empty() || !vm.vms.empty(); }
 
-  /// Windows names a lone adapter "Ethernet"; other names need the adapter's Hyper-V name
-  /// carried into the guest (device naming, generation 2 only).
-  static bool NeedsDeviceNaming(const Machine& vm) {
-    if (vm.generation < 2) return false;
+  /// Windows names a lone adapter "Ethernet"; other names are given in the guest: by device
+  /// naming on generation 2, by MAC address on generation 1.
+  static bool NeedsNaming(const Machine& vm) {
     return vm.adapters.size() > 1 || std::any_of(vm.adapters.begin(), vm.adapters.end(),
                                                  [](const schema::Adapter& a) { return a.name != "Ethernet"; });
   }
+
+  /// The name the guest's operating system goes by (Rename-Computer).
+  static const std::string& ComputerName(const Machine& vm) { return vm.name; }
 
   /// The interface that holds a NIC's or adapter's address: the switch's vEthernet (NAME) when
   /// an external switch binds it and keeps a port for the management OS.
@@ -238,54 +291,97 @@ class Exporter {
     return nic;
   }
 
+  /// `command` only where `probe` (the Get-* of the same object) finds nothing, so running the
+  /// script again keeps what exists.
+  static void Guarded(const std::string& probe, const std::string& command, Script& s) {
+    s.Open("if (-not (" + probe + " -ErrorAction SilentlyContinue)) {");
+    s.Line(command);
+    s.Close();
+  }
+
+  /// The DNS servers `m` itself uses (its NICs' or adapters'), in file order without repeats.
+  static std::vector<std::string> DnsServersOf(const Machine& m) {
+    std::vector<std::string> out;
+    auto add = [&out](const std::vector<Ipv4>& dns) {
+      for (const auto& d : dns)
+        if (std::find(out.begin(), out.end(), d.ToString()) == out.end()) out.push_back(d.ToString());
+    };
+    for (const auto& n : m.nics) add(n.dns);
+    for (const auto& a : m.adapters) add(a.dns);
+    return out;
+  }
+
   void SwitchCommands(const Machine& m, const Switch& sw, Script& s) {
+    const std::string probe = "Get-VMSwitch -Name " + Q(sw.name);
     switch (sw.type) {
       case SwitchType::kExternal: {
         bool team = sw.nics.size() > 1 || sw.embedded_teaming;
         s.Comment("External switch '" + sw.name + "' on " + Join(sw.nics, ", ") +
                   (team ? " (Switch Embedded Teaming, switch independent: no LACP)" : "") +
                   (sw.allow_management_os ? "; '" + m.name + "' keeps a port, vEthernet (" + sw.name + ")." : "."));
-        s.Line("New-VMSwitch -Name " + Q(sw.name) + " -NetAdapterName " + QuotedList(sw.nics) +
-               (team ? " -EnableEmbeddedTeaming $true" : "") + " -AllowManagementOS " +
-               (sw.allow_management_os ? "$true" : "$false"));
+        Guarded(probe, "New-VMSwitch -Name " + Q(sw.name) + " -NetAdapterName " + QuotedList(sw.nics) +
+                           (team ? " -EnableEmbeddedTeaming $true" : "") + " -AllowManagementOS " +
+                           (sw.allow_management_os ? "$true" : "$false"),
+                s);
         break;
       }
-      case SwitchType::kInternal:
+      case SwitchType::kInternal: {
         s.Comment("Internal switch '" + sw.name + "'" + (sw.nat ? ", behind NAT '" + sw.nat->name + "'." : "."));
-        s.Line("New-VMSwitch -Name " + Q(sw.name) + " -SwitchType Internal");
+        Guarded(probe, "New-VMSwitch -Name " + Q(sw.name) + " -SwitchType Internal", s);
+        const std::string alias = Q("vEthernet (" + sw.name + ")");
         if (sw.ip)
-          s.Line("New-NetIPAddress -InterfaceAlias " + Q("vEthernet (" + sw.name + ")") + " -IPAddress " +
-                 Q(sw.ip->addr.ToString()) + " -PrefixLength " + std::to_string(sw.ip->prefix));
-        if (sw.nat)
-          s.Line("New-NetNat -Name " + Q(sw.nat->name) + " -InternalIPInterfaceAddressPrefix " +
-                 Q(sw.nat->prefix.ToString()));
+          Guarded("Get-NetIPAddress -InterfaceAlias " + alias + " -IPAddress " + Q(sw.ip->addr.ToString()),
+                  "New-NetIPAddress -InterfaceAlias " + alias + " -IPAddress " + Q(sw.ip->addr.ToString()) +
+                      " -PrefixLength " + std::to_string(sw.ip->prefix),
+                  s);
+        if (sw.nat) {
+          Guarded("Get-NetNat -Name " + Q(sw.nat->name),
+                  "New-NetNat -Name " + Q(sw.nat->name) + " -InternalIPInterfaceAddressPrefix " +
+                      Q(sw.nat->prefix.ToString()),
+                  s);
+          if (sw.nat->dns_proxy) DnsProxy(m, sw, s);
+        }
         break;
+      }
       case SwitchType::kPrivate:
         s.Comment("Private switch '" + sw.name + "': its VMs only.");
-        s.Line("New-VMSwitch -Name " + Q(sw.name) + " -SwitchType Private");
+        Guarded(probe, "New-VMSwitch -Name " + Q(sw.name) + " -SwitchType Private", s);
         break;
     }
   }
 
-  /// Static address, gateway and DNS servers of one interface. A host may have its address
-  /// already (it is the host's own), so there it is added only when missing.
+  /// nat.dns_proxy: WinNAT has no DNS proxy, so the NAT's owner runs the DNS Server role, which
+  /// answers on every address of the owner (the NAT switch's too) and forwards to the owner's
+  /// own DNS servers, as the lab's proxy does.
+  void DnsProxy(const Machine& m, const Switch& sw, Script& s) {
+    std::vector<std::string> forwarders = DnsServersOf(m);
+    s.Comment("NAT '" + sw.nat->name + "' proxies DNS (dns_proxy): WinNAT has no DNS proxy, so the DNS Server role on '" +
+              m.name + "' answers its VMs" + (sw.ip ? " at " + sw.ip->addr.ToString() : std::string()) +
+              " and forwards to the DNS servers '" + m.name + "' uses.");
+    s.Open("if (-not (Get-WindowsFeature -Name DNS).Installed) {");
+    s.Line("Install-WindowsFeature -Name DNS -IncludeManagementTools");
+    s.Close();
+    if (forwarders.empty())
+      s.Comment("The lab file gives '" + m.name + "' no DNS servers: the DNS Server role resolves with root hints.");
+    else
+      s.Line("Set-DnsServerForwarder -IPAddress " + QuotedList(forwarders));
+  }
+
+  /// Static address, gateway and DNS servers of one interface; each added only where missing.
   void Addresses(const std::string& alias, const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway,
-                 const std::vector<Ipv4>& dns, bool only_if_missing, Script& s) {
+                 const std::vector<Ipv4>& dns, Script& s) {
     if (ip) {
-      std::string add = "New-NetIPAddress -InterfaceAlias " + Q(alias) + " -IPAddress " + Q(ip->addr.ToString()) +
-                        " -PrefixLength " + std::to_string(ip->prefix) +
-                        (gateway ? " -DefaultGateway " + Q(gateway->ToString()) : "");
-      if (only_if_missing) {
-        s.Open("if (-not (Get-NetIPAddress -InterfaceAlias " + Q(alias) + " -IPAddress " + Q(ip->addr.ToString()) +
-               " -ErrorAction SilentlyContinue)) {");
-        s.Line(add);
-        s.Close();
-      } else {
-        s.Line(add);
-      }
+      Guarded("Get-NetIPAddress -InterfaceAlias " + Q(alias) + " -IPAddress " + Q(ip->addr.ToString()),
+              "New-NetIPAddress -InterfaceAlias " + Q(alias) + " -IPAddress " + Q(ip->addr.ToString()) +
+                  " -PrefixLength " + std::to_string(ip->prefix) +
+                  (gateway ? " -DefaultGateway " + Q(gateway->ToString()) : ""),
+              s);
     } else if (gateway) {
-      s.Line("New-NetRoute -InterfaceAlias " + Q(alias) + " -DestinationPrefix '0.0.0.0/0' -NextHop " +
-             Q(gateway->ToString()));
+      Guarded("Get-NetRoute -InterfaceAlias " + Q(alias) + " -DestinationPrefix '0.0.0.0/0' -NextHop " +
+                  Q(gateway->ToString()),
+              "New-NetRoute -InterfaceAlias " + Q(alias) + " -DestinationPrefix '0.0.0.0/0' -NextHop " +
+                  Q(gateway->ToString()),
+              s);
     }
     if (!dns.empty()) {
       std::vector<std::string> servers;
@@ -294,22 +390,45 @@ class Exporter {
     }
   }
 
-  /// Waits until `probe` (a script block run in the VM) answers `answer` over PowerShell Direct.
-  static void WaitFor(const std::string& vm, const std::string& probe, const std::string& answer, Script& s) {
-    s.Open("while ((Invoke-Command -VMName " + Q(vm) + " -Credential $Credential -ScriptBlock { " + probe +
-           " } -ErrorAction SilentlyContinue) -ne " + Q(answer) + ") {");
-    s.Line("Start-Sleep -Seconds 5");
+  /// What `script_block` returns in VM `vm` over PowerShell Direct; $null while it cannot answer
+  /// (booting, restarting): an expression for a condition.
+  static std::string GuestAnswer(const std::string& vm, const std::string& script_block) {
+    return "$(try { Invoke-Command -VMName " + Q(vm) + " -Credential $Credential -ScriptBlock { " + script_block +
+           " } } catch { $null })";
+  }
+
+  /// Waits until `condition` holds, saying what for, at most $WaitMinutes; then stops the script
+  /// with what it waited for.
+  static void WaitUntil(const std::string& condition, const std::string& what, Script& s) {
+    s.Line("$deadline = (Get-Date).AddMinutes($WaitMinutes)");
+    s.Open("while (-not (" + condition + ")) {");
+    s.Open("if ((Get-Date) -gt $deadline) {");
+    s.Line("throw (" + Q("Gave up after ") + " + $WaitMinutes + " + Q(" minutes waiting for " + what) + ")");
+    s.Close();
+    s.Line("Write-Host " + Q("Waiting for " + what + " ..."));
+    s.Line("Start-Sleep -Seconds 10");
     s.Close();
   }
 
-  /// Makes VM `vm` on `parent` (run on the parent), then configures it from inside.
-  void Vm(const Machine& parent, const Machine& vm, Script& s) {
+  /// Makes VM `vm` on `parent` (run on the parent) and sets what Hyper-V changes only while it
+  /// is off.
+  void MakeVm(const Machine& parent, const Machine& vm, Script& s) {
     const std::string name = Q(vm.name);
-    s.Comment("VM '" + vm.name + "' on '" + parent.name + "': made and configured while it is off, then started.");
-    s.Line("$disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory " + Q(vm.name + ".vhdx") +
-           " } } else { @{ NoVHD = $true } }");
+    const std::string vhd = "(Join-Path $VhdDirectory " + Q(vm.name + ".vhdx") + ")";
+    s.Comment("VM '" + vm.name + "' on '" + parent.name + "': made and configured while it is off.");
+    s.Line("$disk = if ($VhdDirectory) { @{ VHDPath = " + vhd + " } } else { @{ NoVHD = $true } }");
+    s.Open("if (-not (Get-VM -Name " + name + " -ErrorAction SilentlyContinue)) {");
+    // -Version only as the file says; otherwise the host's default configuration version.
     s.Line("New-VM -Name " + name + " -Generation " + std::to_string(vm.generation) + " -MemoryStartupBytes " +
-           Bytes(vm.memory.startup) + " -Version " + Q(vm.version) + " @disk");
+           Bytes(vm.memory.startup) + (vm.version_given ? " -Version " + Q(vm.version) : "") + " @disk");
+    s.Close();
+    s.Open("if ((Get-VM -Name " + name + ").State -eq 'Off') {");
+    s.Comment("A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.");
+    s.Open("if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName " + name + ")) {");
+    s.Line("Add-VMHardDiskDrive -VMName " + name + " -Path " + vhd);
+    if (vm.generation >= 2)
+      s.Line("Set-VMFirmware -VMName " + name + " -FirstBootDevice (Get-VMHardDiskDrive -VMName " + name + ")");
+    s.Close();
     s.Line("Set-VMProcessor -VMName " + name + " -Count " + std::to_string(vm.processor.count));
     if (vm.processor.expose_virtualization_extensions)
       s.Line("Set-VMProcessor -VMName " + name + " -ExposeVirtualizationExtensions $true");
@@ -324,40 +443,82 @@ class Exporter {
     }
     if (vm.virtualization_based_security)
       s.Line("Set-VMSecurity -VMName " + name + " -VirtualizationBasedSecurityOptOut $false");
-    s.Line("Remove-VMNetworkAdapter -VMName " + name + " -Name 'Network Adapter'");
-    bool naming = NeedsDeviceNaming(vm);
+    bool keeps_default = std::any_of(vm.adapters.begin(), vm.adapters.end(),
+                                     [](const schema::Adapter& a) { return a.name == "Network Adapter"; });
+    if (!keeps_default)
+      s.Line("Get-VMNetworkAdapter -VMName " + name + " -Name 'Network Adapter' -ErrorAction SilentlyContinue | "
+             "Remove-VMNetworkAdapter");
+    bool device_naming = vm.generation >= 2 && NeedsNaming(vm);
     for (const auto& a : vm.adapters) {
-      std::string add = "Add-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name);
-      if (!a.switch_name.empty()) add += " -SwitchName " + Q(a.switch_name);
-      if (a.mac) add += " -StaticMacAddress " + Q(MacForHyperV(*a.mac));
-      s.Line(add);
-      if (naming) s.Line("Set-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name) + " -DeviceNaming On");
+      Guarded("Get-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name),
+              "Add-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name), s);
+      if (a.mac)
+        s.Line("Set-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name) + " -StaticMacAddress " +
+               Q(MacForHyperV(*a.mac)));
+      if (device_naming) s.Line("Set-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name) + " -DeviceNaming On");
+    }
+    s.Close();
+    for (const auto& a : vm.adapters) {
+      if (!a.switch_name.empty())
+        s.Line("Connect-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name) + " -SwitchName " + Q(a.switch_name));
       if (a.mac_address_spoofing)
         s.Line("Set-VMNetworkAdapter -VMName " + name + " -Name " + Q(a.name) + " -MacAddressSpoofing On");
     }
+  }
+
+  /// Starts VM `vm` (run on its parent), names its guest, installs Hyper-V in it where it runs
+  /// VMs or switches, then configures it from inside.
+  void ConfigureVm(const Machine& vm, Script& s) {
+    const std::string name = Q(vm.name);
+    const std::string& computer = ComputerName(vm);
+    s.Comment("VM '" + vm.name + "': started, named, then configured from inside.");
+    s.Open("if ((Get-VM -Name " + name + ").State -ne 'Running') {");
     s.Line("Start-VM -Name " + name);
-    s.Comment("PowerShell Direct answers once the guest has booted.");
-    WaitFor(vm.name, "'ready'", "ready", s);
+    s.Close();
+    WaitUntil(GuestAnswer(vm.name, "'ready'") + " -eq 'ready'",
+              "VM '" + vm.name + "' to boot and answer over PowerShell Direct", s);
+
+    s.Comment("Its computer name is the lab's name for it; the new name takes effect at a restart.");
+    const std::string hostname = GuestAnswer(vm.name, "[System.Net.Dns]::GetHostName()");
+    s.Open("if (" + hostname + " -ne " + Q(computer) + ") {");
+    s.Line("Invoke-Command -VMName " + name + " -Credential $Credential -ScriptBlock { Rename-Computer -NewName " +
+           Q(computer) + " -Force }");
+    s.Line("Restart-VM -Name " + name + " -Force");
+    WaitUntil(hostname + " -eq " + Q(computer), "VM '" + vm.name + "' to restart as computer '" + computer + "'", s);
+    s.Close();
 
     if (NeedsHyperV(vm)) {
-      s.Comment("Hyper-V inside '" + vm.name + "'; the install restarts the VM, which ends this session.");
-      s.Open("Invoke-Command -VMName " + name + " -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {");
-      s.Line("Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart");
+      s.Comment("Hyper-V inside '" + vm.name + "'; it is installed at a restart.");
+      const std::string state = GuestAnswer(vm.name, "[string](Get-WindowsFeature -Name Hyper-V).InstallState");
+      s.Open("if (" + state + " -ne 'Installed') {");
+      s.Line("Invoke-Command -VMName " + name +
+             " -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }");
+      s.Line("Restart-VM -Name " + name + " -Force");
+      WaitUntil(state + " -eq 'Installed'", "Hyper-V to finish installing in VM '" + vm.name + "'", s);
       s.Close();
-      s.Comment("Wait until PowerShell Direct answers again, with Hyper-V installed.");
-      WaitFor(vm.name, "[string](Get-WindowsFeature -Name Hyper-V).InstallState", "Installed", s);
     }
 
+    bool by_mac = vm.generation < 2 && NeedsNaming(vm);
     Script inside(s.indent() + 1);
     Body(vm, inside);
     if (inside.empty()) return;
+    if (by_mac) {
+      s.Comment("The MAC address of each of its adapters, for naming the interfaces inside.");
+      s.Line("$macs = @{}");
+      s.Open("foreach ($adapter in Get-VMNetworkAdapter -VMName " + name + ") {");
+      s.Line("$macs[$adapter.Name] = $adapter.MacAddress");
+      s.Close();
+    }
     s.Comment("Inside '" + vm.name + "' (PowerShell Direct).");
     s.Open("Invoke-Command -VMName " + name + " -Credential $Credential -ScriptBlock {");
     s.Line("$ErrorActionPreference = 'Stop'");
+    if (by_mac) s.Line("$macs = $using:macs");
     if (!vm.vms.empty()) {
-      // The nested level runs here; its own Invoke-Command calls need the same credential and disks.
+      // The nested level runs here; its own Invoke-Command calls need the same credential,
+      // disks and patience.
       s.Line("$Credential = $using:Credential");
       s.Line("$VhdDirectory = $using:VhdDirectory");
+      s.Line("$WaitMinutes = $using:WaitMinutes");
     }
     s.Blank();
     s.Append(inside);

@@ -23,6 +23,10 @@ model::LabFacts LabFactsOf(const schema::Lab& lab) {
     mf.dynamic_memory = m.memory.dynamic;
     mf.version = m.version;
     mf.vbs = m.virtualization_based_security;
+    if (mf.is_host)
+      mf.vendor = m.processor.vendor == "intel" ? model::ProcessorVendor::kIntel
+                  : m.processor.vendor == "amd" ? model::ProcessorVendor::kAmd
+                                                : model::ProcessorVendor::kNone;
     for (const auto& n : m.nics) mf.interfaces.push_back(model::InterfaceFacts{n.name, "", false, n.ip, n.gateway});
     for (const auto& a : m.adapters)
       mf.interfaces.push_back(model::InterfaceFacts{a.name, a.switch_name, a.mac_address_spoofing, a.ip, a.gateway});

@@ -27,6 +27,35 @@ constexpr const char* kLatestVersion = "9.0";
 
 bool HardwareNotIntel(ProcessorVendor v) { return v == ProcessorVendor::kAmd || v == ProcessorVendor::kOther; }
 
+/// The seeds' sentence for the processor, quoted in the intel-only refusal.
+constexpr const char* kIntelOnly = "\"nesting is currently Intel-only\"";
+
+/// The processor rules of `profile` for a VM with exposed extensions on a `vendor` processor:
+/// {rule id, message} of the refusal, or {nullptr, ""}. The seeds' profiles are Intel-only;
+/// ws2022 takes Intel (VT-x and EPT, version 8.0, checked by version-8-for-nesting) and AMD
+/// EPYC/Ryzen from configuration version 10.0 on.
+std::pair<const char*, std::string> ProcessorRefusal(ProcessorVendor vendor, Profile profile, const std::string& version) {
+  if (!HardwareNotIntel(vendor)) return {nullptr, ""};
+  const char* what = vendor == ProcessorVendor::kAmd ? "an AMD processor" : "a processor neither Intel nor AMD";
+  if (profile != Profile::kWs2022)
+    return {"intel-only", std::string("expose_virtualization_extensions needs an Intel processor with VT-x and EPT (") +
+                              kIntelOnly + " under compatibility " + ToString(profile) + "), and its host has " + what +
+                              "; run the VM on an Intel host, use compatibility: ws2022 (Windows Server 2022 / "
+                              "Windows 11 hosts nest on AMD EPYC/Ryzen from configuration version 10.0), or "
+                              "Set-VMProcessor -ExposeVirtualizationExtensions $false"};
+  if (vendor == ProcessorVendor::kOther)
+    return {"ws2022-intel-or-amd",
+            "expose_virtualization_extensions needs an Intel processor with VT-x and EPT or an AMD EPYC/Ryzen "
+            "processor, and its host has neither; run the VM on such a host or "
+            "Set-VMProcessor -ExposeVirtualizationExtensions $false"};
+  if (VersionMajor(version) < 10)
+    return {"ws2022-amd-version-10",
+            "expose_virtualization_extensions on an AMD processor needs configuration version 10.0 or later, and "
+            "this VM has " + version + "; set version: \"10.0\" (Update-VMVersion on a Windows Server 2022 / "
+            "Windows 11 host) or run the VM on an Intel host (version 8.0 is enough there)"};
+  return {nullptr, ""};
+}
+
 /// Collects the violations of one operation.
 class Check {
  public:
@@ -63,10 +92,7 @@ class Check {
             "its host runs Device Guard, and under compatibility preview-10565 a host with Device Guard cannot "
             "expose virtualization extensions to a guest; turn Device Guard off on the host or use "
             "compatibility: v8 (configuration version 8.0 runs nesting on hosts with VBS)");
-    if (HardwareNotIntel(vm_.vendor))
-      Error("intel-only",
-            "expose_virtualization_extensions needs an Intel processor with VT-x and EPT, and this host's is not "
-            "Intel; run the VM on an Intel host or Set-VMProcessor -ExposeVirtualizationExtensions $false");
+    if (auto [rule, message] = ProcessorRefusal(vm_.vendor, profile_, vm_.version); rule) Error(rule, message);
     if (vm_.dynamic_memory) {
       if (preview())
         Error("dynamic-memory-off-for-nesting",
@@ -252,15 +278,23 @@ class Check {
 
 }  // namespace
 
-const char* ToString(Profile p) { return p == Profile::kV8 ? "v8" : "preview-10565"; }
+const char* ToString(Profile p) {
+  switch (p) {
+    case Profile::kV8: return "v8";
+    case Profile::kPreview10565: return "preview-10565";
+    case Profile::kWs2022: return "ws2022";
+  }
+  return "?";
+}
 
 std::optional<Profile> ParseProfile(std::string_view name) {
   if (name == "v8") return Profile::kV8;
   if (name == "preview-10565") return Profile::kPreview10565;
+  if (name == "ws2022") return Profile::kWs2022;
   return std::nullopt;
 }
 
-std::vector<std::string> ProfileNames() { return {"v8", "preview-10565"}; }
+std::vector<std::string> ProfileNames() { return {"v8", "preview-10565", "ws2022"}; }
 
 const char* ToString(State s) {
   switch (s) {
@@ -340,6 +374,14 @@ const MachineFacts* LabFacts::Find(const std::string& name) const {
   return nullptr;
 }
 
+ProcessorVendor LabFacts::VendorOf(const MachineFacts& m) const {
+  const MachineFacts* at = &m;
+  // Parents come before children, so the walk up ends at a host (or at a name not in the lab).
+  for (size_t hops = 0; at && !at->is_host && hops <= machines.size(); ++hops) at = Find(at->parent);
+  if (at && at->is_host && at->vendor != ProcessorVendor::kNone) return at->vendor;
+  return vendor;
+}
+
 namespace {
 
 const char* kExposeFix = "(Set-VMProcessor -ExposeVirtualizationExtensions $true)";
@@ -362,6 +404,16 @@ class LabCheck {
   void Error(const char* rule, std::string message, const std::string& interface = "") {
     out_.push_back(Violation{rule, Severity::kError, std::move(message), machine_, interface, switch_});
   }
+  void Warn(const char* rule, std::string message, const std::string& interface = "") {
+    out_.push_back(Violation{rule, Severity::kWarning, std::move(message), machine_, interface, switch_});
+  }
+
+  /// A hypervisor will run inside `vm`: it holds VMs or switches (Hyper-V is installed there).
+  bool RunsHypervisor(const MachineFacts& vm) const {
+    if (!vm.switches.empty()) return true;
+    return std::any_of(lab_.machines.begin(), lab_.machines.end(),
+                       [&vm](const MachineFacts& m) { return !m.is_host && m.parent == vm.name; });
+  }
 
   void Nesting(const MachineFacts& vm) {
     const MachineFacts* parent = lab_.Find(vm.parent);
@@ -381,10 +433,22 @@ class LabCheck {
       return;
     }
     std::string what = Vm(vm.name) + "expose_virtualization_extensions ";
-    if (vm.dynamic_memory)
-      Error("dynamic-memory-off-for-nesting",
-            what + "needs static memory (Set-VMMemory -DynamicMemoryEnabled $false)");
-    if (lab_.profile == Profile::kV8 && VersionMajor(vm.version) < 8)
+    if (vm.dynamic_memory) {
+      // The seeds: "simply enabling nested virtualization will have no effect on dynamic memory";
+      // only the 10565 preview refuses it as soon as nesting is on.
+      if (lab_.profile == Profile::kPreview10565)
+        Error("dynamic-memory-off-for-nesting",
+              what + "needs static memory under compatibility preview-10565 (Set-VMMemory -DynamicMemoryEnabled $false)");
+      else if (RunsHypervisor(vm))
+        Error("dynamic-memory-off-for-nesting",
+              what + "with nested VMs or switches inside needs static memory: a hypervisor runs there "
+                     "(Set-VMMemory -DynamicMemoryEnabled $false)");
+      else
+        Warn("dynamic-memory-static-while-hypervisor-runs",
+             Vm(vm.name) + "dynamic memory with exposed virtualization extensions works while no hypervisor runs "
+                           "inside; once one does, its memory will not fluctuate (it behaves as static memory)");
+    }
+    if (lab_.profile != Profile::kPreview10565 && VersionMajor(vm.version) < 8)
       Error("version-8-for-nesting", what + "needs configuration version 8.0 or later, and this VM has " +
                                          vm.version + " (Update-VMVersion)");
     if (vm.vbs)
@@ -395,8 +459,8 @@ class LabCheck {
     if (lab_.profile == Profile::kPreview10565 && host_guard)
       Error("device-guard-host", what + "is refused under compatibility preview-10565: " + Q(vm.parent) +
                                      " runs Device Guard; turn it off there or use compatibility: v8");
-    if (HardwareNotIntel(lab_.vendor))
-      Error("intel-only", what + "needs an Intel processor with VT-x and EPT, and this host's is not Intel");
+    if (auto [rule, message] = ProcessorRefusal(lab_.VendorOf(vm), lab_.profile, vm.version); rule)
+      Error(rule, Vm(vm.name) + message);
   }
 
   void Switches(const MachineFacts& m) {
@@ -513,7 +577,7 @@ VmFacts VmFactsOf(const LabFacts& lab, const MachineFacts& vm, State state, bool
   f.hypervisor_running = state == State::kRunning && vm.expose_virtualization_extensions && children_running;
   const MachineFacts* parent = lab.Find(vm.parent);
   f.host_device_guard = parent && (parent->is_host ? lab.host_device_guard : parent->vbs);
-  f.vendor = lab.vendor;
+  f.vendor = lab.VendorOf(vm);
   return f;
 }
 
@@ -639,17 +703,20 @@ const std::vector<Rule>& Rules() {
       {"dynamic-memory-off-for-nesting", kKo, "중첩된 Hyper-V 호스트를 실행할 때는 가상 컴퓨터에서 동적 메모리를 사용하지 않도록 설정해야 합니다.",
        "When running a nested Hyper-V host, dynamic memory must be disabled on the virtual machine.", "both",
        Enforcement::kSchema,
-       "schema and CheckLab refuse dynamic memory on a VM that exposes its extensions (both profiles); under "
-       "preview-10565 CheckTransition also refuses Start, expose and enabling dynamic memory"},
+       "schema and CheckLab refuse dynamic memory on a VM that runs a nested hypervisor (it holds VMs or "
+       "switches) in every profile, and on any VM with exposed extensions under preview-10565, where "
+       "CheckTransition also refuses Start, expose and enabling dynamic memory"},
       {"dynamic-memory-static-while-hypervisor-runs", kEs,
        "This means that even if dynamic memory is enabled, the amount of memory will not fluctuate.", "(English in the seed)",
-       "v8", Enforcement::kModel, "warning from CheckTransition; MemoryFluctuates() is false while a hypervisor runs"},
+       "v8, ws2022", Enforcement::kModel,
+       "warning from CheckLab on an exposed VM with dynamic memory and nothing nested inside, and from "
+       "CheckTransition; MemoryFluctuates() is false while a hypervisor runs"},
       {"runtime-resize-refused-while-hypervisor-runs", kEs,
        "When Hyper-V is running inside a virtual machine, the virtual machine must be turned off to adjust its memory.",
        "(English in the seed)", "both", Enforcement::kModel, "CheckTransition(kResizeMemory) refuses while a hypervisor runs"},
       {"nesting-alone-has-no-effect", kEs,
        "Note that simply enabling nested virtualization will have no effect on dynamic memory or runtime memory resize.",
-       "(English in the seed)", "v8", Enforcement::kModel,
+       "(English in the seed)", "v8, ws2022", Enforcement::kModel,
        "v8: resize and dynamic memory are refused only while a hypervisor runs (hypervisor_running), not merely when exposed"},
       {"preview-no-memory-changes", kKo,
        "중첩된 가상화가 가상 컴퓨터에서 활성화되면 다음과 같은 기능을 해당 VM과 더 이상 호환할 수 없습니다.",
@@ -660,19 +727,19 @@ const std::vector<Rule>& Rules() {
        "Checkpoints cannot be made on a VM with nested virtualization.", "preview-10565", Enforcement::kModel,
        "CheckTransition(kCreateCheckpoint/kApplyCheckpoint) refuses once exposed; v8 allows them"},
       {"v8-checkpoints-work", kKo, "검사점 생성 및 적용이 이제 중첩된 가상화를 사용하는 VM에 대해 작동합니다.",
-       "Creating and applying checkpoints now works for VMs that use nested virtualization.", "v8", Enforcement::kModel,
+       "Creating and applying checkpoints now works for VMs that use nested virtualization.", "v8, ws2022", Enforcement::kModel,
        "CheckTransition allows checkpoints of a VM with nesting under v8"},
       {"preview-no-save-restore", kBlog, "VM 운영 중 저장/복원이 불가능합니다.",
        "A running VM cannot be saved/restored.", "preview-10565", Enforcement::kModel,
        "CheckTransition(kSave, kStart from Saved) refuses once exposed"},
       {"v8-save-start-works", kKo, "이제 중첩이 설정된 VM을 저장 및 시작할 수 있습니다.",
-       "VMs with nesting enabled can now be saved and started.", "v8", Enforcement::kModel,
+       "VMs with nesting enabled can now be saved and started.", "v8, ws2022", Enforcement::kModel,
        "CheckTransition allows Save and Start from Saved under v8"},
       {"live-migration-refused", kKo, "Hyper-V를 사용하도록 설정한 가상 컴퓨터를 실시간 마이그레이션할 수 없습니다.",
        "A virtual machine with Hyper-V enabled cannot be live-migrated.", "both", Enforcement::kModel,
        "CheckTransition(kLiveMigrate) refuses while a hypervisor runs; preview-10565 also once exposed"},
       {"version-8-for-nesting", kKo, "빌드 14361부터 버전 8.0에서는 VM에 중첩된 가상화를 사용해야 합니다.",
-       "From build 14361, nested virtualization needs VM version 8.0.", "v8", Enforcement::kSchema,
+       "From build 14361, nested virtualization needs VM version 8.0.", "v8, ws2022", Enforcement::kSchema,
        "schema refuses (v8 only) and CheckLab agrees; CheckTransition refuses Start and expose"},
       {"update-version-needs-off", kKo, "중첩된 가상화를 계속 사용하면 VM 버전을 8.0으로 업데이트해야 합니다. 즉 저장된 상태를 제거하고 VM을 종료해야 합니다.",
        "To keep using nested virtualization the VM version must be updated to 8.0; that is, its saved state must be "
@@ -687,9 +754,27 @@ const std::vector<Rule>& Rules() {
        Enforcement::kModel,
        "CheckLab and CheckTransition refuse under preview-10565 (v8 lifts it: nesting VMs run on hosts with VBS)"},
       {"intel-only", kEs, "An Intel processor with VT-x and EPT technology -- nesting is currently Intel-only.",
-       "(English in the seed)", "both", Enforcement::kNotApplicable,
-       "kernel isolation uses no VT-x/AMD-V (vendor kNone), so it does not apply here; a hardware driver that "
-       "reports kAmd/kOther gets it refused by CheckLab and CheckTransition"},
+       "(English in the seed)", "v8, preview-10565", Enforcement::kSchema,
+       "the lab file's host processor: {vendor: amd} (or a hardware driver reporting kAmd/kOther) with exposed "
+       "extensions is refused by schema, CheckLab and CheckTransition; ws2022 lifts it for AMD EPYC/Ryzen"},
+      // Current Hyper-V (compatibility: ws2022), from Microsoft's current guide.
+      {"ws2022-amd-version-10", kMicrosoftGuide, "VM configuration version 10.0 or greater",
+       "(English in the guide, under \"AMD EPYC/Ryzen processor or later\": the host must be Windows Server 2022 / "
+       "Windows 11 or greater, the VM configuration version 10.0 or greater; an earlier revision said 9.3)",
+       "ws2022", Enforcement::kSchema,
+       "schema and CheckLab refuse exposed extensions on an AMD host's VM below version 10.0; CheckTransition "
+       "refuses Start and expose"},
+      {"ws2022-intel-or-amd", kMicrosoftGuide, "AMD EPYC/Ryzen processor or later",
+       "(English in the guide, beside \"Intel processor with VT-x and EPT technology\": nesting runs on those two)",
+       "ws2022", Enforcement::kModel,
+       "CheckLab and CheckTransition refuse a processor that is neither (kOther: only a hardware driver reports it; "
+       "the lab file's vendor is intel or amd)"},
+      {"ws2022-intel-version-8", kMicrosoftGuide, "VM configuration version 8.0 or greater",
+       "(English in the guide, under \"Intel processor with VT-x and EPT technology\")", "ws2022",
+       Enforcement::kSchema, "the rule version-8-for-nesting, which holds under v8 and ws2022"},
+      {"ws2022-host-os", kMicrosoftGuide, "The Hyper-V host must be Windows Server 2022/Windows 11 or greater",
+       "(English in the guide, for AMD; for Intel: Windows Server 2016/Windows 10 or greater)", "ws2022",
+       Enforcement::kNotApplicable, "no Windows builds here: the profile itself stands for such a host"},
       {"same-build", kKo, "두 하이퍼바이저(부모 및 자식)가 모두 동일한 Windows 빌드(10565 이상)를 실행하고 있어야 합니다.",
        "Both hypervisors (parent and child) must run the same Windows build (10565 or later).", "preview-10565",
        Enforcement::kNotApplicable,

@@ -4,7 +4,8 @@
 // store and what the hypervisor observes) and asks before it touches anything, so a lab that
 // breaks a rule fails at `lab plan`, not halfway through `lab up`.
 //
-// Two compatibility profiles, the two generations the seeds describe:
+// Three compatibility profiles: the two generations the seeds describe, and Hyper-V as Microsoft's
+// current guide states it:
 //  - kV8 ("v8", the default): configuration version 8.0 behaviour (build 14361 and later):
 //    checkpoints, save and start work for VMs with nesting; dynamic memory and runtime memory
 //    resize are incompatible only while a hypervisor runs inside; live migration of such a VM
@@ -12,6 +13,13 @@
 //  - kPreview10565 ("preview-10565"): the first preview (build 10565): once nesting is enabled,
 //    no checkpoints, no save/restore, no live migration, no dynamic memory and no runtime
 //    resize; a host with Device Guard cannot expose the extensions.
+//  - kWs2022 ("ws2022"): current Hyper-V (Windows Server 2022 / Windows 11 hosts), as Microsoft's
+//    guide "Run Hyper-V in a Virtual Machine with Nested Virtualization" states it now: v8's
+//    behaviour, with nesting on Intel (VT-x and EPT, version 8.0 or later) and on AMD EPYC/Ryzen
+//    (version 10.0 or later). v8 and preview-10565 keep the seeds' "nesting is currently
+//    Intel-only". Dynamic memory on a VM with exposed extensions: allowed under v8 and ws2022
+//    while no hypervisor runs inside (a warning says it will not fluctuate once one does); a VM
+//    that runs nested VMs or owns switches needs static memory in every profile.
 //
 // Every rule has an id (Rules() lists them with the seed sentence each comes from; docs/rules.md
 // is the same table for people). Every Violation names the VM, the Hyper-V setting and the fix.
@@ -29,8 +37,8 @@
 
 namespace lab::hv::model {
 
-enum class Profile { kV8, kPreview10565 };
-/// "v8" or "preview-10565", as written after `compatibility:` in a lab file.
+enum class Profile { kV8, kPreview10565, kWs2022 };
+/// "v8", "preview-10565" or "ws2022", as written after `compatibility:` in a lab file.
 const char* ToString(Profile p);
 /// The profile named `name`, or nullopt.
 std::optional<Profile> ParseProfile(std::string_view name);
@@ -151,15 +159,19 @@ struct MachineFacts {
   bool vbs = false;                    // VMs: virtualization-based security (Device Guard)
   std::vector<InterfaceFacts> interfaces;  // a host's NICs or a VM's adapters
   std::vector<SwitchFacts> switches;       // switches it owns
+  /// Hosts: the processor (the lab file's `processor: {vendor: ...}`); kNone leaves LabFacts::vendor.
+  ProcessorVendor vendor = ProcessorVendor::kNone;
 };
 
 struct LabFacts {
   Profile profile = Profile::kV8;
-  ProcessorVendor vendor = ProcessorVendor::kNone;
+  ProcessorVendor vendor = ProcessorVendor::kNone;  // the hosts' processor where a host does not say
   bool host_device_guard = false;      // the physical hosts run Device Guard
   std::vector<MachineFacts> machines;  // parents before children
 
   const MachineFacts* Find(const std::string& name) const;
+  /// The processor a machine's extensions come from: that of the physical host it runs on.
+  ProcessorVendor VendorOf(const MachineFacts& m) const;
 };
 
 /// Every rule of the lab's static configuration: nesting (exposed parents, static memory,
@@ -208,13 +220,17 @@ enum class Enforcement {
 
 struct Rule {
   const char* id;
-  const char* seed;       // file in ../shared/seeds/
+  const char* seed;       // file in ../shared/seeds/, or kMicrosoftGuide
   const char* sentence;   // quoted in the seed's language
   const char* gloss;      // in English
-  const char* profiles;   // "both", "v8", "preview-10565"
+  const char* profiles;   // "both" (every profile), "v8", "preview-10565", "ws2022", "v8, ws2022"
   Enforcement enforcement;
   const char* note;       // how it is enforced, or why it does not apply
 };
+
+/// The source of the ws2022 rules that are not in the seeds: Microsoft's current guide.
+inline constexpr const char* kMicrosoftGuide =
+    "learn.microsoft.com/en-us/virtualization/hyper-v-on-windows/user-guide/nested-virtualization";
 
 /// Every rule of the seeds, one entry each; docs/rules.md is this table for people.
 const std::vector<Rule>& Rules();

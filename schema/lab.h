@@ -100,6 +100,10 @@ struct Adapter {
 struct Processor {
   int count = 1;
   bool expose_virtualization_extensions = false;
+  /// Hosts only (`processor: {vendor: intel|amd}`): the physical processor whose virtualization
+  /// extensions the host's VMs see; the rules of each compatibility profile depend on it. Intel
+  /// by default, the seeds' processor ("nesting is currently Intel-only"). Empty for VMs.
+  std::string vendor;
 };
 
 struct Memory {
@@ -117,7 +121,8 @@ struct Machine {
   std::string parent;                   // "" for hosts; the VM's host or middle VM otherwise
   int depth = 0;                        // 0 host, 1 VM on a host, 2 nested VM, ...
   // VM settings (hosts keep the defaults and memory.startup = 0: unlimited).
-  std::string version = "9.0";          // configuration version
+  std::string version = "9.0";          // configuration version ("10.0" by default under ws2022)
+  bool version_given = false;           // the file wrote version: (else Hyper-V's default applies)
   int generation = 2;
   Processor processor;
   Memory memory;
@@ -154,7 +159,8 @@ struct Lab {
   std::string name;
   std::string file;                     // the path it was read from
   /// Hyper-V behaviour to follow (hv/model.h profiles): "v8" (configuration version 8.0, the
-  /// default) or "preview-10565" (the first nested-virtualization preview's limits).
+  /// default), "preview-10565" (the first nested-virtualization preview's limits) or "ws2022"
+  /// (current Hyper-V: Windows Server 2022 / Windows 11 hosts, nesting on Intel and AMD).
   std::string compatibility = "v8";
   std::vector<Network> networks;
   std::vector<Machine> machines;        // pre-order: parents before children

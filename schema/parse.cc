@@ -74,7 +74,7 @@ class Decoder {
     }
     if (auto n = r.Get("compatibility")) {
       // The profiles of hv/model.h (schema does not include hv, so the names are spelled here).
-      static const std::vector<std::string> kProfiles = {"v8", "preview-10565"};
+      static const std::vector<std::string> kProfiles = {"v8", "preview-10565", "ws2022"};
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("compatibility"), "compatibility")) {
         if (std::find(kProfiles.begin(), kProfiles.end(), *s) != kProfiles.end()) {
           lab.compatibility = *s;
@@ -84,8 +84,9 @@ class Decoder {
           ctx_.Error(r.ValueLoc("compatibility"),
                      "compatibility " + Q(*s) + " is not a compatibility profile; " +
                          (close ? "did you mean " + Q(*close) + "? " : std::string()) +
-                         "use v8 (configuration version 8.0, the default) or preview-10565 (the limits of the "
-                         "build 10565 preview)");
+                         "use v8 (configuration version 8.0, the default), preview-10565 (the limits of the "
+                         "build 10565 preview) or ws2022 (current Hyper-V: Windows Server 2022 / Windows 11 "
+                         "hosts, nesting on Intel and AMD)");
         }
       }
     }
@@ -202,12 +203,12 @@ class Decoder {
     m.depth = depth;
     m.loc = e.key_loc;
     // The same for every machine: built once, not once per machine of a 10,000-VM lab.
-    static const std::vector<std::string> kHostKeys = {"nics", "switches", "vms", "run"};
+    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run"};
     static const std::vector<std::string> kVmKeys = {"version", "generation", "processor", "memory", "security",
                                                      "adapters", "switches", "vms", "run"};
     static const std::map<std::string, std::string> kMisplacedOnHost = [] {
       std::map<std::string, std::string> out;
-      for (const char* k : {"processor", "memory", "version", "generation", "security"})
+      for (const char* k : {"memory", "version", "generation", "security"})
         out[k] = std::string("hosts are physical machines: ") + Q(k) +
                  " applies to VMs only; remove it (a host uses its whole hardware)";
       out["adapters"] =
@@ -222,7 +223,12 @@ class Decoder {
     MapReader r(ctx_, e.value, path, what, e.key_loc, known, misplaced);
 
     if (!host) DecodeVmSettings(r, m);
+    // Without version:, a VM has its host's default configuration version: 10.0 on the Windows
+    // Server 2022 / Windows 11 hosts of compatibility ws2022, 9.0 otherwise.
+    if (!host && !m.version_given && lab.compatibility == "ws2022") m.version = "10.0";
     if (host) {
+      m.processor.vendor = "intel";
+      if (auto n = r.Get("processor")) DecodeHostProcessor(*n, r, m);
       if (auto n = r.Get("nics")) {
         if (ExpectMap(*n, r.KeyLoc("nics"), what + " nics"))
           for (auto& ne : Entries(ctx_, *n, what + " nics")) m.nics.push_back(DecodeNic(ne, what, path + ".nics." + ne.key));
@@ -249,12 +255,40 @@ class Decoder {
     return true;
   }
 
+  /// A host's `processor: {vendor: intel|amd}`: the one setting of a physical processor the rules
+  /// read. Count and exposure are VM settings (a host uses its whole hardware).
+  void DecodeHostProcessor(const yaml::Node& node, MapReader& host, Machine& m) {
+    const std::string& what = host.what();
+    static const std::map<std::string, std::string> kVmOnly = {
+        {"count", "processor.count applies to VMs only; remove it (a host uses its whole hardware)"},
+        {"expose_virtualization_extensions",
+         "processor.expose_virtualization_extensions applies to VMs only (Set-VMProcessor -VMName); a host "
+         "exposes its hardware's extensions to the VMs that ask; remove it"}};
+    MapReader p(ctx_, node, host.path() + ".processor", what + " processor", host.KeyLoc("processor"), {"vendor"},
+                kVmOnly);
+    if (auto v = p.Get("vendor")) {
+      if (auto s = ReadString(ctx_, *v, p.KeyLoc("vendor"), what + " processor.vendor")) {
+        std::string lower = *s;
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (lower == "intel" || lower == "amd") {
+          m.processor.vendor = lower;
+        } else {
+          m.processor.vendor.clear();  // unknown: the processor rules stay quiet
+          ctx_.Error(p.ValueLoc("vendor"), what + ": processor vendor " + Q(*s) +
+                                               " is not one the rules know; use intel (VT-x and EPT, the default) "
+                                               "or amd (EPYC/Ryzen, nesting only under compatibility: ws2022)");
+        }
+      }
+    }
+  }
+
   void DecodeVmSettings(MapReader& r, Machine& m) {
     const std::string& what = r.what();
     if (auto n = r.Get("version")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("version"), what + " version")) {
         if (auto v = ParseVersion(*s)) {
           m.version = std::to_string(v->first) + "." + std::to_string(v->second);
+          m.version_given = true;
         } else {
           ctx_.Error(r.ValueLoc("version"), what + ": version " + Q(*s) +
                                                 " is not a configuration version; use a version like \"9.0\"");

@@ -145,11 +145,43 @@ class Validator {
       return;
     }
     std::string what = "VM " + Q(vm.name) + ": expose_virtualization_extensions ";
-    if (vm.memory.dynamic)
-      ctx_.Error(ctx_.At(path + ".memory.dynamic", vm.loc),
-                 what + "needs static memory; set memory.dynamic: false (Set-VMMemory -DynamicMemoryEnabled $false)");
+    bool profile_known = !ctx_.misspelled.count("compatibility");
+    // Dynamic memory (hv/model.h rules dynamic-memory-off-for-nesting and
+    // dynamic-memory-static-while-hypervisor-runs): the 10565 preview refuses it once nesting is
+    // on; later Hyper-V only while a hypervisor runs inside, which this file makes so when the VM
+    // holds VMs or switches. Otherwise it is allowed (CheckLab warns that it will not fluctuate).
+    if (vm.memory.dynamic) {
+      if (lab_.compatibility == "preview-10565" && profile_known)
+        ctx_.Error(ctx_.At(path + ".memory.dynamic", vm.loc),
+                   what + "needs static memory under compatibility preview-10565; set memory.dynamic: false "
+                          "(Set-VMMemory -DynamicMemoryEnabled $false)");
+      else if (!vm.vms.empty() || !vm.switches.empty())
+        ctx_.Error(ctx_.At(path + ".memory.dynamic", vm.loc),
+                   what + "with nested VMs or switches inside needs static memory (a hypervisor runs there, and "
+                          "its memory cannot change); set memory.dynamic: false (Set-VMMemory "
+                          "-DynamicMemoryEnabled $false)");
+    }
     size_t dot = vm.version.find('.');
     int major = std::stoi(vm.version.substr(0, dot));
+    // The processor (hv/model.h rules intel-only, ws2022-amd-version-10): the seeds' profiles are
+    // Intel-only; ws2022 nests on AMD EPYC/Ryzen from configuration version 10.0.
+    const Machine* host = &vm;
+    for (size_t hops = 0; host && host->kind != MachineKind::kHost && hops <= lab_.machines.size(); ++hops)
+      host = lab_.FindMachine(host->parent);
+    if (host && host->processor.vendor == "amd" && profile_known) {
+      if (lab_.compatibility != "ws2022")
+        ctx_.Error(ctx_.At(path + ".processor.expose_virtualization_extensions", vm.loc),
+                   what + "needs an Intel processor with VT-x and EPT (\"nesting is currently Intel-only\" under "
+                          "compatibility " + lab_.compatibility + "), and host " + Q(host->name) +
+                          " has processor vendor amd; use compatibility: ws2022 (Windows Server 2022 / Windows 11 "
+                          "hosts nest on AMD EPYC/Ryzen from configuration version 10.0), an Intel host, or set "
+                          "expose_virtualization_extensions: false");
+      else if (major < 10)
+        ctx_.Error(ctx_.At(path + ".version", vm.loc),
+                   what + "on AMD host " + Q(host->name) + " needs configuration version 10.0 or later under "
+                          "compatibility ws2022, and this VM has " + vm.version +
+                          "; set version: \"10.0\" (Update-VMVersion)");
+    }
     // Version 8.0 is required from build 14361 on (hv/model.h rule version-8-for-nesting); the
     // 10565 preview predates it. With an unreadable profile the rule is unknown, so it stays quiet.
     if (major < 8 && lab_.compatibility != "preview-10565" && !ctx_.misspelled.count("compatibility"))

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+# The export tests' PowerShell grammar check (optional: its test prints SKIP without it).
+bash scripts/ps-grammar.sh || echo "lab: the PowerShell grammar check could not be installed; its test will SKIP" >&2
 (cd "${BUILD_DIR:-build}" && ctest --output-on-failure --timeout 900 "$@")
 if [[ "${LAB_FUZZ_SECONDS:-60}" != 0 ]]; then
   bash scripts/sanitize.sh

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,4 +64,32 @@ int CountMarkedFrames(int fd, const std::string& marker) {
   return n;
 }
 
+std::optional<std::string> KvmStateByQemu() {
+  if (::access("/dev/kvm", F_OK) != 0) return "missing";
+  std::string qemu;
+  for (const char* dir : {"/usr/bin/", "/usr/local/bin/"})
+    if (::access((std::string(dir) + "qemu-system-x86_64").c_str(), X_OK) == 0) qemu = std::string(dir) + "qemu-system-x86_64";
+  std::string kernel;
+  if (const char* k = std::getenv("LAB_TEST_GUEST_KERNEL")) kernel = k;
+  if (kernel.empty()) {
+    utsname u{};
+    if (::uname(&u) == 0) kernel = std::string("/boot/vmlinuz-") + u.release;
+  }
+  if (qemu.empty() || ::access(kernel.c_str(), R_OK) != 0) return std::nullopt;
+  // The kernel alone, no disk: it panics for want of a root file system long after the marker.
+  std::string cmd = "timeout 60 " + qemu + " -accel kvm -m 256 -display none -nodefaults -no-reboot -serial stdio"
+                    " -kernel '" + kernel + "' -append 'console=ttyS0 earlyprintk=ttyS0 panic=-1' 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return std::nullopt;
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = ::fread(buf, 1, sizeof buf, p)) > 0;) {
+    out.append(buf, n);
+    if (out.find("Linux version") != std::string::npos) break;
+  }
+  ::pclose(p);
+  return out.find("Linux version") != std::string::npos ? "usable" : "unusable";
+}
+
 }  // namespace lab::testing
+

@@ -4,6 +4,7 @@
 #include <linux/if_packet.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace lab::testing {
@@ -23,6 +24,13 @@ int SendMarkedBroadcasts(int fd, sockaddr_ll to, const std::string& src_mac, uin
 /// Frames carrying `marker` that arrived at packet socket `fd` within 300 ms (not our own
 /// transmissions).
 int CountMarkedFrames(int fd, const std::string& marker);
+
+/// /dev/kvm judged apart from lab doctor: "missing" when there is no /dev/kvm; else, where
+/// qemu-system-x86_64 and a Linux kernel to boot are here (LAB_TEST_GUEST_KERNEL, or
+/// /boot/vmlinuz-`uname -r`), "usable" when that standard guest, booted with -accel kvm, prints
+/// "Linux version" (it is then running in 64-bit long mode) on its serial port within 60 s, and
+/// "unusable" when it does not. nullopt when /dev/kvm is there but no such boot can be made.
+std::optional<std::string> KvmStateByQemu();
 
 }  // namespace lab::testing
 

@@ -5,9 +5,15 @@
 // only async-signal-safe code on data prepared before the fork: the caller may have threads.
 #include "hv/kernel/doctor.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#if defined(__x86_64__)
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#endif
 #include <poll.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -19,10 +25,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -36,6 +44,8 @@ namespace lab::hv::kernel {
 namespace {
 
 constexpr int kChildTimeoutMs = 5000;
+// A tiny guest halts in microseconds; one still running after this hangs.
+constexpr int kKvmTimeoutMs = 2000;
 constexpr const char* kRunAsRoot = "run as root (sudo lab doctor)";
 
 bool IsRoot() { return ::geteuid() == 0; }
@@ -65,12 +75,14 @@ struct ProbeReport {
 struct ChildOutcome {
   bool ok = false;
   int err = 0;
-  std::string failure;  // "STEP: strerror" when not ok
+  std::string failure;     // "STEP: strerror" when not ok
+  bool timed_out = false;  // the child did not answer in time and was killed
 };
 
 // Runs `body` in a forked child. `body` returns nullptr on success, or the name of the step that
 // failed with errno set. It must be async-signal-safe (no allocation, no locks).
-ChildOutcome RunProbeChild(const std::function<const char*()>& body) {
+// A step with errno 0 is reported as the step alone.
+ChildOutcome RunProbeChild(const std::function<const char*()>& body, int timeout_ms = kChildTimeoutMs) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return {false, errno, "pipe: " + ErrnoText(errno)};
   UniqueFd rd(fds[0]), wr(fds[1]);
@@ -87,18 +99,25 @@ ChildOutcome RunProbeChild(const std::function<const char*()>& body) {
   }
   wr.Reset();
   ProbeReport r;
-  bool got = false;
+  bool got = false, timed_out = false;
   pollfd p{rd.get(), POLLIN, 0};
-  if (::poll(&p, 1, kChildTimeoutMs) > 0) {
+  if (::poll(&p, 1, timeout_ms) > 0) {
     got = ::read(rd.get(), &r, sizeof r) == static_cast<ssize_t>(sizeof r);
   } else {
+    timed_out = true;
     ::kill(pid, SIGKILL);  // our own child, stuck
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (!got) return {false, ETIMEDOUT, "the probe process did not answer"};
-  if (r.step[0] != '\0') return {false, r.err, std::string(r.step) + ": " + ErrnoText(r.err)};
+  if (timed_out) return {false, ETIMEDOUT, "the probe process did not answer", true};
+  if (!got) {
+    if (WIFSIGNALED(status))
+      return {false, 0, std::string("the probe process died of signal ") + std::to_string(WTERMSIG(status))};
+    return {false, 0, "the probe process ended without a report"};
+  }
+  if (r.step[0] != '\0')
+    return {false, r.err, std::string(r.step) + (r.err ? ": " + ErrnoText(r.err) : std::string())};
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return {false, 0, "the probe process failed"};
   return {true, 0, ""};
 }
@@ -432,6 +451,341 @@ Capability ProbeOverlay() {
   return Ok(name, detail, true);
 }
 
+// ---- /dev/kvm: a standard guest under KVM_RUN ----
+
+constexpr const char* kKvmName = "/dev/kvm";
+constexpr uint64_t kGuestMemory = 2u << 20;  // one 2 MiB large page, identity mapped
+constexpr uint64_t kGdt = 0x500, kGdtr = 0x600, kPml4 = 0x1000, kPdpt = 0x2000, kPd = 0x3000, kCode = 0x8000,
+                   kMarkerAt = 0x9000;
+constexpr uint64_t kMarker = 0x45444f4d474e4f4cull;  // "LONGMODE" in memory
+
+// GDT: null, 64-bit code (0x08), data (0x10), 32-bit code (0x18); and 4-level paging whose PD's
+// first entry maps the first 2 MiB identity as one large page.
+void PutTables(GuestImage& g) {
+  auto put64 = [&g](uint64_t at, uint64_t v) { std::memcpy(&g.memory[at], &v, sizeof v); };
+  put64(kGdt + 0x00, 0);
+  put64(kGdt + 0x08, 0x00af9a000000ffffull);
+  put64(kGdt + 0x10, 0x00cf92000000ffffull);
+  put64(kGdt + 0x18, 0x00cf9a000000ffffull);
+  g.gdt_base = kGdt;
+  g.gdt_limit = 4 * 8 - 1;
+  g.code_selector = 0x08;
+  g.data_selector = 0x10;
+  // The GDTR image LGDT loads: limit, then base.
+  std::memcpy(&g.memory[kGdtr], &g.gdt_limit, 2);
+  uint32_t base = kGdt;
+  std::memcpy(&g.memory[kGdtr + 2], &base, 4);
+  constexpr uint64_t kPresent = 1, kWritable = 2, kLargePage = 0x80;
+  put64(kPml4, kPdpt | kPresent | kWritable);
+  put64(kPdpt, kPd | kPresent | kWritable);
+  put64(kPd, 0 | kPresent | kWritable | kLargePage);
+}
+
+// movabs rax, MARKER ; movabs [kMarkerAt], rax ; hlt: instructions that exist only in 64-bit mode.
+std::vector<uint8_t> LongModeCode() {
+  std::vector<uint8_t> code = {0x48, 0xb8};
+  for (int i = 0; i < 8; ++i) code.push_back(uint8_t(kMarker >> (8 * i)));
+  code.insert(code.end(), {0x48, 0xa3});
+  for (int i = 0; i < 8; ++i) code.push_back(uint8_t(kMarkerAt >> (8 * i)));
+  code.push_back(0xf4);
+  return code;
+}
+
+#if defined(__x86_64__)
+
+// The child's report for a step that ends without an errno: a sentence of its own.
+const char* ExitReasonStep(uint32_t reason) {
+  switch (reason) {
+    case KVM_EXIT_SHUTDOWN:
+      return "KVM_RUN: the guest shut down (triple fault, KVM_EXIT_SHUTDOWN)";
+    case KVM_EXIT_FAIL_ENTRY:
+      return "KVM_RUN: the processor refused to enter the guest (KVM_EXIT_FAIL_ENTRY)";
+    case KVM_EXIT_INTERNAL_ERROR:
+      return "KVM_RUN: KVM could not emulate the guest (KVM_EXIT_INTERNAL_ERROR)";
+    case KVM_EXIT_IO:
+      return "KVM_RUN: the guest did port I/O it was not given (KVM_EXIT_IO)";
+    case KVM_EXIT_MMIO:
+      return "KVM_RUN: the guest touched memory outside its RAM (KVM_EXIT_MMIO)";
+    default:
+      return "KVM_RUN: the guest stopped for another reason than HLT";
+  }
+}
+
+// Room for KVM_GET_SUPPORTED_CPUID, allocated before the fork.
+struct CpuidBuffer {
+  static constexpr uint32_t kEntries = 256;
+  alignas(kvm_cpuid2) uint8_t bytes[sizeof(kvm_cpuid2) + kEntries * sizeof(kvm_cpuid_entry2)];
+  kvm_cpuid2* get() { return reinterpret_cast<kvm_cpuid2*>(bytes); }
+};
+
+void SetSegment(kvm_segment& seg, uint16_t selector, bool code) {
+  seg.base = 0;
+  seg.limit = 0xffffffff;
+  seg.selector = selector;
+  seg.type = code ? 11 : 3;  // execute/read accessed; read/write accessed
+  seg.present = 1;
+  seg.dpl = 0;
+  seg.db = code ? 0 : 1;  // a 64-bit code segment has D clear
+  seg.s = 1;
+  seg.l = code ? 1 : 0;
+  seg.g = 1;
+}
+
+// Runs `g` in this (forked) process: only system calls on memory prepared before the fork.
+const char* RunGuestChild(const GuestImage& g, CpuidBuffer* cpuid) {
+  int kvm = ::open(kKvmName, O_RDWR | O_CLOEXEC);
+  if (kvm < 0) return "open /dev/kvm";
+  if (::ioctl(kvm, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+    errno = 0;
+    return "KVM_GET_API_VERSION: not the stable API (12)";
+  }
+  int vm = ::ioctl(kvm, KVM_CREATE_VM, 0);
+  if (vm < 0) return "KVM_CREATE_VM";
+  void* mem = ::mmap(nullptr, g.memory.size(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mem == MAP_FAILED) return "mmap guest memory";
+  auto* bytes = static_cast<uint8_t*>(mem);
+  for (size_t i = 0; i < g.memory.size(); ++i) bytes[i] = g.memory[i];
+  kvm_userspace_memory_region region{};
+  region.slot = 0;
+  region.guest_phys_addr = 0;
+  region.memory_size = g.memory.size();
+  region.userspace_addr = reinterpret_cast<uint64_t>(mem);
+  if (::ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) != 0) return "KVM_SET_USER_MEMORY_REGION";
+  int vcpu = ::ioctl(vm, KVM_CREATE_VCPU, 0);
+  if (vcpu < 0) return "KVM_CREATE_VCPU";
+  int run_size = ::ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (run_size <= 0) return "KVM_GET_VCPU_MMAP_SIZE";
+  void* run_map = ::mmap(nullptr, static_cast<size_t>(run_size), PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+  if (run_map == MAP_FAILED) return "mmap the vCPU's kvm_run";
+  auto* run = static_cast<kvm_run*>(run_map);
+
+  kvm_sregs sregs{};
+  if (::ioctl(vcpu, KVM_GET_SREGS, &sregs) != 0) return "KVM_GET_SREGS";
+  if (g.long_mode) {
+    // The vCPU gets the processor's features (LM among them) where KVM lists them; a KVM that
+    // does not (a paravirtual one may refuse the list) is tried with its own defaults.
+    cpuid->get()->nent = CpuidBuffer::kEntries;
+    if (::ioctl(kvm, KVM_GET_SUPPORTED_CPUID, cpuid->get()) == 0 && ::ioctl(vcpu, KVM_SET_CPUID2, cpuid->get()) != 0)
+      return "KVM_SET_CPUID2";
+    SetSegment(sregs.cs, g.code_selector, true);
+    for (kvm_segment* seg : {&sregs.ds, &sregs.es, &sregs.fs, &sregs.gs, &sregs.ss})
+      SetSegment(*seg, g.data_selector, false);
+    sregs.gdt.base = g.gdt_base;
+    sregs.gdt.limit = g.gdt_limit;
+    sregs.cr3 = g.cr3;
+    sregs.cr4 = g.cr4;
+    sregs.cr0 = g.cr0;
+    sregs.efer = g.efer;
+  } else {
+    // Reset state is real mode with CS at 0xf000:fff0; start at our code instead.
+    for (kvm_segment* seg : {&sregs.cs, &sregs.ds, &sregs.es, &sregs.ss}) {
+      seg->base = 0;
+      seg->selector = 0;
+    }
+  }
+  if (::ioctl(vcpu, KVM_SET_SREGS, &sregs) != 0) return "KVM_SET_SREGS";
+  kvm_regs regs{};
+  regs.rip = g.rip;
+  regs.rflags = 2;  // bit 1 is always set
+  if (::ioctl(vcpu, KVM_SET_REGS, &regs) != 0) return "KVM_SET_REGS";
+
+  for (;;) {
+    if (::ioctl(vcpu, KVM_RUN, 0) != 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return "KVM_RUN";
+    }
+    if (run->exit_reason == KVM_EXIT_HLT) break;
+    errno = 0;
+    return ExitReasonStep(run->exit_reason);
+  }
+  for (size_t i = 0; i < g.marker.size(); ++i) {
+    if (bytes[g.marker_address + i] != g.marker[i]) {
+      errno = 0;
+      return "the guest halted without storing its marker (its code did not run as written)";
+    }
+  }
+  return nullptr;
+}
+
+KvmRun RunGuest(const GuestImage& g, int timeout_ms) {
+  auto cpuid = std::make_unique<CpuidBuffer>();
+  CpuidBuffer* buffer = cpuid.get();
+  ChildOutcome out = RunProbeChild([&g, buffer] { return RunGuestChild(g, buffer); }, timeout_ms);
+  if (out.ok) return {KvmRun::End::kHalted, ""};
+  if (out.timed_out) return {KvmRun::End::kTimedOut, ""};
+  return {KvmRun::End::kFailed, out.failure};
+}
+
+#endif  // __x86_64__
+
+std::string Seconds(int ms) {
+  std::string s = std::to_string(ms / 1000);
+  if (ms % 1000) s += "." + std::to_string((ms % 1000) / 100);
+  return s + " s";
+}
+
+std::string Describe(const KvmRun& run, int timeout_ms) {
+  switch (run.end) {
+    case KvmRun::End::kHalted:
+      return "ran to HLT";
+    case KvmRun::End::kTimedOut:
+      return "never reached HLT within " + Seconds(timeout_ms) + " (the vCPU hangs)";
+    case KvmRun::End::kFailed:
+      return "failed: " + run.detail;
+    case KvmRun::End::kNotRun:
+      break;
+  }
+  return "was not run";
+}
+
+}  // namespace
+
+GuestImage RealModeGuest() {
+  GuestImage g;
+  g.memory.assign(kGuestMemory, 0);
+  g.rip = kCode;
+  g.marker_address = kMarkerAt;
+  g.marker = {0x2a};
+  // mov byte [0x9000], 0x2a ; hlt
+  const uint8_t code[] = {0xc6, 0x06, uint8_t(kMarkerAt & 0xff), uint8_t(kMarkerAt >> 8), 0x2a, 0xf4};
+  std::memcpy(&g.memory[kCode], code, sizeof code);
+  return g;
+}
+
+GuestImage LongModeGuest() {
+  GuestImage g;
+  g.memory.assign(kGuestMemory, 0);
+  g.long_mode = true;
+  PutTables(g);
+  g.cr3 = kPml4;
+  g.cr4 = 1u << 5;                                          // PAE
+  g.cr0 = (1u << 0) | (1u << 4) | (1u << 5) | (1ull << 31);  // PE, ET, NE, PG
+  g.efer = (1u << 8) | (1u << 10);                           // LME, LMA
+  g.rip = kCode;
+  g.marker_address = kMarkerAt;
+  g.marker.resize(8);
+  std::memcpy(g.marker.data(), &kMarker, 8);
+  std::vector<uint8_t> code = LongModeCode();
+  std::memcpy(&g.memory[kCode], code.data(), code.size());
+  return g;
+}
+
+GuestImage BootingGuest() {
+  GuestImage g;
+  g.memory.assign(kGuestMemory, 0);
+  PutTables(g);
+  g.rip = kCode;
+  g.marker_address = kMarkerAt;
+  g.marker.resize(8);
+  std::memcpy(g.marker.data(), &kMarker, 8);
+  constexpr uint16_t kPm32 = kCode + 0x40, kLm64 = kCode + 0x80;
+  // 16-bit real mode: cli; lgdt [kGdtr]; cr0.PE = 1; jmp 0x18:kPm32.
+  const uint8_t real[] = {0xfa,
+                          0x0f, 0x01, 0x16, uint8_t(kGdtr & 0xff), uint8_t(kGdtr >> 8),
+                          0x0f, 0x20, 0xc0, 0x0c, 0x01, 0x0f, 0x22, 0xc0,
+                          0xea, uint8_t(kPm32 & 0xff), uint8_t(kPm32 >> 8), 0x18, 0x00};
+  // 32-bit protected mode: data segments; CR4.PAE; CR3; EFER.LME (wrmsr); CR0.PG; jmp 0x08:kLm64.
+  const uint8_t protected32[] = {0x66, 0xb8, 0x10, 0x00, 0x8e, 0xd8, 0x8e, 0xc0, 0x8e, 0xd0,
+                                 0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x20, 0x0f, 0x22, 0xe0,
+                                 0xb8, uint8_t(kPml4 & 0xff), uint8_t(kPml4 >> 8), 0x00, 0x00, 0x0f, 0x22, 0xd8,
+                                 0xb9, 0x80, 0x00, 0x00, 0xc0, 0x0f, 0x32, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x30,
+                                 0x0f, 0x20, 0xc0, 0x0d, 0x00, 0x00, 0x00, 0x80, 0x0f, 0x22, 0xc0,
+                                 0xea, uint8_t(kLm64 & 0xff), uint8_t(kLm64 >> 8), 0x00, 0x00, 0x08, 0x00};
+  std::memcpy(&g.memory[kCode], real, sizeof real);
+  std::memcpy(&g.memory[kPm32], protected32, sizeof protected32);
+  std::vector<uint8_t> code = LongModeCode();
+  std::memcpy(&g.memory[kLm64], code.data(), code.size());
+  return g;
+}
+
+KvmProbe ProbeKvm(int timeout_ms) {
+  KvmProbe p;
+  p.timeout_ms = timeout_ms;
+  struct stat st;
+  if (::stat(kKvmName, &st) != 0) return p;
+  p.present = true;
+  UniqueFd fd(::open(kKvmName, O_RDWR | O_CLOEXEC));
+  if (!fd.valid()) {
+    p.open_errno = errno;
+    return p;
+  }
+#if defined(__x86_64__)
+  // Every VMM asks for the processor features it may give a guest (long mode among them).
+  CpuidBuffer cpuid{};
+  cpuid.get()->nent = CpuidBuffer::kEntries;
+  if (::ioctl(fd.get(), KVM_GET_SUPPORTED_CPUID, cpuid.get()) != 0) p.cpuid_errno = errno;
+  p.real_mode = RunGuest(RealModeGuest(), timeout_ms);
+  p.long_mode = RunGuest(LongModeGuest(), timeout_ms);
+  p.boot = RunGuest(BootingGuest(), timeout_ms);
+#endif
+  return p;
+}
+
+Capability JudgeKvm(const KvmProbe& p) {
+  const std::string tcg = "hardware VMs (driver: qemu) will use QEMU's software emulation (TCG) instead";
+  const std::string fix_device =
+      "modprobe kvm_intel (or kvm_amd) on a CPU with VT-x/AMD-V; inside a Hyper-V VM: "
+      "Set-VMProcessor -ExposeVirtualizationExtensions $true";
+  Capability c{kKvmName, kCapMissing, "", "", false};
+  if (!p.present) {
+    c.detail = "no /dev/kvm; partitions do not need it; " + tcg;
+    c.fix = fix_device;
+    return c;
+  }
+  c.state = kCapUnusable;
+  if (p.open_errno != 0) {
+    c.detail = "present but cannot be opened: " + ErrnoText(p.open_errno) + "; " + tcg;
+    c.fix = p.open_errno == EACCES || p.open_errno == EPERM ? "run as root, or join group kvm" : fix_device;
+    return c;
+  }
+  if (p.long_mode.end == KvmRun::End::kNotRun) {
+    c.detail = "present, but this build has no guest for this processor architecture to test it with; " + tcg;
+    c.fix = "run lab doctor on x86-64";
+    return c;
+  }
+  const bool real = p.real_mode.end == KvmRun::End::kHalted, entered = p.long_mode.end == KvmRun::End::kHalted,
+             booted = p.boot.end == KvmRun::End::kHalted;
+  if (entered && booted) {
+    c.state = kCapUsable;
+    c.detail = "a guest switched itself from real mode to protected and 64-bit long mode with paging and ran to "
+               "HLT under KVM_RUN, as a standard guest boots";
+    if (!real) c.detail += "; a plain real-mode guest " + Describe(p.real_mode, p.timeout_ms);
+    return c;
+  }
+  std::vector<std::string> ran, failed;
+  (real ? ran : failed).push_back("raw real-mode code" + (real ? std::string() : " " + Describe(p.real_mode, p.timeout_ms)));
+  (entered ? ran : failed)
+      .push_back("a guest started in long mode" + (entered ? std::string() : " " + Describe(p.long_mode, p.timeout_ms)));
+  (booted ? ran : failed)
+      .push_back("a guest switching itself from real to protected and long mode, as a standard guest boots," +
+                 (booted ? std::string() : " " + Describe(p.boot, p.timeout_ms)));
+  c.detail = "present, but a standard guest cannot run under it";
+  if (!ran.empty()) c.detail += ": only " + Join(ran, " and ") + " ran";
+  c.detail += "; " + Join(failed, "; ");
+  if (p.cpuid_errno != 0)
+    c.detail += "; KVM_GET_SUPPORTED_CPUID is refused (" + ErrnoText(p.cpuid_errno) +
+                "), so no guest can be told it has long mode";
+  c.detail += " (a paravirtual or limited KVM); " + tcg;
+  c.fix = "none needed: QEMU falls back to TCG (slower); for KVM, a host whose /dev/kvm runs standard guests "
+          "(VT-x/AMD-V on hardware; in a Hyper-V VM: Set-VMProcessor -ExposeVirtualizationExtensions $true)";
+  return c;
+}
+
+std::string CpuVendor(const std::string& cpuinfo) {
+  for (const std::string& line : Split(cpuinfo, '\n')) {
+    if (line.rfind("vendor_id", 0) != 0) continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string v = Trim(line.substr(colon + 1));
+    if (v == "GenuineIntel") return "intel";
+    if (v == "AuthenticAMD" || v == "HygonGenuine") return "amd";
+    return "";
+  }
+  return "";
+}
+
+namespace {
+
 // ---- files and devices ----
 
 Capability ProbeExecutable(const std::string& name, const std::string& path, const std::string& fix, bool required) {
@@ -440,21 +794,6 @@ Capability ProbeExecutable(const std::string& name, const std::string& path, con
   if (!S_ISREG(st.st_mode) || ::access(path.c_str(), X_OK) != 0)
     return Missing(name, path + " is not an executable file", fix, required);
   return Ok(name, path, required);
-}
-
-Capability ProbeKvmDevice() {
-  const std::string name = "/dev/kvm";
-  const std::string why = "not needed by partitions; the future hardware VM driver needs it";
-  const std::string fix =
-      "modprobe kvm_intel (or kvm_amd) on a CPU with VT-x/AMD-V; inside a Hyper-V VM: "
-      "Set-VMProcessor -ExposeVirtualizationExtensions $true";
-  struct stat st;
-  if (::stat("/dev/kvm", &st) != 0) return Missing(name, why, fix, false);
-  UniqueFd fd(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-  if (!fd.valid())
-    return Missing(name, "present but cannot be opened: " + ErrnoText(errno) + "; " + why,
-                   IsRoot() ? fix : "run as root, or join group kvm", false);
-  return Ok(name, "present and openable", false);
 }
 
 Capability ProbeKvmNested() {
@@ -471,7 +810,45 @@ Capability ProbeKvmNested() {
                        module,
                    false);
   }
+  // Another KVM module (a paravirtual one such as kvm_pvm) has no nested parameter to read.
+  std::vector<std::string> others;
+  if (DIR* d = ::opendir("/sys/module")) {
+    while (dirent* e = ::readdir(d)) {
+      std::string m = e->d_name;
+      if (m.rfind("kvm_", 0) == 0) others.push_back(m);
+    }
+    ::closedir(d);
+  }
+  std::sort(others.begin(), others.end());
+  if (!others.empty()) {
+    std::string list;
+    for (const std::string& m : others) list += (list.empty() ? "" : ", ") + m;
+    return {name, kCapNotApplicable,
+            "neither kvm_intel nor kvm_amd is loaded (loaded: " + list + ", without a nested parameter)", "", false};
+  }
   return {name, kCapNotApplicable, "neither kvm_intel nor kvm_amd is loaded", "", false};
+}
+
+Capability ProbeProcessor() {
+  const std::string name = "processor";
+  auto cpuinfo = ReadFile("/proc/cpuinfo");
+  if (!cpuinfo) return {name, kCapNotApplicable, "/proc/cpuinfo cannot be read", "", false};
+  std::string vendor_id, model;
+  bool hypervisor = false;
+  for (const std::string& line : Split(*cpuinfo, '\n')) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = Trim(line.substr(0, colon)), value = Trim(line.substr(colon + 1));
+    if (key == "vendor_id" && vendor_id.empty()) vendor_id = value;
+    if (key == "model name" && model.empty()) model = value;
+    if (key == "flags" && (" " + value + " ").find(" hypervisor ") != std::string::npos) hypervisor = true;
+  }
+  std::string vendor = CpuVendor(*cpuinfo);
+  std::string detail = vendor == "intel" ? "Intel" : vendor == "amd" ? "AMD" : "unknown vendor";
+  detail += " (" + (vendor_id.empty() ? std::string("no vendor_id") : vendor_id) + ")";
+  if (!model.empty()) detail += ", " + model;
+  if (hypervisor) detail += "; this machine is itself a virtual machine";
+  return {name, vendor.empty() ? kCapNotApplicable : kCapOk, detail, "", false};
 }
 
 Capability ProbeCpuExtensions() {
@@ -528,8 +905,9 @@ std::vector<Capability> Diagnose(const std::string& init_path) {
   caps.push_back(ProbeExecutable("dnsmasq", "/usr/sbin/dnsmasq", "apt-get install dnsmasq-base", true));
   caps.push_back(ProbeExecutable("lab-init", init_path,
                                  "build it next to lab (make lab-init) or install lab (lab-init goes in libexec/lab), or set LAB_INIT to its path", true));
+  caps.push_back(ProbeProcessor());
   caps.push_back(ProbeCpuExtensions());
-  caps.push_back(ProbeKvmDevice());
+  caps.push_back(JudgeKvm(ProbeKvm(kKvmTimeoutMs)));
   caps.push_back(ProbeKvmNested());
   return caps;
 }

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "tests/support.h"
 
@@ -122,4 +124,60 @@ TEST_CASE("Usage errors exit 2", "[cli]") {
   CHECK(RunLab("").first == 2);
   CHECK(RunLab("frobnicate").first == 2);
   CHECK(RunLab("graph --format png " + Src("labs/nested-nat.yaml")).first == 2);
+}
+
+namespace {
+
+/// A lab on an AMD host: a middle VM with a nested VM, and a VM with exposed extensions and
+/// dynamic memory but nothing inside.
+std::string AmdLab(const std::string& compat, const std::string& middle_version) {
+  std::string dir = lab::testing::TempDir("lab-cli-amd");
+  std::string path = dir + "/amd.yaml";
+  std::string text = "lab: amdlab\ncompatibility: " + compat +
+                     "\nnetworks:\n  lan: {subnet: 10.70.0.0/24, gateway: 10.70.0.1}\n"
+                     "hosts:\n  hv1:\n    processor: {vendor: amd}\n"
+                     "    nics:\n      Ethernet: {network: lan, ip: 10.70.0.11/24}\n"
+                     "    switches:\n      External: {type: external, nics: [Ethernet]}\n"
+                     "    vms:\n      middle:\n        version: \"" + middle_version + "\"\n"
+                     "        processor: {expose_virtualization_extensions: true}\n"
+                     "        adapters: [{switch: External, ip: 10.70.0.10/24}]\n"
+                     "        vms:\n          nested1: {}\n"
+                     "      builder:\n        processor: {expose_virtualization_extensions: true}\n"
+                     "        memory: {startup: 512MiB, dynamic: true}\n"
+                     "        adapters: [{switch: External, ip: 10.70.0.12/24}]\n";
+  FILE* f = std::fopen(path.c_str(), "w");
+  REQUIRE(f);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("An AMD host's nesting is refused under v8 with the seeds' sentence, and runs under ws2022 from 10.0",
+          "[cli]") {
+  std::vector<std::string> made = {AmdLab("v8", "10.0"), AmdLab("ws2022", "9.3"), AmdLab("ws2022", "10.0")};
+  auto [v8, v8_out] = RunLab("validate " + made[0]);
+  INFO(v8_out);
+  CHECK(v8 == 1);
+  CHECK(v8_out.find("amd.yaml:15:55: error: VM 'middle': expose_virtualization_extensions needs an Intel processor "
+                    "with VT-x and EPT (\"nesting is currently Intel-only\" under compatibility v8)") !=
+        std::string::npos);
+
+  auto [old, old_out] = RunLab("validate " + made[1]);
+  INFO(old_out);
+  CHECK(old == 1);
+  CHECK(old_out.find("amd.yaml:14:18: error: VM 'middle': expose_virtualization_extensions on AMD host 'hv1' needs "
+                     "configuration version 10.0 or later under compatibility ws2022, and this VM has 9.3") !=
+        std::string::npos);
+  CHECK(old_out.find("'builder'") == std::string::npos);  // without version: it has ws2022's default, 10.0
+
+  // Dynamic memory on 'builder' (exposed, nothing inside) is allowed, with the seeds' note.
+  auto [plan, plan_out] = RunLab("plan " + made[2]);
+  INFO(plan_out);
+  CHECK(plan == 0);
+  CHECK(plan_out.find("VM 'builder': dynamic memory with exposed virtualization extensions works while no "
+                      "hypervisor runs inside; once one does, its memory will not fluctuate") != std::string::npos);
+  CHECK(plan_out.find("VM 'middle' (on hv1)") != std::string::npos);
+  for (const auto& file : made) std::filesystem::remove_all(std::filesystem::path(file).parent_path());
 }

@@ -4,9 +4,14 @@
 // "labs/NAME.yaml", so the header does not depend on where the tree is). After a deliberate
 // change of the script, rewrite them and read the diff before committing it:
 //   LAB_UPDATE_GOLDEN=1 ./tests/test_engine "[export]"
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -86,25 +91,27 @@ TEST_CASE("The nested-nat script runs the seeds' commands in the seeds' order", 
 
   SECTION("Hyper-V is installed inside before the NAT switch, and the NAT comes after its switch") {
     size_t start = Pos(ps, "Start-VM -Name 'middle'");
-    size_t install = Pos(ps, "Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart");
-    size_t installed = Pos(ps, "(Get-WindowsFeature -Name Hyper-V).InstallState");
+    size_t install = Pos(ps, "Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }");
+    size_t restart = Pos(ps, "Restart-VM -Name 'middle' -Force", install);
+    size_t installed = Pos(ps, "(Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed'");
     size_t sw = Pos(ps, "New-VMSwitch -Name 'VmNAT' -SwitchType Internal");
     size_t address = Pos(ps, "New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.100.1' -PrefixLength 24");
     size_t nat = Pos(ps, "New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.100.0/24'");
     CHECK(start < install);
-    CHECK(install < installed);
+    CHECK(install < restart);
+    CHECK(restart < installed);
     CHECK(installed < sw);
     CHECK(sw < address);
     CHECK(sw < nat);
   }
 
   SECTION("the nested VMs are made inside the middle VM and get their addresses from inside") {
-    size_t inside_middle = Pos(ps, "Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock {");
+    size_t inside_middle = Pos(ps, "Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock {\n");
     size_t credential = Pos(ps, "$Credential = $using:Credential");
     size_t nat = Pos(ps, "New-NetNat -Name 'LocalNAT'");
     size_t created = Pos(ps, "New-VM -Name 'nested1'");
     size_t start = Pos(ps, "Start-VM -Name 'nested1'");
-    size_t inside_nested = Pos(ps, "Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock {");
+    size_t inside_nested = Pos(ps, "Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock {\n");
     size_t address = Pos(ps, "New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.2' -PrefixLength 24 "
                              "-DefaultGateway '192.168.100.1'");
     size_t dns = Pos(ps, "Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.10.0.1'", address);
@@ -115,8 +122,9 @@ TEST_CASE("The nested-nat script runs the seeds' commands in the seeds' order", 
     CHECK(start < inside_nested);
     CHECK(inside_nested < address);
     CHECK(address < dns);
-    // nested1 is configured from inside middle: its lines are indented one level deeper.
-    CHECK(ps.find("\n            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.2'") !=
+    // nested1 is configured from inside middle: its lines are indented one level deeper (and one
+    // more inside the guard that keeps an existing address).
+    CHECK(ps.find("\n                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.2'") !=
           std::string::npos);
   }
 
@@ -184,8 +192,10 @@ hosts:
   CHECK(ps.find("New-NetIPAddress -InterfaceAlias 'vEthernet (SETSwitch)' -IPAddress '10.30.0.11'") != std::string::npos);
   CHECK(ps.find("Set-VMMemory -VMName 'web' -DynamicMemoryEnabled $true -MinimumBytes 512MB -StartupBytes 1GB "
                 "-MaximumBytes 4GB") != std::string::npos);
-  CHECK(ps.find("Add-VMNetworkAdapter -VMName 'web' -Name 'Front' -SwitchName 'SETSwitch' -StaticMacAddress "
-                "'00155D0A0B0C'") != std::string::npos);
+  CHECK(ps.find("Add-VMNetworkAdapter -VMName 'web' -Name 'Front'\n") != std::string::npos);
+  CHECK(ps.find("Set-VMNetworkAdapter -VMName 'web' -Name 'Front' -StaticMacAddress '00155D0A0B0C'") !=
+        std::string::npos);
+  CHECK(ps.find("Connect-VMNetworkAdapter -VMName 'web' -Name 'Front' -SwitchName 'SETSwitch'") != std::string::npos);
   CHECK(ps.find("Set-VMNetworkAdapter -VMName 'web' -Name 'Front' -MacAddressSpoofing On") != std::string::npos);
   CHECK(ps.find("Set-VMNetworkAdapter -VMName 'web' -Name 'Back' -DeviceNaming On") != std::string::npos);
   CHECK(ps.find("Rename-NetAdapter") != std::string::npos);
@@ -221,17 +231,341 @@ hosts:
 )");
   std::string ps = ExportPowerShell(lab);
   INFO(ps);
-  // host part: 4 spaces; inside l1: 8; inside l2: 12; inside l3: 16.
-  CHECK(ps.find("\n    New-VM -Name 'l1'") != std::string::npos);
-  CHECK(ps.find("\n        New-VM -Name 'l2'") != std::string::npos);
-  CHECK(ps.find("\n            New-VM -Name 'l3'") != std::string::npos);
-  CHECK(ps.find("\n                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.2.2'") !=
+  // host part: 4 spaces; inside l1: 8; inside l2: 12; inside l3: 16; each New-* one deeper in its guard.
+  CHECK(ps.find("\n        New-VM -Name 'l1'") != std::string::npos);
+  CHECK(ps.find("\n            New-VM -Name 'l2'") != std::string::npos);
+  CHECK(ps.find("\n                New-VM -Name 'l3'") != std::string::npos);
+  CHECK(ps.find("\n                    New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.2.2'") !=
         std::string::npos);
   // Each level hands the credential down to the next Invoke-Command.
   size_t handed = 0;
   for (size_t pos = 0; (pos = ps.find("$Credential = $using:Credential", pos)) != std::string::npos; ++pos) ++handed;
   CHECK(handed == 2);
-  CHECK(ps.find("\n            Install-WindowsFeature -Name Hyper-V") != std::string::npos);  // l2, from l1
+  CHECK(ps.find("\n            Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { "
+                "Install-WindowsFeature -Name Hyper-V") != std::string::npos);  // l2, from l1
+  CHECK(ps.find("$WaitMinutes = $using:WaitMinutes") != std::string::npos);
   // Braces balance.
   CHECK(std::count(ps.begin(), ps.end(), '{') == std::count(ps.begin(), ps.end(), '}'));
+}
+
+// ---- Run as is, twice: the properties every lab's script must have -----------------------------
+
+namespace {
+
+std::vector<std::string> LabNames() {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(lab::testing::Src("labs")))
+    if (e.path().extension() == ".yaml") names.push_back(e.path().stem().string());
+  std::sort(names.begin(), names.end());
+  REQUIRE(names.size() >= 2);
+  return names;
+}
+
+std::string Trimmed(const std::string& line) {
+  size_t a = line.find_first_not_of(' ');
+  return a == std::string::npos ? "" : line.substr(a);
+}
+
+size_t Indent(const std::string& line) {
+  size_t a = line.find_first_not_of(' ');
+  return a == std::string::npos ? 0 : a;
+}
+
+/// The code lines of a script (comments and blank lines left out), each with its line number.
+std::vector<std::pair<size_t, std::string>> CodeLines(const std::string& ps) {
+  std::vector<std::pair<size_t, std::string>> out;
+  auto lines = lab::Split(ps, '\n');
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::string t = Trimmed(lines[i]);
+    if (!t.empty() && t[0] != '#') out.push_back({i + 1, lines[i]});
+  }
+  return out;
+}
+
+/// The first verb-noun command `Verb-Noun` on a code line outside quotes, or "".
+std::vector<std::string> Commands(const std::string& line, const std::string& verb) {
+  std::vector<std::string> out;
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    if (line[i] == '\'') quoted = !quoted;
+    if (quoted || line.compare(i, verb.size() + 1, verb + "-") != 0) continue;
+    if (i > 0 && (std::isalnum(static_cast<unsigned char>(line[i - 1])) || line[i - 1] == '-')) continue;
+    size_t end = i + verb.size() + 1;
+    while (end < line.size() && std::isalnum(static_cast<unsigned char>(line[end]))) ++end;
+    out.push_back(line.substr(i + verb.size() + 1, end - i - verb.size() - 1));
+  }
+  return out;
+}
+
+/// Checks (), {} and [] balance outside strings and comments; returns "" or what is wrong.
+std::string Unbalanced(const std::string& ps) {
+  std::string stack;
+  size_t line = 1;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    char c = ps[i];
+    if (c == '\n') ++line;
+    if (c == '#') {  // a comment runs to the end of the line
+      while (i + 1 < ps.size() && ps[i + 1] != '\n') ++i;
+      continue;
+    }
+    if (c == '\'') {  // '' is a quote inside a single-quoted string
+      for (++i; i < ps.size(); ++i) {
+        if (ps[i] == '\n') return "line " + std::to_string(line) + ": a single-quoted string runs past the line";
+        if (ps[i] == '\'' && !(i + 1 < ps.size() && ps[i + 1] == '\'')) break;
+        if (ps[i] == '\'') ++i;
+      }
+      continue;
+    }
+    if (c == '"') {  // a double-quoted string; its $( ) subexpressions hold no quotes here
+      for (++i; i < ps.size() && ps[i] != '"'; ++i)
+        if (ps[i] == '\n') return "line " + std::to_string(line) + ": a double-quoted string runs past the line";
+      continue;
+    }
+    if (c == '(' || c == '{' || c == '[') stack += c;
+    if (c == ')' || c == '}' || c == ']') {
+      char open = c == ')' ? '(' : c == '}' ? '{' : '[';
+      if (stack.empty() || stack.back() != open) return "line " + std::to_string(line) + ": unexpected " + c;
+      stack.pop_back();
+    }
+  }
+  return stack.empty() ? "" : "unclosed " + stack;
+}
+
+}  // namespace
+
+TEST_CASE("Every New-* and Add-* of every lab's script runs only where the Get-* of its object finds nothing",
+          "[engine][export]") {
+  for (const auto& name : LabNames()) {
+    std::string ps = ExportPowerShell(LoadLab(name));
+    auto code = CodeLines(ps);
+    size_t made = 0;
+    for (size_t i = 0; i < code.size(); ++i) {
+      for (const std::string& verb : {"New", "Add"}) {
+        for (const std::string& noun : Commands(code[i].second, verb)) {
+          INFO(name << ".ps1:" << code[i].first << ": " << code[i].second);
+          ++made;
+          REQUIRE(i > 0);
+          std::string guard = Trimmed(code[i - 1].second);
+          INFO("guard: " << guard);
+          CHECK(guard.rfind("if (", 0) == 0);
+          CHECK(guard.find("Get-" + noun + " ") != std::string::npos);
+          CHECK(guard.ends_with("{"));
+          CHECK(Indent(code[i].second) == Indent(code[i - 1].second) + 4);
+        }
+      }
+    }
+    INFO(name);
+    CHECK(made >= 3);  // switches, VMs, addresses at least
+  }
+}
+
+TEST_CASE("Every wait of every lab's script gives up after -WaitMinutes and says what it waits for",
+          "[engine][export]") {
+  for (const auto& name : LabNames()) {
+    std::string ps = ExportPowerShell(LoadLab(name));
+    CHECK(ps.find("    [int] $WaitMinutes = 20\n") != std::string::npos);
+    auto code = CodeLines(ps);
+    size_t waits = 0;
+    for (size_t i = 0; i < code.size(); ++i) {
+      std::string t = Trimmed(code[i].second);
+      if (t.rfind("while", 0) != 0 && t.find(" while ") == std::string::npos && t.rfind("do ", 0) != 0) continue;
+      INFO(name << ".ps1:" << code[i].first << ": " << t);
+      ++waits;
+      REQUIRE(i > 0);
+      REQUIRE(i + 4 < code.size());
+      CHECK(Trimmed(code[i - 1].second) == "$deadline = (Get-Date).AddMinutes($WaitMinutes)");
+      CHECK(Trimmed(code[i + 1].second) == "if ((Get-Date) -gt $deadline) {");
+      CHECK(Trimmed(code[i + 2].second).rfind("throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for ", 0) == 0);
+      CHECK(Trimmed(code[i + 4].second).rfind("Write-Host 'Waiting for ", 0) == 0);
+      // What it waits for is a guest's answer, which a failed call turns into $null, not an error.
+      CHECK(t.find("$(try { Invoke-Command -VMName ") != std::string::npos);
+      CHECK(t.find("} catch { $null })") != std::string::npos);
+    }
+    INFO(name);
+    CHECK(waits >= 2);  // every lab has a VM to boot and rename
+  }
+}
+
+TEST_CASE("Without -VhdDirectory each host's part stops with a message once its VMs are made, before starting one",
+          "[engine][export]") {
+  for (const auto& name : LabNames()) {
+    auto lab = LoadLab(name);
+    std::string ps = ExportPowerShell(lab);
+    for (const auto& host : lab.machines) {
+      if (host.kind != lab::schema::MachineKind::kHost || host.vms.empty()) continue;
+      INFO(name << " host " << host.name);
+      size_t begin = Pos(ps, "\nif ($LabHost -eq " + PsQuote(host.name) + ") {\n");
+      size_t end = ps.find("\n}\n", begin);
+      REQUIRE(end != std::string::npos);
+      std::string part = ps.substr(begin, end - begin);
+      size_t gate = Pos(part, "\n    if (-not $VhdDirectory) {\n        Write-Warning 'The VMs of host ");
+      size_t stop = Pos(part, "\n        return\n    }\n", gate);
+      CHECK(part.find("PowerShell Direct can configure a guest only once an operating system runs in it",
+                      gate) < stop);
+      for (const auto& vm : host.vms) {
+        CHECK(Pos(part, "New-VM -Name " + PsQuote(vm) + " ") < gate);
+        CHECK(Pos(part, "Start-VM -Name " + PsQuote(vm) + "\n") > stop);
+        CHECK(part.find(vm + ".vhdx", gate) < stop);  // the message names the disk to prepare
+      }
+      CHECK(part.find("Start-VM") > stop);
+    }
+  }
+}
+
+TEST_CASE("-Version is written only where the lab file gives version:", "[engine][export]") {
+  size_t with = 0, without = 0;
+  for (const auto& name : LabNames()) {
+    auto lab = LoadLab(name);
+    std::string ps = ExportPowerShell(lab);
+    for (const auto& m : lab.machines) {
+      if (m.kind != lab::schema::MachineKind::kVm) continue;
+      INFO(name << " VM " << m.name);
+      size_t at = Pos(ps, "New-VM -Name " + PsQuote(m.name) + " ");
+      std::string line = ps.substr(at, ps.find('\n', at) - at);
+      if (m.version_given) {
+        ++with;
+        CHECK(line.find(" -Version " + PsQuote(m.version) + " ") != std::string::npos);
+      } else {
+        ++without;
+        CHECK(line.find("-Version") == std::string::npos);
+      }
+    }
+  }
+  CHECK(with > 0);
+  CHECK(without > 0);
+}
+
+TEST_CASE("Every guest of every lab is renamed to its computer name and waited for under it", "[engine][export]") {
+  for (const auto& name : LabNames()) {
+    auto lab = LoadLab(name);
+    std::string ps = ExportPowerShell(lab);
+    for (const auto& m : lab.machines) {
+      if (m.kind != lab::schema::MachineKind::kVm) continue;
+      INFO(name << " VM " << m.name);
+      size_t start = Pos(ps, "Start-VM -Name " + PsQuote(m.name) + "\n");
+      size_t rename = Pos(ps, "-ScriptBlock { Rename-Computer -NewName " + PsQuote(m.name) + " -Force }", start);
+      size_t restart = Pos(ps, "Restart-VM -Name " + PsQuote(m.name) + " -Force", rename);
+      size_t wait = Pos(ps, "[System.Net.Dns]::GetHostName() } } catch { $null }) -eq " + PsQuote(m.name) + ")) {",
+                        restart);
+      CHECK(start < rename);
+      CHECK(rename < restart);
+      CHECK(restart < wait);
+    }
+    CHECK(ps.find("Rename-Computer") != std::string::npos);
+  }
+}
+
+TEST_CASE("A NAT that proxies DNS becomes the DNS Server role in its owner, forwarding to the owner's DNS servers",
+          "[engine][export]") {
+  std::string ps = ExportPowerShell(LoadLab("set-team"));
+  size_t inside_middle = Pos(ps, "Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock {\n");
+  size_t nat = Pos(ps, "New-NetNat -Name 'LocalNAT'", inside_middle);
+  size_t role = Pos(ps, "\n            Install-WindowsFeature -Name DNS -IncludeManagementTools\n", nat);
+  size_t forwarder = Pos(ps, "\n        Set-DnsServerForwarder -IPAddress '10.60.0.1'\n", role);
+  size_t nested = Pos(ps, "New-VM -Name 'n1'", inside_middle);
+  CHECK(nat < role);
+  CHECK(role < forwarder);
+  CHECK(forwarder < nested);  // the nested VMs find it there when they come up
+  CHECK(ps.find("(Get-WindowsFeature -Name DNS).Installed") < role);
+  // A lab without dns_proxy gets no DNS Server role.
+  CHECK(ExportPowerShell(LoadLab("nested-nat")).find("Install-WindowsFeature -Name DNS") == std::string::npos);
+}
+
+TEST_CASE("A generation 1 VM names its adapters by MAC address in the guest before their addresses are set",
+          "[engine][export]") {
+  auto lab = ParseLab(R"(lab: gen1
+networks:
+  lan: {subnet: 10.50.0.0/24, gateway: 10.50.0.1}
+hosts:
+  hv1:
+    nics:
+      Ethernet: {network: lan, ip: 10.50.0.11/24}
+    switches:
+      External: {type: external, nics: [Ethernet]}
+      Lab: {type: private}
+    vms:
+      old:
+        generation: 1
+        adapters:
+          - {name: Front, switch: External, ip: 10.50.0.20/24, gateway: 10.50.0.1}
+          - {name: Back, switch: Lab, ip: 172.16.0.2/24}
+)");
+  std::string ps = ExportPowerShell(lab);
+  INFO(ps);
+  size_t macs = Pos(ps, "foreach ($adapter in Get-VMNetworkAdapter -VMName 'old') {\n");
+  size_t inside = Pos(ps, "Invoke-Command -VMName 'old' -Credential $Credential -ScriptBlock {\n", macs);
+  size_t handed = Pos(ps, "$macs = $using:macs", inside);
+  size_t rename = Pos(ps, "Rename-NetAdapter -Name $nic.Name -NewName $name", handed);
+  size_t front = Pos(ps, "New-NetIPAddress -InterfaceAlias 'Front' -IPAddress '10.50.0.20'", rename);
+  size_t back = Pos(ps, "New-NetIPAddress -InterfaceAlias 'Back' -IPAddress '172.16.0.2'", rename);
+  CHECK(macs < inside);
+  CHECK(rename < front);
+  CHECK(rename < back);
+  CHECK(ps.find("($_.MacAddress -replace '-', '') -eq $macs[$name]") < rename);
+  // Generation 1 has no device naming.
+  CHECK(ps.find("-DeviceNaming") == std::string::npos);
+  CHECK(ps.find("Get-NetAdapterAdvancedProperty") == std::string::npos);
+}
+
+TEST_CASE("Settings that need the VM off are applied only while it is off, so a second run keeps a running VM",
+          "[engine][export]") {
+  std::string ps = ExportPowerShell(LoadLab("nested-nat"));
+  size_t off = Pos(ps, "if ((Get-VM -Name 'middle').State -eq 'Off') {\n");
+  size_t expose = Pos(ps, "Set-VMProcessor -VMName 'middle' -ExposeVirtualizationExtensions $true", off);
+  size_t memory = Pos(ps, "Set-VMMemory -VMName 'middle' -DynamicMemoryEnabled $false", off);
+  size_t close = Pos(ps, "\n    }\n", off);
+  CHECK(expose < close);
+  CHECK(memory < close);
+  CHECK(Pos(ps, "if ((Get-VM -Name 'middle').State -ne 'Running') {\n        Start-VM -Name 'middle'\n") > close);
+  // The default adapter is removed only if it is still there.
+  CHECK(ps.find("Get-VMNetworkAdapter -VMName 'middle' -Name 'Network Adapter' -ErrorAction SilentlyContinue | "
+                "Remove-VMNetworkAdapter") != std::string::npos);
+}
+
+TEST_CASE("Every lab's script has balanced brackets and no string running past its line", "[engine][export]") {
+  for (const auto& name : LabNames()) {
+    INFO(name);
+    CHECK(Unbalanced(ExportPowerShell(LoadLab(name))) == "");
+  }
+  CHECK(Unbalanced("if ($a) { 'x' }\n") == "");
+  CHECK(Unbalanced("if ($a) { '}' \n") == "unclosed {");
+  CHECK(Unbalanced("'it''s' (\n") == "unclosed (");
+  CHECK_FALSE(Unbalanced("'open\n").empty());
+}
+
+TEST_CASE("Every lab's script parses as PowerShell, by tree-sitter's PowerShell grammar", "[engine][export]") {
+  const std::string modules = LAB_BINARY_DIR "/ps-grammar/node_modules";
+  const std::string checker = lab::testing::Src("tests/tools/ps_grammar.mjs");
+  if (::access((modules + "/tree-sitter-powershell/tree-sitter-powershell.wasm").c_str(), R_OK) != 0 ||
+      std::system("command -v node >/dev/null 2>&1") != 0) {
+    WARN("SKIP: the PowerShell grammar check is not installed here (bash scripts/ps-grammar.sh)");
+    return;
+  }
+  std::string dir = lab::testing::TempDir("lab-ps-grammar-");
+  auto check = [&](const std::vector<std::string>& files) {
+    std::string cmd = "node '" + checker + "' '" + modules + "'";
+    for (const auto& f : files) cmd += " '" + f + "'";
+    std::string out;
+    FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+    REQUIRE(p);
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    int st = ::pclose(p);
+    return std::pair{WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  };
+  std::vector<std::string> files;
+  for (const auto& name : LabNames()) {
+    files.push_back(dir + "/" + name + ".ps1");
+    REQUIRE(lab::WriteFileAtomic(files.back(), ExportPowerShell(LoadLab(name))));
+  }
+  auto [code, out] = check(files);
+  INFO(out);
+  CHECK(code == 0);
+  // The check can fail: a script with a brace left open is reported with its position.
+  REQUIRE(lab::WriteFileAtomic(dir + "/broken.ps1", "if ($LabHost -eq 'hv1') {\n    New-VM -Name 'x'\n"));
+  auto [broken_code, broken_out] = check({dir + "/broken.ps1"});
+  INFO(broken_out);
+  CHECK(broken_code == 1);
+  CHECK(broken_out.find("broken.ps1:") != std::string::npos);
+  fs::remove_all(dir);
 }

@@ -18,7 +18,9 @@ namespace {
 
 constexpr Profile kV8 = Profile::kV8;
 constexpr Profile kPreview = Profile::kPreview10565;
+constexpr Profile kWs2022 = Profile::kWs2022;
 const std::vector<Profile> kBoth = {Profile::kV8, Profile::kPreview10565};
+const std::vector<Profile> kAll = {Profile::kV8, Profile::kPreview10565, Profile::kWs2022};
 const std::vector<State> kStates = {State::kOff, State::kRunning, State::kSaved};
 const std::vector<Operation> kOperations = {
     Operation::kStart, Operation::kStop, Operation::kSave, Operation::kCreateCheckpoint, Operation::kApplyCheckpoint,
@@ -137,8 +139,8 @@ MachineFacts& Machine(LabFacts& lab, const std::string& name) {
 // ---- Profiles ----------------------------------------------------------------------------------
 
 TEST_CASE("Profiles are named as in the lab file, v8 first as the default", "[hv]") {
-  CHECK(ProfileNames() == std::vector<std::string>{"v8", "preview-10565"});
-  for (Profile p : kBoth) CHECK(ParseProfile(ToString(p)) == p);
+  CHECK(ProfileNames() == std::vector<std::string>{"v8", "preview-10565", "ws2022"});
+  for (Profile p : kAll) CHECK(ParseProfile(ToString(p)) == p);
   CHECK_FALSE(ParseProfile("v9").has_value());
   CHECK_FALSE(ParseProfile("").has_value());
 }
@@ -391,7 +393,124 @@ TEST_CASE("Intel-only applies to hardware processors, not to kernel isolation", 
   }
   const Rule* r = FindRule("intel-only");
   REQUIRE(r);
-  CHECK(r->enforcement == Enforcement::kNotApplicable);
+  CHECK(r->enforcement == Enforcement::kSchema);
+  CHECK(std::string(r->profiles) == "v8, preview-10565");
+}
+
+TEST_CASE("AMD is refused under v8 and preview-10565 with the seeds' sentence", "[hv]") {
+  for (Profile p : kBoth) {
+    INFO(ToString(p));
+    VmFacts vm = Middle(State::kOff);
+    vm.vendor = ProcessorVendor::kAmd;
+    vm.version = "10.0";  // no version makes AMD nest under the seeds' profiles
+    Verdict v = CheckTransition(vm, Operation::kStart, p);
+    REQUIRE(Errors(v) == std::set<std::string>{"intel-only"});
+    CHECK(Has(v.violations[0].message, "\"nesting is currently Intel-only\""));
+    CHECK(Has(v.violations[0].message, "compatibility: ws2022"));
+    LabFacts lab = NestedNat();
+    lab.profile = p;
+    Machine(lab, "hv1").vendor = ProcessorVendor::kAmd;
+    Machine(lab, "middle").version = "10.0";
+    CHECK(Errors(CheckLab(lab)) == std::set<std::string>{"intel-only"});
+  }
+}
+
+TEST_CASE("Under ws2022 nesting runs on Intel from version 8.0 and on AMD from version 10.0", "[hv]") {
+  VmFacts vm = Middle(State::kOff);
+  vm.vendor = ProcessorVendor::kIntel;
+  vm.version = "8.0";
+  CHECK(Allowed(vm, Operation::kStart, kWs2022));
+  vm.version = "7.1";
+  CHECK(Refused(vm, Operation::kStart, kWs2022, "version-8-for-nesting"));
+
+  vm.vendor = ProcessorVendor::kAmd;
+  for (const char* old : {"8.0", "9.0", "9.3"}) {
+    INFO(old);
+    vm.version = old;
+    CHECK(Refused(vm, Operation::kStart, kWs2022, "ws2022-amd-version-10"));
+    VmFacts plain = Plain();
+    plain.vendor = ProcessorVendor::kAmd;
+    plain.version = old;
+    CHECK(Refused(plain, Operation::kExposeVirtualizationExtensions, kWs2022, "ws2022-amd-version-10"));
+  }
+  vm.version = "10.0";
+  CHECK(Allowed(vm, Operation::kStart, kWs2022));
+  vm.version = "11.0";
+  CHECK(Allowed(vm, Operation::kStart, kWs2022));
+
+  LabFacts lab = NestedNat();
+  lab.profile = kWs2022;
+  Machine(lab, "hv1").vendor = ProcessorVendor::kAmd;
+  Machine(lab, "middle").version = "9.0";
+  std::vector<Violation> vs = CheckLab(lab);
+  REQUIRE(Errors(vs) == std::set<std::string>{"ws2022-amd-version-10"});
+  CHECK(Has(vs[0].message, "VM 'middle'"));
+  CHECK(Has(vs[0].message, "Update-VMVersion"));
+  Machine(lab, "middle").version = "10.0";
+  CHECK(CheckLab(lab).empty());
+  Machine(lab, "hv1").vendor = ProcessorVendor::kIntel;
+  Machine(lab, "middle").version = "8.0";
+  CHECK(CheckLab(lab).empty());
+}
+
+TEST_CASE("A processor neither Intel nor AMD cannot nest under any profile", "[hv]") {
+  for (Profile p : kAll) {
+    INFO(ToString(p));
+    VmFacts vm = Middle(State::kOff);
+    vm.vendor = ProcessorVendor::kOther;
+    vm.version = "10.0";
+    CHECK(Refused(vm, Operation::kStart, p, p == kWs2022 ? "ws2022-intel-or-amd" : "intel-only"));
+  }
+}
+
+TEST_CASE("A VM's processor is that of the physical host it runs on, at any depth", "[hv]") {
+  LabFacts lab = NestedNat();
+  CHECK(lab.VendorOf(Machine(lab, "nested1")) == ProcessorVendor::kNone);
+  Machine(lab, "hv1").vendor = ProcessorVendor::kAmd;
+  CHECK(lab.VendorOf(Machine(lab, "middle")) == ProcessorVendor::kAmd);
+  CHECK(lab.VendorOf(Machine(lab, "nested1")) == ProcessorVendor::kAmd);
+  CHECK(VmFactsOf(lab, Machine(lab, "nested1"), State::kOff, false).vendor == ProcessorVendor::kAmd);
+  Machine(lab, "hv1").vendor = ProcessorVendor::kNone;
+  lab.vendor = ProcessorVendor::kIntel;  // where the host does not say, the lab's
+  CHECK(lab.VendorOf(Machine(lab, "nested1")) == ProcessorVendor::kIntel);
+}
+
+TEST_CASE("Dynamic memory on an exposed VM without nested VMs is allowed with a note under v8 and ws2022", "[hv]") {
+  for (Profile p : kAll) {
+    INFO(ToString(p));
+    LabFacts lab;
+    lab.profile = p;
+    lab.machines.push_back(Host("hv1"));
+    MachineFacts vm = VmOn("builder", "hv1", "External", "10.10.0.10/24", "10.10.0.1");
+    vm.expose_virtualization_extensions = true;
+    vm.dynamic_memory = true;
+    lab.machines.push_back(vm);
+    std::vector<Violation> vs = CheckLab(lab);
+    if (p == kPreview) {
+      CHECK(Errors(vs) == std::set<std::string>{"dynamic-memory-off-for-nesting"});
+      CHECK(Has(vs[0].message, "preview-10565"));
+    } else {
+      CHECK(Errors(vs).empty());
+      REQUIRE(Warnings(vs) == std::set<std::string>{"dynamic-memory-static-while-hypervisor-runs"});
+      CHECK(Has(vs[0].message, "will not fluctuate"));
+      CHECK(Has(vs[0].message, "VM 'builder'"));
+    }
+  }
+}
+
+TEST_CASE("A VM that runs nested VMs or owns switches needs static memory in every profile", "[hv]") {
+  for (Profile p : kAll) {
+    INFO(ToString(p));
+    LabFacts lab = NestedNat();  // middle holds nested1, nested2 and the switch VmNAT
+    lab.profile = p;
+    Machine(lab, "middle").dynamic_memory = true;
+    std::vector<Violation> vs = CheckLab(lab);
+    REQUIRE(Errors(vs) == std::set<std::string>{"dynamic-memory-off-for-nesting"});
+    CHECK(Has(vs[0].message, "Set-VMMemory -DynamicMemoryEnabled $false"));
+    // A switch alone means Hyper-V runs there too.
+    lab.machines.erase(lab.machines.begin() + 2, lab.machines.end());
+    CHECK(Errors(CheckLab(lab)) == std::set<std::string>{"dynamic-memory-off-for-nesting"});
+  }
 }
 
 // ---- Changing settings ---------------------------------------------------------------------------
@@ -614,7 +733,12 @@ TEST_CASE("Every rule has a unique id, a seed sentence and a gloss", "[hv]") {
     CHECK(std::string(r.gloss).size() > 0);
     CHECK(std::string(r.note).size() > 0);
     std::string profiles = r.profiles;
-    CHECK((profiles == "both" || profiles == "v8" || profiles == "preview-10565"));
+    CHECK((profiles == "both" || profiles == "v8" || profiles == "preview-10565" || profiles == "ws2022" ||
+           profiles == "v8, ws2022" || profiles == "v8, preview-10565"));
+    // The seeds' files, DESIGN.md, or Microsoft's current guide for the ws2022 rules.
+    CHECK((std::string(r.seed).ends_with(".txt") || std::string(r.seed) == "DESIGN.md" ||
+           std::string(r.seed) == kMicrosoftGuide));
+    if (std::string(r.seed) == kMicrosoftGuide) CHECK(Has(profiles, "ws2022"));
   }
   CHECK(Rules().size() >= 30);
 }
@@ -622,7 +746,7 @@ TEST_CASE("Every rule has a unique id, a seed sentence and a gloss", "[hv]") {
 TEST_CASE("Every seed sentence of the catalogue is quoted from its seed", "[hv]") {
   for (const auto& r : Rules()) {
     std::string seed = r.seed;
-    if (seed == "DESIGN.md") continue;
+    if (seed == "DESIGN.md" || seed == kMicrosoftGuide) continue;  // not a seed file
     auto text = lab::ReadFile(lab::testing::Src("../shared/seeds/" + seed));
     if (!text) {
       WARN("seeds not found next to the repository; skipping " << seed);
@@ -644,19 +768,25 @@ TEST_CASE("Every violation the model reports names a rule of the catalogue", "[h
       vm.host_device_guard = true;
       vm.vendor = ProcessorVendor::kOther;
       facts.push_back(vm);
+      vm.vendor = ProcessorVendor::kAmd;
+      facts.push_back(vm);
       facts.push_back(Plain(s));
     }
   for (const auto& vm : facts)
     for (Operation op : kOperations)
-      for (Profile p : kBoth)
+      for (Profile p : kAll)
         for (const auto& v : CheckTransition(vm, op, p).violations) {
           INFO(v.rule);
           CHECK(FindRule(v.rule));
           CHECK(Has(v.message, "VM '"));
         }
-  LabFacts lab = Spoofing(false);
-  lab.vendor = ProcessorVendor::kAmd;
-  for (const auto& v : CheckLab(lab)) CHECK(FindRule(v.rule));
+  for (Profile p : kAll) {
+    LabFacts lab = Spoofing(false);
+    lab.profile = p;
+    lab.vendor = ProcessorVendor::kAmd;
+    Machine(lab, "middle").dynamic_memory = true;
+    for (const auto& v : CheckLab(lab)) CHECK(FindRule(v.rule));
+  }
 }
 
 TEST_CASE("docs/rules.md lists every rule of the catalogue", "[hv]") {

@@ -244,7 +244,7 @@ hosts:
         "(Set-VMProcessor -ExposeVirtualizationExtensions $true)\n");
 }
 
-TEST_CASE("Exposed extensions need static memory, version 8.0 and no VBS", "[schema]") {
+TEST_CASE("Exposed extensions need version 8.0 and no VBS, and static memory with a VM inside", "[schema]") {
   auto r = Parse(R"(lab: x
 hosts:
   hv1:
@@ -254,6 +254,8 @@ hosts:
         processor: {expose_virtualization_extensions: true}
         memory: {dynamic: true}
         security: {virtualization_based_security: true}
+        vms:
+          nested1: {}
 )",
                  "x.yaml");
   REQUIRE(r.diagnostics.size() == 3);

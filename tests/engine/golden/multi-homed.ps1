@@ -2,12 +2,15 @@
 #
 # The same lab on real Hyper-V hosts, with the cmdlets of Microsoft's nested virtualization
 # guide. Run it as Administrator on each host in turn, naming the host it plays:
-#   .\multi-homed.ps1 -LabHost 'node-a' -Credential (Get-Credential)
-#   .\multi-homed.ps1 -LabHost 'node-b' -Credential (Get-Credential)
+#   .\multi-homed.ps1 -LabHost 'node-a' -Credential (Get-Credential) -VhdDirectory D:\Disks
+#   .\multi-homed.ps1 -LabHost 'node-b' -Credential (Get-Credential) -VhdDirectory D:\Disks
 # Each VM is made in the guide's order: New-VM, nesting and static memory while it is off,
-# Start-VM, Hyper-V installed inside, then the switches, NAT and addresses inside it.
-# Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName), which needs
-# no network in the guest.
+# Start-VM, its computer name, Hyper-V installed inside, then the switches, NAT and addresses
+# inside it. Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName),
+# which needs no network in the guest, but a guest operating system: without -VhdDirectory
+# the VMs are made without disks and the script stops once they are made, saying so.
+# Running it again is safe: what exists is kept (each New-* runs only where its Get-* finds
+# nothing), and it goes on from where it stopped. Every wait gives up after -WaitMinutes.
 #
 # Networks: each lab network stands for a physical LAN the hosts' NICs are plugged into;
 # its gateway is the lab's stand-in for the real router and DNS server (which also answers
@@ -22,8 +25,11 @@ param(
     # The lab host this computer plays.
     [string] $LabHost = $env:COMPUTERNAME,
     # A folder of prepared Windows Server disks, one NAME.vhdx per VM; inside a middle VM the
-    # same folder must hold its nested VMs' disks. Empty: the VMs are made with -NoVHD.
-    [string] $VhdDirectory = ''
+    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and
+    # the script stops there (a guest needs an operating system for PowerShell Direct).
+    [string] $VhdDirectory = '',
+    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.
+    [int] $WaitMinutes = 20
 )
 
 $ErrorActionPreference = 'Stop'
@@ -37,11 +43,17 @@ if ($LabHosts -notcontains $LabHost) {
 # ==============================================================================================
 if ($LabHost -eq 'node-a') {
     # External switch 'Uplink' on LAN1; 'node-a' keeps a port, vEthernet (Uplink).
-    New-VMSwitch -Name 'Uplink' -NetAdapterName 'LAN1' -AllowManagementOS $true
+    if (-not (Get-VMSwitch -Name 'Uplink' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'Uplink' -NetAdapterName 'LAN1' -AllowManagementOS $true
+    }
 
     # Internal switch 'Lab-Internal'.
-    New-VMSwitch -Name 'Lab-Internal' -SwitchType Internal
-    New-NetIPAddress -InterfaceAlias 'vEthernet (Lab-Internal)' -IPAddress '10.50.0.1' -PrefixLength 24
+    if (-not (Get-VMSwitch -Name 'Lab-Internal' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'Lab-Internal' -SwitchType Internal
+    }
+    if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (Lab-Internal)' -IPAddress '10.50.0.1' -ErrorAction SilentlyContinue)) {
+        New-NetIPAddress -InterfaceAlias 'vEthernet (Lab-Internal)' -IPAddress '10.50.0.1' -PrefixLength 24
+    }
 
     # NIC 'LAN1' is plugged into network 'corp'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (Uplink)' -IPAddress '172.16.5.10' -ErrorAction SilentlyContinue)) {
@@ -49,35 +61,108 @@ if ($LabHost -eq 'node-a') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'vEthernet (Uplink)' -ServerAddresses '172.16.5.254'
 
-    # VM 'hyperv-01' on 'node-a': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'hyperv-01.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'hyperv-01' -Generation 2 -MemoryStartupBytes 4GB -Version '10.0' @disk
-    Set-VMProcessor -VMName 'hyperv-01' -Count 4
-    Set-VMProcessor -VMName 'hyperv-01' -ExposeVirtualizationExtensions $true
-    Set-VMMemory -VMName 'hyperv-01' -DynamicMemoryEnabled $false -StartupBytes 4GB
-    Remove-VMNetworkAdapter -VMName 'hyperv-01' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'hyperv-01' -Name 'WAN' -SwitchName 'Uplink'
-    Set-VMNetworkAdapter -VMName 'hyperv-01' -Name 'WAN' -DeviceNaming On
-    Add-VMNetworkAdapter -VMName 'hyperv-01' -Name 'MGMT' -SwitchName 'Lab-Internal'
-    Set-VMNetworkAdapter -VMName 'hyperv-01' -Name 'MGMT' -DeviceNaming On
-    Start-VM -Name 'hyperv-01'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'hyperv-01' on 'node-a': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'hyperv-01.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'hyperv-01' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'hyperv-01' -Generation 2 -MemoryStartupBytes 4GB -Version '10.0' @disk
     }
-    # Hyper-V inside 'hyperv-01'; the install restarts the VM, which ends this session.
-    Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {
-        Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart
+    if ((Get-VM -Name 'hyperv-01').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'hyperv-01')) {
+            Add-VMHardDiskDrive -VMName 'hyperv-01' -Path (Join-Path $VhdDirectory 'hyperv-01.vhdx')
+            Set-VMFirmware -VMName 'hyperv-01' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'hyperv-01')
+        }
+        Set-VMProcessor -VMName 'hyperv-01' -Count 4
+        Set-VMProcessor -VMName 'hyperv-01' -ExposeVirtualizationExtensions $true
+        Set-VMMemory -VMName 'hyperv-01' -DynamicMemoryEnabled $false -StartupBytes 4GB
+        Get-VMNetworkAdapter -VMName 'hyperv-01' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'hyperv-01' -Name 'WAN' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'hyperv-01' -Name 'WAN'
+        }
+        Set-VMNetworkAdapter -VMName 'hyperv-01' -Name 'WAN' -DeviceNaming On
+        if (-not (Get-VMNetworkAdapter -VMName 'hyperv-01' -Name 'MGMT' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'hyperv-01' -Name 'MGMT'
+        }
+        Set-VMNetworkAdapter -VMName 'hyperv-01' -Name 'MGMT' -DeviceNaming On
     }
-    # Wait until PowerShell Direct answers again, with Hyper-V installed.
-    while ((Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } -ErrorAction SilentlyContinue) -ne 'Installed') {
-        Start-Sleep -Seconds 5
+    Connect-VMNetworkAdapter -VMName 'hyperv-01' -Name 'WAN' -SwitchName 'Uplink'
+    Connect-VMNetworkAdapter -VMName 'hyperv-01' -Name 'MGMT' -SwitchName 'Lab-Internal'
+
+    # VM 'files' on 'node-a': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'files.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'files' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'files' -Generation 2 -MemoryStartupBytes 1GB @disk
+    }
+    if ((Get-VM -Name 'files').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'files')) {
+            Add-VMHardDiskDrive -VMName 'files' -Path (Join-Path $VhdDirectory 'files.vhdx')
+            Set-VMFirmware -VMName 'files' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'files')
+        }
+        Set-VMProcessor -VMName 'files' -Count 1
+        Set-VMMemory -VMName 'files' -DynamicMemoryEnabled $false -StartupBytes 1GB
+        Get-VMNetworkAdapter -VMName 'files' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'files' -Name 'LAN' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'files' -Name 'LAN'
+        }
+        Set-VMNetworkAdapter -VMName 'files' -Name 'LAN' -DeviceNaming On
+        if (-not (Get-VMNetworkAdapter -VMName 'files' -Name 'BACK' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'files' -Name 'BACK'
+        }
+        Set-VMNetworkAdapter -VMName 'files' -Name 'BACK' -DeviceNaming On
+    }
+    Connect-VMNetworkAdapter -VMName 'files' -Name 'LAN' -SwitchName 'Uplink'
+    Connect-VMNetworkAdapter -VMName 'files' -Name 'BACK' -SwitchName 'Lab-Internal'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''node-a'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (hyperv-01.vhdx, files.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'hyperv-01': started, named, then configured from inside.
+    if ((Get-VM -Name 'hyperv-01').State -ne 'Running') {
+        Start-VM -Name 'hyperv-01'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''hyperv-01'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''hyperv-01'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'hyperv-01') {
+        Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'hyperv-01' -Force }
+        Restart-VM -Name 'hyperv-01' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'hyperv-01')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''hyperv-01'' to restart as computer ''hyperv-01''')
+            }
+            Write-Host 'Waiting for VM ''hyperv-01'' to restart as computer ''hyperv-01'' ...'
+            Start-Sleep -Seconds 10
+        }
+    }
+    # Hyper-V inside 'hyperv-01'; it is installed at a restart.
+    if ($(try { Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -ne 'Installed') {
+        Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }
+        Restart-VM -Name 'hyperv-01' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for Hyper-V to finish installing in VM ''hyperv-01''')
+            }
+            Write-Host 'Waiting for Hyper-V to finish installing in VM ''hyperv-01'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'hyperv-01' (PowerShell Direct).
     Invoke-Command -VMName 'hyperv-01' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
         $Credential = $using:Credential
         $VhdDirectory = $using:VhdDirectory
+        $WaitMinutes = $using:WaitMinutes
 
         # Name each interface after its Hyper-V network adapter (-DeviceNaming On).
         foreach ($nic in Get-NetAdapterAdvancedProperty -DisplayName 'Hyper-V Network Adapter Name') {
@@ -87,73 +172,163 @@ if ($LabHost -eq 'node-a') {
         }
 
         # Internal switch 'NATSwitch', behind NAT 'DevNAT'.
-        New-VMSwitch -Name 'NATSwitch' -SwitchType Internal
-        New-NetIPAddress -InterfaceAlias 'vEthernet (NATSwitch)' -IPAddress '10.99.0.1' -PrefixLength 24
-        New-NetNat -Name 'DevNAT' -InternalIPInterfaceAddressPrefix '10.99.0.0/24'
+        if (-not (Get-VMSwitch -Name 'NATSwitch' -ErrorAction SilentlyContinue)) {
+            New-VMSwitch -Name 'NATSwitch' -SwitchType Internal
+        }
+        if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (NATSwitch)' -IPAddress '10.99.0.1' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'vEthernet (NATSwitch)' -IPAddress '10.99.0.1' -PrefixLength 24
+        }
+        if (-not (Get-NetNat -Name 'DevNAT' -ErrorAction SilentlyContinue)) {
+            New-NetNat -Name 'DevNAT' -InternalIPInterfaceAddressPrefix '10.99.0.0/24'
+        }
 
         # Adapter 'WAN' on switch 'Uplink'.
-        New-NetIPAddress -InterfaceAlias 'WAN' -IPAddress '172.16.5.20' -PrefixLength 24 -DefaultGateway '172.16.5.254'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'WAN' -IPAddress '172.16.5.20' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'WAN' -IPAddress '172.16.5.20' -PrefixLength 24 -DefaultGateway '172.16.5.254'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'WAN' -ServerAddresses '172.16.5.254'
         # Adapter 'MGMT' on switch 'Lab-Internal'.
-        New-NetIPAddress -InterfaceAlias 'MGMT' -IPAddress '10.50.0.20' -PrefixLength 24
+        if (-not (Get-NetIPAddress -InterfaceAlias 'MGMT' -IPAddress '10.50.0.20' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'MGMT' -IPAddress '10.50.0.20' -PrefixLength 24
+        }
 
-        # VM 'web01' on 'hyperv-01': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'web01.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'web01' -Generation 2 -MemoryStartupBytes 1GB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'web01' -Count 1
-        Set-VMMemory -VMName 'web01' -DynamicMemoryEnabled $false -StartupBytes 1GB
-        Remove-VMNetworkAdapter -VMName 'web01' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'web01' -Name 'Ethernet' -SwitchName 'NATSwitch'
-        Start-VM -Name 'web01'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'web01' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'web01' on 'hyperv-01': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'web01.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'web01' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'web01' -Generation 2 -MemoryStartupBytes 1GB @disk
+        }
+        if ((Get-VM -Name 'web01').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'web01')) {
+                Add-VMHardDiskDrive -VMName 'web01' -Path (Join-Path $VhdDirectory 'web01.vhdx')
+                Set-VMFirmware -VMName 'web01' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'web01')
+            }
+            Set-VMProcessor -VMName 'web01' -Count 1
+            Set-VMMemory -VMName 'web01' -DynamicMemoryEnabled $false -StartupBytes 1GB
+            Get-VMNetworkAdapter -VMName 'web01' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'web01' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'web01' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'web01' -Name 'Ethernet' -SwitchName 'NATSwitch'
+
+        # VM 'db01' on 'hyperv-01': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'db01.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'db01' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'db01' -Generation 2 -MemoryStartupBytes 1GB @disk
+        }
+        if ((Get-VM -Name 'db01').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'db01')) {
+                Add-VMHardDiskDrive -VMName 'db01' -Path (Join-Path $VhdDirectory 'db01.vhdx')
+                Set-VMFirmware -VMName 'db01' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'db01')
+            }
+            Set-VMProcessor -VMName 'db01' -Count 1
+            Set-VMMemory -VMName 'db01' -DynamicMemoryEnabled $false -StartupBytes 1GB
+            Get-VMNetworkAdapter -VMName 'db01' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'db01' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'db01' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'db01' -Name 'Ethernet' -SwitchName 'NATSwitch'
+
+        # VM 'web01': started, named, then configured from inside.
+        if ((Get-VM -Name 'web01').State -ne 'Running') {
+            Start-VM -Name 'web01'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'web01' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''web01'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''web01'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'web01' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'web01') {
+            Invoke-Command -VMName 'web01' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'web01' -Force }
+            Restart-VM -Name 'web01' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'web01' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'web01')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''web01'' to restart as computer ''web01''')
+                }
+                Write-Host 'Waiting for VM ''web01'' to restart as computer ''web01'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'web01' (PowerShell Direct).
         Invoke-Command -VMName 'web01' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'NATSwitch'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.99.0.10' -PrefixLength 24 -DefaultGateway '10.99.0.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.99.0.10' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.99.0.10' -PrefixLength 24 -DefaultGateway '10.99.0.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '172.16.5.254'
         }
 
-        # VM 'db01' on 'hyperv-01': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'db01.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'db01' -Generation 2 -MemoryStartupBytes 1GB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'db01' -Count 1
-        Set-VMMemory -VMName 'db01' -DynamicMemoryEnabled $false -StartupBytes 1GB
-        Remove-VMNetworkAdapter -VMName 'db01' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'db01' -Name 'Ethernet' -SwitchName 'NATSwitch'
-        Start-VM -Name 'db01'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'db01' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'db01': started, named, then configured from inside.
+        if ((Get-VM -Name 'db01').State -ne 'Running') {
+            Start-VM -Name 'db01'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'db01' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''db01'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''db01'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'db01' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'db01') {
+            Invoke-Command -VMName 'db01' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'db01' -Force }
+            Restart-VM -Name 'db01' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'db01' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'db01')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''db01'' to restart as computer ''db01''')
+                }
+                Write-Host 'Waiting for VM ''db01'' to restart as computer ''db01'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'db01' (PowerShell Direct).
         Invoke-Command -VMName 'db01' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'NATSwitch'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.99.0.20' -PrefixLength 24 -DefaultGateway '10.99.0.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.99.0.20' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.99.0.20' -PrefixLength 24 -DefaultGateway '10.99.0.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '172.16.5.254'
         }
     }
 
-    # VM 'files' on 'node-a': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'files.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'files' -Generation 2 -MemoryStartupBytes 1GB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'files' -Count 1
-    Set-VMMemory -VMName 'files' -DynamicMemoryEnabled $false -StartupBytes 1GB
-    Remove-VMNetworkAdapter -VMName 'files' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'files' -Name 'LAN' -SwitchName 'Uplink'
-    Set-VMNetworkAdapter -VMName 'files' -Name 'LAN' -DeviceNaming On
-    Add-VMNetworkAdapter -VMName 'files' -Name 'BACK' -SwitchName 'Lab-Internal'
-    Set-VMNetworkAdapter -VMName 'files' -Name 'BACK' -DeviceNaming On
-    Start-VM -Name 'files'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'files' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'files': started, named, then configured from inside.
+    if ((Get-VM -Name 'files').State -ne 'Running') {
+        Start-VM -Name 'files'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'files' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''files'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''files'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'files' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'files') {
+        Invoke-Command -VMName 'files' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'files' -Force }
+        Restart-VM -Name 'files' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'files' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'files')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''files'' to restart as computer ''files''')
+            }
+            Write-Host 'Waiting for VM ''files'' to restart as computer ''files'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'files' (PowerShell Direct).
     Invoke-Command -VMName 'files' -Credential $Credential -ScriptBlock {
@@ -167,10 +342,14 @@ if ($LabHost -eq 'node-a') {
         }
 
         # Adapter 'LAN' on switch 'Uplink'.
-        New-NetIPAddress -InterfaceAlias 'LAN' -IPAddress '172.16.5.40' -PrefixLength 24 -DefaultGateway '172.16.5.254'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'LAN' -IPAddress '172.16.5.40' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'LAN' -IPAddress '172.16.5.40' -PrefixLength 24 -DefaultGateway '172.16.5.254'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'LAN' -ServerAddresses '172.16.5.254'
         # Adapter 'BACK' on switch 'Lab-Internal'.
-        New-NetIPAddress -InterfaceAlias 'BACK' -IPAddress '10.50.0.40' -PrefixLength 24
+        if (-not (Get-NetIPAddress -InterfaceAlias 'BACK' -IPAddress '10.50.0.40' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'BACK' -IPAddress '10.50.0.40' -PrefixLength 24
+        }
     }
 }
 
@@ -179,7 +358,9 @@ if ($LabHost -eq 'node-a') {
 # ==============================================================================================
 if ($LabHost -eq 'node-b') {
     # External switch 'Uplink' on LAN1; 'node-b' keeps a port, vEthernet (Uplink).
-    New-VMSwitch -Name 'Uplink' -NetAdapterName 'LAN1' -AllowManagementOS $true
+    if (-not (Get-VMSwitch -Name 'Uplink' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'Uplink' -NetAdapterName 'LAN1' -AllowManagementOS $true
+    }
 
     # NIC 'LAN1' is plugged into network 'corp'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (Uplink)' -IPAddress '172.16.5.11' -ErrorAction SilentlyContinue)) {
@@ -187,24 +368,64 @@ if ($LabHost -eq 'node-b') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'vEthernet (Uplink)' -ServerAddresses '172.16.5.254'
 
-    # VM 'client' on 'node-b': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'client.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'client' -Generation 2 -MemoryStartupBytes 1GB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'client' -Count 1
-    Set-VMMemory -VMName 'client' -DynamicMemoryEnabled $false -StartupBytes 1GB
-    Remove-VMNetworkAdapter -VMName 'client' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'client' -Name 'Ethernet' -SwitchName 'Uplink'
-    Start-VM -Name 'client'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'client' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'client' on 'node-b': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'client.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'client' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'client' -Generation 2 -MemoryStartupBytes 1GB @disk
+    }
+    if ((Get-VM -Name 'client').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'client')) {
+            Add-VMHardDiskDrive -VMName 'client' -Path (Join-Path $VhdDirectory 'client.vhdx')
+            Set-VMFirmware -VMName 'client' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'client')
+        }
+        Set-VMProcessor -VMName 'client' -Count 1
+        Set-VMMemory -VMName 'client' -DynamicMemoryEnabled $false -StartupBytes 1GB
+        Get-VMNetworkAdapter -VMName 'client' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'client' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'client' -Name 'Ethernet'
+        }
+    }
+    Connect-VMNetworkAdapter -VMName 'client' -Name 'Ethernet' -SwitchName 'Uplink'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''node-b'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (client.vhdx) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'client': started, named, then configured from inside.
+    if ((Get-VM -Name 'client').State -ne 'Running') {
+        Start-VM -Name 'client'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'client' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''client'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''client'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'client' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'client') {
+        Invoke-Command -VMName 'client' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'client' -Force }
+        Restart-VM -Name 'client' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'client' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'client')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''client'' to restart as computer ''client''')
+            }
+            Write-Host 'Waiting for VM ''client'' to restart as computer ''client'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'client' (PowerShell Direct).
     Invoke-Command -VMName 'client' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
 
         # Adapter 'Ethernet' on switch 'Uplink'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.5.50' -PrefixLength 24 -DefaultGateway '172.16.5.254'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.5.50' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.5.50' -PrefixLength 24 -DefaultGateway '172.16.5.254'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '172.16.5.254'
     }
 }

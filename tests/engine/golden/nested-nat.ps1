@@ -2,11 +2,14 @@
 #
 # The same lab on real Hyper-V hosts, with the cmdlets of Microsoft's nested virtualization
 # guide. Run it as Administrator on each host in turn, naming the host it plays:
-#   .\nested-nat.ps1 -LabHost 'hv1' -Credential (Get-Credential)
+#   .\nested-nat.ps1 -LabHost 'hv1' -Credential (Get-Credential) -VhdDirectory D:\Disks
 # Each VM is made in the guide's order: New-VM, nesting and static memory while it is off,
-# Start-VM, Hyper-V installed inside, then the switches, NAT and addresses inside it.
-# Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName), which needs
-# no network in the guest.
+# Start-VM, its computer name, Hyper-V installed inside, then the switches, NAT and addresses
+# inside it. Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName),
+# which needs no network in the guest, but a guest operating system: without -VhdDirectory
+# the VMs are made without disks and the script stops once they are made, saying so.
+# Running it again is safe: what exists is kept (each New-* runs only where its Get-* finds
+# nothing), and it goes on from where it stopped. Every wait gives up after -WaitMinutes.
 #
 # Networks: each lab network stands for a physical LAN the hosts' NICs are plugged into;
 # its gateway is the lab's stand-in for the real router and DNS server (which also answers
@@ -20,8 +23,11 @@ param(
     # The lab host this computer plays.
     [string] $LabHost = $env:COMPUTERNAME,
     # A folder of prepared Windows Server disks, one NAME.vhdx per VM; inside a middle VM the
-    # same folder must hold its nested VMs' disks. Empty: the VMs are made with -NoVHD.
-    [string] $VhdDirectory = ''
+    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and
+    # the script stops there (a guest needs an operating system for PowerShell Direct).
+    [string] $VhdDirectory = '',
+    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.
+    [int] $WaitMinutes = 20
 )
 
 $ErrorActionPreference = 'Stop'
@@ -35,7 +41,9 @@ if ($LabHosts -notcontains $LabHost) {
 # ==============================================================================================
 if ($LabHost -eq 'hv1') {
     # External switch 'External' on Ethernet; 'hv1' keeps a port, vEthernet (External).
-    New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    if (-not (Get-VMSwitch -Name 'External' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    }
 
     # NIC 'Ethernet' is plugged into network 'lan'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (External)' -IPAddress '10.10.0.11' -ErrorAction SilentlyContinue)) {
@@ -43,81 +51,203 @@ if ($LabHost -eq 'hv1') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'vEthernet (External)' -ServerAddresses '10.10.0.1'
 
-    # VM 'middle' on 'hv1': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'middle.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'middle' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'middle' -Count 2
-    Set-VMProcessor -VMName 'middle' -ExposeVirtualizationExtensions $true
-    Set-VMMemory -VMName 'middle' -DynamicMemoryEnabled $false -StartupBytes 2GB
-    Remove-VMNetworkAdapter -VMName 'middle' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'middle' -Name 'Ethernet' -SwitchName 'External'
-    Start-VM -Name 'middle'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'middle' on 'hv1': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'middle.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'middle' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'middle' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
     }
-    # Hyper-V inside 'middle'; the install restarts the VM, which ends this session.
-    Invoke-Command -VMName 'middle' -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {
-        Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart
+    if ((Get-VM -Name 'middle').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'middle')) {
+            Add-VMHardDiskDrive -VMName 'middle' -Path (Join-Path $VhdDirectory 'middle.vhdx')
+            Set-VMFirmware -VMName 'middle' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'middle')
+        }
+        Set-VMProcessor -VMName 'middle' -Count 2
+        Set-VMProcessor -VMName 'middle' -ExposeVirtualizationExtensions $true
+        Set-VMMemory -VMName 'middle' -DynamicMemoryEnabled $false -StartupBytes 2GB
+        Get-VMNetworkAdapter -VMName 'middle' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'middle' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'middle' -Name 'Ethernet'
+        }
     }
-    # Wait until PowerShell Direct answers again, with Hyper-V installed.
-    while ((Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } -ErrorAction SilentlyContinue) -ne 'Installed') {
-        Start-Sleep -Seconds 5
+    Connect-VMNetworkAdapter -VMName 'middle' -Name 'Ethernet' -SwitchName 'External'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''hv1'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (middle.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'middle': started, named, then configured from inside.
+    if ((Get-VM -Name 'middle').State -ne 'Running') {
+        Start-VM -Name 'middle'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''middle'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''middle'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'middle') {
+        Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'middle' -Force }
+        Restart-VM -Name 'middle' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'middle')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''middle'' to restart as computer ''middle''')
+            }
+            Write-Host 'Waiting for VM ''middle'' to restart as computer ''middle'' ...'
+            Start-Sleep -Seconds 10
+        }
+    }
+    # Hyper-V inside 'middle'; it is installed at a restart.
+    if ($(try { Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -ne 'Installed') {
+        Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }
+        Restart-VM -Name 'middle' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for Hyper-V to finish installing in VM ''middle''')
+            }
+            Write-Host 'Waiting for Hyper-V to finish installing in VM ''middle'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'middle' (PowerShell Direct).
     Invoke-Command -VMName 'middle' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
         $Credential = $using:Credential
         $VhdDirectory = $using:VhdDirectory
+        $WaitMinutes = $using:WaitMinutes
 
         # Internal switch 'VmNAT', behind NAT 'LocalNAT'.
-        New-VMSwitch -Name 'VmNAT' -SwitchType Internal
-        New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.100.1' -PrefixLength 24
-        New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.100.0/24'
+        if (-not (Get-VMSwitch -Name 'VmNAT' -ErrorAction SilentlyContinue)) {
+            New-VMSwitch -Name 'VmNAT' -SwitchType Internal
+        }
+        if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.100.1' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.100.1' -PrefixLength 24
+        }
+        if (-not (Get-NetNat -Name 'LocalNAT' -ErrorAction SilentlyContinue)) {
+            New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.100.0/24'
+        }
 
         # Adapter 'Ethernet' on switch 'External'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.10.0.10' -PrefixLength 24 -DefaultGateway '10.10.0.1'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.10.0.10' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.10.0.10' -PrefixLength 24 -DefaultGateway '10.10.0.1'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.10.0.1'
 
-        # VM 'nested1' on 'middle': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'nested1.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'nested1' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'nested1' -Count 1
-        Set-VMMemory -VMName 'nested1' -DynamicMemoryEnabled $false -StartupBytes 512MB
-        Remove-VMNetworkAdapter -VMName 'nested1' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'nested1' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'nested1'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'nested1' on 'middle': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'nested1.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'nested1' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'nested1' -Generation 2 -MemoryStartupBytes 512MB @disk
+        }
+        if ((Get-VM -Name 'nested1').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'nested1')) {
+                Add-VMHardDiskDrive -VMName 'nested1' -Path (Join-Path $VhdDirectory 'nested1.vhdx')
+                Set-VMFirmware -VMName 'nested1' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'nested1')
+            }
+            Set-VMProcessor -VMName 'nested1' -Count 1
+            Set-VMMemory -VMName 'nested1' -DynamicMemoryEnabled $false -StartupBytes 512MB
+            Get-VMNetworkAdapter -VMName 'nested1' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'nested1' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'nested1' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'nested1' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'nested2' on 'middle': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'nested2.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'nested2' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'nested2' -Generation 2 -MemoryStartupBytes 512MB @disk
+        }
+        if ((Get-VM -Name 'nested2').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'nested2')) {
+                Add-VMHardDiskDrive -VMName 'nested2' -Path (Join-Path $VhdDirectory 'nested2.vhdx')
+                Set-VMFirmware -VMName 'nested2' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'nested2')
+            }
+            Set-VMProcessor -VMName 'nested2' -Count 1
+            Set-VMMemory -VMName 'nested2' -DynamicMemoryEnabled $false -StartupBytes 512MB
+            Get-VMNetworkAdapter -VMName 'nested2' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'nested2' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'nested2' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'nested2' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'nested1': started, named, then configured from inside.
+        if ((Get-VM -Name 'nested1').State -ne 'Running') {
+            Start-VM -Name 'nested1'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''nested1'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''nested1'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'nested1') {
+            Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'nested1' -Force }
+            Restart-VM -Name 'nested1' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'nested1')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''nested1'' to restart as computer ''nested1''')
+                }
+                Write-Host 'Waiting for VM ''nested1'' to restart as computer ''nested1'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'nested1' (PowerShell Direct).
         Invoke-Command -VMName 'nested1' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.2' -PrefixLength 24 -DefaultGateway '192.168.100.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.2' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.2' -PrefixLength 24 -DefaultGateway '192.168.100.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.10.0.1'
         }
 
-        # VM 'nested2' on 'middle': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'nested2.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'nested2' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'nested2' -Count 1
-        Set-VMMemory -VMName 'nested2' -DynamicMemoryEnabled $false -StartupBytes 512MB
-        Remove-VMNetworkAdapter -VMName 'nested2' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'nested2' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'nested2'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'nested2' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'nested2': started, named, then configured from inside.
+        if ((Get-VM -Name 'nested2').State -ne 'Running') {
+            Start-VM -Name 'nested2'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'nested2' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''nested2'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''nested2'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'nested2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'nested2') {
+            Invoke-Command -VMName 'nested2' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'nested2' -Force }
+            Restart-VM -Name 'nested2' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'nested2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'nested2')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''nested2'' to restart as computer ''nested2''')
+                }
+                Write-Host 'Waiting for VM ''nested2'' to restart as computer ''nested2'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'nested2' (PowerShell Direct).
         Invoke-Command -VMName 'nested2' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.3' -PrefixLength 24 -DefaultGateway '192.168.100.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.3' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.100.3' -PrefixLength 24 -DefaultGateway '192.168.100.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.10.0.1'
         }
     }

@@ -2,12 +2,15 @@
 #
 # The same lab on real Hyper-V hosts, with the cmdlets of Microsoft's nested virtualization
 # guide. Run it as Administrator on each host in turn, naming the host it plays:
-#   .\switch-types.ps1 -LabHost 'hv1' -Credential (Get-Credential)
-#   .\switch-types.ps1 -LabHost 'hv2' -Credential (Get-Credential)
+#   .\switch-types.ps1 -LabHost 'hv1' -Credential (Get-Credential) -VhdDirectory D:\Disks
+#   .\switch-types.ps1 -LabHost 'hv2' -Credential (Get-Credential) -VhdDirectory D:\Disks
 # Each VM is made in the guide's order: New-VM, nesting and static memory while it is off,
-# Start-VM, Hyper-V installed inside, then the switches, NAT and addresses inside it.
-# Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName), which needs
-# no network in the guest.
+# Start-VM, its computer name, Hyper-V installed inside, then the switches, NAT and addresses
+# inside it. Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName),
+# which needs no network in the guest, but a guest operating system: without -VhdDirectory
+# the VMs are made without disks and the script stops once they are made, saying so.
+# Running it again is safe: what exists is kept (each New-* runs only where its Get-* finds
+# nothing), and it goes on from where it stopped. Every wait gives up after -WaitMinutes.
 #
 # Networks: each lab network stands for a physical LAN the hosts' NICs are plugged into;
 # its gateway is the lab's stand-in for the real router and DNS server (which also answers
@@ -21,8 +24,11 @@ param(
     # The lab host this computer plays.
     [string] $LabHost = $env:COMPUTERNAME,
     # A folder of prepared Windows Server disks, one NAME.vhdx per VM; inside a middle VM the
-    # same folder must hold its nested VMs' disks. Empty: the VMs are made with -NoVHD.
-    [string] $VhdDirectory = ''
+    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and
+    # the script stops there (a guest needs an operating system for PowerShell Direct).
+    [string] $VhdDirectory = '',
+    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.
+    [int] $WaitMinutes = 20
 )
 
 $ErrorActionPreference = 'Stop'
@@ -36,11 +42,17 @@ if ($LabHosts -notcontains $LabHost) {
 # ==============================================================================================
 if ($LabHost -eq 'hv1') {
     # Internal switch 'Internal'.
-    New-VMSwitch -Name 'Internal' -SwitchType Internal
-    New-NetIPAddress -InterfaceAlias 'vEthernet (Internal)' -IPAddress '172.16.1.1' -PrefixLength 24
+    if (-not (Get-VMSwitch -Name 'Internal' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'Internal' -SwitchType Internal
+    }
+    if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (Internal)' -IPAddress '172.16.1.1' -ErrorAction SilentlyContinue)) {
+        New-NetIPAddress -InterfaceAlias 'vEthernet (Internal)' -IPAddress '172.16.1.1' -PrefixLength 24
+    }
 
     # Private switch 'Private': its VMs only.
-    New-VMSwitch -Name 'Private' -SwitchType Private
+    if (-not (Get-VMSwitch -Name 'Private' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'Private' -SwitchType Private
+    }
 
     # NIC 'Ethernet' is plugged into network 'lan'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.50.0.11' -ErrorAction SilentlyContinue)) {
@@ -48,64 +60,174 @@ if ($LabHost -eq 'hv1') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.50.0.1'
 
-    # VM 'vm-int' on 'hv1': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'vm-int.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'vm-int' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'vm-int' -Count 1
-    Set-VMMemory -VMName 'vm-int' -DynamicMemoryEnabled $false -StartupBytes 512MB
-    Remove-VMNetworkAdapter -VMName 'vm-int' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'vm-int' -Name 'Ethernet' -SwitchName 'Internal'
-    Start-VM -Name 'vm-int'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'vm-int' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'vm-int' on 'hv1': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'vm-int.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'vm-int' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'vm-int' -Generation 2 -MemoryStartupBytes 512MB @disk
+    }
+    if ((Get-VM -Name 'vm-int').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'vm-int')) {
+            Add-VMHardDiskDrive -VMName 'vm-int' -Path (Join-Path $VhdDirectory 'vm-int.vhdx')
+            Set-VMFirmware -VMName 'vm-int' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'vm-int')
+        }
+        Set-VMProcessor -VMName 'vm-int' -Count 1
+        Set-VMMemory -VMName 'vm-int' -DynamicMemoryEnabled $false -StartupBytes 512MB
+        Get-VMNetworkAdapter -VMName 'vm-int' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'vm-int' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'vm-int' -Name 'Ethernet'
+        }
+    }
+    Connect-VMNetworkAdapter -VMName 'vm-int' -Name 'Ethernet' -SwitchName 'Internal'
+
+    # VM 'vm-priv1' on 'hv1': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'vm-priv1.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'vm-priv1' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'vm-priv1' -Generation 2 -MemoryStartupBytes 512MB @disk
+    }
+    if ((Get-VM -Name 'vm-priv1').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'vm-priv1')) {
+            Add-VMHardDiskDrive -VMName 'vm-priv1' -Path (Join-Path $VhdDirectory 'vm-priv1.vhdx')
+            Set-VMFirmware -VMName 'vm-priv1' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'vm-priv1')
+        }
+        Set-VMProcessor -VMName 'vm-priv1' -Count 1
+        Set-VMMemory -VMName 'vm-priv1' -DynamicMemoryEnabled $false -StartupBytes 512MB
+        Get-VMNetworkAdapter -VMName 'vm-priv1' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'vm-priv1' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'vm-priv1' -Name 'Ethernet'
+        }
+    }
+    Connect-VMNetworkAdapter -VMName 'vm-priv1' -Name 'Ethernet' -SwitchName 'Private'
+
+    # VM 'vm-priv2' on 'hv1': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'vm-priv2.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'vm-priv2' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'vm-priv2' -Generation 2 -MemoryStartupBytes 512MB @disk
+    }
+    if ((Get-VM -Name 'vm-priv2').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'vm-priv2')) {
+            Add-VMHardDiskDrive -VMName 'vm-priv2' -Path (Join-Path $VhdDirectory 'vm-priv2.vhdx')
+            Set-VMFirmware -VMName 'vm-priv2' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'vm-priv2')
+        }
+        Set-VMProcessor -VMName 'vm-priv2' -Count 1
+        Set-VMMemory -VMName 'vm-priv2' -DynamicMemoryEnabled $false -StartupBytes 512MB
+        Get-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Ethernet'
+        }
+    }
+    Connect-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Ethernet' -SwitchName 'Private'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''hv1'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (vm-int.vhdx, vm-priv1.vhdx, vm-priv2.vhdx) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'vm-int': started, named, then configured from inside.
+    if ((Get-VM -Name 'vm-int').State -ne 'Running') {
+        Start-VM -Name 'vm-int'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'vm-int' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-int'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''vm-int'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'vm-int' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'vm-int') {
+        Invoke-Command -VMName 'vm-int' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'vm-int' -Force }
+        Restart-VM -Name 'vm-int' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'vm-int' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'vm-int')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-int'' to restart as computer ''vm-int''')
+            }
+            Write-Host 'Waiting for VM ''vm-int'' to restart as computer ''vm-int'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'vm-int' (PowerShell Direct).
     Invoke-Command -VMName 'vm-int' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
 
         # Adapter 'Ethernet' on switch 'Internal'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.1.2' -PrefixLength 24
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.1.2' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.1.2' -PrefixLength 24
+        }
     }
 
-    # VM 'vm-priv1' on 'hv1': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'vm-priv1.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'vm-priv1' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'vm-priv1' -Count 1
-    Set-VMMemory -VMName 'vm-priv1' -DynamicMemoryEnabled $false -StartupBytes 512MB
-    Remove-VMNetworkAdapter -VMName 'vm-priv1' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'vm-priv1' -Name 'Ethernet' -SwitchName 'Private'
-    Start-VM -Name 'vm-priv1'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'vm-priv1' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'vm-priv1': started, named, then configured from inside.
+    if ((Get-VM -Name 'vm-priv1').State -ne 'Running') {
+        Start-VM -Name 'vm-priv1'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'vm-priv1' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-priv1'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''vm-priv1'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'vm-priv1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'vm-priv1') {
+        Invoke-Command -VMName 'vm-priv1' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'vm-priv1' -Force }
+        Restart-VM -Name 'vm-priv1' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'vm-priv1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'vm-priv1')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-priv1'' to restart as computer ''vm-priv1''')
+            }
+            Write-Host 'Waiting for VM ''vm-priv1'' to restart as computer ''vm-priv1'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'vm-priv1' (PowerShell Direct).
     Invoke-Command -VMName 'vm-priv1' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
 
         # Adapter 'Ethernet' on switch 'Private'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.2.2' -PrefixLength 24
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.2.2' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.2.2' -PrefixLength 24
+        }
     }
 
-    # VM 'vm-priv2' on 'hv1': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'vm-priv2.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'vm-priv2' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'vm-priv2' -Count 1
-    Set-VMMemory -VMName 'vm-priv2' -DynamicMemoryEnabled $false -StartupBytes 512MB
-    Remove-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'vm-priv2' -Name 'Ethernet' -SwitchName 'Private'
-    Start-VM -Name 'vm-priv2'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'vm-priv2' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'vm-priv2': started, named, then configured from inside.
+    if ((Get-VM -Name 'vm-priv2').State -ne 'Running') {
+        Start-VM -Name 'vm-priv2'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'vm-priv2' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-priv2'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''vm-priv2'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'vm-priv2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'vm-priv2') {
+        Invoke-Command -VMName 'vm-priv2' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'vm-priv2' -Force }
+        Restart-VM -Name 'vm-priv2' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'vm-priv2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'vm-priv2')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-priv2'' to restart as computer ''vm-priv2''')
+            }
+            Write-Host 'Waiting for VM ''vm-priv2'' to restart as computer ''vm-priv2'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'vm-priv2' (PowerShell Direct).
     Invoke-Command -VMName 'vm-priv2' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
 
         # Adapter 'Ethernet' on switch 'Private'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.2.3' -PrefixLength 24
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.2.3' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '172.16.2.3' -PrefixLength 24
+        }
     }
 }
 
@@ -114,28 +236,70 @@ if ($LabHost -eq 'hv1') {
 # ==============================================================================================
 if ($LabHost -eq 'hv2') {
     # External switch 'External' on Ethernet.
-    New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $false
+    if (-not (Get-VMSwitch -Name 'External' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $false
+    }
 
     # NIC 'Ethernet' is plugged into network 'lan'.
 
-    # VM 'vm-ext' on 'hv2': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'vm-ext.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'vm-ext' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'vm-ext' -Count 1
-    Set-VMMemory -VMName 'vm-ext' -DynamicMemoryEnabled $false -StartupBytes 512MB
-    Remove-VMNetworkAdapter -VMName 'vm-ext' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'vm-ext' -Name 'Ethernet' -SwitchName 'External'
-    Start-VM -Name 'vm-ext'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'vm-ext' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'vm-ext' on 'hv2': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'vm-ext.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'vm-ext' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'vm-ext' -Generation 2 -MemoryStartupBytes 512MB @disk
+    }
+    if ((Get-VM -Name 'vm-ext').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'vm-ext')) {
+            Add-VMHardDiskDrive -VMName 'vm-ext' -Path (Join-Path $VhdDirectory 'vm-ext.vhdx')
+            Set-VMFirmware -VMName 'vm-ext' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'vm-ext')
+        }
+        Set-VMProcessor -VMName 'vm-ext' -Count 1
+        Set-VMMemory -VMName 'vm-ext' -DynamicMemoryEnabled $false -StartupBytes 512MB
+        Get-VMNetworkAdapter -VMName 'vm-ext' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'vm-ext' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'vm-ext' -Name 'Ethernet'
+        }
+    }
+    Connect-VMNetworkAdapter -VMName 'vm-ext' -Name 'Ethernet' -SwitchName 'External'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''hv2'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (vm-ext.vhdx) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'vm-ext': started, named, then configured from inside.
+    if ((Get-VM -Name 'vm-ext').State -ne 'Running') {
+        Start-VM -Name 'vm-ext'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'vm-ext' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-ext'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''vm-ext'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'vm-ext' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'vm-ext') {
+        Invoke-Command -VMName 'vm-ext' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'vm-ext' -Force }
+        Restart-VM -Name 'vm-ext' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'vm-ext' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'vm-ext')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''vm-ext'' to restart as computer ''vm-ext''')
+            }
+            Write-Host 'Waiting for VM ''vm-ext'' to restart as computer ''vm-ext'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'vm-ext' (PowerShell Direct).
     Invoke-Command -VMName 'vm-ext' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
 
         # Adapter 'Ethernet' on switch 'External'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.50.0.30' -PrefixLength 24 -DefaultGateway '10.50.0.1'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.50.0.30' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.50.0.30' -PrefixLength 24 -DefaultGateway '10.50.0.1'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.50.0.1'
     }
 }

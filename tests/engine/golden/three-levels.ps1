@@ -2,11 +2,14 @@
 #
 # The same lab on real Hyper-V hosts, with the cmdlets of Microsoft's nested virtualization
 # guide. Run it as Administrator on each host in turn, naming the host it plays:
-#   .\three-levels.ps1 -LabHost 'hv1' -Credential (Get-Credential)
+#   .\three-levels.ps1 -LabHost 'hv1' -Credential (Get-Credential) -VhdDirectory D:\Disks
 # Each VM is made in the guide's order: New-VM, nesting and static memory while it is off,
-# Start-VM, Hyper-V installed inside, then the switches, NAT and addresses inside it.
-# Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName), which needs
-# no network in the guest.
+# Start-VM, its computer name, Hyper-V installed inside, then the switches, NAT and addresses
+# inside it. Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName),
+# which needs no network in the guest, but a guest operating system: without -VhdDirectory
+# the VMs are made without disks and the script stops once they are made, saying so.
+# Running it again is safe: what exists is kept (each New-* runs only where its Get-* finds
+# nothing), and it goes on from where it stopped. Every wait gives up after -WaitMinutes.
 #
 # Networks: each lab network stands for a physical LAN the hosts' NICs are plugged into;
 # its gateway is the lab's stand-in for the real router and DNS server (which also answers
@@ -20,8 +23,11 @@ param(
     # The lab host this computer plays.
     [string] $LabHost = $env:COMPUTERNAME,
     # A folder of prepared Windows Server disks, one NAME.vhdx per VM; inside a middle VM the
-    # same folder must hold its nested VMs' disks. Empty: the VMs are made with -NoVHD.
-    [string] $VhdDirectory = ''
+    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and
+    # the script stops there (a guest needs an operating system for PowerShell Direct).
+    [string] $VhdDirectory = '',
+    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.
+    [int] $WaitMinutes = 20
 )
 
 $ErrorActionPreference = 'Stop'
@@ -35,7 +41,9 @@ if ($LabHosts -notcontains $LabHost) {
 # ==============================================================================================
 if ($LabHost -eq 'hv1') {
     # External switch 'External' on Ethernet; 'hv1' keeps a port, vEthernet (External).
-    New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    if (-not (Get-VMSwitch -Name 'External' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    }
 
     # NIC 'Ethernet' is plugged into network 'lan'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (External)' -IPAddress '10.30.0.11' -ErrorAction SilentlyContinue)) {
@@ -43,96 +51,230 @@ if ($LabHost -eq 'hv1') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'vEthernet (External)' -ServerAddresses '10.30.0.1'
 
-    # VM 'l1' on 'hv1': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'l1.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'l1' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'l1' -Count 2
-    Set-VMProcessor -VMName 'l1' -ExposeVirtualizationExtensions $true
-    Set-VMMemory -VMName 'l1' -DynamicMemoryEnabled $false -StartupBytes 2GB
-    Remove-VMNetworkAdapter -VMName 'l1' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'l1' -Name 'Ethernet' -SwitchName 'External'
-    Start-VM -Name 'l1'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'l1' on 'hv1': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'l1.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'l1' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'l1' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
     }
-    # Hyper-V inside 'l1'; the install restarts the VM, which ends this session.
-    Invoke-Command -VMName 'l1' -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {
-        Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart
+    if ((Get-VM -Name 'l1').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'l1')) {
+            Add-VMHardDiskDrive -VMName 'l1' -Path (Join-Path $VhdDirectory 'l1.vhdx')
+            Set-VMFirmware -VMName 'l1' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'l1')
+        }
+        Set-VMProcessor -VMName 'l1' -Count 2
+        Set-VMProcessor -VMName 'l1' -ExposeVirtualizationExtensions $true
+        Set-VMMemory -VMName 'l1' -DynamicMemoryEnabled $false -StartupBytes 2GB
+        Get-VMNetworkAdapter -VMName 'l1' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'l1' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'l1' -Name 'Ethernet'
+        }
     }
-    # Wait until PowerShell Direct answers again, with Hyper-V installed.
-    while ((Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } -ErrorAction SilentlyContinue) -ne 'Installed') {
-        Start-Sleep -Seconds 5
+    Connect-VMNetworkAdapter -VMName 'l1' -Name 'Ethernet' -SwitchName 'External'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''hv1'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (l1.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'l1': started, named, then configured from inside.
+    if ((Get-VM -Name 'l1').State -ne 'Running') {
+        Start-VM -Name 'l1'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''l1'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''l1'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'l1') {
+        Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'l1' -Force }
+        Restart-VM -Name 'l1' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'l1')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''l1'' to restart as computer ''l1''')
+            }
+            Write-Host 'Waiting for VM ''l1'' to restart as computer ''l1'' ...'
+            Start-Sleep -Seconds 10
+        }
+    }
+    # Hyper-V inside 'l1'; it is installed at a restart.
+    if ($(try { Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -ne 'Installed') {
+        Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }
+        Restart-VM -Name 'l1' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for Hyper-V to finish installing in VM ''l1''')
+            }
+            Write-Host 'Waiting for Hyper-V to finish installing in VM ''l1'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'l1' (PowerShell Direct).
     Invoke-Command -VMName 'l1' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
         $Credential = $using:Credential
         $VhdDirectory = $using:VhdDirectory
+        $WaitMinutes = $using:WaitMinutes
 
         # Internal switch 'VmNAT', behind NAT 'L1NAT'.
-        New-VMSwitch -Name 'VmNAT' -SwitchType Internal
-        New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.10.1' -PrefixLength 24
-        New-NetNat -Name 'L1NAT' -InternalIPInterfaceAddressPrefix '192.168.10.0/24'
+        if (-not (Get-VMSwitch -Name 'VmNAT' -ErrorAction SilentlyContinue)) {
+            New-VMSwitch -Name 'VmNAT' -SwitchType Internal
+        }
+        if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.10.1' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.10.1' -PrefixLength 24
+        }
+        if (-not (Get-NetNat -Name 'L1NAT' -ErrorAction SilentlyContinue)) {
+            New-NetNat -Name 'L1NAT' -InternalIPInterfaceAddressPrefix '192.168.10.0/24'
+        }
 
         # Adapter 'Ethernet' on switch 'External'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.30.0.10' -PrefixLength 24 -DefaultGateway '10.30.0.1'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.30.0.10' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.30.0.10' -PrefixLength 24 -DefaultGateway '10.30.0.1'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.30.0.1'
 
-        # VM 'l2' on 'l1': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'l2.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'l2' -Generation 2 -MemoryStartupBytes 1GB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'l2' -Count 1
-        Set-VMProcessor -VMName 'l2' -ExposeVirtualizationExtensions $true
-        Set-VMMemory -VMName 'l2' -DynamicMemoryEnabled $false -StartupBytes 1GB
-        Remove-VMNetworkAdapter -VMName 'l2' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'l2' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'l2'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'l2' on 'l1': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'l2.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'l2' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'l2' -Generation 2 -MemoryStartupBytes 1GB -Version '9.0' @disk
         }
-        # Hyper-V inside 'l2'; the install restarts the VM, which ends this session.
-        Invoke-Command -VMName 'l2' -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {
-            Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart
+        if ((Get-VM -Name 'l2').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'l2')) {
+                Add-VMHardDiskDrive -VMName 'l2' -Path (Join-Path $VhdDirectory 'l2.vhdx')
+                Set-VMFirmware -VMName 'l2' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'l2')
+            }
+            Set-VMProcessor -VMName 'l2' -Count 1
+            Set-VMProcessor -VMName 'l2' -ExposeVirtualizationExtensions $true
+            Set-VMMemory -VMName 'l2' -DynamicMemoryEnabled $false -StartupBytes 1GB
+            Get-VMNetworkAdapter -VMName 'l2' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'l2' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'l2' -Name 'Ethernet'
+            }
         }
-        # Wait until PowerShell Direct answers again, with Hyper-V installed.
-        while ((Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } -ErrorAction SilentlyContinue) -ne 'Installed') {
-            Start-Sleep -Seconds 5
+        Connect-VMNetworkAdapter -VMName 'l2' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'l2': started, named, then configured from inside.
+        if ((Get-VM -Name 'l2').State -ne 'Running') {
+            Start-VM -Name 'l2'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''l2'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''l2'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'l2') {
+            Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'l2' -Force }
+            Restart-VM -Name 'l2' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'l2')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''l2'' to restart as computer ''l2''')
+                }
+                Write-Host 'Waiting for VM ''l2'' to restart as computer ''l2'' ...'
+                Start-Sleep -Seconds 10
+            }
+        }
+        # Hyper-V inside 'l2'; it is installed at a restart.
+        if ($(try { Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -ne 'Installed') {
+            Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }
+            Restart-VM -Name 'l2' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for Hyper-V to finish installing in VM ''l2''')
+                }
+                Write-Host 'Waiting for Hyper-V to finish installing in VM ''l2'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'l2' (PowerShell Direct).
         Invoke-Command -VMName 'l2' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
             $Credential = $using:Credential
             $VhdDirectory = $using:VhdDirectory
+            $WaitMinutes = $using:WaitMinutes
 
             # Internal switch 'VmNAT', behind NAT 'L2NAT'.
-            New-VMSwitch -Name 'VmNAT' -SwitchType Internal
-            New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.20.1' -PrefixLength 24
-            New-NetNat -Name 'L2NAT' -InternalIPInterfaceAddressPrefix '192.168.20.0/24'
+            if (-not (Get-VMSwitch -Name 'VmNAT' -ErrorAction SilentlyContinue)) {
+                New-VMSwitch -Name 'VmNAT' -SwitchType Internal
+            }
+            if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.20.1' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.20.1' -PrefixLength 24
+            }
+            if (-not (Get-NetNat -Name 'L2NAT' -ErrorAction SilentlyContinue)) {
+                New-NetNat -Name 'L2NAT' -InternalIPInterfaceAddressPrefix '192.168.20.0/24'
+            }
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.10.2' -PrefixLength 24 -DefaultGateway '192.168.10.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.10.2' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.10.2' -PrefixLength 24 -DefaultGateway '192.168.10.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.30.0.1'
 
-            # VM 'l3' on 'l2': made and configured while it is off, then started.
-            $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'l3.vhdx' } } else { @{ NoVHD = $true } }
-            New-VM -Name 'l3' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-            Set-VMProcessor -VMName 'l3' -Count 1
-            Set-VMMemory -VMName 'l3' -DynamicMemoryEnabled $false -StartupBytes 512MB
-            Remove-VMNetworkAdapter -VMName 'l3' -Name 'Network Adapter'
-            Add-VMNetworkAdapter -VMName 'l3' -Name 'Ethernet' -SwitchName 'VmNAT'
-            Start-VM -Name 'l3'
-            # PowerShell Direct answers once the guest has booted.
-            while ((Invoke-Command -VMName 'l3' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-                Start-Sleep -Seconds 5
+            # VM 'l3' on 'l2': made and configured while it is off.
+            $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'l3.vhdx') } } else { @{ NoVHD = $true } }
+            if (-not (Get-VM -Name 'l3' -ErrorAction SilentlyContinue)) {
+                New-VM -Name 'l3' -Generation 2 -MemoryStartupBytes 512MB @disk
+            }
+            if ((Get-VM -Name 'l3').State -eq 'Off') {
+                # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+                if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'l3')) {
+                    Add-VMHardDiskDrive -VMName 'l3' -Path (Join-Path $VhdDirectory 'l3.vhdx')
+                    Set-VMFirmware -VMName 'l3' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'l3')
+                }
+                Set-VMProcessor -VMName 'l3' -Count 1
+                Set-VMMemory -VMName 'l3' -DynamicMemoryEnabled $false -StartupBytes 512MB
+                Get-VMNetworkAdapter -VMName 'l3' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+                if (-not (Get-VMNetworkAdapter -VMName 'l3' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                    Add-VMNetworkAdapter -VMName 'l3' -Name 'Ethernet'
+                }
+            }
+            Connect-VMNetworkAdapter -VMName 'l3' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+            # VM 'l3': started, named, then configured from inside.
+            if ((Get-VM -Name 'l3').State -ne 'Running') {
+                Start-VM -Name 'l3'
+            }
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'l3' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''l3'' to boot and answer over PowerShell Direct')
+                }
+                Write-Host 'Waiting for VM ''l3'' to boot and answer over PowerShell Direct ...'
+                Start-Sleep -Seconds 10
+            }
+            # Its computer name is the lab's name for it; the new name takes effect at a restart.
+            if ($(try { Invoke-Command -VMName 'l3' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'l3') {
+                Invoke-Command -VMName 'l3' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'l3' -Force }
+                Restart-VM -Name 'l3' -Force
+                $deadline = (Get-Date).AddMinutes($WaitMinutes)
+                while (-not ($(try { Invoke-Command -VMName 'l3' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'l3')) {
+                    if ((Get-Date) -gt $deadline) {
+                        throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''l3'' to restart as computer ''l3''')
+                    }
+                    Write-Host 'Waiting for VM ''l3'' to restart as computer ''l3'' ...'
+                    Start-Sleep -Seconds 10
+                }
             }
             # Inside 'l3' (PowerShell Direct).
             Invoke-Command -VMName 'l3' -Credential $Credential -ScriptBlock {
                 $ErrorActionPreference = 'Stop'
 
                 # Adapter 'Ethernet' on switch 'VmNAT'.
-                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.20.2' -PrefixLength 24 -DefaultGateway '192.168.20.1'
+                if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.20.2' -ErrorAction SilentlyContinue)) {
+                    New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.20.2' -PrefixLength 24 -DefaultGateway '192.168.20.1'
+                }
                 Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.30.0.1'
             }
         }

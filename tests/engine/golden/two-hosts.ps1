@@ -2,12 +2,15 @@
 #
 # The same lab on real Hyper-V hosts, with the cmdlets of Microsoft's nested virtualization
 # guide. Run it as Administrator on each host in turn, naming the host it plays:
-#   .\two-hosts.ps1 -LabHost 'hv1' -Credential (Get-Credential)
-#   .\two-hosts.ps1 -LabHost 'hv2' -Credential (Get-Credential)
+#   .\two-hosts.ps1 -LabHost 'hv1' -Credential (Get-Credential) -VhdDirectory D:\Disks
+#   .\two-hosts.ps1 -LabHost 'hv2' -Credential (Get-Credential) -VhdDirectory D:\Disks
 # Each VM is made in the guide's order: New-VM, nesting and static memory while it is off,
-# Start-VM, Hyper-V installed inside, then the switches, NAT and addresses inside it.
-# Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName), which needs
-# no network in the guest.
+# Start-VM, its computer name, Hyper-V installed inside, then the switches, NAT and addresses
+# inside it. Inside a VM everything runs over PowerShell Direct (Invoke-Command -VMName),
+# which needs no network in the guest, but a guest operating system: without -VhdDirectory
+# the VMs are made without disks and the script stops once they are made, saying so.
+# Running it again is safe: what exists is kept (each New-* runs only where its Get-* finds
+# nothing), and it goes on from where it stopped. Every wait gives up after -WaitMinutes.
 #
 # Networks: each lab network stands for a physical LAN the hosts' NICs are plugged into;
 # its gateway is the lab's stand-in for the real router and DNS server (which also answers
@@ -21,8 +24,11 @@ param(
     # The lab host this computer plays.
     [string] $LabHost = $env:COMPUTERNAME,
     # A folder of prepared Windows Server disks, one NAME.vhdx per VM; inside a middle VM the
-    # same folder must hold its nested VMs' disks. Empty: the VMs are made with -NoVHD.
-    [string] $VhdDirectory = ''
+    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and
+    # the script stops there (a guest needs an operating system for PowerShell Direct).
+    [string] $VhdDirectory = '',
+    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.
+    [int] $WaitMinutes = 20
 )
 
 $ErrorActionPreference = 'Stop'
@@ -36,7 +42,9 @@ if ($LabHosts -notcontains $LabHost) {
 # ==============================================================================================
 if ($LabHost -eq 'hv1') {
     # External switch 'External' on Ethernet; 'hv1' keeps a port, vEthernet (External).
-    New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    if (-not (Get-VMSwitch -Name 'External' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    }
 
     # NIC 'Ethernet' is plugged into network 'lan'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (External)' -IPAddress '10.20.0.11' -ErrorAction SilentlyContinue)) {
@@ -44,81 +52,203 @@ if ($LabHost -eq 'hv1') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'vEthernet (External)' -ServerAddresses '10.20.0.1'
 
-    # VM 'mid1' on 'hv1': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'mid1.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'mid1' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'mid1' -Count 2
-    Set-VMProcessor -VMName 'mid1' -ExposeVirtualizationExtensions $true
-    Set-VMMemory -VMName 'mid1' -DynamicMemoryEnabled $false -StartupBytes 2GB
-    Remove-VMNetworkAdapter -VMName 'mid1' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'mid1' -Name 'Ethernet' -SwitchName 'External'
-    Start-VM -Name 'mid1'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'mid1' on 'hv1': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'mid1.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'mid1' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'mid1' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
     }
-    # Hyper-V inside 'mid1'; the install restarts the VM, which ends this session.
-    Invoke-Command -VMName 'mid1' -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {
-        Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart
+    if ((Get-VM -Name 'mid1').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'mid1')) {
+            Add-VMHardDiskDrive -VMName 'mid1' -Path (Join-Path $VhdDirectory 'mid1.vhdx')
+            Set-VMFirmware -VMName 'mid1' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'mid1')
+        }
+        Set-VMProcessor -VMName 'mid1' -Count 2
+        Set-VMProcessor -VMName 'mid1' -ExposeVirtualizationExtensions $true
+        Set-VMMemory -VMName 'mid1' -DynamicMemoryEnabled $false -StartupBytes 2GB
+        Get-VMNetworkAdapter -VMName 'mid1' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'mid1' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'mid1' -Name 'Ethernet'
+        }
     }
-    # Wait until PowerShell Direct answers again, with Hyper-V installed.
-    while ((Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } -ErrorAction SilentlyContinue) -ne 'Installed') {
-        Start-Sleep -Seconds 5
+    Connect-VMNetworkAdapter -VMName 'mid1' -Name 'Ethernet' -SwitchName 'External'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''hv1'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (mid1.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'mid1': started, named, then configured from inside.
+    if ((Get-VM -Name 'mid1').State -ne 'Running') {
+        Start-VM -Name 'mid1'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''mid1'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''mid1'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'mid1') {
+        Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'mid1' -Force }
+        Restart-VM -Name 'mid1' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'mid1')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''mid1'' to restart as computer ''mid1''')
+            }
+            Write-Host 'Waiting for VM ''mid1'' to restart as computer ''mid1'' ...'
+            Start-Sleep -Seconds 10
+        }
+    }
+    # Hyper-V inside 'mid1'; it is installed at a restart.
+    if ($(try { Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -ne 'Installed') {
+        Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }
+        Restart-VM -Name 'mid1' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for Hyper-V to finish installing in VM ''mid1''')
+            }
+            Write-Host 'Waiting for Hyper-V to finish installing in VM ''mid1'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'mid1' (PowerShell Direct).
     Invoke-Command -VMName 'mid1' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
         $Credential = $using:Credential
         $VhdDirectory = $using:VhdDirectory
+        $WaitMinutes = $using:WaitMinutes
 
         # Internal switch 'VmNAT', behind NAT 'LocalNAT'.
-        New-VMSwitch -Name 'VmNAT' -SwitchType Internal
-        New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.101.1' -PrefixLength 24
-        New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.101.0/24'
+        if (-not (Get-VMSwitch -Name 'VmNAT' -ErrorAction SilentlyContinue)) {
+            New-VMSwitch -Name 'VmNAT' -SwitchType Internal
+        }
+        if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.101.1' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.101.1' -PrefixLength 24
+        }
+        if (-not (Get-NetNat -Name 'LocalNAT' -ErrorAction SilentlyContinue)) {
+            New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.101.0/24'
+        }
 
         # Adapter 'Ethernet' on switch 'External'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.20.0.21' -PrefixLength 24 -DefaultGateway '10.20.0.1'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.20.0.21' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.20.0.21' -PrefixLength 24 -DefaultGateway '10.20.0.1'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.20.0.1'
 
-        # VM 'n11' on 'mid1': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'n11.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'n11' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'n11' -Count 1
-        Set-VMMemory -VMName 'n11' -DynamicMemoryEnabled $false -StartupBytes 512MB
-        Remove-VMNetworkAdapter -VMName 'n11' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'n11' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'n11'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'n11' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'n11' on 'mid1': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'n11.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'n11' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'n11' -Generation 2 -MemoryStartupBytes 512MB @disk
+        }
+        if ((Get-VM -Name 'n11').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'n11')) {
+                Add-VMHardDiskDrive -VMName 'n11' -Path (Join-Path $VhdDirectory 'n11.vhdx')
+                Set-VMFirmware -VMName 'n11' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'n11')
+            }
+            Set-VMProcessor -VMName 'n11' -Count 1
+            Set-VMMemory -VMName 'n11' -DynamicMemoryEnabled $false -StartupBytes 512MB
+            Get-VMNetworkAdapter -VMName 'n11' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'n11' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'n11' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'n11' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'n12' on 'mid1': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'n12.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'n12' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'n12' -Generation 2 -MemoryStartupBytes 512MB @disk
+        }
+        if ((Get-VM -Name 'n12').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'n12')) {
+                Add-VMHardDiskDrive -VMName 'n12' -Path (Join-Path $VhdDirectory 'n12.vhdx')
+                Set-VMFirmware -VMName 'n12' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'n12')
+            }
+            Set-VMProcessor -VMName 'n12' -Count 1
+            Set-VMMemory -VMName 'n12' -DynamicMemoryEnabled $false -StartupBytes 512MB
+            Get-VMNetworkAdapter -VMName 'n12' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'n12' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'n12' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'n12' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'n11': started, named, then configured from inside.
+        if ((Get-VM -Name 'n11').State -ne 'Running') {
+            Start-VM -Name 'n11'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'n11' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n11'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''n11'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'n11' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'n11') {
+            Invoke-Command -VMName 'n11' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'n11' -Force }
+            Restart-VM -Name 'n11' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'n11' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'n11')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n11'' to restart as computer ''n11''')
+                }
+                Write-Host 'Waiting for VM ''n11'' to restart as computer ''n11'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'n11' (PowerShell Direct).
         Invoke-Command -VMName 'n11' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.101.2' -PrefixLength 24 -DefaultGateway '192.168.101.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.101.2' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.101.2' -PrefixLength 24 -DefaultGateway '192.168.101.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.20.0.1'
         }
 
-        # VM 'n12' on 'mid1': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'n12.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'n12' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'n12' -Count 1
-        Set-VMMemory -VMName 'n12' -DynamicMemoryEnabled $false -StartupBytes 512MB
-        Remove-VMNetworkAdapter -VMName 'n12' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'n12' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'n12'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'n12' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'n12': started, named, then configured from inside.
+        if ((Get-VM -Name 'n12').State -ne 'Running') {
+            Start-VM -Name 'n12'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'n12' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n12'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''n12'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'n12' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'n12') {
+            Invoke-Command -VMName 'n12' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'n12' -Force }
+            Restart-VM -Name 'n12' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'n12' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'n12')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n12'' to restart as computer ''n12''')
+                }
+                Write-Host 'Waiting for VM ''n12'' to restart as computer ''n12'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'n12' (PowerShell Direct).
         Invoke-Command -VMName 'n12' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.101.3' -PrefixLength 24 -DefaultGateway '192.168.101.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.101.3' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.101.3' -PrefixLength 24 -DefaultGateway '192.168.101.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.20.0.1'
         }
     }
@@ -129,7 +259,9 @@ if ($LabHost -eq 'hv1') {
 # ==============================================================================================
 if ($LabHost -eq 'hv2') {
     # External switch 'External' on Ethernet; 'hv2' keeps a port, vEthernet (External).
-    New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    if (-not (Get-VMSwitch -Name 'External' -ErrorAction SilentlyContinue)) {
+        New-VMSwitch -Name 'External' -NetAdapterName 'Ethernet' -AllowManagementOS $true
+    }
 
     # NIC 'Ethernet' is plugged into network 'lan'.
     if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (External)' -IPAddress '10.20.0.12' -ErrorAction SilentlyContinue)) {
@@ -137,81 +269,203 @@ if ($LabHost -eq 'hv2') {
     }
     Set-DnsClientServerAddress -InterfaceAlias 'vEthernet (External)' -ServerAddresses '10.20.0.1'
 
-    # VM 'mid2' on 'hv2': made and configured while it is off, then started.
-    $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'mid2.vhdx' } } else { @{ NoVHD = $true } }
-    New-VM -Name 'mid2' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
-    Set-VMProcessor -VMName 'mid2' -Count 2
-    Set-VMProcessor -VMName 'mid2' -ExposeVirtualizationExtensions $true
-    Set-VMMemory -VMName 'mid2' -DynamicMemoryEnabled $false -StartupBytes 2GB
-    Remove-VMNetworkAdapter -VMName 'mid2' -Name 'Network Adapter'
-    Add-VMNetworkAdapter -VMName 'mid2' -Name 'Ethernet' -SwitchName 'External'
-    Start-VM -Name 'mid2'
-    # PowerShell Direct answers once the guest has booted.
-    while ((Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-        Start-Sleep -Seconds 5
+    # VM 'mid2' on 'hv2': made and configured while it is off.
+    $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'mid2.vhdx') } } else { @{ NoVHD = $true } }
+    if (-not (Get-VM -Name 'mid2' -ErrorAction SilentlyContinue)) {
+        New-VM -Name 'mid2' -Generation 2 -MemoryStartupBytes 2GB -Version '9.0' @disk
     }
-    # Hyper-V inside 'mid2'; the install restarts the VM, which ends this session.
-    Invoke-Command -VMName 'mid2' -Credential $Credential -ErrorAction SilentlyContinue -ScriptBlock {
-        Install-WindowsFeature -Name Hyper-V -IncludeManagementTools -Restart
+    if ((Get-VM -Name 'mid2').State -eq 'Off') {
+        # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+        if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'mid2')) {
+            Add-VMHardDiskDrive -VMName 'mid2' -Path (Join-Path $VhdDirectory 'mid2.vhdx')
+            Set-VMFirmware -VMName 'mid2' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'mid2')
+        }
+        Set-VMProcessor -VMName 'mid2' -Count 2
+        Set-VMProcessor -VMName 'mid2' -ExposeVirtualizationExtensions $true
+        Set-VMMemory -VMName 'mid2' -DynamicMemoryEnabled $false -StartupBytes 2GB
+        Get-VMNetworkAdapter -VMName 'mid2' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+        if (-not (Get-VMNetworkAdapter -VMName 'mid2' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+            Add-VMNetworkAdapter -VMName 'mid2' -Name 'Ethernet'
+        }
     }
-    # Wait until PowerShell Direct answers again, with Hyper-V installed.
-    while ((Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } -ErrorAction SilentlyContinue) -ne 'Installed') {
-        Start-Sleep -Seconds 5
+    Connect-VMNetworkAdapter -VMName 'mid2' -Name 'Ethernet' -SwitchName 'External'
+
+    if (-not $VhdDirectory) {
+        Write-Warning 'The VMs of host ''hv2'' are made, without disks (no -VhdDirectory). PowerShell Direct can configure a guest only once an operating system runs in it, so this script stops here. Prepare Windows Server disks (mid2.vhdx, and the disks of their nested VMs) in a folder, then run this script again with -VhdDirectory FOLDER: it keeps what is made and goes on from here.'
+        return
+    }
+
+    # VM 'mid2': started, named, then configured from inside.
+    if ((Get-VM -Name 'mid2').State -ne 'Running') {
+        Start-VM -Name 'mid2'
+    }
+    $deadline = (Get-Date).AddMinutes($WaitMinutes)
+    while (-not ($(try { Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+        if ((Get-Date) -gt $deadline) {
+            throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''mid2'' to boot and answer over PowerShell Direct')
+        }
+        Write-Host 'Waiting for VM ''mid2'' to boot and answer over PowerShell Direct ...'
+        Start-Sleep -Seconds 10
+    }
+    # Its computer name is the lab's name for it; the new name takes effect at a restart.
+    if ($(try { Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'mid2') {
+        Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'mid2' -Force }
+        Restart-VM -Name 'mid2' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'mid2')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''mid2'' to restart as computer ''mid2''')
+            }
+            Write-Host 'Waiting for VM ''mid2'' to restart as computer ''mid2'' ...'
+            Start-Sleep -Seconds 10
+        }
+    }
+    # Hyper-V inside 'mid2'; it is installed at a restart.
+    if ($(try { Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -ne 'Installed') {
+        Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { Install-WindowsFeature -Name Hyper-V -IncludeManagementTools }
+        Restart-VM -Name 'mid2' -Force
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock { [string](Get-WindowsFeature -Name Hyper-V).InstallState } } catch { $null }) -eq 'Installed')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for Hyper-V to finish installing in VM ''mid2''')
+            }
+            Write-Host 'Waiting for Hyper-V to finish installing in VM ''mid2'' ...'
+            Start-Sleep -Seconds 10
+        }
     }
     # Inside 'mid2' (PowerShell Direct).
     Invoke-Command -VMName 'mid2' -Credential $Credential -ScriptBlock {
         $ErrorActionPreference = 'Stop'
         $Credential = $using:Credential
         $VhdDirectory = $using:VhdDirectory
+        $WaitMinutes = $using:WaitMinutes
 
         # Internal switch 'VmNAT', behind NAT 'LocalNAT'.
-        New-VMSwitch -Name 'VmNAT' -SwitchType Internal
-        New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.102.1' -PrefixLength 24
-        New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.102.0/24'
+        if (-not (Get-VMSwitch -Name 'VmNAT' -ErrorAction SilentlyContinue)) {
+            New-VMSwitch -Name 'VmNAT' -SwitchType Internal
+        }
+        if (-not (Get-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.102.1' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'vEthernet (VmNAT)' -IPAddress '192.168.102.1' -PrefixLength 24
+        }
+        if (-not (Get-NetNat -Name 'LocalNAT' -ErrorAction SilentlyContinue)) {
+            New-NetNat -Name 'LocalNAT' -InternalIPInterfaceAddressPrefix '192.168.102.0/24'
+        }
 
         # Adapter 'Ethernet' on switch 'External'.
-        New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.20.0.22' -PrefixLength 24 -DefaultGateway '10.20.0.1'
+        if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.20.0.22' -ErrorAction SilentlyContinue)) {
+            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '10.20.0.22' -PrefixLength 24 -DefaultGateway '10.20.0.1'
+        }
         Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.20.0.1'
 
-        # VM 'n21' on 'mid2': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'n21.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'n21' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'n21' -Count 1
-        Set-VMMemory -VMName 'n21' -DynamicMemoryEnabled $false -StartupBytes 512MB
-        Remove-VMNetworkAdapter -VMName 'n21' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'n21' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'n21'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'n21' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'n21' on 'mid2': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'n21.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'n21' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'n21' -Generation 2 -MemoryStartupBytes 512MB @disk
+        }
+        if ((Get-VM -Name 'n21').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'n21')) {
+                Add-VMHardDiskDrive -VMName 'n21' -Path (Join-Path $VhdDirectory 'n21.vhdx')
+                Set-VMFirmware -VMName 'n21' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'n21')
+            }
+            Set-VMProcessor -VMName 'n21' -Count 1
+            Set-VMMemory -VMName 'n21' -DynamicMemoryEnabled $false -StartupBytes 512MB
+            Get-VMNetworkAdapter -VMName 'n21' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'n21' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'n21' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'n21' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'n22' on 'mid2': made and configured while it is off.
+        $disk = if ($VhdDirectory) { @{ VHDPath = (Join-Path $VhdDirectory 'n22.vhdx') } } else { @{ NoVHD = $true } }
+        if (-not (Get-VM -Name 'n22' -ErrorAction SilentlyContinue)) {
+            New-VM -Name 'n22' -Generation 2 -MemoryStartupBytes 512MB @disk
+        }
+        if ((Get-VM -Name 'n22').State -eq 'Off') {
+            # A VM made without a disk on an earlier run gets its disk once -VhdDirectory is given.
+            if ($VhdDirectory -and -not (Get-VMHardDiskDrive -VMName 'n22')) {
+                Add-VMHardDiskDrive -VMName 'n22' -Path (Join-Path $VhdDirectory 'n22.vhdx')
+                Set-VMFirmware -VMName 'n22' -FirstBootDevice (Get-VMHardDiskDrive -VMName 'n22')
+            }
+            Set-VMProcessor -VMName 'n22' -Count 1
+            Set-VMMemory -VMName 'n22' -DynamicMemoryEnabled $false -StartupBytes 512MB
+            Get-VMNetworkAdapter -VMName 'n22' -Name 'Network Adapter' -ErrorAction SilentlyContinue | Remove-VMNetworkAdapter
+            if (-not (Get-VMNetworkAdapter -VMName 'n22' -Name 'Ethernet' -ErrorAction SilentlyContinue)) {
+                Add-VMNetworkAdapter -VMName 'n22' -Name 'Ethernet'
+            }
+        }
+        Connect-VMNetworkAdapter -VMName 'n22' -Name 'Ethernet' -SwitchName 'VmNAT'
+
+        # VM 'n21': started, named, then configured from inside.
+        if ((Get-VM -Name 'n21').State -ne 'Running') {
+            Start-VM -Name 'n21'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'n21' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n21'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''n21'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'n21' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'n21') {
+            Invoke-Command -VMName 'n21' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'n21' -Force }
+            Restart-VM -Name 'n21' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'n21' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'n21')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n21'' to restart as computer ''n21''')
+                }
+                Write-Host 'Waiting for VM ''n21'' to restart as computer ''n21'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'n21' (PowerShell Direct).
         Invoke-Command -VMName 'n21' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.102.2' -PrefixLength 24 -DefaultGateway '192.168.102.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.102.2' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.102.2' -PrefixLength 24 -DefaultGateway '192.168.102.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.20.0.1'
         }
 
-        # VM 'n22' on 'mid2': made and configured while it is off, then started.
-        $disk = if ($VhdDirectory) { @{ VHDPath = Join-Path $VhdDirectory 'n22.vhdx' } } else { @{ NoVHD = $true } }
-        New-VM -Name 'n22' -Generation 2 -MemoryStartupBytes 512MB -Version '9.0' @disk
-        Set-VMProcessor -VMName 'n22' -Count 1
-        Set-VMMemory -VMName 'n22' -DynamicMemoryEnabled $false -StartupBytes 512MB
-        Remove-VMNetworkAdapter -VMName 'n22' -Name 'Network Adapter'
-        Add-VMNetworkAdapter -VMName 'n22' -Name 'Ethernet' -SwitchName 'VmNAT'
-        Start-VM -Name 'n22'
-        # PowerShell Direct answers once the guest has booted.
-        while ((Invoke-Command -VMName 'n22' -Credential $Credential -ScriptBlock { 'ready' } -ErrorAction SilentlyContinue) -ne 'ready') {
-            Start-Sleep -Seconds 5
+        # VM 'n22': started, named, then configured from inside.
+        if ((Get-VM -Name 'n22').State -ne 'Running') {
+            Start-VM -Name 'n22'
+        }
+        $deadline = (Get-Date).AddMinutes($WaitMinutes)
+        while (-not ($(try { Invoke-Command -VMName 'n22' -Credential $Credential -ScriptBlock { 'ready' } } catch { $null }) -eq 'ready')) {
+            if ((Get-Date) -gt $deadline) {
+                throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n22'' to boot and answer over PowerShell Direct')
+            }
+            Write-Host 'Waiting for VM ''n22'' to boot and answer over PowerShell Direct ...'
+            Start-Sleep -Seconds 10
+        }
+        # Its computer name is the lab's name for it; the new name takes effect at a restart.
+        if ($(try { Invoke-Command -VMName 'n22' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -ne 'n22') {
+            Invoke-Command -VMName 'n22' -Credential $Credential -ScriptBlock { Rename-Computer -NewName 'n22' -Force }
+            Restart-VM -Name 'n22' -Force
+            $deadline = (Get-Date).AddMinutes($WaitMinutes)
+            while (-not ($(try { Invoke-Command -VMName 'n22' -Credential $Credential -ScriptBlock { [System.Net.Dns]::GetHostName() } } catch { $null }) -eq 'n22')) {
+                if ((Get-Date) -gt $deadline) {
+                    throw ('Gave up after ' + $WaitMinutes + ' minutes waiting for VM ''n22'' to restart as computer ''n22''')
+                }
+                Write-Host 'Waiting for VM ''n22'' to restart as computer ''n22'' ...'
+                Start-Sleep -Seconds 10
+            }
         }
         # Inside 'n22' (PowerShell Direct).
         Invoke-Command -VMName 'n22' -Credential $Credential -ScriptBlock {
             $ErrorActionPreference = 'Stop'
 
             # Adapter 'Ethernet' on switch 'VmNAT'.
-            New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.102.3' -PrefixLength 24 -DefaultGateway '192.168.102.1'
+            if (-not (Get-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.102.3' -ErrorAction SilentlyContinue)) {
+                New-NetIPAddress -InterfaceAlias 'Ethernet' -IPAddress '192.168.102.3' -PrefixLength 24 -DefaultGateway '192.168.102.1'
+            }
             Set-DnsClientServerAddress -InterfaceAlias 'Ethernet' -ServerAddresses '10.20.0.1'
         }
     }
