@@ -18,6 +18,8 @@ constexpr uint16_t kEtherArp = 0x0806;
 constexpr uint16_t kEtherRarp = 0x8035;
 constexpr uint16_t kArpRequest = 1;
 constexpr uint16_t kRarpRequest = 3;
+constexpr int kRunningWaitMs = 2000;
+constexpr useconds_t kSpacingUs = 20000;
 
 void Put16(std::string& f, uint16_t v) {
   f.push_back(static_cast<char>(v >> 8));
@@ -61,10 +63,23 @@ Status Announce(const NetNs& ns, const std::string& ifname, const std::string& m
   const std::string what = "announce " + mac + " from '" + ifname + "'";
   if (!IsValidMac(mac)) return Status::Error(what + ": not a MAC address");
   const std::string frame = AnnouncementFrame(mac, address);
-  // The socket lives in the namespace it is made in; the interface is looked up there too.
+  // A link just made is up before its queue is: until the kernel's link watch activates it
+  // (IFF_RUNNING), frames sent are dropped. Wait for that, briefly.
+  auto nl = Netlink::In(ns);
+  if (!nl) return nl.status().Prefixed(what);
+  unsigned index = 0;
+  for (int waited_ms = 0;; waited_ms += 5) {
+    auto link = nl->FindLink(ifname);
+    if (!link) return link.status().Prefixed(what);
+    if (!*link) return Status::Error(what + ": no such interface");
+    index = static_cast<unsigned>((*link)->index);
+    if ((*link)->running) break;
+    if (!(*link)->up) return Status::Error(what + ": the link is down");
+    if (waited_ms >= kRunningWaitMs) return Status::Error(what + ": the link does not come up (no carrier)");
+    ::usleep(5000);
+  }
+  // The socket lives in the namespace it is made in.
   return WithNetNs(ns, [&]() -> Status {
-    unsigned index = ::if_nametoindex(ifname.c_str());
-    if (index == 0) return Status::Error(what + ": no such interface");
     int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
     if (fd < 0) return Status::Error(what + ": packet socket: " + std::strerror(errno));
     sockaddr_ll to{};
@@ -73,9 +88,12 @@ Status Announce(const NetNs& ns, const std::string& ifname, const std::string& m
     to.sll_halen = 6;
     std::memset(to.sll_addr, 0xff, 6);
     Status st = Status::Ok();
-    for (int i = 0; i < count && st.ok(); ++i)
+    // Several, a little apart, as a migrated VM's announcements go: one lost frame loses nothing.
+    for (int i = 0; i < count && st.ok(); ++i) {
+      if (i > 0) ::usleep(kSpacingUs);
       if (::sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
         st = Status::Error(what + ": " + std::strerror(errno));
+    }
     ::close(fd);
     return st;
   });

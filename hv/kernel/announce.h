@@ -20,9 +20,9 @@ namespace lab::hv::kernel {
 /// The Ethernet frame, broadcast, as it goes on the wire.
 std::string AnnouncementFrame(const std::string& mac, const std::optional<Ipv4>& address);
 
-/// Sends AnnouncementFrame `count` times from interface `ifname` inside `ns`. The interface must
-/// be up; `mac` is its own MAC.
+/// Sends AnnouncementFrame `count` times, 20 ms apart, from interface `ifname` inside `ns`, once
+/// the interface runs (a link just made: up to 2 s). The interface must be up; `mac` is its own.
 Status Announce(const NetNs& ns, const std::string& ifname, const std::string& mac,
-                const std::optional<Ipv4>& address, int count = 2);
+                const std::optional<Ipv4>& address, int count = 3);
 
 }  // namespace lab::hv::kernel

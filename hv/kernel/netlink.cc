@@ -191,6 +191,7 @@ LinkInfo ParseLink(nlmsghdr* nlh) {
   info.index = ifi->ifi_index;
   info.up = (ifi->ifi_flags & IFF_UP) != 0;
   info.carrier = (ifi->ifi_flags & IFF_LOWER_UP) != 0;
+  info.running = (ifi->ifi_flags & IFF_RUNNING) != 0;
   nlattr* tb[IFLA_MAX + 1] = {};
   if (nlmsg_parse(nlh, sizeof(ifinfomsg), tb, IFLA_MAX, nullptr) < 0) return info;
   if (tb[IFLA_IFNAME]) info.name = nla_get_string(tb[IFLA_IFNAME]);
@@ -678,14 +679,17 @@ Status Netlink::SetDefaultRoute(Ipv4 gateway) {
 }
 
 Status Netlink::DeleteDefaultRoute() {
-  RoutePtr route(rtnl_route_alloc());
-  NlAddrPtr dst = Ipv4Addr(Ipv4{0}, 0);
-  if (!route || !dst) return Status::Error("delete the default route: out of memory");
-  rtnl_route_set_family(route.get(), AF_INET);
-  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
-  rtnl_route_set_scope(route.get(), RT_SCOPE_NOWHERE);  // any scope
-  int err = rtnl_route_set_dst(route.get(), dst.get());
-  if (err >= 0) err = rtnl_route_delete(sock_, route.get(), 0);
+  // A raw request: libnl fills in a protocol the kernel would then match, and any default route
+  // is meant here, whoever made it (protocol 0 and scope "nowhere" match every one).
+  MsgPtr msg(nlmsg_alloc_simple(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK));
+  if (!msg) return Status::Error("delete the default route: out of memory");
+  rtmsg rtm = {};
+  rtm.rtm_family = AF_INET;
+  rtm.rtm_table = RT_TABLE_MAIN;
+  rtm.rtm_scope = RT_SCOPE_NOWHERE;
+  if (nlmsg_append(msg.get(), &rtm, sizeof rtm, NLMSG_ALIGNTO) < 0 || nla_put_u32(msg.get(), RTA_TABLE, RT_TABLE_MAIN) < 0)
+    return Status::Error("delete the default route: message too big");
+  int err = ExchangeAcked(sock_, msg.get(), [](nlmsghdr*) {});
   if (err == -NLE_OBJ_NOTFOUND || IsNotFound(err)) return Status::Ok();
   if (err < 0) return Status::Error("delete the default route: " + ErrorText(err));
   return Status::Ok();

@@ -55,6 +55,7 @@ struct LinkInfo {
   int master = 0;          // ifindex of the bridge it is a port of, 0 for none
   bool up = false;         // IFF_UP: administratively up
   bool carrier = false;    // IFF_LOWER_UP: up with carrier (a veth: its peer is up too)
+  bool running = false;    // IFF_RUNNING: operationally up, its queue active (frames leave)
   std::string mac;         // lower case aa:bb:cc:dd:ee:ff
   uint64_t rx_packets = 0; // the link's counters (IFLA_STATS64)
   uint64_t tx_packets = 0;
