@@ -1,6 +1,8 @@
 #include "hv/linux_observe.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -123,13 +125,21 @@ class Findings {
   std::map<std::string, Found> found_;
 };
 
-/// A machine's own file read through its init's root, never following a symlink at its end
-/// (lab writes a regular file: a link there is not lab's). nullopt when unreadable.
-std::optional<std::string> ReadMachineFile(int init_pid, const std::string& path, std::string* why) {
-  const std::string at = "/proc/" + std::to_string(init_pid) + "/root" + path;
-  int fd = ::open(at.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+/// A machine's own file read through its init's root, every symlink resolved inside that root
+/// (openat2 RESOLVE_IN_ROOT): /etc/resolv.conf links into the partition's /run (README), and a
+/// link a user made must not lead to the host's file. nullopt when unreadable; `missing` tells.
+std::optional<std::string> ReadMachineFile(int init_pid, const std::string& path, bool* missing) {
+  *missing = false;
+  int root = ::open(("/proc/" + std::to_string(init_pid) + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return std::nullopt;
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how));
+  int err = errno;
+  ::close(root);
   if (fd < 0) {
-    *why = errno == ELOOP ? "is a symlink, not the file lab wrote" : errno == ENOENT ? "is missing" : "";
+    *missing = err == ENOENT;
     return std::nullopt;
   }
   std::string out;
@@ -265,12 +275,12 @@ Drift ObserveNetworking(const ObserveRequest& r, const LinuxPlaces& places, cons
     if (!machines.count(d.spec.machine)) continue;
     int pid = init_pids[d.spec.machine];
     if (pid <= 0) continue;
-    std::string why;
-    auto text = ReadMachineFile(pid, "/etc/resolv.conf", &why);
+    bool missing = false;
+    auto text = ReadMachineFile(pid, "/etc/resolv.conf", &missing);
     if (r.seen) r.seen->dns_servers[d.spec.machine] = text ? Nameservers(*text) : std::vector<Ipv4>{};
     const std::string called = "/etc/resolv.conf of '" + d.spec.machine + "'";
     if (!text) {
-      if (!why.empty()) found.Repair(d.key, called + " " + why);
+      if (missing) found.Repair(d.key, called + " is missing");
       continue;  // unreadable for another reason: not judged
     }
     if (*text == ResolvConf(d.spec.servers)) continue;

@@ -369,10 +369,6 @@ Status WriteFileInPartition(const std::string& run_dir, const std::string& path,
       [&]() -> Result<std::string> {
         std::string parent = path.substr(0, path.rfind('/'));
         if (!parent.empty()) LAB_RETURN_IF_ERROR(MakeDirs(parent));
-        // Replace rather than write through: a symlink put here (resolv.conf) is not ours.
-        struct stat st;
-        if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && ::unlink(path.c_str()) != 0)
-          return ErrnoStatus("unlink " + path);
         LAB_RETURN_IF_ERROR(WriteWholeFile(path, content, 0644));
         return std::string();
       },
