@@ -152,13 +152,16 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
 
 std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
   nlohmann::json actions = nlohmann::json::array();
-  for (const auto& a : plan.actions)
-    actions.push_back({{"action", engine::ToString(a.type)},
+  for (const auto& a : plan.actions) {
+    nlohmann::json row{{"action", engine::ToString(a.type)},
                        {"symbol", engine::Symbol(a.type)},
                        {"key", a.resource.key},
                        {"kind", engine::ToString(a.resource.kind)},
                        {"display", a.resource.display},
-                       {"reason", a.reason}});
+                       {"reason", a.reason}};
+    if (a.repair) row["repair"] = true;  // drift put back in place
+    actions.push_back(std::move(row));
+  }
   return nlohmann::json{{"lab", lab},
                         {"actions", actions},
                         {"add", plan.add},
@@ -180,7 +183,7 @@ engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
   o.on_step = [out](const engine::StepEvent& ev) {
     if (out.quiet && ev.status.ok() && !ev.skipped) return;
     const auto& a = *ev.action;
-    std::string verb = ev.teardown ? "removed" : (a.type == engine::ActionType::kUpdate ? "updated" : "made");
+    std::string verb = ev.teardown ? "removed" : (a.type == engine::ActionType::kUpdate ? (a.repair ? "repaired" : "updated") : "made");
     std::string line;
     if (ev.skipped) {
       line = "  " + out.Yellow("skipped") + " " + a.resource.display + " (something it needs failed)";

@@ -39,13 +39,24 @@ void AddStatus(CLI::App& app, Globals& g) {
     }
     if (json) {
       nlohmann::json machines = nlohmann::json::array();
-      for (const auto& m : st->machines)
-        machines.push_back({{"name", m.name},
-                            {"kind", m.kind},
-                            {"parent", m.parent},
-                            {"state", m.state},
-                            {"pid", m.pid},
-                            {"addresses", m.addresses}});
+      for (const auto& m : st->machines) {
+        nlohmann::json interfaces = nlohmann::json::array();
+        for (const auto& i : m.interfaces) {
+          nlohmann::json row{{"name", i.name}, {"key", i.key}, {"recorded", i.recorded}, {"observed", i.observed}};
+          if (i.observed) {
+            row["up"] = i.up;
+            row["addresses"] = i.addresses;
+            row["differs"] = i.differs;
+          }
+          interfaces.push_back(row);
+        }
+        nlohmann::json row{{"name", m.name},     {"kind", m.kind},           {"parent", m.parent},
+                           {"state", m.state},   {"pid", m.pid},             {"addresses", m.addresses},
+                           {"interfaces", interfaces}, {"gateways", m.gateways}, {"dns", m.dns}};
+        if (m.state == "running" && m.kind != "network") row["default_routes"] = m.default_routes;
+        if (m.dns_found) row["dns_found"] = *m.dns_found;
+        machines.push_back(row);
+      }
       nlohmann::json teams = nlohmann::json::array();
       for (const auto& t : st->teams) {
         nlohmann::json members = nlohmann::json::array();
@@ -68,8 +79,11 @@ void AddStatus(CLI::App& app, Globals& g) {
       std::printf("%-16s %-8s %-12s %-8s %s\n", "MACHINE", "KIND", "PARENT", "STATE", "ADDRESSES");
       for (const auto& m : st->machines) {
         std::string state = m.state == "running" ? out.Green(m.state) : out.Red(m.state);
+        // As found; what differs from the records says so in parentheses, in yellow.
+        std::vector<std::string> addresses;
+        for (const auto& a : m.addresses) addresses.push_back(a.find(" (") != std::string::npos ? out.Yellow(a) : a);
         std::printf("%-16s %-8s %-12s %-8s %s\n", m.name.c_str(), m.kind.c_str(),
-                    m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(m.addresses, ", ").c_str());
+                    m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(addresses, ", ").c_str());
       }
       for (const auto& t : st->teams)
         std::printf("SET switch '%s' on %s: %s\n", t.switch_name.c_str(), t.owner.c_str(),

@@ -32,7 +32,7 @@ hv::ObserveRequest ObserveRequestFor(const state::Snapshot& snap) {
 }
 
 Observed ObserveDrift(hv::Hypervisor& hv, const state::Snapshot& snap,
-                      const std::vector<state::JournalEntry>& interrupted) {
+                      const std::vector<state::JournalEntry>& interrupted, hv::Seen* seen) {
   Observed found;
   for (const auto& [key, rec] : snap.resources)
     if (IsPending(rec.facts)) found.insert(key, "interrupted while being made");
@@ -41,7 +41,9 @@ Observed ObserveDrift(hv::Hypervisor& hv, const state::Snapshot& snap,
     std::string done = e.action == "delete" ? "removed" : e.action == "update" ? "updated" : "made";
     found.insert(e.key, "interrupted while being " + done);
   }
-  for (const auto& [key, what] : hv.Observe(ObserveRequestFor(snap))) found.insert(key, what);
+  hv::ObserveRequest req = ObserveRequestFor(snap);
+  req.seen = seen;
+  for (const auto& [key, f] : hv.Observe(req)) found.insert(key, f.what, f.in_place);
   return found;
 }
 

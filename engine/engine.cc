@@ -214,7 +214,8 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   st.resources = snap->resources.size();
   auto resources = RecordedResources(*snap);
   std::map<std::string, MachineStatus*> by_name;
-  Observed found = Observe(*hv, *snap);
+  hv::Seen seen;
+  Observed found = ObserveDrift(*hv, *snap, {}, &seen);
   for (const auto& r : resources) {
     const std::string& facts = snap->resources.at(r.key).facts;
     std::string what = found.count(r.key) ? found.what(r.key) : "";
@@ -258,18 +259,58 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       if (auto it = by_name.find(k + name); it != by_name.end()) return it->second;
     return nullptr;
   };
+  // Addresses as found where the machine was looked into, marked where they differ from the
+  // records; as recorded where it was not (off).
+  auto ips = [](const std::vector<Cidr>& list) {
+    std::vector<std::string> out;
+    for (const auto& c : list) out.push_back(c.ToString());
+    return out;
+  };
   for (const auto& r : resources) {
+    if (r.kind != Kind::kNic && r.kind != Kind::kAdapter && r.kind != Kind::kSwitch) continue;
+    if (r.kind == Kind::kSwitch && !r.spec.value("management_port", false)) continue;
+    MachineStatus* m = machine(MachineOf(r));
+    if (!m) continue;
     auto ip = r.spec.value("ip", nlohmann::json());
-    if (!ip.is_string()) continue;
-    if (r.kind == Kind::kNic)
-      if (auto* m = machine(r.spec.value("machine", std::string())))
-        m->addresses.push_back(r.spec.value("name", std::string()) + " " + ip.get<std::string>());
-    if (r.kind == Kind::kAdapter)
-      if (auto* m = machine(r.spec.value("vm", std::string())))
-        m->addresses.push_back(r.spec.value("name", std::string()) + " " + ip.get<std::string>());
-    if (r.kind == Kind::kSwitch)
-      if (auto* m = machine(r.spec.value("owner", std::string())))
-        m->addresses.push_back("vEthernet (" + r.spec.value("name", std::string()) + ") " + ip.get<std::string>());
+    auto gw = r.spec.value("gateway", nlohmann::json());
+    InterfaceStatus i;
+    i.key = r.key;
+    i.name = r.kind == Kind::kSwitch ? "vEthernet (" + r.spec.value("name", std::string()) + ")"
+                                     : r.spec.value("name", std::string());
+    i.recorded = ip.is_string() ? ip.get<std::string>() : "";
+    if (ip.is_string() && gw.is_string() &&
+        std::find(m->gateways.begin(), m->gateways.end(), gw.get<std::string>()) == m->gateways.end())
+      m->gateways.push_back(gw.get<std::string>());
+    if (auto it = seen.interfaces.find(r.key); it != seen.interfaces.end()) {
+      i.observed = true;
+      i.up = it->second.up;
+      i.addresses = ips(it->second.addresses);
+      bool has = i.recorded.empty() || std::find(i.addresses.begin(), i.addresses.end(), i.recorded) != i.addresses.end();
+      i.differs = !i.up || !has;
+      std::string line = i.name + " " + (i.addresses.empty() ? std::string("(no address)") : Join(i.addresses, ", "));
+      std::vector<std::string> marks;
+      if (!has) marks.push_back("recorded " + i.recorded);
+      if (!i.up) marks.push_back("link down");
+      if (!marks.empty()) line += " (" + Join(marks, ", ") + ")";
+      if (!i.addresses.empty() || !i.recorded.empty() || !marks.empty()) m->addresses.push_back(line);
+    } else if (!i.recorded.empty()) {
+      m->addresses.push_back(i.name + " " + i.recorded);
+    }
+    m->interfaces.push_back(std::move(i));
+  }
+  for (const auto& r : resources)
+    if (r.kind == Kind::kDns)
+      if (MachineStatus* m = machine(MachineOf(r)))
+        m->dns = r.spec.value("servers", std::vector<std::string>{});
+  for (auto& m : st.machines) {
+    auto show = [](const std::vector<Ipv4>& list) {
+      std::vector<std::string> out;
+      for (const auto& g : list) out.push_back(g.ToString());
+      return out;
+    };
+    if (auto it = seen.default_gateways.find(m.name); it != seen.default_gateways.end())
+      m.default_routes = show(it->second);
+    if (auto it = seen.dns_servers.find(m.name); it != seen.dns_servers.end()) m.dns_found = show(it->second);
   }
   return st;
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -39,12 +40,30 @@ struct ApplyResult {
   std::vector<std::string> swept;
 };
 
+/// One interface of a machine (a NIC, an adapter, a switch's vEthernet) as recorded and as found.
+struct InterfaceStatus {
+  std::string key;                  // its resource key
+  std::string name;                 // "Ethernet", "vEthernet (VmNAT)"
+  std::string recorded;             // the address the lab file gives it ("" for none)
+  bool observed = false;            // looked at (its machine runs)
+  bool up = false;                  // administratively up, as found
+  std::vector<std::string> addresses;  // as found
+  bool differs = false;             // down, or the recorded address not among those found
+};
+
 struct MachineStatus {
   std::string name;
   std::string kind;                 // host | vm | network
   std::string parent;
   std::string state;                // running | missing
-  std::vector<std::string> addresses;  // "Ethernet 10.10.0.10/24"
+  /// "Ethernet 10.10.0.10/24" as found where the machine runs (as recorded otherwise), marked
+  /// where it differs: "Ethernet 10.10.0.9/24 (recorded 10.10.0.10/24)", "... (link down)".
+  std::vector<std::string> addresses;
+  std::vector<InterfaceStatus> interfaces;
+  std::vector<std::string> gateways;           // the lab file's default gateways of the machine
+  std::vector<std::string> default_routes;     // gateways of its default routes, as found
+  std::vector<std::string> dns;                // the lab file's DNS servers of the machine
+  std::optional<std::vector<std::string>> dns_found;  // resolv.conf's nameservers, as found
   int pid = 0;
 };
 

@@ -166,8 +166,9 @@ class Runner {
                : RemoveResource(hv_, a.old, a.old_facts);
       erase = a.old.key;
     } else {
-      auto facts = a.type == ActionType::kUpdate ? UpdateResource(hv_, a.resource, a.old, a.old_facts)
-                                                 : ApplyResource(hv_, a.resource);
+      auto facts = a.type != ActionType::kUpdate ? ApplyResource(hv_, a.resource)
+                   : a.repair                     ? RepairResource(hv_, a.resource, a.old_facts)
+                                                  : UpdateResource(hv_, a.resource, a.old, a.old_facts);
       st = facts.status();
       if (facts) put = Record(a.resource, *facts);
     }
@@ -251,6 +252,20 @@ Result<std::string> UpdateResource(hv::Hypervisor& hv, const Resource& r, const 
   // DNS settings are rewritten and a NAT table is flushed and refilled atomically: applying the
   // new spec is the update.
   return ApplyResource(hv, r);
+}
+
+Result<std::string> RepairResource(hv::Hypervisor& hv, const Resource& r, const std::string& facts) {
+  Status st;
+  switch (r.kind) {
+    case Kind::kNic: st = hv.RepairNic(As<hv::NicSpec>(r)); break;
+    case Kind::kAdapter: st = hv.RepairAdapter(As<hv::AdapterSpec>(r)); break;
+    case Kind::kSwitch: st = hv.RepairSwitch(As<hv::SwitchSpec>(r)); break;
+    // resolv.conf is written whole: setting the servers again is the repair.
+    case Kind::kDns: return hv.SetDns(As<hv::DnsSpec>(r));
+    default: return Status::Error(std::string("a ") + ToString(r.kind) + " cannot be repaired in place");
+  }
+  if (!st.ok()) return st;
+  return facts;
 }
 
 constexpr int kTeardownJobsPerJob = 4;

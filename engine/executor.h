@@ -65,6 +65,9 @@ Result<std::string> ApplyResource(hv::Hypervisor& hv, const Resource& r);
 Status RemoveResource(hv::Hypervisor& hv, const Resource& r, const std::string& facts);
 Result<std::string> UpdateResource(hv::Hypervisor& hv, const Resource& r, const Resource& old,
                                    const std::string& old_facts);
+/// The hv call that puts back in place what drifted on a made resource (Action::repair);
+/// returns its facts (`facts`, unchanged, where the repair makes nothing new).
+Result<std::string> RepairResource(hv::Hypervisor& hv, const Resource& r, const std::string& facts);
 /// The partitions (keys) whose destruction removes everything a resource made (its links, ports,
 /// filters, nft tables, files): when one plan deletes them all, the executor does not remove the
 /// resource on its own but records it as removed once they are gone. Empty for partitions and

@@ -1,6 +1,7 @@
 #include "engine/lifecycle.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "base/text.h"
@@ -29,6 +30,36 @@ model::Operation ModelOp(LifecycleOp op) {
     case LifecycleOp::kMove: return model::Operation::kLiveMigrate;
   }
   return model::Operation::kStop;
+}
+
+/// A VM that starts, or arrives on another host, says where it is, as Hyper-V does after a
+/// migration: each adapter of the VMs in `subtree` that runs is announced on its switch (and the
+/// switch it left, after a move, forgets its MAC). Reachable at once rather than when the
+/// bridges' entries age out (300 s). A failure is reported, not fatal: the VM is there.
+void Announce(Engine& engine, const LifecycleRequest& req, const std::set<std::string>& subtree,
+              const std::map<std::string, hv::BridgeAt>& left, LifecycleReport& report) {
+  auto rec = engine.Find(req.lab);
+  if (!rec) return;
+  auto snap = engine.store().Load(req.lab);
+  if (!snap) return;
+  auto hv = engine.MakeHypervisor(req.lab, rec->uid);
+  int announced = 0;
+  for (const auto& r : RecordedResources(*snap)) {
+    if (r.kind != Kind::kAdapter) continue;
+    auto a = r.spec.get<hv::AdapterSpec>();
+    if (!subtree.count(a.vm)) continue;
+    std::vector<hv::BridgeAt> flush{hv::BridgeAt{a.owner, a.switch_ifname}};
+    auto was = left.find(a.vm + "/" + a.name);
+    if (was != left.end() && (was->second.owner != a.owner || was->second.ifname != a.switch_ifname))
+      flush.push_back(was->second);
+    Status st = hv->AnnounceAdapter(a, flush);
+    if (st.ok()) ++announced;
+    else report.lines.push_back("warning: " + st.message());
+  }
+  if (req.op == LifecycleOp::kMove && announced > 0)
+    report.lines.push_back("VM '" + req.machine + "' announced on its new switch (gratuitous ARP from " +
+                           std::to_string(announced) + (announced == 1 ? " adapter" : " adapters") +
+                           "; stale forwarding entries flushed)");
 }
 
 model::State StateOf(hv::Hypervisor& hv, const Machine& m) {
@@ -73,6 +104,7 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
 
   LifecycleReport report;
   std::set<std::string> subtree;  // the machine and every VM inside it
+  std::map<std::string, hv::BridgeAt> left;  // "vm/adapter" -> its switch's bridge before this command
   {
     auto lock = engine.store().Lock(req.lab);
     if (!lock) return lock.status();
@@ -92,6 +124,12 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
     if (!target) return Status::Error("lab '" + req.lab + "' has no machine '" + req.machine + "'");
     if (target->spec.is_host)
       return Status::Error("'" + req.machine + "' is a host, a physical machine of the lab; lifecycle commands act on VMs");
+
+    for (const auto& r : RecordedResources(*snap))
+      if (r.kind == Kind::kAdapter) {
+        auto a = r.spec.get<hv::AdapterSpec>();
+        left[a.vm + "/" + a.name] = hv::BridgeAt{a.owner, a.switch_ifname};
+      }
 
     std::vector<const Machine*> inside;  // the target and its nested VMs, deepest first
     bool children_running = false;
@@ -212,6 +250,7 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
   if (!up) return up.status();
   report.applied = true;
   report.apply = std::move(*up);
+  if (report.apply.report.ok()) Announce(engine, req, subtree, left, report);
   return report;
 }
 

@@ -13,6 +13,11 @@
 // stopped on its host, started on the new one around its disk, its adapters re-plumbed onto
 // the destination's switches of the same names. An off VM only changes host and stays off; a
 // saved VM is refused (resume or stop it first: its frozen processes cannot change host).
+//
+// A VM that starts or arrives (start, restore, a running move) announces itself on its switch
+// as Hyper-V does after a migration (hv::Hypervisor::AnnounceAdapter: its MAC flushed from the
+// bridges of the switch it left and the one it is on, a gratuitous ARP from each adapter), so
+// the hosts that knew it reach it at once, not when the bridges forget its MAC (300 s).
 #pragma once
 
 #include <string>

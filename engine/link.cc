@@ -73,6 +73,18 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& req) {
   auto id = engine.store().BeginAction(req.lab, action, iface->key, "lab link " + req.machine + " " + req.ifname);
   if (!id) return id.status();
   Status st = hv->SetLink(spec, req.ifname, req.up);
+  // Plugged back in, the interface has its configuration again, as Windows keeps it across a
+  // cable pull: Linux dropped the routes through it when it went down (the default route).
+  if (st.ok() && req.up) st = iface->kind == Kind::kNic ? hv->RepairNic(iface->spec.get<hv::NicSpec>())
+                                                        : hv->RepairAdapter(iface->spec.get<hv::AdapterSpec>());
+  for (const auto& r : resources) {
+    if (!st.ok() || !req.up) break;
+    if (r.kind != Kind::kSwitch || MachineOf(r) != req.machine) continue;
+    auto sw = r.spec.get<hv::SwitchSpec>();
+    // A vEthernet over the NIC (external switch, management OS) holds the address and route.
+    if (sw.management_port && std::find(sw.uplinks.begin(), sw.uplinks.end(), req.ifname) != sw.uplinks.end())
+      st = hv->RepairSwitch(sw);
+  }
   // The SET switches teaming this interface move its ports to the members up, now.
   for (const auto& r : resources) {
     if (!st.ok()) break;

@@ -7,6 +7,12 @@
 // ports of a member that went down move to the members still up, and a member coming back gets
 // its share of the ports again (hv/team.h), within the command, not at some later observation. Nothing in the lab's
 // records changes (a link's state is not part of the lab file); the action is journaled.
+//
+// A link brought up gets back the configuration the cable pull took (Windows keeps an adapter's
+// addresses and routes across it; Linux drops the routes through a link set down): its address
+// and, with a gateway, the machine's default route, as `lab up` repairs drift (RepairNic,
+// RepairAdapter, RepairSwitch for a vEthernet over the NIC). A link left down is drift that
+// `lab status` reports and `lab up` sets up again.
 #pragma once
 
 #include <string>

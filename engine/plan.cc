@@ -29,6 +29,17 @@ bool UpdatableInPlace(const Resource& before, const Resource& after) {
   }
 }
 
+/// Kinds whose drifted settings the hypervisor puts back without remaking the object.
+bool RepairableInPlace(Kind k) {
+  return k == Kind::kNic || k == Kind::kAdapter || k == Kind::kSwitch || k == Kind::kDns;
+}
+
+/// What a repair in place does, as the plan says it.
+std::string RepairHow(Kind k) {
+  if (k == Kind::kDns) return "write resolv.conf again, in place (Set-DnsClientServerAddress)";
+  return "put back in place: link up, address and default route set again (nothing is remade)";
+}
+
 /// "ip 10.0.0.2/24 -> 10.0.0.3/24, gateway (none) -> 10.0.0.1" from two spec objects.
 std::string DescribeChange(const Resource& before, const Resource& after) {
   std::vector<std::string> parts;
@@ -211,6 +222,12 @@ Plan ComputePlan(std::vector<Resource> desired, const state::Snapshot& recorded,
         a.type = ActionType::kReplace;
         a.reason = "remade with " + std::string(remade_dep);
         remade.insert(r.key);
+      } else if (broken.count(r.key) && broken.in_place(r.key) && RepairableInPlace(r.kind) &&
+                 it->second.Hash() == r.Hash()) {
+        // The object is there with settings gone: put them back, keep it (and what uses it).
+        a.type = ActionType::kUpdate;
+        a.repair = true;
+        a.reason = "drift: " + broken.what(r.key) + ": " + RepairHow(r.kind);
       } else if (broken.count(r.key)) {
         a.type = ActionType::kReplace;
         std::string what = broken.what(r.key);

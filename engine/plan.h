@@ -34,6 +34,9 @@ struct Action {
   Resource old;                 // recorded (update/replace/delete)
   std::string old_facts;        // recorded facts (update/replace/delete)
   std::string reason;
+  /// An update that puts back in place what drifted (a link set down, an address, the default
+  /// route, resolv.conf): the object is kept, its settings are applied again (Repair*).
+  bool repair = false;
 };
 
 struct Plan {
@@ -59,11 +62,18 @@ class Observed {
   Observed(std::initializer_list<std::string> keys) {
     for (const auto& k : keys) found_[k];
   }
-  void insert(const std::string& key, const std::string& what = "") {
+  /// `in_place`: the object is there with only settings gone (hv::Finding::in_place); a key
+  /// also found broken otherwise is remade.
+  void insert(const std::string& key, const std::string& what = "", bool in_place = false) {
+    bool fresh = !found_.count(key);
     auto& w = found_[key];
     if (w.empty()) w = what;
+    if (in_place && fresh) in_place_.insert(key);
+    if (!in_place) in_place_.erase(key);
   }
   size_t count(const std::string& key) const { return found_.count(key); }
+  /// Found with only settings to put back: repaired in place, not remade.
+  bool in_place(const std::string& key) const { return in_place_.count(key) != 0; }
   bool empty() const { return found_.empty(); }
   /// What was found about `key` ("" when nothing is known beyond its being broken).
   std::string what(const std::string& key) const {
@@ -74,6 +84,7 @@ class Observed {
 
  private:
   std::map<std::string, std::string> found_;
+  std::set<std::string> in_place_;
 };
 
 struct PlanOptions {

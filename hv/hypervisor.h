@@ -52,9 +52,27 @@ struct Recorded {
   std::string facts;
 };
 
+/// What a driver found of one recorded interface (a host's NIC, a VM's adapter, a switch's
+/// vEthernet) inside its machine, for `lab status`.
+struct SeenInterface {
+  std::string machine;
+  std::string name;                     // as the lab file calls it ("vEthernet (VmNAT)" for a switch)
+  bool up = false;                      // administratively up
+  std::vector<Cidr> addresses;          // its IPv4 addresses as they are
+};
+
+/// What a driver found of the machines it looked into, beyond drift.
+struct Seen {
+  std::map<std::string, SeenInterface> interfaces;            // by the interface's key
+  std::map<std::string, std::vector<Ipv4>> default_gateways;  // machine -> its default routes' gateways
+  std::map<std::string, std::vector<Ipv4>> dns_servers;       // machine -> its resolv.conf's nameservers
+};
+
 /// Everything recorded of a lab, asked about at once so a driver can observe in bulk (one link
 /// and one address dump per namespace, one listing per nftables table).
 struct ObserveRequest {
+  /// Where to put what was found besides drift (addresses, links, routes, DNS), when wanted.
+  Seen* seen = nullptr;
   std::vector<Recorded<NetworkSpec>> networks;
   std::vector<Recorded<PartitionSpec>> partitions;
   std::vector<Recorded<NicSpec>> nics;
@@ -65,10 +83,27 @@ struct ObserveRequest {
   std::vector<Recorded<StandInSpec>> standins;
 };
 
+/// One drifted object: what was found instead of the record, and whether the object itself is
+/// there with only its settings gone (a link set down, an address or the default route deleted,
+/// resolv.conf rewritten), which Repair* puts back in place, or must be made again.
+struct Finding {
+  std::string what;
+  bool in_place = false;
+  Finding() = default;
+  Finding(std::string w, bool repair_in_place = false) : what(std::move(w)), in_place(repair_in_place) {}
+  Finding(const char* w) : what(w) {}
+};
+
 /// Drift: key -> what was found instead of the record ("not running", "veth 'Ethernet' of VM
 /// 'nested1' is missing", "address of ... is 10.0.0.9/24, not 192.168.100.2/24"). Keys not in
 /// it were found as recorded (or are not observed by the driver).
-using Drift = std::map<std::string, std::string>;
+using Drift = std::map<std::string, Finding>;
+
+/// A switch's bridge, where forwarding entries are flushed (AnnounceAdapter).
+struct BridgeAt {
+  std::string owner;                    // the machine holding it
+  std::string ifname;
+};
 
 class Hypervisor {
  public:
@@ -142,6 +177,31 @@ class Hypervisor {
   virtual Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& facts) {
     (void)s, (void)facts;
     return Status::Error("this hypervisor cannot change a connected adapter");
+  }
+
+  /// Puts back in place what a fault took from a made NIC, adapter or switch's vEthernet (found
+  /// with Finding::in_place): its link (and its switch port's) up, its address, and, with a
+  /// gateway, the machine's default route through it. Remakes nothing; idempotent.
+  virtual Status RepairNic(const NicSpec& s) {
+    (void)s;
+    return Status::Error("this hypervisor cannot repair a NIC in place");
+  }
+  virtual Status RepairAdapter(const AdapterSpec& s) {
+    (void)s;
+    return Status::Error("this hypervisor cannot repair an adapter in place");
+  }
+  virtual Status RepairSwitch(const SwitchSpec& s) {
+    (void)s;
+    return Status::Error("this hypervisor cannot repair a switch in place");
+  }
+
+  /// After Move-VM, as Hyper-V does: drops the forwarding entries for the connected adapter's
+  /// MAC from `flush` (its switch's bridge and the one it left), then announces the MAC from
+  /// inside the VM (a gratuitous ARP for its address, a RARP without one), so the switches on
+  /// the way learn where it is now. A VM not running has nothing to announce (Ok).
+  virtual Status AnnounceAdapter(const AdapterSpec& s, const std::vector<BridgeAt>& flush) {
+    (void)s, (void)flush;
+    return Status::Error("this hypervisor cannot announce an adapter");
   }
 
   /// Fault injection (`lab link`): sets interface `ifname` of `machine` (a host's NIC, a VM's

@@ -23,6 +23,7 @@
 
 #include "base/text.h"
 #include "hv/hypervisor.h"
+#include "hv/kernel/announce.h"
 #include "hv/kernel/lifecycle.h"
 #include "hv/kernel/bridge_filter.h"
 #include "hv/kernel/netlink.h"
@@ -51,12 +52,6 @@ json ParseFacts(const std::string& facts) {
   return j.is_discarded() ? json::object() : j;
 }
 
-std::string ResolvConf(const std::vector<Ipv4>& servers) {
-  std::string s = "# written by lab: this machine's DNS client settings\n";
-  for (auto ip : servers) s += "nameserver " + ip.ToString() + "\n";
-  if (servers.empty()) s += "# no DNS servers configured\n";
-  return s;
-}
 
 class LinuxHypervisor final : public Hypervisor {
  public:
@@ -243,6 +238,51 @@ class LinuxHypervisor final : public Hypervisor {
     if (s.type == "private") LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
     if (IsTeam(s)) LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
     return DeleteLinkIn(MachineRun(s.owner), s.ifname).Prefixed(what);
+  }
+
+  // --- repairs in place (what Observe found with Finding::in_place) ---------------------
+  Status RepairNic(const NicSpec& s) override {
+    Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
+      LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
+      return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+    });
+    if (st.ok()) st = InNs(NetworkRun(s.network), [&](Netlink& nl) { return nl.SetUp(s.port); });
+    return st.Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'");
+  }
+
+  Status RepairAdapter(const AdapterSpec& s) override {
+    Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
+      LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
+      return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+    });
+    if (st.ok()) st = InNs(MachineRun(s.owner), [&](Netlink& nl) { return nl.SetUp(s.port); });
+    return st.Prefixed("adapter '" + s.name + "' of VM '" + s.vm + "'");
+  }
+
+  Status RepairSwitch(const SwitchSpec& s) override {
+    return InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+             LAB_RETURN_IF_ERROR(nl.SetUp(s.ifname));
+             if (s.management_port) return ConfigureAddress(nl, s.ifname, s.ip, s.gateway);
+             return Status::Ok();
+           })
+        .Prefixed("switch '" + s.name + "' on '" + s.owner + "'");
+  }
+
+  // --- after Move-VM --------------------------------------------------------------------
+  Status AnnounceAdapter(const AdapterSpec& s, const std::vector<BridgeAt>& flush) override {
+    const std::string what = "announce adapter '" + s.name + "' of VM '" + s.vm + "'";
+    if (!fs::exists(kernel::NsPath(MachineRun(s.vm), "net"))) return Status::Ok();  // not running
+    for (const auto& b : flush) {
+      if (!fs::exists(kernel::NsPath(MachineRun(b.owner), "net"))) continue;  // gone with its owner
+      LAB_RETURN_IF_ERROR(InNs(MachineRun(b.owner), [&](Netlink& nl) -> Status {
+                            return nl.FlushFdb(b.ifname, s.mac).status();
+                          }).Prefixed(what));
+    }
+    auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.vm), "net"));
+    if (!ns) return ns.status().Prefixed(what);
+    std::optional<Ipv4> address;
+    if (s.ip) address = s.ip->addr;
+    return kernel::Announce(*ns, s.name, s.mac, address).Prefixed(what);
   }
 
   // --- SET teams and links (hv/kernel/team.h) -------------------------------------------

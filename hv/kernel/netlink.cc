@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <netlink/addr.h>
 #include <netlink/attr.h>
@@ -190,6 +191,7 @@ LinkInfo ParseLink(nlmsghdr* nlh) {
   info.index = ifi->ifi_index;
   info.up = (ifi->ifi_flags & IFF_UP) != 0;
   info.carrier = (ifi->ifi_flags & IFF_LOWER_UP) != 0;
+  info.running = (ifi->ifi_flags & IFF_RUNNING) != 0;
   nlattr* tb[IFLA_MAX + 1] = {};
   if (nlmsg_parse(nlh, sizeof(ifinfomsg), tb, IFLA_MAX, nullptr) < 0) return info;
   if (tb[IFLA_IFNAME]) info.name = nla_get_string(tb[IFLA_IFNAME]);
@@ -282,7 +284,8 @@ int ExchangeAcked(nl_sock* sock, nl_msg* msg, const std::function<void(nlmsghdr*
   return 0;
 }
 
-// Dumps RTM_GETLINK (all families) or RTM_GETADDR (IPv4), asking again when a concurrent
+// Dumps RTM_GETLINK (all families), RTM_GETADDR or RTM_GETROUTE (IPv4) or RTM_GETNEIGH (the
+// bridges' forwarding databases), asking again when a concurrent
 // change interrupted the dump; `reset` forgets what a previous attempt collected.
 int Dump(nl_sock* sock, int type, const std::function<void(nlmsghdr*)>& on_message,
          const std::function<void()>& reset) {
@@ -295,6 +298,14 @@ int Dump(nl_sock* sock, int type, const std::function<void(nlmsghdr*)>& on_messa
       ifinfomsg ifi = {};
       ifi.ifi_family = AF_UNSPEC;
       if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0) return -NLE_NOMEM;
+    } else if (type == RTM_GETROUTE) {
+      rtmsg rtm = {};
+      rtm.rtm_family = AF_INET;
+      if (nlmsg_append(msg.get(), &rtm, sizeof rtm, NLMSG_ALIGNTO) < 0) return -NLE_NOMEM;
+    } else if (type == RTM_GETNEIGH) {
+      ndmsg ndm = {};
+      ndm.ndm_family = AF_BRIDGE;
+      if (nlmsg_append(msg.get(), &ndm, sizeof ndm, NLMSG_ALIGNTO) < 0) return -NLE_NOMEM;
     } else {
       ifaddrmsg ifa = {};
       ifa.ifa_family = AF_INET;
@@ -667,6 +678,23 @@ Status Netlink::SetDefaultRoute(Ipv4 gateway) {
   return Status::Ok();
 }
 
+Status Netlink::DeleteDefaultRoute() {
+  // A raw request: libnl fills in a protocol the kernel would then match, and any default route
+  // is meant here, whoever made it (protocol 0 and scope "nowhere" match every one).
+  MsgPtr msg(nlmsg_alloc_simple(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK));
+  if (!msg) return Status::Error("delete the default route: out of memory");
+  rtmsg rtm = {};
+  rtm.rtm_family = AF_INET;
+  rtm.rtm_table = RT_TABLE_MAIN;
+  rtm.rtm_scope = RT_SCOPE_NOWHERE;
+  if (nlmsg_append(msg.get(), &rtm, sizeof rtm, NLMSG_ALIGNTO) < 0 || nla_put_u32(msg.get(), RTA_TABLE, RT_TABLE_MAIN) < 0)
+    return Status::Error("delete the default route: message too big");
+  int err = ExchangeAcked(sock_, msg.get(), [](nlmsghdr*) {});
+  if (err == -NLE_OBJ_NOTFOUND || IsNotFound(err)) return Status::Ok();
+  if (err < 0) return Status::Error("delete the default route: " + ErrorText(err));
+  return Status::Ok();
+}
+
 Status Netlink::DeleteLink(const std::string& name) {
   auto link = FindLink(name);
   if (!link.ok()) return link.status();
@@ -733,6 +761,87 @@ Result<std::vector<AddrInfo>> Netlink::Addresses() {
       [&] { addrs.clear(); });
   if (err < 0) return Status::Error(std::string("list addresses: ") + ErrorText(err));
   return addrs;
+}
+
+Result<std::vector<RouteInfo>> Netlink::DefaultRoutes() {
+  std::vector<RouteInfo> routes;
+  int err = Dump(
+      sock_, RTM_GETROUTE,
+      [&](nlmsghdr* nlh) {
+        if (nlh->nlmsg_type != RTM_NEWROUTE) return;
+        auto* rtm = static_cast<rtmsg*>(nlmsg_data(nlh));
+        if (rtm->rtm_family != AF_INET || rtm->rtm_dst_len != 0 || rtm->rtm_type != RTN_UNICAST) return;
+        nlattr* tb[RTA_MAX + 1] = {};
+        if (nlmsg_parse(nlh, sizeof(rtmsg), tb, RTA_MAX, nullptr) < 0) return;
+        uint32_t table = tb[RTA_TABLE] ? nla_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
+        if (table != RT_TABLE_MAIN) return;
+        RouteInfo r;
+        if (tb[RTA_GATEWAY] && nla_len(tb[RTA_GATEWAY]) == 4) {
+          uint32_t be;
+          std::memcpy(&be, nla_data(tb[RTA_GATEWAY]), sizeof be);
+          r.gateway = Ipv4{ntohl(be)};
+        }
+        if (tb[RTA_OIF]) r.oif = static_cast<int>(nla_get_u32(tb[RTA_OIF]));
+        routes.push_back(r);
+      },
+      [&] { routes.clear(); });
+  if (err < 0) return Status::Error(std::string("list routes: ") + ErrorText(err));
+  return routes;
+}
+
+Result<int> Netlink::FlushFdb(const std::string& bridge, const std::string& mac) {
+  const std::string what = "flush " + mac + " from the forwarding table of";
+  auto br = FindLink(bridge);
+  if (!br.ok()) return br.status();
+  if (!*br) return 0;
+  auto lladdr = ParseMac(mac);
+  if (!lladdr.ok()) return lladdr.status().Prefixed(what + " '" + bridge + "'");
+  struct Entry {
+    int port = 0;
+    uint16_t state = 0;
+    std::optional<uint16_t> vlan;
+  };
+  std::vector<Entry> stale;
+  const int bridge_index = (*br)->index;
+  int err = Dump(
+      sock_, RTM_GETNEIGH,
+      [&](nlmsghdr* nlh) {
+        if (nlh->nlmsg_type != RTM_NEWNEIGH) return;
+        auto* ndm = static_cast<ndmsg*>(nlmsg_data(nlh));
+        if (ndm->ndm_family != AF_BRIDGE || (ndm->ndm_state & NUD_PERMANENT)) return;
+        nlattr* tb[NDA_MAX + 1] = {};
+        if (nlmsg_parse(nlh, sizeof(ndmsg), tb, NDA_MAX, nullptr) < 0) return;
+        if (!tb[NDA_MASTER] || static_cast<int>(nla_get_u32(tb[NDA_MASTER])) != bridge_index) return;
+        if (!tb[NDA_LLADDR] || FormatMac(static_cast<const unsigned char*>(nla_data(tb[NDA_LLADDR])),
+                                         static_cast<size_t>(nla_len(tb[NDA_LLADDR]))) != mac)
+          return;
+        Entry e{ndm->ndm_ifindex, ndm->ndm_state, std::nullopt};
+        if (tb[NDA_VLAN]) e.vlan = nla_get_u16(tb[NDA_VLAN]);
+        stale.push_back(e);
+      },
+      [&] { stale.clear(); });
+  if (err < 0) return Status::Error(what + " '" + bridge + "': " + ErrorText(err));
+  int removed = 0;
+  for (const auto& e : stale) {
+    MsgPtr msg(nlmsg_alloc_simple(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK));
+    if (!msg) return Status::Error(what + " '" + bridge + "': out of memory");
+    ndmsg ndm = {};
+    ndm.ndm_family = AF_BRIDGE;
+    ndm.ndm_ifindex = e.port;
+    ndm.ndm_state = e.state;
+    ndm.ndm_flags = NTF_MASTER;
+    if (nlmsg_append(msg.get(), &ndm, sizeof ndm, NLMSG_ALIGNTO) < 0 ||
+        nla_put(msg.get(), NDA_LLADDR, static_cast<int>(nl_addr_get_len(lladdr->get())),
+                nl_addr_get_binary_addr(lladdr->get())) < 0 ||
+        (e.vlan && nla_put_u16(msg.get(), NDA_VLAN, *e.vlan) < 0))
+      return Status::Error(what + " '" + bridge + "': message too big");
+    err = ExchangeAcked(sock_, msg.get(), [](nlmsghdr*) {});
+    // Aged out or relearned meanwhile: gone is what was wanted.
+    if (err < 0 && err != -NLE_OBJ_NOTFOUND && !IsNotFound(err))
+      return Status::Error(what + " '" + bridge + "': " + ErrorText(err));
+    if (err >= 0) ++removed;
+  }
+  return removed;
 }
 
 Result<std::optional<LinkInfo>> Netlink::FindLink(const std::string& name) {

@@ -55,6 +55,7 @@ struct LinkInfo {
   int master = 0;          // ifindex of the bridge it is a port of, 0 for none
   bool up = false;         // IFF_UP: administratively up
   bool carrier = false;    // IFF_LOWER_UP: up with carrier (a veth: its peer is up too)
+  bool running = false;    // IFF_RUNNING: operationally up, its queue active (frames leave)
   std::string mac;         // lower case aa:bb:cc:dd:ee:ff
   uint64_t rx_packets = 0; // the link's counters (IFLA_STATS64)
   uint64_t tx_packets = 0;
@@ -63,6 +64,12 @@ struct LinkInfo {
 struct AddrInfo {
   int index = 0;           // ifindex
   Cidr address;
+};
+
+/// An IPv4 default route of the main table.
+struct RouteInfo {
+  Ipv4 gateway;            // 0.0.0.0 for a route without one (on-link)
+  int oif = 0;             // ifindex it leaves through, 0 when not said
 };
 
 /// Not for concurrent use: a Netlink keeps one sequence counter and one receive buffer, so
@@ -107,6 +114,8 @@ class Netlink {
   Status DeleteAddress(const std::string& name, const Cidr& address);
   /// Sets the default route via `gateway` (replaces an existing default route).
   Status SetDefaultRoute(Ipv4 gateway);
+  /// Deletes the IPv4 default route of the main table (none = ok).
+  Status DeleteDefaultRoute();
   /// Deletes a link by name (absent = ok).
   Status DeleteLink(const std::string& name);
   /// Moves link `name` into namespace `target`, renaming it to `new_name` when non-empty.
@@ -115,6 +124,12 @@ class Netlink {
   /// One dump of all links / IPv4 addresses of the namespace.
   Result<std::vector<LinkInfo>> Links();
   Result<std::vector<AddrInfo>> Addresses();
+  /// One dump of the IPv4 routes: the default routes of the main table.
+  Result<std::vector<RouteInfo>> DefaultRoutes();
+  /// Removes the learned forwarding entries for `mac` (lower case aa:bb:..) from bridge `bridge`,
+  /// on whatever port they point to (the bridge's own permanent entries stay). Returns how many
+  /// went; a bridge that is gone has none.
+  Result<int> FlushFdb(const std::string& bridge, const std::string& mac);
   /// The link named `name` (or having it as an altname); nullopt when absent.
   Result<std::optional<LinkInfo>> FindLink(const std::string& name);
 

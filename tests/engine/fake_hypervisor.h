@@ -50,10 +50,11 @@ class FakeHypervisor : public hv::Hypervisor {
     dead_.erase(name);
   }
 
-  /// Observe reports the recorded object `key` as found different: `what` (until ClearDrift).
-  void SetDrift(const std::string& key, const std::string& what) {
+  /// Observe reports the recorded object `key` as found different: `what` (until ClearDrift);
+  /// `in_place`: there with only its settings gone (hv::Finding).
+  void SetDrift(const std::string& key, const std::string& what, bool in_place = false) {
     std::lock_guard guard(mu_);
-    drift_[key] = what;
+    drift_[key] = hv::Finding(what, in_place);
   }
   void ClearDrift() {
     std::lock_guard guard(mu_);
@@ -171,6 +172,16 @@ class FakeHypervisor : public hv::Hypervisor {
     LAB_RETURN_IF_ERROR(Call("SetAdapter " + s.vm + "/" + s.name + " mac_address_spoofing=" +
                              (s.mac_address_spoofing ? "on" : "off")));
     return facts;
+  }
+
+  Status RepairNic(const hv::NicSpec& s) override { return Call("RepairNic " + s.machine + "/" + s.name); }
+  Status RepairAdapter(const hv::AdapterSpec& s) override { return Call("RepairAdapter " + s.vm + "/" + s.name); }
+  Status RepairSwitch(const hv::SwitchSpec& s) override { return Call("RepairSwitch " + s.owner + "/" + s.name); }
+  /// "AnnounceAdapter vm/adapter flush owner/bridge,owner/bridge".
+  Status AnnounceAdapter(const hv::AdapterSpec& s, const std::vector<hv::BridgeAt>& flush) override {
+    std::vector<std::string> at;
+    for (const auto& b : flush) at.push_back(b.owner + "/" + b.ifname);
+    return Call("AnnounceAdapter " + s.vm + "/" + s.name + " flush " + Join(at, ","));
   }
 
   /// Links are up until SetLink downs them; ReconcileTeam binds the ports as the Linux
@@ -301,6 +312,12 @@ class FakeHypervisor : public hv::Hypervisor {
       return f_.SetAdapter(s, x);
     }
     Status SetLink(const hv::PartitionSpec& m, const std::string& i, bool up) override { return f_.SetLink(m, i, up); }
+    Status RepairNic(const hv::NicSpec& s) override { return f_.RepairNic(s); }
+    Status RepairAdapter(const hv::AdapterSpec& s) override { return f_.RepairAdapter(s); }
+    Status RepairSwitch(const hv::SwitchSpec& s) override { return f_.RepairSwitch(s); }
+    Status AnnounceAdapter(const hv::AdapterSpec& s, const std::vector<hv::BridgeAt>& f) override {
+      return f_.AnnounceAdapter(s, f);
+    }
     Result<std::vector<hv::TeamMember>> ReconcileTeam(const hv::SwitchSpec& s,
                                                       const std::vector<hv::TeamPort>& p) override {
       return f_.ReconcileTeam(s, p);
@@ -371,7 +388,7 @@ class FakeHypervisor : public hv::Hypervisor {
   std::vector<std::string> calls_;
   std::map<std::string, std::string> failures_;
   std::set<std::string> dead_;
-  std::map<std::string, std::string> drift_;
+  std::map<std::string, hv::Finding> drift_;
   std::set<std::string> saved_;
   std::set<std::string> down_links_;           // "machine/ifname"
   std::map<std::string, std::vector<hv::TeamMember>> teams_;  // "owner/switch" -> last ReconcileTeam

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include "engine/engine.h"
@@ -72,6 +73,53 @@ TEST_CASE("Drift the hypervisor observes is shown by status and remade by up, wi
         std::vector<std::string>{"RemoveAdapter nested1/Ethernet", "ConnectAdapter nested1/Ethernet"});
   f.hv.ClearDrift();  // what the remake did in the kernel
   CHECK(f.engine->PlanUp(LoadLab("nested-nat"))->empty());
+}
+
+TEST_CASE("Drift with only settings gone is repaired in place by up: a change, nothing remade", "[engine]") {
+  Fixture f;
+  f.Up();
+  f.hv.SetDrift("adapter/nested1/Ethernet", "link of veth 'Ethernet' of VM 'nested1' is down", /*in_place=*/true);
+  f.hv.SetDrift("switch/middle/VmNAT", "address of 'VmNAT' is none, not 192.168.100.1/24", true);
+  f.hv.SetDrift("dns/nested2", "/etc/resolv.conf of 'nested2' names 8.8.8.8, not 10.10.0.1", true);
+  auto status = f.engine->Status("nested-nat");
+  REQUIRE(status);
+  CHECK(status->drift.size() == 3);
+
+  auto plan = f.engine->PlanUp(LoadLab("nested-nat"));
+  REQUIRE(plan);
+  // The switch keeps its VMs' adapters: nothing is remade with it.
+  CHECK(plan->Summary() == "Plan: 0 to add, 3 to change, 0 to destroy.");
+  const auto* a = Find(*plan, "adapter/nested1/Ethernet");
+  REQUIRE(a != nullptr);
+  CHECK(a->type == ActionType::kUpdate);
+  CHECK(a->repair);
+  CHECK(a->reason ==
+        "drift: link of veth 'Ethernet' of VM 'nested1' is down: put back in place: link up, address and default "
+        "route set again (nothing is remade)");
+  const auto* d = Find(*plan, "dns/nested2");
+  REQUIRE(d != nullptr);
+  CHECK(d->reason == "drift: /etc/resolv.conf of 'nested2' names 8.8.8.8, not 10.10.0.1: write resolv.conf again, "
+                     "in place (Set-DnsClientServerAddress)");
+
+  f.hv.ClearCalls();
+  f.Up();
+  auto calls = f.hv.Mutations();
+  std::sort(calls.begin(), calls.end());
+  CHECK(calls == std::vector<std::string>{"RepairAdapter nested1/Ethernet", "RepairSwitch middle/VmNAT", "SetDns nested2"});
+  f.hv.ClearDrift();
+  CHECK(f.engine->PlanUp(LoadLab("nested-nat"))->empty());
+}
+
+TEST_CASE("An object both missing a part and drifted in settings is remade, not repaired", "[engine]") {
+  lab::engine::Observed o;
+  o.insert("adapter/a/Ethernet", "link down", /*in_place=*/true);
+  CHECK(o.in_place("adapter/a/Ethernet"));
+  o.insert("adapter/a/Ethernet", "interrupted while being made");
+  CHECK_FALSE(o.in_place("adapter/a/Ethernet"));
+  CHECK(o.what("adapter/a/Ethernet") == "link down");
+  o.insert("nic/h/NIC1", "not running");
+  o.insert("nic/h/NIC1", "link down", true);  // a remake found first stays a remake
+  CHECK_FALSE(o.in_place("nic/h/NIC1"));
 }
 
 TEST_CASE("A run killed right after making an object leaves it pending; the next up remakes it", "[engine]") {

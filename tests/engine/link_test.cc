@@ -96,6 +96,24 @@ TEST_CASE("lab link downs a NIC, its SET switch moves the NIC's ports to the mem
   CHECK(plan->empty());
 }
 
+TEST_CASE("lab link up gives the interface back its address and default route, as Windows keeps them", "[engine]") {
+  Fixture f;
+  REQUIRE(f.Link("hv2", "Ethernet", false));
+  REQUIRE(f.Link("vm1", "Ethernet", false));
+  CHECK(f.hv.Mutations() == std::vector<std::string>{"SetLink hv2/Ethernet down", "SetLink vm1/Ethernet down"});
+  f.hv.ClearCalls();
+  REQUIRE(f.Link("hv2", "Ethernet", true));
+  REQUIRE(f.Link("vm1", "Ethernet", true));
+  CHECK(f.hv.Mutations() == std::vector<std::string>{"SetLink hv2/Ethernet up", "RepairNic hv2/Ethernet",
+                                                     "SetLink vm1/Ethernet up", "RepairAdapter vm1/Ethernet"});
+  // A SET member under a switch with a vEthernet: the vEthernet's address and route come back too.
+  REQUIRE(f.Link("hv1", "NIC1", false));
+  f.hv.ClearCalls();
+  REQUIRE(f.Link("hv1", "NIC1", true));
+  CHECK(f.hv.Mutations() == std::vector<std::string>{"SetLink hv1/NIC1 up", "RepairNic hv1/NIC1",
+                                                     "RepairSwitch hv1/SETswitch", "ReconcileTeam hv1/SETswitch"});
+}
+
 TEST_CASE("lab link refuses what the lab does not have, before changing anything", "[engine]") {
   Fixture f;
   auto no_nic = f.Link("hv1", "NIC3", false);

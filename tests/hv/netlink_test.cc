@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
 #include <netinet/ip.h>
 #include <netinet/ip_icmp.h>
 #include <poll.h>
@@ -21,6 +23,7 @@
 #include <thread>
 
 #include "base/text.h"
+#include "hv/kernel/announce.h"
 #include "tests/support.h"
 
 namespace lab::hv::kernel {
@@ -361,6 +364,114 @@ TEST_CASE("The default route is set and replaced in the namespace's main table",
   REQUIRE_FALSE(unreachable.ok());
   // The kernel's errno and its extended-ACK explanation, not libnl's "Unspecific failure".
   CHECK(unreachable.message().find("set default route via 10.98.0.1: Network is unreachable") == 0);
+}
+
+TEST_CASE("The default routes are dumped with their gateways, and the default route deleted", "[root][hv]") {
+  LAB_REQUIRE_ROOT("netlink route test");
+  NetNs a = ScratchNs();
+  Netlink nl = Connect(a);
+  auto none = nl.DefaultRoutes();
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+  REQUIRE(nl.CreateVeth("d0", nullptr, "d1", nullptr).ok());
+  REQUIRE(nl.AddAddress("d0", *Cidr::Parse("10.99.3.1/24")).ok());
+  REQUIRE(nl.SetUp("d0").ok());
+  REQUIRE(nl.SetUp("d1").ok());
+  REQUIRE(nl.SetDefaultRoute(*Ipv4::Parse("10.99.3.254")).ok());
+  auto one = nl.DefaultRoutes();
+  REQUIRE(one.ok());
+  REQUIRE(one->size() == 1);  // the connected route of 10.99.3.0/24 is not a default route
+  CHECK((*one)[0].gateway == *Ipv4::Parse("10.99.3.254"));
+  CHECK((*one)[0].oif == MustFind(nl, "d0").index);
+
+  // Linux drops the routes through a link set down; up again, the default route stays gone.
+  REQUIRE(nl.SetUp("d0", false).ok());
+  REQUIRE(nl.SetUp("d0").ok());
+  CHECK(nl.DefaultRoutes()->empty());
+  REQUIRE(nl.SetDefaultRoute(*Ipv4::Parse("10.99.3.254")).ok());
+  REQUIRE(nl.DeleteDefaultRoute().ok());
+  CHECK(nl.DefaultRoutes()->empty());
+  CHECK(nl.DeleteDefaultRoute().ok());  // none left: fine
+}
+
+TEST_CASE("A bridge forgets a MAC it learned on a port, and keeps its own entries", "[root][hv]") {
+  LAB_REQUIRE_ROOT("netlink bridge test");
+  NetNs a = ScratchNs();
+  NetNs b = ScratchNs();
+  Netlink in_a = Connect(a);
+  Netlink in_b = Connect(b);
+  REQUIRE(in_a.CreateBridge("fbr").ok());
+  REQUIRE(in_a.SetUp("fbr").ok());
+  const std::string mac = "02:11:22:33:44:55";
+  REQUIRE(in_a.CreateVeth("fport", nullptr, "fvm", &b, std::nullopt).ok());
+  REQUIRE(in_b.SetMac("fvm", mac).ok());
+  REQUIRE(in_a.AttachUp("fport", "fbr").ok());
+  REQUIRE(in_b.SetUp("fvm").ok());
+  // The VM speaks: the bridge learns its MAC on the port (once the port forwards).
+  int flushed = 0;
+  for (int i = 0; i < 100 && flushed == 0; ++i) {
+    REQUIRE(Announce(b, "fvm", mac, *Ipv4::Parse("10.99.4.2")).ok());
+    auto other = in_a.FlushFdb("fbr", "02:00:00:00:00:01");  // a MAC it never saw: nothing to do
+    REQUIRE(other.ok());
+    CHECK(*other == 0);
+    auto n = in_a.FlushFdb("fbr", mac);
+    REQUIRE(n.ok());
+    flushed = *n;
+    if (flushed == 0) ::usleep(10000);
+  }
+  CHECK(flushed == 1);
+  auto again = in_a.FlushFdb("fbr", mac);
+  REQUIRE(again.ok());
+  CHECK(*again == 0);  // already gone
+  auto gone = in_a.FlushFdb("nosuchbridge", mac);
+  REQUIRE(gone.ok());
+  CHECK(*gone == 0);
+  CHECK(MustFind(in_a, "fport").master == MustFind(in_a, "fbr").index);  // the port stays
+}
+
+TEST_CASE("A gratuitous ARP announces the sender's address from its MAC; without an address, a RARP", "[hv]") {
+  std::string f = AnnouncementFrame("02:aa:bb:cc:dd:01", *Ipv4::Parse("10.1.2.3"));
+  REQUIRE(f.size() == 60);  // padded to the Ethernet minimum
+  auto byte = [&](size_t i) { return static_cast<unsigned>(static_cast<unsigned char>(f[i])); };
+  for (size_t i = 0; i < 6; ++i) CHECK(byte(i) == 0xff);  // broadcast
+  CHECK(byte(6) == 0x02);
+  CHECK(byte(11) == 0x01);
+  CHECK((byte(12) << 8 | byte(13)) == 0x0806);  // ARP
+  CHECK((byte(20) << 8 | byte(21)) == 1);       // request
+  // Sender and target protocol addresses: both the machine's own.
+  CHECK(f.substr(28, 4) == std::string("\x0a\x01\x02\x03", 4));
+  CHECK(f.substr(38, 4) == std::string("\x0a\x01\x02\x03", 4));
+  CHECK(f.substr(22, 6) == f.substr(6, 6));
+
+  std::string r = AnnouncementFrame("02:aa:bb:cc:dd:01", std::nullopt);
+  CHECK((static_cast<unsigned char>(r[12]) << 8 | static_cast<unsigned char>(r[13])) == 0x8035);  // RARP
+  CHECK(static_cast<unsigned char>(r[21]) == 3);                                                   // request reverse
+  CHECK(r.substr(32, 6) == r.substr(6, 6));  // asks about its own MAC
+}
+
+TEST_CASE("An announcement leaves the machine's interface and reaches its peer", "[root][hv]") {
+  LAB_REQUIRE_ROOT("packet socket test");
+  NetNs a = ScratchNs();
+  NetNs b = ScratchNs();
+  Netlink in_a = Connect(a);
+  REQUIRE(in_a.CreateVeth("an0", nullptr, "an1", &b, std::string("02:aa:bb:cc:dd:02"), /*up=*/true).ok());
+  Netlink in_b = Connect(b);
+  REQUIRE(in_b.SetUp("an1").ok());
+  int fd = -1;
+  REQUIRE(WithNetNs(b, [&]() -> Status {
+            fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+            return fd < 0 ? ErrnoStatus("packet socket") : Status::Ok();
+          }).ok());
+  REQUIRE(Announce(a, "an0", "02:aa:bb:cc:dd:02", *Ipv4::Parse("10.99.5.1")).ok());
+  pollfd p = {fd, POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 2000) == 1);
+  unsigned char buf[1500];
+  ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  ::close(fd);
+  REQUIRE(n >= 42);
+  CHECK(std::string(reinterpret_cast<char*>(buf), 42) ==
+        AnnouncementFrame("02:aa:bb:cc:dd:02", *Ipv4::Parse("10.99.5.1")).substr(0, 42));
+  CHECK_FALSE(Announce(a, "nosuch", "02:aa:bb:cc:dd:02", std::nullopt).ok());
 }
 
 TEST_CASE("Deleting a missing link is success and deleting one veth end removes both", "[root][hv]") {
