@@ -268,7 +268,8 @@ nlohmann::json StatusJson(const Sandbox& sb, const std::string& lab) {
 /// machine -> state ("running", "off", "saved") from `lab status`.
 std::map<std::string, std::string> States(const Sandbox& sb, const std::string& lab) {
   std::map<std::string, std::string> out;
-  for (const auto& m : StatusJson(sb, lab)["machines"]) out[m.value("name", "")] = m.value("state", "");
+  const nlohmann::json status = StatusJson(sb, lab);
+  for (const auto& m : status["machines"]) out[m.value("name", "")] = m.value("state", "");
   return out;
 }
 
