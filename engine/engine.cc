@@ -224,6 +224,10 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   // What they left behind has been remade: they need no redoing any more.
   if (out.report.ok() && !interrupted.empty() && !only)
     LAB_RETURN_IF_ERROR(store_->SettleInterrupted(lab.name, interrupted.back().id));
+  // A VM the user stopped that has left the lab is forgotten: one of that name added later is new.
+  if (out.report.ok() && !only)
+    for (const auto& name : snap->stopped)
+      if (!lab.FindMachine(name)) LAB_RETURN_IF_ERROR(store_->SetStopped(lab.name, name, false));
   return out;
 }
 

@@ -191,6 +191,24 @@ TEST_CASE("A VM the user stopped stays off on lab up and when its parent starts 
   CHECK(f.engine->store().Load("nested-nat")->stopped.empty());
 }
 
+TEST_CASE("A stopped VM taken out of the lab file is forgotten: one of that name added again starts", "[engine]") {
+  Fixture f;
+  const std::string text = lab::testing::LabText("nested-nat");
+  f.Up(f.Write("nested-nat.yaml", text));
+  f.Ok(LifecycleOp::kStop, "nested2");
+  const std::string nested2 =
+      "          nested2:\n            memory: {startup: 512MiB}\n            adapters:\n"
+      "              - {switch: VmNAT, ip: 192.168.100.3/24, gateway: 192.168.100.1,\n"
+      "                 dns: [10.10.0.1]}\n";
+  auto without = lab::testing::ReplaceOnce(text, nested2, "");
+  without = lab::testing::ReplaceOnce(without, "  - {from: nested1, ping: 192.168.100.3}", "");
+  f.Up(f.Write("nested-nat.yaml", without));
+  CHECK(f.engine->store().Load("nested-nat")->stopped.empty());
+  f.hv.ClearCalls();
+  f.Up(f.Write("nested-nat.yaml", text));
+  CHECK(Has(f.hv.Calls(), "CreatePartition nested2"));
+}
+
 TEST_CASE("A checkpoint of a VM covers the VMs inside it, and restoring it puts them all back", "[engine]") {
   Fixture f;
   f.Up(f.Write("nested-nat.yaml", lab::testing::LabText("nested-nat")));
