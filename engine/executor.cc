@@ -152,7 +152,8 @@ class Runner {
     Status st;
     std::optional<state::ResourceRecord> put;
     std::string erase;
-    if (!options_.fail_key.empty() && options_.fail_key == a.resource.key) {
+    if (!options_.fail_key.empty() &&
+        (options_.fail_key == a.resource.key || (!teardown && options_.fail_key == "+" + a.resource.key))) {
       st = Status::Error("injected failure (LAB_INJECT_FAILURE)");
       if (makes) UndoPending(a);
       (void)store_.FailAction(*id, st.message());

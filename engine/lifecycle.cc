@@ -312,7 +312,9 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
         break;
       }
     }
-    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state == model::State::kOff) ||
+    // A start goes through the planner even when the VM runs: a start that stopped part way
+    // (a VM inside it not made) is continued by the same command.
+    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state != model::State::kSaved) ||
           move_running))
       return report;
     if (req.op == LifecycleOp::kRestore && snap->stopped.count(req.machine))
