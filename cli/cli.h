@@ -49,7 +49,8 @@ void PrintDiagnostics(const std::vector<schema::Diagnostic>& diagnostics);
 /// Loads and validates a lab file; prints every diagnostic (warnings too) to stderr; nullopt on
 /// an error.
 std::optional<schema::Lab> LoadLab(const std::string& path);
-/// FILE or LAB: a path to a lab file, or the name of a lab that is up (its recorded file).
+/// FILE or LAB: a path to a lab file, or the name of a lab that is up (the lab as its records
+/// hold it, with a warning on stderr when its file moved, changed or no longer parses).
 std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine& engine);
 /// The lab name of FILE or LAB without requiring the file to be valid.
 std::string LabName(const std::string& arg);

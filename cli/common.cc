@@ -107,12 +107,14 @@ bool LooksLikeFile(const std::string& arg) {
 
 std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine& engine) {
   if (LooksLikeFile(arg)) return LoadLab(arg);
-  auto rec = engine.Find(arg);
+  // A lab by name is the lab as its records hold it: its file may have moved since.
+  auto rec = engine.Recorded(arg);
   if (!rec) {
     std::cerr << "lab: " << rec.message() << "\n";
     return std::nullopt;
   }
-  return LoadLab(rec->file);
+  for (const auto& w : rec->warnings) std::cerr << "lab: warning: " << w << "\n";
+  return std::move(rec->lab);
 }
 
 std::string LabName(const std::string& arg) {

@@ -25,6 +25,8 @@ void AddOne(CLI::App& app, Globals& g, engine::LifecycleOp op, const char* help,
     Out out = MakeOut(g);
     auto t0 = std::chrono::steady_clock::now();
     auto r = engine::RunLifecycle(*engine, *req, StepPrinter(g, out));
+    if (r)
+      for (const auto& w : r->warnings) std::fprintf(stderr, "lab: warning: %s\n", w.c_str());
     if (!r) {
       std::fprintf(stderr, "lab: %s\n", r.message().c_str());
       return;

@@ -37,6 +37,7 @@ void AddStatus(CLI::App& app, Globals& g) {
       std::fprintf(stderr, "lab: %s\n", st.message().c_str());
       return;
     }
+    for (const auto& w : st->warnings) std::fprintf(stderr, "lab: warning: %s\n", w.c_str());
     if (json) {
       nlohmann::json machines = nlohmann::json::array();
       for (const auto& m : st->machines) {

@@ -13,7 +13,9 @@ void AddUp(CLI::App& app, Globals& g) {
   static std::string file;
   static bool check = false;
   static bool no_restart = false;
+  static bool force = false;
   cmd->add_option("FILE", file, "lab file")->required();
+  cmd->add_flag("--force", force, "apply this file to a lab that is up from another file of the same 'lab:' name");
   cmd->add_flag("--no-restart", no_restart, "refuse a plan that would stop and start a running VM");
   cmd->add_option("-j,--jobs", g.jobs, "actions run at once (default: cores)");
   cmd->add_flag("--check", check, "run the lab's checks after applying");
@@ -57,7 +59,7 @@ void AddUp(CLI::App& app, Globals& g) {
           PrintPlan(plan, out);
           std::fflush(stdout);  // seen before the work starts, on a pipe too (lab up | tee log)
         },
-        StepPrinter(g, out));
+        StepPrinter(g, out), nullptr, force);
     if (!result) {
       std::fprintf(stderr, "lab: %s\n", result.message().c_str());
       return;

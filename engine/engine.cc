@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <random>
 
 #include "base/text.h"
@@ -46,6 +47,85 @@ Observed Engine::Observe(hv::Hypervisor& hv, const state::Snapshot& snap,
   return ObserveDrift(hv, snap, interrupted);
 }
 
+namespace {
+
+/// `path` made absolute and normal, so the record names the file from any directory.
+std::string AbsolutePath(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
+
+/// Whether the recorded lab file `recorded` is `file` (absolute): the same path or the same file.
+bool SameFile(const std::string& recorded, const std::string& file) {
+  if (recorded == file) return true;
+  std::error_code ec;
+  return std::filesystem::equivalent(recorded, file, ec) && !ec;
+}
+
+/// Counts the plan's actions again after some were taken out.
+void Recount(Plan& plan) {
+  plan.add = plan.change = plan.destroy = 0;
+  for (const auto& a : plan.actions) {
+    if (a.type == ActionType::kCreate) ++plan.add;
+    if (a.type == ActionType::kUpdate) ++plan.change;
+    if (a.type == ActionType::kReplace) ++plan.add, ++plan.destroy;
+    if (a.type == ActionType::kDelete) ++plan.destroy;
+  }
+}
+
+/// Hyper-V's automatic start action: a VM the user stopped stays off when its parent starts
+/// again and on `lab up`, and so does everything inside it. Takes every action that would make
+/// or start something in such a VM out of the plan (removals stay: a VM gone from the file goes)
+/// and says so in a note per VM the user stopped.
+void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap) {
+  if (snap.stopped.empty()) return;
+  std::set<std::string> held;  // the stopped VMs and every VM inside them
+  for (const auto& m : lab.machines)
+    if (snap.stopped.count(m.name) || held.count(m.parent)) held.insert(m.name);
+  // The machine each resource lives in; a resource a shown plan would create has no spec, and
+  // is placed by what it depends on (its partition, or its switch).
+  std::map<std::string, std::string> machine_of;
+  for (const auto& r : RecordedResources(snap)) machine_of[r.key] = MachineOf(r);
+  for (const auto& a : plan.actions) {
+    const Resource& r = a.resource;
+    if (r.spec.is_object()) machine_of[r.key] = MachineOf(r);
+    else if (r.kind == Kind::kPartition) machine_of[r.key] = r.key.substr(r.key.find('/') + 1);
+    else if (!r.deps.empty() && machine_of.count(r.deps.front())) machine_of[r.key] = machine_of[r.deps.front()];
+  }
+  std::map<std::string, int> waiting;  // stopped VM -> its changes held with it
+  std::vector<Action> kept;
+  for (auto& a : plan.actions) {
+    auto it = machine_of.find(a.resource.key);
+    if (a.type == ActionType::kDelete || it == machine_of.end() || !held.count(it->second)) {
+      kept.push_back(std::move(a));
+      continue;
+    }
+    // Which stopped VM holds it: the outermost one on its way up.
+    const schema::Machine* m = lab.FindMachine(it->second);
+    std::string holder = it->second;
+    while (m) {
+      if (snap.stopped.count(m->name)) holder = m->name;
+      m = m->parent.empty() ? nullptr : lab.FindMachine(m->parent);
+    }
+    // Found off (and what lives in it) is what stopped means; a new or changed spec is a change
+    // that waits for the start.
+    const bool changed = a.type == ActionType::kCreate || a.old.Hash() != a.resource.Hash();
+    waiting[holder] += changed ? 1 : 0;
+  }
+  plan.actions = std::move(kept);
+  for (const auto& name : snap.stopped) {
+    if (!lab.FindMachine(name)) continue;
+    std::string note = "VM '" + name + "' is off (lab stop); lab start " + lab.name + " " + name + " to run it";
+    if (int n = waiting[name]) note += " (" + std::to_string(n) + " change" + (n == 1 ? "" : "s") + " wait for it)";
+    plan.notes.push_back(note);
+  }
+  Recount(plan);
+}
+
+}  // namespace
+
 Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv,
                      const std::vector<state::JournalEntry>& interrupted, bool shown_only) {
   // The file as `lab move` placed its VMs; the file itself (not a copy of it) when nothing moved.
@@ -57,7 +137,15 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   // Only recorded resources are compared by their specs; the others are created.
   NeedsSpec needs_spec;
   if (shown_only) needs_spec = [&snap](const std::string& key) { return snap.resources.count(key) != 0; };
+  // Only VMs whose settings change are asked whether they are saved (Save-VM).
+  options.saved = [&snap, &hv](const std::string& key) {
+    auto rec = snap.resources.find(key);
+    if (rec == snap.resources.end()) return false;
+    auto r = Resource::FromRecordJson(key, rec->second.spec);
+    return r && r->kind == Kind::kPartition && hv.PartitionSaved(r->spec.get<hv::PartitionSpec>(), rec->second.facts);
+  };
   Plan plan = ComputePlan(Desired(lab, uid, needs_spec), snap, Observe(hv, snap, interrupted), options);
+  HoldStopped(plan, lab, snap);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
   RuleReport rules = CheckRules(lab);
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
@@ -71,7 +159,12 @@ Result<Plan> Engine::PlanUp(const schema::Lab& lab) {
   if (!snap) return snap.status();
   std::string uid = snap->lab ? snap->lab->uid : NewUid();
   auto hv = MakeHypervisor(lab.name, uid);
-  return PlanFor(lab, uid, *snap, *hv, {}, /*shown_only=*/true);
+  Plan plan = PlanFor(lab, uid, *snap, *hv, {}, /*shown_only=*/true);
+  if (snap->lab && !snap->resources.empty() && std::filesystem::path(snap->lab->file).is_absolute() &&
+      !SameFile(snap->lab->file, AbsolutePath(lab.file)))
+    plan.notes.insert(plan.notes.begin(), "lab '" + lab.name + "' is up from another file, " + snap->lab->file +
+                                              "; lab up refuses this one unless --force");
+  return plan;
 }
 
 /// The part of a plan acting on resources that live in `machines`.
@@ -80,24 +173,36 @@ static Plan Restrict(const Plan& plan, const std::set<std::string>& machines) {
   out.notes = plan.notes;
   out.refusals = plan.refusals;
   for (const auto& a : plan.actions)
-    if (machines.count(MachineOf(a.resource))) {
-      out.actions.push_back(a);
-      if (a.type == ActionType::kCreate) ++out.add;
-      if (a.type == ActionType::kUpdate) ++out.change;
-      if (a.type == ActionType::kReplace) ++out.add, ++out.destroy;
-      if (a.type == ActionType::kDelete) ++out.destroy;
-    }
+    if (machines.count(MachineOf(a.resource))) out.actions.push_back(a);
+  Recount(out);
   return out;
 }
 
 Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(const Plan&)>& on_plan,
-                               const ExecOptions& exec, const std::set<std::string>* only) {
+                               const ExecOptions& exec, const std::set<std::string>* only, bool take_over) {
   auto lock = store_->Lock(lab.name);
   if (!lock) return lock.status();
   auto snap = store_->Load(lab.name);
   if (!snap) return snap.status();
   state::LabRecord rec = snap->lab.value_or(state::LabRecord{lab.name, NewUid(), "", 0, 0});
-  rec.file = lab.file;
+  const std::string file = AbsolutePath(lab.file);
+  // One lab, one file (containerlab refuses to deploy over a running lab): another file naming
+  // the same lab would remove what only that file has. A relative path recorded by an older
+  // version names no file for sure, so it is not held against this one.
+  if (!only && !take_over && snap->lab && !snap->resources.empty() && !rec.file.empty() &&
+      std::filesystem::path(rec.file).is_absolute() && !SameFile(rec.file, file)) {
+    std::error_code ec;
+    const bool gone = !std::filesystem::exists(rec.file, ec);
+    return Status::Error("lab '" + lab.name + "' is up from another file, " + rec.file +
+                         (gone ? " (gone now: moved or deleted)" : "") + "; nothing was changed. Take it down first (lab down " +
+                         lab.name + "), give this file another 'lab:' name, or apply this file over it with lab up --force " +
+                         "(what only the other file has is removed)");
+  }
+  if (!only) {
+    rec.file = file;
+    // The text as applied: the records, not the file, drive the verbs that follow.
+    rec.source = ReadFile(file).value_or("");
+  }
   auto hv = MakeHypervisor(lab.name, rec.uid);
   ApplyResult out;
   out.note = lock->takeover_note();
@@ -119,6 +224,10 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   // What they left behind has been remade: they need no redoing any more.
   if (out.report.ok() && !interrupted.empty() && !only)
     LAB_RETURN_IF_ERROR(store_->SettleInterrupted(lab.name, interrupted.back().id));
+  // A VM the user stopped that has left the lab is forgotten: one of that name added later is new.
+  if (out.report.ok() && !only)
+    for (const auto& name : snap->stopped)
+      if (!lab.FindMachine(name)) LAB_RETURN_IF_ERROR(store_->SetStopped(lab.name, name, false));
   return out;
 }
 
@@ -200,6 +309,42 @@ Result<state::LabRecord> Engine::Find(const std::string& lab) {
   return *snap->lab;
 }
 
+Result<RecordedLab> Engine::Recorded(const std::string& name) {
+  auto rec = Find(name);
+  if (!rec) return rec.status();
+  RecordedLab out;
+  out.record = *rec;
+  const std::string& file = rec->file;
+  auto text = ReadFile(file);
+  std::optional<schema::LoadResult> from_file;
+  if (!rec->source.empty()) {
+    auto recorded = schema::Parse(rec->source, file);
+    if (recorded.ok()) {
+      out.lab = std::move(*recorded.lab);
+      const std::string as_then = "; using the lab as its last 'lab up' recorded it";
+      std::error_code ec;
+      if (!std::filesystem::exists(file, ec))
+        out.warnings.push_back("the lab file " + file + " is gone (moved or deleted)" + as_then +
+                               " (lab up FILE from its new place records that)");
+      else if (!text || *text != rec->source)
+        out.warnings.push_back((from_file.emplace(schema::LoadFile(file)).ok()
+                                    ? "the lab file " + file + " changed since its last 'lab up'"
+                                    : "the lab file " + file + " no longer loads (lab validate " + file + ")") +
+                               as_then);
+      return out;
+    }
+  }
+  // Recorded before the text was kept, or a text this version no longer accepts: the file.
+  if (!from_file) from_file = schema::LoadFile(file);
+  if (!from_file->ok()) {
+    std::string why = from_file->diagnostics.empty() ? "it does not load" : from_file->diagnostics.front().ToString();
+    return Status::Error("lab '" + name + "': its file " + file + " no longer loads (" + why +
+                         "), and its records hold no copy of it; fix the file or put it back, then run again");
+  }
+  out.lab = std::move(*from_file->lab);
+  return out;
+}
+
 std::vector<state::LabRecord> Engine::Labs() { return store_->ListLabs(); }
 
 Result<LabStatus> Engine::Status(const std::string& lab) {
@@ -216,10 +361,17 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   std::map<std::string, MachineStatus*> by_name;
   hv::Seen seen;
   Observed found = ObserveDrift(*hv, *snap, {}, &seen);
+  // VMs the user stopped, and the VMs inside them, are off as the user set them: not drift.
+  std::set<std::string> held;
+  for (const auto& r : resources)
+    if (r.kind == Kind::kPartition)
+      for (const auto& m : r.spec.value("lineage", std::vector<std::string>{}))
+        if (snap->stopped.count(m)) held.insert(r.spec.value("name", std::string()));
   for (const auto& r : resources) {
     const std::string& facts = snap->resources.at(r.key).facts;
     std::string what = found.count(r.key) ? found.what(r.key) : "";
-    if (found.count(r.key)) st.drift.push_back(r.key + ": " + (what.empty() ? "not running" : what));
+    if (found.count(r.key) && !held.count(MachineOf(r)))
+      st.drift.push_back(r.key + ": " + (what.empty() ? "not running" : what));
     // A machine whose links or addresses drifted still runs; one found dead or half made does not.
     bool alive = !found.count(r.key) || (what != "not running" && !IsPending(facts));
     if (r.kind == Kind::kPartition || r.kind == Kind::kNetwork) {
@@ -243,11 +395,15 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
     by_name[m.kind + "/" + m.name] = &m;
     if (m.kind != "vm" || m.state != "off") continue;
     if (!placed) {
-      auto file = schema::LoadFile(st.file);
-      placed = file.ok() ? ApplyPlacements(*file.lab, snap->placements).lab : schema::Lab{};
+      auto recorded = Recorded(lab);
+      placed = recorded ? ApplyPlacements(recorded->lab, snap->placements).lab : schema::Lab{};
+      if (recorded) st.warnings = recorded->warnings;
     }
     if (const schema::Machine* pm = placed->FindMachine(m.name)) m.parent = pm->parent;
   }
+  std::error_code ec;
+  if (!placed && !std::filesystem::exists(st.file, ec))
+    st.warnings.push_back("the lab file " + st.file + " is gone (moved or deleted); the records still hold the lab");
   for (const auto& r : resources)
     if (r.kind == Kind::kSwitch && r.spec.value("embedded_teaming", false)) {
       auto sw = r.spec.get<hv::SwitchSpec>();
@@ -353,10 +509,19 @@ Result<int> Engine::Exec(const std::string& lab, const std::string& machine, con
   // A saved VM's processes are frozen: a command joining it would hang until it is resumed.
   if (hv->PartitionSaved(it->second, facts))
     return Status::Error("VM '" + machine + "' is saved; resume it first: lab resume " + lab + " " + machine);
-  if (!hv->PartitionRunning(it->second, facts))
-    return it->second.is_host
-               ? Status::Error("host '" + machine + "' is not running (drift); lab up " + snap->lab->file + " repairs it")
-               : Status::Error("VM '" + machine + "' is off; start it first: lab start " + lab + " " + machine);
+  if (!hv->PartitionRunning(it->second, facts)) {
+    if (it->second.is_host)
+      return Status::Error("host '" + machine + "' is not running (drift); lab up " + snap->lab->file + " repairs it");
+    // What to start first: the outermost VM on its way up that is off.
+    for (const auto& up : it->second.lineage) {
+      auto p = machines->find(up);
+      if (up == machine || p == machines->end() || p->second.is_host) continue;
+      if (!hv->PartitionRunning(p->second, snap->resources.at("partition/" + up).facts))
+        return Status::Error("VM '" + machine + "' is off: '" + up + "', which it runs in, is off; start that first: lab start " +
+                             lab + " " + up);
+    }
+    return Status::Error("VM '" + machine + "' is off; start it first: lab start " + lab + " " + machine);
+  }
   return hv->Exec(it->second, argv);
 }
 

@@ -78,10 +78,21 @@ struct LabStatus {
   std::string lab;
   std::string uid;
   std::string file;
+  /// The lab file moved, changed or no longer parses (RecordedLab::warnings).
+  std::vector<std::string> warnings;
   std::vector<MachineStatus> machines;
   std::vector<std::string> drift;   // "partition/middle: not running"
   std::vector<TeamStatus> teams;    // SET switches whose owner runs
   size_t resources = 0;
+};
+
+/// A lab as its records say it was last applied.
+struct RecordedLab {
+  state::LabRecord record;
+  schema::Lab lab;                    // the recorded text of its file, parsed
+  /// "the lab file F is gone (moved or deleted); ...": the file itself is not what the records
+  /// hold. Warnings, not errors: the records suffice.
+  std::vector<std::string> warnings;
 };
 
 class Engine {
@@ -92,9 +103,14 @@ class Engine {
   /// carry no spec (null); Up makes its own plan, with every spec.
   Result<Plan> PlanUp(const schema::Lab& lab);
   /// Makes the kernel match the lab file. `on_plan` sees the plan before anything runs.
-  /// With `only`, just the actions on resources that live in those machines run (lab start).
+  /// With `only`, just the actions on resources that live in those machines run (lab start),
+  /// and the record of the file last applied is kept as it is.
+  /// One lab, one file: a lab that is up from another file is refused, naming that file, unless
+  /// `take_over` (lab up --force). VMs the user stopped (Snapshot::stopped), and what lives in
+  /// them, are left off; the plan says so in a note.
   Result<ApplyResult> Up(const schema::Lab& lab, const std::function<void(const Plan&)>& on_plan,
-                         const ExecOptions& exec, const std::set<std::string>* only = nullptr);
+                         const ExecOptions& exec, const std::set<std::string>* only = nullptr,
+                         bool take_over = false);
   /// Removes everything the lab made, from its records.
   Result<ApplyResult> Down(const std::string& lab, const std::function<void(const Plan&)>& on_plan,
                            const ExecOptions& exec);
@@ -110,6 +126,10 @@ class Engine {
   Result<int> Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv);
   /// The recorded lab (its file path, for commands that take a lab name).
   Result<state::LabRecord> Find(const std::string& lab);
+  /// The lab as last applied, from its records: the file's text recorded at `lab up` (for a lab
+  /// recorded before the text was kept, or a text this version no longer accepts, the file).
+  /// Fails only when neither loads.
+  Result<RecordedLab> Recorded(const std::string& lab);
 
   /// For verbs built on the engine's parts (lifecycle): the store and a hypervisor for a lab.
   state::Store& store() { return *store_; }

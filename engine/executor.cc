@@ -152,9 +152,10 @@ class Runner {
     Status st;
     std::optional<state::ResourceRecord> put;
     std::string erase;
-    if (!options_.fail_key.empty() && options_.fail_key == a.resource.key) {
+    if (!options_.fail_key.empty() &&
+        (options_.fail_key == a.resource.key || (!teardown && options_.fail_key == "+" + a.resource.key))) {
       st = Status::Error("injected failure (LAB_INJECT_FAILURE)");
-      if (makes) (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
+      if (makes) UndoPending(a);
       (void)store_.FailAction(*id, st.message());
       return st;
     }
@@ -164,7 +165,10 @@ class Runner {
       st = a.type == ActionType::kReplace && a.old.kind == Kind::kPartition
                ? hv_.StopPartition(a.old.spec.get<hv::PartitionSpec>(), a.old_facts)
                : RemoveResource(hv_, a.old, a.old_facts);
-      erase = a.old.key;
+      // The old half of a remake keeps its record until the new half replaces it: if the make
+      // fails or is skipped, the resource is still known (found not running, remade by the next
+      // run), never lost from the lab.
+      if (a.type == ActionType::kDelete) erase = a.old.key;
     } else {
       auto facts = a.type != ActionType::kUpdate ? ApplyResource(hv_, a.resource)
                    : a.repair                     ? RepairResource(hv_, a.resource, a.old_facts)
@@ -173,8 +177,8 @@ class Runner {
       if (facts) put = Record(a.resource, *facts);
     }
     if (!st.ok()) {
-      // A failed make undid its own partial work (hv contract): nothing is left to record.
-      if (makes) (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
+      // A failed make undid its own partial work (hv contract): nothing new is left to record.
+      if (makes) UndoPending(a);
       (void)store_.FailAction(*id, st.message());
       return st;
     }
@@ -182,6 +186,15 @@ class Runner {
     Status committed = store_.CommitAction(*id, lab_, put, erase);
     if (committed.ok()) KillPoint();  // recorded: the boundary before the next action
     return committed;
+  }
+
+  /// After a failed make: a new resource's pending record goes; a remade one gets its old
+  /// record back.
+  void UndoPending(const Action& a) {
+    if (a.type == ActionType::kReplace)
+      (void)store_.RestorePending(lab_, kPendingFacts, Record(a.old, a.old_facts));
+    else
+      (void)store_.ErasePending(lab_, a.resource.key, kPendingFacts);
   }
 
   static state::ResourceRecord Record(const Resource& r, const std::string& facts) {

@@ -31,7 +31,8 @@ struct ExecOptions {
   int jobs = 2;
   std::function<void(const StepEvent&)> on_step;  // called from worker threads, serialized
   /// Fault injection for tests: the action on this resource key fails (after its journal
-  /// entry is written) as if the kernel had refused it. Empty = none.
+  /// entry is written) as if the kernel had refused it; "+KEY" fails only its make (the new
+  /// half of a remake), not its removal. Empty = none.
   std::string fail_key;
   /// Fault injection for tests: the process SIGKILLs itself at kill point N (1-based), counted
   /// over the run: each action has two, right after its kernel call (made or removed but not

@@ -95,14 +95,17 @@ std::string MachineOf(const Resource& r) {
 }
 
 Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req, const ExecOptions& exec) {
-  auto rec = engine.Find(req.lab);
-  if (!rec) return rec.status();
-  auto file = schema::LoadFile(rec->file);
-  if (!file.ok())
-    return Status::Error("lab '" + req.lab + "': its file " + rec->file + " no longer loads; fix it (lab validate)");
-  auto profile = model::ParseProfile(file.lab->compatibility).value_or(model::Profile::kV8);
+  // The records drive the verb: the lab as last applied, whether or not its file moved.
+  auto recorded = engine.Recorded(req.lab);
+  if (!recorded) return recorded.status();
+  const schema::Lab& applied = recorded->lab;
+  auto profile = model::ParseProfile(applied.compatibility).value_or(model::Profile::kV8);
+  auto run_first = [&req](const std::string& verb, const std::string& machine) {
+    return "run 'lab " + verb + " " + req.lab + " " + machine + "' first";
+  };
 
   LifecycleReport report;
+  report.warnings = recorded->warnings;
   std::set<std::string> subtree;  // the machine and every VM inside it
   std::map<std::string, hv::BridgeAt> left;  // "vm/adapter" -> its switch's bridge before this command
   {
@@ -110,7 +113,7 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
     if (!lock) return lock.status();
     auto snap = engine.store().Load(req.lab);
     if (!snap) return snap.status();
-    auto hv = engine.MakeHypervisor(req.lab, rec->uid);
+    auto hv = engine.MakeHypervisor(req.lab, recorded->record.uid);
 
     std::vector<Machine> machines;
     const Machine* target = nullptr;
@@ -119,11 +122,21 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
         auto spec = r.spec.get<hv::PartitionSpec>();
         machines.push_back(Machine{r, spec, snap->resources.at(r.key).facts});
       }
-    for (const auto& m : machines)
+    std::vector<std::string> names;
+    for (const auto& m : machines) {
       if (m.spec.name == req.machine) target = &m;
-    if (!target) return Status::Error("lab '" + req.lab + "' has no machine '" + req.machine + "'");
+      if (!m.spec.is_host) names.push_back(m.spec.name);
+    }
+    if (!target)
+      return Status::Error("lab '" + req.lab + "' has no machine '" + req.machine + "' (its VMs: " + Join(names, ", ") +
+                           ")");
     if (target->spec.is_host)
       return Status::Error("'" + req.machine + "' is a host, a physical machine of the lab; lifecycle commands act on VMs");
+    auto find = [&machines](const std::string& name) -> const Machine* {
+      for (const auto& m : machines)
+        if (m.spec.name == name) return &m;
+      return nullptr;
+    };
 
     for (const auto& r : RecordedResources(*snap))
       if (r.kind == Kind::kAdapter) {
@@ -150,12 +163,92 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
     vm.version = target->spec.version;
     vm.hypervisor_running = vm.state == model::State::kRunning && vm.expose_virtualization_extensions &&
                             children_running;
-    // Move-VM: where the VM runs now (the file, or an earlier move), and whether it can go.
+
+    // ---- Every precondition, before anything changes. ----
+    // What the VM runs inside must run: the outermost machine on its way up that does not.
+    auto ancestors_refusal = [&](bool saved_matters) -> Status {
+      const auto& lineage = target->spec.lineage;
+      for (size_t i = 0; i + 1 < lineage.size(); ++i) {
+        const Machine* up = find(lineage[i]);
+        if (!up) continue;
+        const bool parent = i + 2 == lineage.size();
+        const std::string who = parent ? "its parent '" + up->spec.name + "'"
+                                       : "'" + up->spec.name + "', which it runs inside,";
+        model::State s = StateOf(*hv, *up);
+        if (s == model::State::kOff)
+          return Status::Error(up->spec.is_host
+                                   ? "VM '" + req.machine + "': its host '" + up->spec.name +
+                                         "' is not running (drift); run 'lab up " + recorded->record.file + "' first"
+                                   : "VM '" + req.machine + "': " + who + " is off; " + run_first("start", up->spec.name));
+        if (s == model::State::kSaved && saved_matters)
+          return Status::Error("VM '" + req.machine + "': " + who + " is saved; " + run_first("resume", up->spec.name));
+      }
+      return Status::Ok();
+    };
     std::string from;
+    std::vector<const Machine*> restored;  // restore: the VMs inside that have the checkpoint
+    switch (req.op) {
+      case LifecycleOp::kStart:
+      case LifecycleOp::kResume:
+      case LifecycleOp::kRestore:  // it starts again after the restore
+        LAB_RETURN_IF_ERROR(ancestors_refusal(true));
+        break;
+      case LifecycleOp::kStop:
+      case LifecycleOp::kSave:
+        // A frozen parent freezes the VMs inside it: they can neither stop nor save on their own.
+        for (size_t i = 0; i + 1 < target->spec.lineage.size(); ++i)
+          if (const Machine* up = find(target->spec.lineage[i]); up && StateOf(*hv, *up) == model::State::kSaved)
+            return Status::Error("VM '" + req.machine + "': '" + up->spec.name + "', which it runs inside, is saved; " +
+                                 run_first("resume", up->spec.name));
+        break;
+      default: break;
+    }
+    if (req.op == LifecycleOp::kResume && vm.state != model::State::kSaved)
+      return Status::Error("VM '" + req.machine + "' is " + model::ToString(vm.state) + ", not saved" +
+                           (vm.state == model::State::kOff ? "; lab start " + req.lab + " " + req.machine + " runs it" : ""));
+    if (req.op == LifecycleOp::kRestore || req.op == LifecycleOp::kCheckpoint) {
+      auto has = [&hv](const Machine& m, const std::string& name) {
+        auto all = hv->Checkpoints(m.spec);
+        return std::find(all.begin(), all.end(), name) != all.end();
+      };
+      if (req.op == LifecycleOp::kRestore) {
+        if (!has(*target, req.checkpoint)) {
+          auto all = hv->Checkpoints(target->spec);
+          return Status::Error("VM '" + req.machine + "' has no checkpoint '" + req.checkpoint + "' (" +
+                               (all.empty() ? std::string("it has none") : "it has: " + Join(all, ", ")) +
+                               "); nothing was changed. 'lab checkpoint " + req.lab + " " + req.machine + " " +
+                               req.checkpoint + "' makes one");
+        }
+        // Its nested VMs' disks live inside its disk (on Hyper-V): they go back with it.
+        for (const Machine* m : inside)
+          if (m != target) {
+            if (has(*m, req.checkpoint)) restored.push_back(m);
+            else report.lines.push_back("note: VM '" + m->spec.name + "' has no checkpoint '" + req.checkpoint +
+                                        "' (made after it); its disk is kept as it is");
+          }
+      } else {
+        if (has(*target, req.checkpoint))
+          return Status::Error("VM '" + req.machine + "' already has a checkpoint '" + req.checkpoint +
+                               "'; nothing was changed. Name this one differently");
+        // A VM inside with a checkpoint of that name: made by an earlier run of this same command
+        // that stopped part way (the journal says so) is kept; any other is the user's own.
+        std::set<std::string> earlier;
+        for (const auto& e : engine.store().Journal(req.lab, 10000))
+          if (e.action == "checkpoint" && e.status == "done" &&
+              e.reason == "lab checkpoint " + req.machine + " " + req.checkpoint)
+            earlier.insert(e.key);
+        for (const Machine* m : inside)
+          if (m != target && has(*m, req.checkpoint) && !earlier.count(m->resource.key))
+            return Status::Error("VM '" + m->spec.name + "', inside '" + req.machine + "', already has a checkpoint '" +
+                                 req.checkpoint + "' of its own; nothing was changed. A checkpoint of '" + req.machine +
+                                 "' covers the VMs inside it: name it differently");
+      }
+    }
     if (req.op == LifecycleOp::kMove) {
-      Placed placed = ApplyPlacements(*file.lab, snap->placements);
+      // Move-VM: where the VM runs now (the file, or an earlier move), and whether it can go.
+      Placed placed = ApplyPlacements(applied, snap->placements);
       const schema::Machine* now = placed.lab.FindMachine(req.machine);
-      if (!now) return Status::Error("VM '" + req.machine + "' is no longer in the lab file " + rec->file);
+      if (!now) return Status::Error("VM '" + req.machine + "' is no longer in the lab as last applied");
       from = now->parent;
       if (from == req.to) {
         report.lines.push_back("VM '" + req.machine + "' already runs on '" + req.to + "'");
@@ -168,8 +261,6 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
                              req.lab + " " + req.machine + ") or stop it (lab stop) first, then move it");
     }
     const bool move_running = req.op == LifecycleOp::kMove && vm.state == model::State::kRunning;
-    if (req.op == LifecycleOp::kResume && vm.state != model::State::kSaved)
-      return Status::Error("VM '" + req.machine + "' is " + model::ToString(vm.state) + ", not saved");
 
     // Restore turns a running VM off first (Restore-VMCheckpoint applies to a VM that is off).
     bool stop_first = req.op == LifecycleOp::kRestore && vm.state != model::State::kOff;
@@ -184,8 +275,11 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
     for (const auto& v : verdict.violations) report.lines.push_back("note: " + v.message);
     for (const auto& e : verdict.effects) report.lines.push_back("note: " + e);
 
+    // ---- The changes, each journaled: a run that stops part way is continued by the next. ----
+    const std::string reason = "lab " + std::string(ToString(req.op)) + " " + req.machine +
+                               (req.checkpoint.empty() ? "" : " " + req.checkpoint);
     auto journaled = [&](const Machine& m, const std::string& action, const std::function<Status()>& fn) -> Status {
-      auto id = engine.store().BeginAction(req.lab, action, m.resource.key, "lab " + action + " " + req.machine);
+      auto id = engine.store().BeginAction(req.lab, action, m.resource.key, reason);
       if (!id) return id.status();
       Status st = fn();
       if (!st.ok()) {
@@ -196,18 +290,28 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
       // The record stays: the VM is still part of the lab, and `lab up`/`lab start` finds it off.
       return engine.store().CommitAction(*id, req.lab, std::nullopt, "");
     };
+    auto stop_inside = [&]() -> Status {
+      for (const Machine* m : inside)
+        if (StateOf(*hv, *m) != model::State::kOff)
+          LAB_RETURN_IF_ERROR(journaled(*m, "stop", [&] { return hv->StopPartition(m->spec, m->facts); }));
+      return Status::Ok();
+    };
 
     switch (req.op) {
       case LifecycleOp::kStop:
+        // The user's intent first: a stop that ends part way still leaves the VM off on `lab up`.
+        LAB_RETURN_IF_ERROR(engine.store().SetStopped(req.lab, req.machine, true));
+        LAB_RETURN_IF_ERROR(stop_inside());
+        report.lines.push_back("VM '" + req.machine + "' stays off (also when what it runs on restarts, and on lab up); "
+                               "lab start " + req.lab + " " + req.machine + " runs it");
+        break;
       case LifecycleOp::kRestore:
-        if (req.op == LifecycleOp::kStop || stop_first)
-          for (const Machine* m : inside)
-            if (StateOf(*hv, *m) != model::State::kOff)
-              LAB_RETURN_IF_ERROR(journaled(*m, "stop", [&] { return hv->StopPartition(m->spec, m->facts); }));
-        if (req.op == LifecycleOp::kRestore)
-          LAB_RETURN_IF_ERROR(journaled(*target, "restore", [&] {
-            return hv->RestoreCheckpoint(target->spec, req.checkpoint);
-          }));
+        if (stop_first) LAB_RETURN_IF_ERROR(stop_inside());
+        LAB_RETURN_IF_ERROR(journaled(*target, "restore", [&] {
+          return hv->RestoreCheckpoint(target->spec, req.checkpoint);
+        }));
+        for (const Machine* m : restored)
+          LAB_RETURN_IF_ERROR(journaled(*m, "restore", [&] { return hv->RestoreCheckpoint(m->spec, req.checkpoint); }));
         break;
       case LifecycleOp::kSave:
         LAB_RETURN_IF_ERROR(journaled(*target, "save", [&] { return hv->SavePartition(target->spec, target->facts); }));
@@ -217,36 +321,48 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
             journaled(*target, "resume", [&] { return hv->ResumePartition(target->spec, target->facts); }));
         break;
       case LifecycleOp::kStart:
+        LAB_RETURN_IF_ERROR(engine.store().SetStopped(req.lab, req.machine, false));
         if (vm.state == model::State::kSaved)
           LAB_RETURN_IF_ERROR(
               journaled(*target, "resume", [&] { return hv->ResumePartition(target->spec, target->facts); }));
         break;
       case LifecycleOp::kMove: {
         // Quick migration: off on the source (what runs inside with it), on at the destination.
-        if (move_running)
-          for (const Machine* m : inside)
-            if (StateOf(*hv, *m) != model::State::kOff)
-              LAB_RETURN_IF_ERROR(journaled(*m, "stop", [&] { return hv->StopPartition(m->spec, m->facts); }));
-        const schema::Machine* in_file = file.lab->FindMachine(req.machine);
+        if (move_running) LAB_RETURN_IF_ERROR(stop_inside());
+        const schema::Machine* in_file = applied.FindMachine(req.machine);
         const std::string placement = in_file && in_file->parent == req.to ? "" : req.to;  // back home: forget it
         LAB_RETURN_IF_ERROR(journaled(*target, "move", [&] { return engine.store().SetPlacement(req.lab, req.machine, placement); }));
         report.lines.push_back("VM '" + req.machine + "' now runs on '" + req.to + "' (was on '" + from + "')" +
                                (move_running ? ": stopped there, started here with its disk" : ", and stays off"));
         break;
       }
-      case LifecycleOp::kCheckpoint:
-        LAB_RETURN_IF_ERROR(journaled(*target, "checkpoint", [&] {
-          return hv->CreateCheckpoint(target->spec, target->facts, req.checkpoint);
-        }));
+      case LifecycleOp::kCheckpoint: {
+        // The VMs inside first, the VM itself last: its checkpoint existing means all are made.
+        auto present = [&hv](const Machine& m, const std::string& name) {
+          auto all = hv->Checkpoints(m.spec);
+          return std::find(all.begin(), all.end(), name) != all.end();
+        };
+        for (const Machine* m : inside)
+          if (!(m != target && present(*m, req.checkpoint)))
+            LAB_RETURN_IF_ERROR(journaled(*m, "checkpoint", [&] {
+              return hv->CreateCheckpoint(m->spec, m->facts, req.checkpoint);
+            }));
         break;
+      }
     }
-    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state == model::State::kOff) ||
+    // A start goes through the planner even when the VM runs: a start that stopped part way
+    // (a VM inside it not made) is continued by the same command.
+    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state != model::State::kSaved) ||
           move_running))
       return report;
+    if (req.op == LifecycleOp::kRestore && snap->stopped.count(req.machine))
+      report.lines.push_back("VM '" + req.machine + "' stays off (lab stop); lab start " + req.lab + " " + req.machine +
+                             " runs it");
   }  // the lock is released: Up takes it again
 
-  // Start-VM: the planner makes the VM and what lives in it again, around its kept disk.
-  auto up = engine.Up(*file.lab, nullptr, exec, &subtree);
+  // Start-VM: the planner makes the VM and what lives in it again, around its kept disk. VMs
+  // inside it that the user stopped stay off (Engine::Up).
+  auto up = engine.Up(applied, nullptr, exec, &subtree);
   if (!up) return up.status();
   report.applied = true;
   report.apply = std::move(*up);

@@ -40,10 +40,18 @@ struct LifecycleRequest {
 
 struct LifecycleReport {
   std::vector<std::string> lines;  // what was done, and the model's warnings and effects
+  std::vector<std::string> warnings;  // the lab file moved, changed or no longer parses
   bool applied = false;            // start/restore went through the planner
   ApplyResult apply;
 };
 
+/// Runs one verb on one VM of a running lab, from the lab's records (Engine::Recorded): the
+/// file may have moved or changed. Every precondition is checked before anything changes (the
+/// machine, its state, what it runs inside, the checkpoint), and a refusal names the command to
+/// run first. Each change is journaled; a run that fails part way is continued by the next.
+/// Stop records that the user stopped the VM (it stays off on `lab up` and when its parent
+/// starts again, until `lab start`). A checkpoint covers the VMs inside the VM (their disks live
+/// in its disk on Hyper-V), and restore puts them back with it.
 Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& request, const ExecOptions& exec);
 
 /// The machine a resource belongs to (lives in), "" for lab-level ones (networks, stand-ins).

@@ -91,11 +91,13 @@ bool HypervisorRunsInside(const Resource& vm, const std::map<std::string, Resour
 }
 
 VmChangeDecision DecideVmChange(const Resource& before, const Resource& after, const std::map<std::string, Resource>& old,
-                                const Observed& broken, model::Profile profile) {
+                                const Observed& broken, const PlanOptions& options) {
+  const model::Profile profile = options.profile;
   VmChangeDecision d;
   model::VmFacts vm;
   vm.name = before.spec.value("name", std::string());
-  vm.state = model::State::kRunning;
+  const bool saved = options.saved && options.saved(before.key);
+  vm.state = saved ? model::State::kSaved : model::State::kRunning;
   vm.expose_virtualization_extensions = before.spec.value("expose_virtualization_extensions", false);
   vm.dynamic_memory = before.spec.value("dynamic_memory", false);
   vm.version = before.spec.value("version", std::string("9.0"));
@@ -112,10 +114,13 @@ VmChangeDecision DecideVmChange(const Resource& before, const Resource& after, c
     (v.severity == model::Severity::kError ? d.refusals : d.notes).push_back(v.message + " [" + v.rule + "]");
   const std::string what = DescribeChange(before, after);
   bool restart = std::find(cp.steps.begin(), cp.steps.end(), model::Operation::kStop) != cp.steps.end();
+  // A saved VM loses its saved state to the stop, and the plan says so (Hyper-V asks for
+  // Remove-VMSavedState before a change that needs the VM off).
+  const std::string unsaved = saved ? "; saved state removed: Remove-VMSavedState" : "";
   if (!OnlySettingsDiffer(before.spec, after.spec)) {
-    d.reason = what + ": only while the VM is off: stop, set, start (its disk is kept)";
+    d.reason = what + ": only while the VM is off: stop, set, start (its disk is kept)" + unsaved;
   } else if (restart) {
-    d.reason = what + ": " + cp.reason + " (its disk is kept)";
+    d.reason = what + ": " + cp.reason + " (its disk is kept)" + unsaved;
   } else {
     d.type = ActionType::kUpdate;
     d.reason = what + ": in place, the VM keeps running (Set-VMMemory)";
@@ -172,7 +177,9 @@ std::vector<std::string> Restarts(const Plan& plan) {
   for (const auto& a : plan.actions) {
     if (a.type != ActionType::kReplace || a.resource.kind != Kind::kPartition) continue;
     if (a.reason.find("not running") != std::string::npos) continue;
-    if (a.reason.rfind(kWith, 0) == 0 && !restarted.count(a.reason.substr(kWith.size()))) continue;
+    if (a.reason.rfind(kWith, 0) == 0 &&
+        !restarted.count(a.reason.substr(kWith.size(), a.reason.find(';') - kWith.size())))
+      continue;
     restarted.insert(a.resource.key);
     out.push_back(a.resource.display + ": " + a.reason);
   }
@@ -221,6 +228,8 @@ Plan ComputePlan(std::vector<Resource> desired, const state::Snapshot& recorded,
       if (!remade_dep.empty()) {
         a.type = ActionType::kReplace;
         a.reason = "remade with " + std::string(remade_dep);
+        if (r.kind == Kind::kPartition && options.saved && options.saved(r.key))
+          a.reason += "; saved state removed: Remove-VMSavedState";
         remade.insert(r.key);
       } else if (broken.count(r.key) && broken.in_place(r.key) && RepairableInPlace(r.kind) &&
                  it->second.Hash() == r.Hash()) {
@@ -243,7 +252,7 @@ Plan ComputePlan(std::vector<Resource> desired, const state::Snapshot& recorded,
       } else if (it->second.Hash() != r.Hash()) {
         a.reason = DescribeChange(it->second, r);
         if (r.kind == Kind::kPartition && !r.spec.value("is_host", false) && it->second.deps == r.deps) {
-          VmChangeDecision d = DecideVmChange(it->second, r, old, broken, options.profile);
+          VmChangeDecision d = DecideVmChange(it->second, r, old, broken, options);
           a.type = d.type;
           a.reason = d.reason;
           for (auto& x : d.refusals) plan.refusals.push_back(r.display + ": " + x);

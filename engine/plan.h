@@ -7,6 +7,7 @@
 // Each action says why it is there (a display-only reason, as terraform does).
 #pragma once
 
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <set>
@@ -89,6 +90,9 @@ class Observed {
 
 struct PlanOptions {
   hv::model::Profile profile = hv::model::Profile::kV8;  // the lab file's compatibility
+  /// Whether the recorded VM with this partition key is saved (Save-VM); asked only of VMs
+  /// whose settings change. None: every VM runs.
+  std::function<bool(const std::string& key)> saved;
 };
 
 /// A changed VM setting is planned as the rules model says (hv::model::PlanChange): in place

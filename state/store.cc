@@ -79,6 +79,15 @@ constexpr std::array<const char*, Store::kSchemaVersion> kMigrations = {
         host TEXT NOT NULL,
         PRIMARY KEY(lab, machine));
     )sql",
+    // 2 -> 3: the lab file's text as last applied (the records drive the lifecycle verbs and
+    // `lab check` when the file moved or no longer parses), and the VMs the user stopped.
+    R"sql(
+      ALTER TABLE labs ADD COLUMN source TEXT NOT NULL DEFAULT '';
+      CREATE TABLE stopped(
+        lab TEXT NOT NULL REFERENCES labs(name) ON DELETE CASCADE,
+        machine TEXT NOT NULL,
+        PRIMARY KEY(lab, machine));
+    )sql",
 };
 
 int64_t NowSeconds() { return NowMillis() / 1000; }
@@ -387,12 +396,12 @@ Result<Snapshot> Store::Load(const std::string& lab) {
   Txn txn(impl);
   LAB_RETURN_IF_ERROR(txn.Begin(false));
   {
-    auto st = impl.Prepare("SELECT name, uid, file, created, updated FROM labs WHERE name = ?");
+    auto st = impl.Prepare("SELECT name, uid, file, created, updated, source FROM labs WHERE name = ?");
     if (!st) return st.status();
     st->Bind(lab);
     const int rc = st->Step();
     if (rc == SQLITE_ROW) {
-      snap.lab = LabRecord{st->Text(0), st->Text(1), st->Text(2), st->Int(3), st->Int(4)};
+      snap.lab = LabRecord{st->Text(0), st->Text(1), st->Text(2), st->Int(3), st->Int(4), st->Text(5)};
     } else if (rc != SQLITE_DONE) {
       return impl.Error("reading lab '" + lab + "'", rc);
     }
@@ -418,6 +427,14 @@ Result<Snapshot> Store::Load(const std::string& lab) {
     while ((rc = st->Step()) == SQLITE_ROW) snap.placements[st->Text(0)] = st->Text(1);
     if (rc != SQLITE_DONE) return impl.Error("reading the placements of lab '" + lab + "'", rc);
   }
+  {
+    auto st = impl.Prepare("SELECT machine FROM stopped WHERE lab = ? ORDER BY machine");
+    if (!st) return st.status();
+    st->Bind(lab);
+    int rc;
+    while ((rc = st->Step()) == SQLITE_ROW) snap.stopped.insert(st->Text(0));
+    if (rc != SQLITE_DONE) return impl.Error("reading the stopped VMs of lab '" + lab + "'", rc);
+  }
   LAB_RETURN_IF_ERROR(txn.Commit());
   return snap;
 }
@@ -436,6 +453,17 @@ Status Store::SetPlacement(const std::string& lab, const std::string& machine, c
   return impl.Run(*st, "recording where '" + machine + "' of lab '" + lab + "' runs");
 }
 
+Status Store::SetStopped(const std::string& lab, const std::string& machine, bool stopped) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  auto st = stopped ? impl.Prepare("INSERT INTO stopped(lab, machine) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    : impl.Prepare("DELETE FROM stopped WHERE lab = ? AND machine = ?");
+  if (!st) return st.status();
+  st->Bind(lab, machine);
+  return impl.Run(*st, "recording that '" + machine + "' of lab '" + lab + "' is " +
+                           (stopped ? "stopped" : "no longer stopped"));
+}
+
 std::vector<LabRecord> Store::ListLabs() {
   std::lock_guard<std::mutex> guard(impl_->mu);
   std::vector<LabRecord> labs;
@@ -452,11 +480,11 @@ Status Store::PutLab(const LabRecord& lab) {
   Impl& impl = *impl_;
   const int64_t now = NowSeconds();
   auto st = impl.Prepare(
-      "INSERT INTO labs(name, uid, file, created, updated) VALUES (?, ?, ?, ?, ?) "
-      "ON CONFLICT(name) DO UPDATE SET file = excluded.file, updated = excluded.updated");
+      "INSERT INTO labs(name, uid, file, created, updated, source) VALUES (?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT(name) DO UPDATE SET file = excluded.file, updated = excluded.updated, source = excluded.source");
   if (!st) return st.status();
   st->Bind(lab.name, lab.uid.empty() ? NewUid() : lab.uid, lab.file, lab.created ? lab.created : now,
-           lab.updated ? lab.updated : now);
+           lab.updated ? lab.updated : now, lab.source);
   return impl.Run(*st, "recording lab '" + lab.name + "'");
 }
 
@@ -467,7 +495,7 @@ Status Store::DeleteLab(const std::string& lab) {
   Txn txn(impl);
   LAB_RETURN_IF_ERROR(txn.Begin(true));
   for (const char* sql : {"DELETE FROM resources WHERE lab = ?", "DELETE FROM journal WHERE lab = ?",
-                          "DELETE FROM placements WHERE lab = ?",
+                          "DELETE FROM placements WHERE lab = ?", "DELETE FROM stopped WHERE lab = ?",
                           "DELETE FROM locks WHERE lab = ?", "DELETE FROM labs WHERE name = ?"}) {
     auto st = impl.Prepare(sql);
     if (!st) return st.status();
@@ -581,6 +609,17 @@ Status Store::ErasePending(const std::string& lab, const std::string& key, const
   if (!st) return st.status();
   st->Bind(lab, key, facts);
   return impl.Run(*st, "erasing the pending record of '" + key + "' of lab '" + lab + "'");
+}
+
+Status Store::RestorePending(const std::string& lab, const std::string& facts, const ResourceRecord& old) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  auto st = impl.Prepare(
+      "UPDATE resources SET kind = ?, parent = ?, spec_hash = ?, spec = ?, facts = ?, updated = ? "
+      "WHERE lab = ? AND key = ? AND facts = ?");
+  if (!st) return st.status();
+  st->Bind(old.kind, old.parent, old.spec_hash, old.spec, old.facts, NowSeconds(), lab, old.key, facts);
+  return impl.Run(*st, "restoring the record of '" + old.key + "' of lab '" + lab + "'");
 }
 
 std::vector<JournalEntry> Store::Intended(const std::string& lab) {

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct LabRecord {
   std::string file;       // absolute path of the lab file last applied
   int64_t created = 0;    // unix seconds
   int64_t updated = 0;
+  /// The lab file's text as last applied ("" for a lab recorded before it was kept): what the
+  /// lifecycle verbs, `lab check` and `lab status` read when the file moved or no longer parses.
+  std::string source;
 };
 
 struct ResourceRecord {
@@ -54,6 +58,9 @@ struct Snapshot {
   std::map<std::string, ResourceRecord> resources;  // by key
   /// VM -> host, where `lab move` put it, over the lab file's placement.
   std::map<std::string, std::string> placements;
+  /// VMs the user stopped (lab stop): they stay off when their parent starts again and on
+  /// `lab up`, until `lab start` (Hyper-V's automatic start action: what was off stays off).
+  std::set<std::string> stopped;
 };
 
 class Store;
@@ -84,13 +91,13 @@ class Store {
   static Result<std::unique_ptr<Store>> Open(const std::string& dir);
   ~Store();
 
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   int schema_version() const;
 
   /// The lab record and its resources; an empty Snapshot when the lab is unknown.
   Result<Snapshot> Load(const std::string& lab);
   std::vector<LabRecord> ListLabs();
-  /// Inserts the lab or updates its file/updated fields (uid and created are kept).
+  /// Inserts the lab or updates its file/updated/source fields (uid and created are kept).
   Status PutLab(const LabRecord& lab);
   /// Removes the lab, its resources and journal (after a complete `down`).
   Status DeleteLab(const std::string& lab);
@@ -98,6 +105,10 @@ class Store {
   /// Records that `machine` runs on `host` (lab move); an empty `host` forgets it, so the VM
   /// is where the lab file puts it. Forgotten with the lab.
   Status SetPlacement(const std::string& lab, const std::string& machine, const std::string& host);
+
+  /// Records that the user stopped `machine` (lab stop), or forgets it (lab start). Forgotten
+  /// with the lab.
+  Status SetStopped(const std::string& lab, const std::string& machine, bool stopped);
 
   /// Journals an action as intended; returns its id. With `pending`, writes that record in the
   /// same transaction, before the object is made (its facts saying it is pending): an object
@@ -119,6 +130,10 @@ class Store {
   /// Erases the record of `key` if it still has the pending `facts` BeginAction wrote (the
   /// make failed and undid its own partial work).
   Status ErasePending(const std::string& lab, const std::string& key, const std::string& facts);
+  /// Puts `old` back in place of the record of old.key if that still has the pending `facts`:
+  /// the remake of a resource failed (and undid its own partial work), and its old record, which
+  /// says what may still be there, must not be lost.
+  Status RestorePending(const std::string& lab, const std::string& facts, const ResourceRecord& old);
   /// The lab's actions still marked intended, oldest first. Read while holding the lab's lock,
   /// they were begun by a process that ended before finishing them (interrupted).
   std::vector<JournalEntry> Intended(const std::string& lab);

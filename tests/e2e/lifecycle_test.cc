@@ -237,3 +237,332 @@ TEST_CASE("lab down takes down a lab with saved VMs, a nested one saved inside a
   REQUIRE(sb.Lab("status nested-nat").out.find("saved") != std::string::npos);
   lab::testing::e2e::TakeDownLeavingNothing(sb, "nested-nat", pids);
 }
+
+namespace {
+
+/// A copy of labs/nested-nat.yaml at `path` (with `edit` applied: from -> to, each found once).
+std::string WriteNestedNat(const std::string& path, const std::vector<std::pair<std::string, std::string>>& edit = {}) {
+  auto text = lab::ReadFile(lab::testing::Src("labs/nested-nat.yaml"));
+  REQUIRE(text);
+  for (const auto& [from, to] : edit) {
+    auto at = text->find(from);
+    REQUIRE(at != std::string::npos);
+    text->replace(at, from.size(), to);
+  }
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  REQUIRE(lab::WriteFileAtomic(path, *text));
+  return path;
+}
+
+/// `lab status LAB --json`, parsed (warnings on stderr come before the JSON).
+nlohmann::json StatusJson(const Sandbox& sb, const std::string& lab) {
+  Run st = sb.Lab("status " + lab + " --json");
+  auto brace = st.out.find('{');
+  REQUIRE(brace != std::string::npos);
+  auto j = nlohmann::json::parse(st.out.substr(brace), nullptr, false);
+  INFO(st.out);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+/// machine -> state ("running", "off", "saved") from `lab status`.
+std::map<std::string, std::string> States(const Sandbox& sb, const std::string& lab) {
+  std::map<std::string, std::string> out;
+  const nlohmann::json status = StatusJson(sb, lab);
+  for (const auto& m : status["machines"]) out[m.value("name", "")] = m.value("state", "");
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("A lifecycle verb that cannot go through changes nothing, loses no VM and names the command to run first",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = WriteNestedNat(sb.dir + "/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+
+  // An unknown checkpoint: refused before the VM, or the VMs inside it, are stopped.
+  REQUIRE(sb.Lab("checkpoint nested-nat middle c1").code == 0);
+  Run restore = sb.Lab("restore nested-nat middle nosuch");
+  INFO(restore.out);
+  CHECK(restore.code == 1);
+  CHECK(restore.out.find("VM 'middle' has no checkpoint 'nosuch' (it has: c1)") != std::string::npos);
+  auto states = States(sb, "nested-nat");
+  CHECK(states["middle"] == "running");
+  CHECK(states["nested1"] == "running");
+  CHECK(states["nested2"] == "running");
+  CHECK(InitPids(sb, "nested-nat") == pids);  // not even restarted
+  CHECK(sb.Lab("check nested-nat").code == 0);
+
+  // A nested VM whose parent is off: refused, and it stays a machine of the lab.
+  REQUIRE(sb.Lab("stop nested-nat middle").code == 0);
+  Run start = sb.Lab("start nested-nat nested1");
+  INFO(start.out);
+  CHECK(start.code == 1);
+  CHECK(start.out.find("VM 'nested1': its parent 'middle' is off; run 'lab start nested-nat middle' first") !=
+        std::string::npos);
+  Run exec = sb.Lab("exec nested-nat nested1 -- true");
+  CHECK(exec.code == 1);
+  CHECK(exec.out.find("VM 'nested1' is off: 'middle', which it runs in, is off; start that first: lab start nested-nat middle") !=
+        std::string::npos);
+  Run status = sb.Lab("status nested-nat");
+  INFO(status.out);
+  CHECK(status.code == 0);  // off as the user set it: no drift
+  CHECK(status.out.find("no drift") != std::string::npos);
+  states = States(sb, "nested-nat");
+  CHECK(states["nested1"] == "off");
+  CHECK(states["middle"] == "off");
+
+  // Its parent started, it runs again with it; nothing was lost on the way.
+  Run started = sb.Lab("start nested-nat middle");
+  INFO(started.out);
+  REQUIRE(started.code == 0);
+  states = States(sb, "nested-nat");
+  CHECK(states["nested1"] == "running");
+  CHECK(states["nested2"] == "running");
+  Run check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
+}
+
+TEST_CASE("A VM the user stopped stays off when its parent restarts and on lab up, which says so", "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = WriteNestedNat(sb.dir + "/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+
+  REQUIRE(sb.Lab("stop nested-nat nested1").code == 0);
+  // middle stopped and started by the user: nested2 comes back with it, nested1 does not.
+  REQUIRE(sb.Lab("stop nested-nat middle").code == 0);
+  Run start = sb.Lab("start nested-nat middle");
+  INFO(start.out);
+  REQUIRE(start.code == 0);
+  auto states = States(sb, "nested-nat");
+  CHECK(states["middle"] == "running");
+  CHECK(states["nested2"] == "running");
+  CHECK(states["nested1"] == "off");
+
+  // lab up leaves it off and says so.
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  CHECK(up.out.find("VM 'nested1' is off (lab stop); lab start nested-nat nested1 to run it") != std::string::npos);
+  CHECK(up.out.find("No changes.") != std::string::npos);
+  CHECK(States(sb, "nested-nat")["nested1"] == "off");
+
+  // middle restarted by a plan (memory of a VM running a hypervisor needs it off): still off.
+  WriteNestedNat(file, {{"startup: 2GiB", "startup: 3GiB"}});
+  up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  CHECK(up.out.find("-/+  VM 'middle'") != std::string::npos);
+  states = States(sb, "nested-nat");
+  CHECK(states["middle"] == "running");
+  CHECK(states["nested2"] == "running");
+  CHECK(states["nested1"] == "off");
+
+  Run run = sb.Lab("start nested-nat nested1");
+  INFO(run.out);
+  REQUIRE(run.code == 0);
+  CHECK(States(sb, "nested-nat")["nested1"] == "running");
+  Run check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
+}
+
+TEST_CASE("Restoring a middle VM's checkpoint puts its nested VMs' disks back with it", "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = WriteNestedNat(sb.dir + "/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+
+  REQUIRE(sb.Lab("exec nested-nat nested1 -- sh -c 'echo before > /root/kept'").code == 0);
+  Run cp = sb.Lab("checkpoint nested-nat middle c1");
+  INFO(cp.out);
+  REQUIRE(cp.code == 0);
+  REQUIRE(sb.Lab("exec nested-nat nested1 -- sh -c 'echo after > /root/later; echo after > /root/kept'").code == 0);
+  Run restore = sb.Lab("restore nested-nat middle c1");
+  INFO(restore.out);
+  REQUIRE(restore.code == 0);
+  CHECK(sb.Lab("exec nested-nat nested1 -- cat /root/kept").out.find("before") != std::string::npos);
+  CHECK(sb.Lab("exec nested-nat nested1 -- test -e /root/later").code == 1);
+  Run check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
+}
+
+TEST_CASE("A change that needs a saved VM off is a step that removes its saved state, never in place", "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = WriteNestedNat(sb.dir + "/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+  REQUIRE(sb.Lab("save nested-nat nested1").code == 0);
+
+  // Memory (resize-saved-vm), and expose_virtualization_extensions.
+  for (const auto& edit : std::vector<std::pair<std::string, std::string>>{
+           {"nested1:\n            memory: {startup: 512MiB}", "nested1:\n            memory: {startup: 1GiB}"},
+           {"nested1:\n            memory: {startup: 512MiB}",
+            "nested1:\n            memory: {startup: 512MiB}\n            processor: {expose_virtualization_extensions: true}"}}) {
+    std::string changed = WriteNestedNat(sb.dir + "/changed.yaml", {edit});
+    Run plan = sb.Lab("plan " + changed);
+    INFO(plan.out);
+    REQUIRE(plan.code == 0);
+    CHECK(plan.out.find("-/+  VM 'nested1'") != std::string::npos);
+    CHECK(plan.out.find("saved state removed: Remove-VMSavedState") != std::string::npos);
+    CHECK(plan.out.find("in place, the VM keeps running") == std::string::npos);
+  }
+  CHECK(States(sb, "nested-nat")["nested1"] == "saved");  // plan changed nothing
+
+  // Applied: the saved state goes, the VM runs with its new memory.
+  WriteNestedNat(file, {{"nested1:\n            memory: {startup: 512MiB}", "nested1:\n            memory: {startup: 1GiB}"}});
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  CHECK(States(sb, "nested-nat")["nested1"] == "running");
+  Run check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
+}
+
+TEST_CASE("The lab file is recorded by its absolute path, and verbs by lab name work from the records when it moves",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  const std::string labs = sb.dir + "/labs";
+  WriteNestedNat(labs + "/nat.yaml");
+  Run up = sb.Lab("up nat.yaml", "cd " + labs + " &&");
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+  CHECK(StatusJson(sb, "nested-nat").value("file", "") == labs + "/nat.yaml");
+  Run check = sb.Lab("check nested-nat", "cd / &&");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  // The file moved: check, status and the lifecycle verbs go on from the records, warning.
+  std::filesystem::rename(labs + "/nat.yaml", labs + "/moved.yaml");
+  const std::string gone = "warning: the lab file " + labs + "/nat.yaml is gone";
+  check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+  CHECK(check.out.find(gone) != std::string::npos);
+  Run stop = sb.Lab("stop nested-nat middle");
+  INFO(stop.out);
+  CHECK(stop.code == 0);
+  CHECK(stop.out.find(gone) != std::string::npos);
+  Run status = sb.Lab("status nested-nat");
+  INFO(status.out);
+  CHECK(status.out.find(gone) != std::string::npos);
+  Run start = sb.Lab("start nested-nat middle");
+  INFO(start.out);
+  CHECK(start.code == 0);
+  CHECK(sb.Lab("exec nested-nat nested1 -- true").code == 0);
+
+  // A file there that no longer parses: the same, with another warning.
+  REQUIRE(lab::WriteFileAtomic(labs + "/nat.yaml", "lab: nested-nat\nhosts: [\n"));
+  check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+  CHECK(check.out.find("no longer loads") != std::string::npos);
+  CHECK(sb.Lab("save nested-nat nested2").code == 0);
+  CHECK(sb.Lab("resume nested-nat nested2").code == 0);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
+}
+
+TEST_CASE("lab up of another file naming a lab that is up is refused, naming the file it is up from, unless --force",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string first = WriteNestedNat(sb.dir + "/a/nested-nat.yaml");
+  // Another file with the same `lab:` name and less in it: applied, it would remove nested2.
+  std::string second = WriteNestedNat(sb.dir + "/b/nested-nat.yaml",
+                                      {{"          nested2:\n            memory: {startup: 512MiB}\n            adapters:\n"
+                                        "              - {switch: VmNAT, ip: 192.168.100.3/24, gateway: 192.168.100.1,\n"
+                                        "                 dns: [10.10.0.1]}\n",
+                                        ""},
+                                       {"  - {from: nested1, ping: 192.168.100.3}                                          # nested2, same switch\n",
+                                        ""}});
+  REQUIRE(sb.Lab("up " + first).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+
+  Run refused = sb.Lab("up " + second);
+  INFO(refused.out);
+  CHECK(refused.code == 1);
+  CHECK(refused.out.find("lab 'nested-nat' is up from another file, " + first) != std::string::npos);
+  CHECK(refused.out.find("--force") != std::string::npos);
+  CHECK(InitPids(sb, "nested-nat") == pids);  // nothing changed
+  CHECK(StatusJson(sb, "nested-nat").value("file", "") == first);
+  // The same file by a relative path is the same lab.
+  Run same = sb.Lab("up nested-nat.yaml", "cd " + sb.dir + "/a &&");
+  INFO(same.out);
+  CHECK(same.code == 0);
+  CHECK(same.out.find("No changes.") != std::string::npos);
+
+  Run forced = sb.Lab("up " + second + " --force");
+  INFO(forced.out);
+  REQUIRE(forced.code == 0);
+  CHECK(StatusJson(sb, "nested-nat").value("file", "") == second);
+  CHECK(States(sb, "nested-nat").count("nested2") == 0);
+
+  TakeDownLeavingNothing(sb, "nested-nat", pids);
+}
+
+TEST_CASE("A start that fails part way loses no VM, and the same start run again finishes it", "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = WriteNestedNat(sb.dir + "/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+  REQUIRE(sb.Lab("stop nested-nat middle").code == 0);
+
+  // nested1 cannot be made this time (as a kernel refusal would): it stays a machine of the lab.
+  Run failed = sb.Lab("start nested-nat middle", "LAB_INJECT_FAILURE=+partition/nested1");
+  INFO(failed.out);
+  CHECK(failed.code == 1);
+  auto states = States(sb, "nested-nat");
+  CHECK(states["middle"] == "running");
+  CHECK(states["nested2"] == "running");
+  REQUIRE(states.count("nested1"));
+  CHECK(states["nested1"] == "off");
+  Run exec = sb.Lab("exec nested-nat nested1 -- true");
+  CHECK(exec.out.find("VM 'nested1' is off; start it first") != std::string::npos);
+  Run status = sb.Lab("status nested-nat");
+  INFO(status.out);
+  CHECK(status.out.find("partition/nested1: not running") != std::string::npos);  // drift, not silence
+
+  Run again = sb.Lab("start nested-nat middle");
+  INFO(again.out);
+  REQUIRE(again.code == 0);
+  CHECK(States(sb, "nested-nat")["nested1"] == "running");
+  Run check = sb.Lab("check nested-nat");
+  INFO(check.out);
+  CHECK(check.code == 0);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
+}

@@ -30,13 +30,17 @@ uint64_t MemoryLimitOf(int pid) {
   return std::stoull(*text);
 }
 
-std::string WriteVariant(const Sandbox& sb, const std::string& name, const std::string& from, const std::string& to) {
+/// labs/nested-nat.yaml with `from` replaced by `to`, written over the sandbox's copy of the lab
+/// file (one lab, one file: edits are made to the file the lab is up from).
+std::string WriteVariant(const Sandbox& sb, const std::string& from = "", const std::string& to = "") {
   auto text = lab::ReadFile(lab::testing::Src("labs/nested-nat.yaml"));
   REQUIRE(text);
-  auto at = text->find(from);
-  REQUIRE(at != std::string::npos);
-  text->replace(at, from.size(), to);
-  std::string path = sb.dir + "/" + name + ".yaml";
+  if (!from.empty()) {
+    auto at = text->find(from);
+    REQUIRE(at != std::string::npos);
+    text->replace(at, from.size(), to);
+  }
+  std::string path = sb.dir + "/nested-nat.yaml";
   REQUIRE(lab::WriteFileAtomic(path, *text));
   return path;
 }
@@ -47,14 +51,14 @@ TEST_CASE("A running VM's memory is resized in place, and a restart is planned o
           "[root][e2e]") {
   LAB_REQUIRE_ROOT("bringing up labs");
   Sandbox sb;
-  REQUIRE(sb.Lab("up " + lab::testing::Src("labs/nested-nat.yaml")).code == 0);
+  REQUIRE(sb.Lab("up " + WriteVariant(sb)).code == 0);
   auto pids = InitPids(sb, "nested-nat");
   REQUIRE(pids.size() == 5);  // lan, hv1, middle, nested1, nested2
   const int nested1 = pids[3];
   CHECK(MemoryLimitOf(nested1) == 512ull << 20);
 
   // nested1 runs no hypervisor: Set-VMMemory while it runs; the same processes keep running.
-  auto resized = WriteVariant(sb, "resized", "nested1:\n            memory: {startup: 512MiB}",
+  auto resized = WriteVariant(sb, "nested1:\n            memory: {startup: 512MiB}",
                               "nested1:\n            memory: {startup: 768MiB}");
   Run up = sb.Lab("up " + resized);
   INFO(up.out);
@@ -67,7 +71,7 @@ TEST_CASE("A running VM's memory is resized in place, and a restart is planned o
 
   // middle runs a hypervisor (nested1, nested2): its resize needs it off. --no-restart refuses
   // before anything changes; without it, the plan says why it stops and starts middle.
-  auto bigger = WriteVariant(sb, "bigger", "startup: 2GiB", "startup: 3GiB");
+  auto bigger = WriteVariant(sb, "startup: 2GiB", "startup: 3GiB");
   Run refused = sb.Lab("up --no-restart " + bigger);
   INFO(refused.out);
   CHECK(refused.code == 1);

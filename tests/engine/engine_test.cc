@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <regex>
 #include <set>
 #include <string>
@@ -85,7 +86,8 @@ TEST_CASE("Engine brings a lab up once: a second up has nothing to do", "[engine
   auto rec = f.engine->Find("nested-nat");
   REQUIRE(rec);
   CHECK(rec->uid == contexts.front().uid);
-  CHECK(rec->file == "labs/nested-nat.yaml");
+  // Recorded absolute: commands by lab name find it from any directory.
+  CHECK(rec->file == std::filesystem::absolute("labs/nested-nat.yaml").lexically_normal().string());
 }
 
 TEST_CASE("Engine plans without changing anything", "[engine]") {
@@ -125,7 +127,7 @@ TEST_CASE("A plan only shown is the plan up applies, without specs for what it w
   // A changed lab: the recorded resources it compares carry their specs, and both plans agree.
   auto text = lab::testing::ReplaceOnce(lab::testing::LabText("nested-nat"), "nested1:\n            memory: {startup: 512MiB}",
                                         "nested1:\n            memory: {startup: 768MiB}");
-  auto changed = lab::testing::ParseLab(text);
+  auto changed = lab::testing::ParseLab(text, "labs/nested-nat.yaml");
   auto shown2 = f.engine->PlanUp(changed);
   REQUIRE(shown2);
   REQUIRE(shown2->actions.size() == 1);
@@ -379,10 +381,10 @@ TEST_CASE("Engine resizes a running VM's memory in place through the hypervisor"
   f.hv.ClearCalls();
   auto text = lab::testing::ReplaceOnce(lab::testing::LabText("nested-nat"), "nested1:\n            memory: {startup: 512MiB}",
                                         "nested1:\n            memory: {startup: 768MiB}");
-  auto again = f.Up(lab::testing::ParseLab(text));
+  auto again = f.Up(lab::testing::ParseLab(text, "labs/nested-nat.yaml"));
   CHECK(again.plan.Summary() == "Plan: 0 to add, 1 to change, 0 to destroy.");
   CHECK(again.report.ok());
   CHECK(f.hv.Mutations() == std::vector<std::string>{"SetPartitionMemory nested1 768MiB"});
   // Recorded with its new memory: the next up has nothing to do.
-  CHECK(f.engine->PlanUp(lab::testing::ParseLab(text))->empty());
+  CHECK(f.engine->PlanUp(lab::testing::ParseLab(text, "labs/nested-nat.yaml"))->empty());
 }

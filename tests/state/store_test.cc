@@ -528,13 +528,40 @@ TEST_CASE("A version-1 database is migrated forward with its labs kept", "[state
     auto store = OpenOrFail(dir.path);
     PutLab(*store, "alpha");
   }
-  // What a version-1 store looked like: no placements table.
-  Sql(dir.Db(), "DROP TABLE placements; UPDATE schema_version SET version = 1");
+  // What a version-1 store looked like: no placements, no stopped VMs, no lab file text.
+  Sql(dir.Db(), "DROP TABLE placements; DROP TABLE stopped; ALTER TABLE labs DROP COLUMN source; "
+                "UPDATE schema_version SET version = 1");
   auto store = OpenOrFail(dir.path);
   CHECK(store->schema_version() == Store::kSchemaVersion);
   CHECK(store->Load("alpha")->lab.has_value());
+  CHECK(store->Load("alpha")->lab->source.empty());
   REQUIRE(store->SetPlacement("alpha", "web", "hv2").ok());
   CHECK(store->Load("alpha")->placements.size() == 1);
+  REQUIRE(store->SetStopped("alpha", "web", true).ok());
+  CHECK(store->Load("alpha")->stopped == std::set<std::string>{"web"});
+}
+
+TEST_CASE("A lab keeps the text of its file and the VMs the user stopped until it goes down", "[state]") {
+  StateDir dir;
+  auto store = OpenOrFail(dir.path);
+  REQUIRE(store->PutLab(LabRecord{"alpha", "", "/labs/a.yaml", 0, 0, "lab: alpha\n"}).ok());
+  REQUIRE(store->PutLab(LabRecord{"beta", "", "/labs/b.yaml", 0, 0, "lab: beta\n"}).ok());
+  CHECK(store->Load("alpha")->lab->source == "lab: alpha\n");
+  // A later up records the file as applied then.
+  REQUIRE(store->PutLab(LabRecord{"alpha", "", "/labs/a.yaml", 0, 0, "lab: alpha\n# edited\n"}).ok());
+  CHECK(store->Load("alpha")->lab->source == "lab: alpha\n# edited\n");
+
+  REQUIRE(store->SetStopped("alpha", "nested1", true).ok());
+  REQUIRE(store->SetStopped("alpha", "nested1", true).ok());  // twice is once
+  REQUIRE(store->SetStopped("alpha", "middle", true).ok());
+  REQUIRE(store->SetStopped("beta", "web", true).ok());
+  CHECK(store->Load("alpha")->stopped == std::set<std::string>{"middle", "nested1"});
+  REQUIRE(store->SetStopped("alpha", "middle", false).ok());  // lab start
+  CHECK(store->Load("alpha")->stopped == std::set<std::string>{"nested1"});
+  CHECK_FALSE(store->SetStopped("gamma", "web", true).ok());  // only of a recorded lab
+  REQUIRE(store->DeleteLab("alpha").ok());
+  CHECK(store->Load("alpha")->stopped.empty());
+  CHECK(store->Load("beta")->stopped == std::set<std::string>{"web"});
 }
 
 TEST_CASE("Processes opening a new state database at the same moment all get in", "[state]") {
