@@ -185,6 +185,13 @@ class LinuxHypervisor final : public Hypervisor {
     return std::string("{}");
   }
 
+  Result<std::string> SetNicAddress(const NicSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(InNs(MachineRun(s.machine), [&](Netlink& nl) {
+                          return ReplaceAddress(nl, s.name, s.ip, s.gateway);
+                        }).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'"));
+    return facts;
+  }
+
   Status RemoveNic(const NicSpec& s, const std::string&) override {
     return DeleteLinkIn(MachineRun(s.machine), s.name).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'");
   }
@@ -243,6 +250,29 @@ class LinuxHypervisor final : public Hypervisor {
     if (s.type == "private") LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
     if (IsTeam(s)) LAB_RETURN_IF_ERROR(RemovePortFilter(s.owner, s.ifname).Prefixed(what));
     return DeleteLinkIn(MachineRun(s.owner), s.ifname).Prefixed(what);
+  }
+
+  Result<std::string> SetSwitch(const SwitchSpec& s, const std::string& facts) override {
+    std::string what = "switch '" + s.name + "' on '" + s.owner + "'";
+    LAB_RETURN_IF_ERROR(InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+                          // Rename-VMSwitch: a bridge that is up cannot change its kernel name, but
+                          // its altnames (the names Hyper-V shows) can change while it forwards.
+                          const std::string mark = Mark("sw." + s.name);
+                          const std::string vethernet = "vEthernet(" + s.name + ")";
+                          LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, mark));
+                          if (s.management_port) LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, vethernet));
+                          auto link = nl.FindLink(s.ifname);
+                          if (!link.ok()) return link.status();
+                          if (!*link) return Status::Error("bridge '" + s.ifname + "' does not exist");
+                          for (const auto& alt : (*link)->altnames) {
+                            bool old_mark = alt.rfind(Mark("sw."), 0) == 0 && alt != mark;
+                            bool old_port = alt.rfind("vEthernet(", 0) == 0 && (alt != vethernet || !s.management_port);
+                            if (old_mark || old_port) LAB_RETURN_IF_ERROR(nl.DeleteAltName(s.ifname, alt));
+                          }
+                          if (!s.management_port) return Status::Ok();
+                          return ReplaceAddress(nl, s.ifname, s.ip, s.gateway);
+                        }).Prefixed(what));
+    return facts;
   }
 
   // --- SET teams and links (hv/kernel/team.h) -------------------------------------------
@@ -320,6 +350,8 @@ class LinuxHypervisor final : public Hypervisor {
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     LAB_RETURN_IF_ERROR(ApplyPortFilter(s, *owner_ns).Prefixed(what));
+    LAB_RETURN_IF_ERROR(
+        InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(nl, s.name, s.ip, s.gateway); }).Prefixed(what));
     return facts;
   }
 
@@ -658,6 +690,24 @@ class LinuxHypervisor final : public Hypervisor {
     if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
     if (gateway) LAB_RETURN_IF_ERROR(nl.SetDefaultRoute(*gateway));
     return Status::Ok();
+  }
+
+  /// The address of a live interface changed in place (no flap): `ifname` ends up with exactly
+  /// `ip` and the default route via `gateway`, or none through it. The new address comes first,
+  /// the others go, and the route is set last: removing an address takes the routes through it.
+  static Status ReplaceAddress(Netlink& nl, const std::string& ifname, const std::optional<Cidr>& ip,
+                               const std::optional<Ipv4>& gateway) {
+    auto link = nl.FindLink(ifname);
+    if (!link.ok()) return link.status();
+    if (!*link) return Status::Error("interface '" + ifname + "' does not exist");
+    const int index = (*link)->index;
+    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
+    auto addrs = nl.Addresses();
+    if (!addrs.ok()) return addrs.status();
+    for (const auto& a : *addrs)
+      if (a.index == index && (!ip || a.address != *ip)) LAB_RETURN_IF_ERROR(nl.DeleteAddress(ifname, a.address));
+    if (gateway) return nl.SetDefaultRoute(*gateway);
+    return nl.DeleteDefaultRoute(index);
   }
 
   /// Runs fn with a route socket inside the partition at run_dir.

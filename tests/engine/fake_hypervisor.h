@@ -169,8 +169,20 @@ class FakeHypervisor : public hv::Hypervisor {
   }
   Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& facts) override {
     LAB_RETURN_IF_ERROR(Call("SetAdapter " + s.vm + "/" + s.name + " mac_address_spoofing=" +
-                             (s.mac_address_spoofing ? "on" : "off")));
+                             (s.mac_address_spoofing ? "on" : "off") + Address(s.ip, s.gateway)));
     return facts;
+  }
+  Result<std::string> SetNicAddress(const hv::NicSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(Call("SetNicAddress " + s.machine + "/" + s.name + Address(s.ip, s.gateway)));
+    return facts;
+  }
+  Result<std::string> SetSwitch(const hv::SwitchSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(Call("SetSwitch " + s.owner + "/" + s.name + " bridge=" + s.ifname + Address(s.ip, s.gateway)));
+    return facts;
+  }
+  /// " ip=10.0.0.2/24 gateway=10.0.0.1", "" for neither.
+  static std::string Address(const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway) {
+    return (ip ? " ip=" + ip->ToString() : "") + (gateway ? " gateway=" + gateway->ToString() : "");
   }
 
   /// Links are up until SetLink downs them; ReconcileTeam binds the ports as the Linux
@@ -300,6 +312,10 @@ class FakeHypervisor : public hv::Hypervisor {
     Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& x) override {
       return f_.SetAdapter(s, x);
     }
+    Result<std::string> SetNicAddress(const hv::NicSpec& s, const std::string& x) override {
+      return f_.SetNicAddress(s, x);
+    }
+    Result<std::string> SetSwitch(const hv::SwitchSpec& s, const std::string& x) override { return f_.SetSwitch(s, x); }
     Status SetLink(const hv::PartitionSpec& m, const std::string& i, bool up) override { return f_.SetLink(m, i, up); }
     Result<std::vector<hv::TeamMember>> ReconcileTeam(const hv::SwitchSpec& s,
                                                       const std::vector<hv::TeamPort>& p) override {
