@@ -124,15 +124,14 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
     std::fputs(engine::RenderPlanText(plan).c_str(), stdout);
     return;
   }
-  for (const auto& a : plan.actions) {
-    std::string sym = engine::Symbol(a.type);
-    std::string colored = a.type == engine::ActionType::kCreate   ? out.Green(sym)
-                          : a.type == engine::ActionType::kDelete ? out.Red(sym)
-                                                                  : out.Yellow(sym);
-    std::printf("  %s %s%s\n", colored.c_str(), std::string(4 - sym.size(), ' ').c_str(),
-                a.resource.display.c_str());
-    if (a.type != engine::ActionType::kCreate) std::printf("        %s\n", out.Dim(a.reason).c_str());
+  for (const auto& v : engine::ViewPlan(plan)) {
+    if (!v.shown) continue;
+    std::string colored = v.symbol == "+" ? out.Green(v.symbol) : v.symbol == "-" ? out.Red(v.symbol) : out.Yellow(v.symbol);
+    std::printf("  %s %s%s\n", colored.c_str(), std::string(4 - v.symbol.size(), ' ').c_str(), v.head.c_str());
+    if (!v.why.empty()) std::printf("        %s\n", out.Dim(v.why).c_str());
+    for (const auto& d : v.details) std::printf("          %s\n", d.c_str());
   }
+  for (const auto& w : plan.warnings) std::printf("  %s %s\n", out.Red("!").c_str(), w.c_str());
   for (const auto& n : plan.notes) std::printf("  %s %s\n", out.Yellow("note:").c_str(), n.c_str());
   for (const auto& r : plan.refusals) std::printf("  %s %s\n", out.Red("refused:").c_str(), r.c_str());
   std::printf("%s\n", out.Bold(plan.Summary()).c_str());
@@ -140,18 +139,30 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
 
 std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
   nlohmann::json actions = nlohmann::json::array();
-  for (const auto& a : plan.actions)
-    actions.push_back({{"action", engine::ToString(a.type)},
-                       {"symbol", engine::Symbol(a.type)},
-                       {"key", a.resource.key},
-                       {"kind", engine::ToString(a.resource.kind)},
-                       {"display", a.resource.display},
-                       {"reason", a.reason}});
+  auto views = engine::ViewPlan(plan);
+  for (size_t i = 0; i < plan.actions.size(); ++i) {
+    const auto& a = plan.actions[i];
+    nlohmann::json changes = nlohmann::json::array();
+    for (const auto& c : a.changes) changes.push_back({{"key", c.key}, {"from", c.from}, {"to", c.to}});
+    nlohmann::json j = {{"action", views[i].kind},
+                        {"symbol", engine::Symbol(a.type)},
+                        {"key", a.resource.key},
+                        {"kind", engine::ToString(a.resource.kind)},
+                        {"display", a.resource.display},
+                        {"reason", a.reason},
+                        {"changes", changes}};
+    if (a.restart) j["running"] = a.running;
+    if (!a.within.empty()) j["within"] = a.within;
+    if (a.old.key != a.resource.key && !a.old.key.empty()) j["renamed_from"] = a.old.key;
+    actions.push_back(std::move(j));
+  }
   return nlohmann::json{{"lab", lab},
                         {"actions", actions},
                         {"add", plan.add},
                         {"change", plan.change},
+                        {"restart", plan.restart},
                         {"destroy", plan.destroy},
+                        {"warnings", plan.warnings},
                         {"notes", plan.notes},
                         {"refusals", plan.refusals},
                         {"summary", plan.Summary()}}

@@ -56,7 +56,12 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   options.profile = ProfileOf(lab);
   // Only recorded resources are compared by their specs; the others are created.
   NeedsSpec needs_spec;
-  if (shown_only) needs_spec = [&snap](const std::string& key) { return snap.resources.count(key) != 0; };
+  // Switches too once something is recorded: a switch under a new name may be a recorded one
+  // renamed (plan.cc, FindRenames).
+  if (shown_only)
+    needs_spec = [&snap](const std::string& key) {
+      return snap.resources.count(key) != 0 || (!snap.resources.empty() && key.rfind("switch/", 0) == 0);
+    };
   Plan plan = ComputePlan(Desired(lab, uid, needs_spec), snap, Observe(hv, snap, interrupted), options);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
   RuleReport rules = CheckRules(lab);
@@ -80,13 +85,8 @@ static Plan Restrict(const Plan& plan, const std::set<std::string>& machines) {
   out.notes = plan.notes;
   out.refusals = plan.refusals;
   for (const auto& a : plan.actions)
-    if (machines.count(MachineOf(a.resource))) {
-      out.actions.push_back(a);
-      if (a.type == ActionType::kCreate) ++out.add;
-      if (a.type == ActionType::kUpdate) ++out.change;
-      if (a.type == ActionType::kReplace) ++out.add, ++out.destroy;
-      if (a.type == ActionType::kDelete) ++out.destroy;
-    }
+    if (machines.count(MachineOf(a.resource))) out.actions.push_back(a);
+  out.Count();
   return out;
 }
 
