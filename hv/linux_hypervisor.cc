@@ -187,7 +187,7 @@ class LinuxHypervisor final : public Hypervisor {
 
   Result<std::string> SetNicAddress(const NicSpec& s, const std::string& facts) override {
     LAB_RETURN_IF_ERROR(InNs(MachineRun(s.machine), [&](Netlink& nl) {
-                          return ReplaceAddress(nl, s.name, s.ip, s.gateway);
+                          return ReplaceAddress(MachineRun(s.machine), nl, s.name, s.ip, s.gateway);
                         }).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'"));
     return facts;
   }
@@ -270,7 +270,7 @@ class LinuxHypervisor final : public Hypervisor {
                             if (old_mark || old_port) LAB_RETURN_IF_ERROR(nl.DeleteAltName(s.ifname, alt));
                           }
                           if (!s.management_port) return Status::Ok();
-                          return ReplaceAddress(nl, s.ifname, s.ip, s.gateway);
+                          return ReplaceAddress(MachineRun(s.owner), nl, s.ifname, s.ip, s.gateway);
                         }).Prefixed(what));
     return facts;
   }
@@ -351,7 +351,8 @@ class LinuxHypervisor final : public Hypervisor {
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     LAB_RETURN_IF_ERROR(ApplyPortFilter(s, *owner_ns).Prefixed(what));
     LAB_RETURN_IF_ERROR(
-        InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(nl, s.name, s.ip, s.gateway); }).Prefixed(what));
+        InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(MachineRun(s.vm), nl, s.name, s.ip, s.gateway); })
+            .Prefixed(what));
     return facts;
   }
 
@@ -692,18 +693,28 @@ class LinuxHypervisor final : public Hypervisor {
     return Status::Ok();
   }
 
-  /// The address of a live interface changed in place (no flap): `ifname` ends up with exactly
-  /// `ip` and the default route via `gateway`, or none through it. The new address comes first,
-  /// the others go, and the route is set last: removing an address takes the routes through it.
-  static Status ReplaceAddress(Netlink& nl, const std::string& ifname, const std::optional<Cidr>& ip,
-                               const std::optional<Ipv4>& gateway) {
+  /// The address of a live interface changed in place (no flap): `ifname` (inside the partition
+  /// at run_dir, reached through `nl`) ends up with exactly `ip` and the default route via
+  /// `gateway`, or none through it. The new address comes first, the others go, and the route is
+  /// set last: removing an address takes the routes through it.
+  static Status ReplaceAddress(const std::string& run_dir, Netlink& nl, const std::string& ifname,
+                               const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway) {
     auto link = nl.FindLink(ifname);
     if (!link.ok()) return link.status();
     if (!*link) return Status::Error("interface '" + ifname + "' does not exist");
     const int index = (*link)->index;
-    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
     auto addrs = nl.Addresses();
     if (!addrs.ok()) return addrs.status();
+    bool replaced = false;
+    for (const auto& a : *addrs) replaced = replaced || (a.index == index && (!ip || a.address != *ip));
+    if (ip && replaced) {
+      // A new address in the old one's subnet is its secondary, and Linux deletes the
+      // secondaries with their primary unless they are promoted.
+      auto ns = NetNs::Open(kernel::NsPath(run_dir, "net"));
+      if (!ns) return ns.status();
+      LAB_RETURN_IF_ERROR(kernel::WriteNetSysctl(*ns, "ipv4/conf/" + (*link)->name + "/promote_secondaries", "1"));
+    }
+    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
     for (const auto& a : *addrs)
       if (a.index == index && (!ip || a.address != *ip)) LAB_RETURN_IF_ERROR(nl.DeleteAddress(ifname, a.address));
     if (gateway) return nl.SetDefaultRoute(*gateway);
