@@ -18,10 +18,10 @@ namespace {
 
 const char* kLab = "nested-nat";
 
-/// labs/nested-nat.yaml with every occurrence of each `from` replaced by its `to`.
+/// labs/LAB.yaml with every occurrence of each `from` replaced by its `to`.
 std::string Variant(const Sandbox& sb, const std::string& name,
-                    const std::vector<std::pair<std::string, std::string>>& edits) {
-  auto text = lab::ReadFile(lab::testing::Src("labs/nested-nat.yaml"));
+                    const std::vector<std::pair<std::string, std::string>>& edits, const std::string& lab = kLab) {
+  auto text = lab::ReadFile(lab::testing::Src("labs/" + lab + ".yaml"));
   REQUIRE(text);
   for (const auto& [from, to] : edits) {
     INFO("replacing " << from);
@@ -45,8 +45,9 @@ struct Interface {
   std::string default_gateway;  // "" = no default route
 };
 
-Interface Look(const Sandbox& sb, const std::string& machine, const std::string& ifname) {
-  std::string run = MachineRun(sb, kLab, machine);
+Interface Look(const Sandbox& sb, const std::string& machine, const std::string& ifname,
+               const std::string& lab = kLab) {
+  std::string run = MachineRun(sb, lab, machine);
   REQUIRE(!run.empty());
   auto ns = NetNs::Open(run + "/ns/net");
   REQUIRE(ns.ok());
@@ -224,6 +225,45 @@ TEST_CASE("A switch rename renames the switch in place; a restart plans as one l
     if (a["key"] == "partition/middle") CHECK(a["action"] == "restart");
 
   REQUIRE(sb.Lab("down " + std::string(kLab)).code == 0);
+  auto left = OwnLeftovers(sb, pids);
+  INFO(lab::Join(left, "\n"));
+  CHECK(left.empty());
+}
+
+TEST_CASE("A host NIC's address changes in place: the same link, reachable at its new address", "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  const std::string lab = "switch-types";
+  REQUIRE(sb.Lab("up " + lab::testing::Src("labs/switch-types.yaml")).code == 0);
+  auto pids = InitPids(sb, lab);
+  NoteMarks(sb);
+  Interface nic = Look(sb, "hv1", "Ethernet", lab);
+  CHECK(nic.addresses == std::set<std::string>{"10.50.0.11/24"});
+
+  auto moved = Variant(sb, "moved",
+                       {{"ip: 10.50.0.11/24", "ip: 10.50.0.111/24"},
+                        {"checks:\n", "checks:\n  - {from: vm-ext, ping: 10.50.0.111}\n"}},
+                       lab);
+  Run plan = sb.Lab("plan " + moved);
+  INFO(plan.out);
+  CHECK(plan.out.find("  ~    NIC 'Ethernet' of host 'hv1' on network 'lan'\n"
+                      "        ip 10.50.0.11/24 -> 10.50.0.111/24: in place, the link stays up") != std::string::npos);
+  CHECK(plan.out.find("-/+") == std::string::npos);
+  Run up = sb.Lab("up " + moved);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  Interface after = Look(sb, "hv1", "Ethernet", lab);
+  CHECK(after.index == nic.index);
+  CHECK(after.up);
+  CHECK(after.addresses == std::set<std::string>{"10.50.0.111/24"});
+  CHECK(after.default_gateway == "10.50.0.1");
+  CHECK(InitPids(sb, lab) == pids);
+  Run check = sb.Lab("check " + moved);
+  INFO(check.out);
+  CHECK(check.code == 0);
+  CHECK(sb.Lab("plan --detailed-exitcode " + moved).code == 0);
+
+  REQUIRE(sb.Lab("down " + lab).code == 0);
   auto left = OwnLeftovers(sb, pids);
   INFO(lab::Join(left, "\n"));
   CHECK(left.empty());
