@@ -26,27 +26,16 @@ using lab::engine::Kind;
 using lab::engine::Plan;
 using lab::engine::RenderPlanText;
 using lab::testing::ByKey;
+using lab::testing::CompareWithGolden;
 using lab::testing::kUid;
 using lab::testing::LabText;
 using lab::testing::LoadLab;
 using lab::testing::ParseLab;
 using lab::testing::Recorded;
 using lab::testing::ReplaceOnce;
+using lab::testing::UpdateLines;
 
 namespace {
-
-void CompareWithGolden(const std::string& got, const std::string& name) {
-  std::string path = lab::testing::Src("tests/engine/golden/" + name);
-  const char* update = std::getenv("LAB_UPDATE_GOLDEN");
-  if (update != nullptr && std::string(update) == "1") {
-    REQUIRE(lab::WriteFileAtomic(path, got));
-    return;
-  }
-  auto want = lab::ReadFile(path);
-  INFO("golden file " << path);
-  REQUIRE(want);
-  CHECK(got == *want);
-}
 
 /// nested-nat recorded as made, and the plan for `text` against it.
 Plan PlanEdit(const std::string& text, const lab::engine::Observed& broken = {}) {
@@ -115,9 +104,7 @@ TEST_CASE("A NIC's address and gateway change in place where no switch holds the
                     "(New-NetIPAddress, New-NetRoute)");
   for (const auto& x : plan.actions) CHECK(x.type == ActionType::kUpdate);  // and the stand-in's record of hv1
 
-  lab::testing::FakeHypervisor hv;
-  REQUIRE(lab::engine::UpdateResource(hv, a.resource, a.old, a.old_facts).ok());
-  CHECK(hv.Calls() == std::vector<std::string>{"SetNicAddress hv1/Ethernet ip=10.50.0.111/24 gateway=10.50.0.254"});
+  CHECK(UpdateLines(a) == std::vector<std::string>{"SetNicAddress hv1/Ethernet ip=10.50.0.111/24 gateway=10.50.0.254"});
 }
 
 TEST_CASE("An internal switch's address changes in place, and what is connected to it stays", "[engine]") {
@@ -133,14 +120,11 @@ TEST_CASE("An internal switch's address changes in place, and what is connected 
   CHECK(by["adapter/nested2/Ethernet"]->type == ActionType::kUpdate);
   for (const auto& a : plan.actions) CHECK(a.type == ActionType::kUpdate);
 
-  lab::testing::FakeHypervisor hv;
-  for (const char* key : {"switch/middle/VmNAT", "adapter/nested1/Ethernet"}) {
-    const Action& a = *by[key];
-    REQUIRE(lab::engine::UpdateResource(hv, a.resource, a.old, a.old_facts).ok());
-  }
-  CHECK(hv.Calls() == std::vector<std::string>{
-                          "SetSwitch middle/VmNAT bridge=VmNAT ip=192.168.100.254/24",
-                          "SetAdapter nested1/Ethernet mac_address_spoofing=off ip=192.168.100.2/24 gateway=192.168.100.254"});
+  CHECK(UpdateLines(*by["switch/middle/VmNAT"]) ==
+        std::vector<std::string>{"SetSwitch middle/VmNAT bridge=VmNAT ip=192.168.100.254/24"});
+  CHECK(UpdateLines(*by["adapter/nested1/Ethernet"]) ==
+        std::vector<std::string>{
+            "SetAdapter nested1/Ethernet mac_address_spoofing=off ip=192.168.100.2/24 gateway=192.168.100.254"});
 }
 
 TEST_CASE("A switch rename is a rename in place: its bridge, its ports and its NAT stay", "[engine][golden]") {
@@ -168,9 +152,7 @@ TEST_CASE("A switch rename is a rename in place: its bridge, its ports and its N
   // The records follow the new name, and the next plan has nothing to do.
   CHECK(ComputePlan(Desired(ParseLab(text), kUid), AppliedRecords(plan), {}).empty());
 
-  lab::testing::FakeHypervisor hv;
-  REQUIRE(lab::engine::UpdateResource(hv, sw.resource, sw.old, sw.old_facts).ok());
-  CHECK(hv.Calls() == std::vector<std::string>{"SetSwitch middle/NatSwitch bridge=VmNAT ip=192.168.100.1/24"});
+  CHECK(UpdateLines(sw) == std::vector<std::string>{"SetSwitch middle/NatSwitch bridge=VmNAT ip=192.168.100.1/24"});
 }
 
 TEST_CASE("A switch that changes more than its name and address is not taken for a rename", "[engine]") {

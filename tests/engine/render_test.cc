@@ -19,25 +19,9 @@ using lab::engine::Desired;
 using lab::engine::GraphFormat;
 using lab::engine::RenderGraph;
 using lab::engine::RenderPlanText;
+using lab::testing::CompareWithGolden;
 using lab::testing::kUid;
 using lab::testing::LoadLab;
-
-namespace {
-
-void CompareWithGolden(const std::string& got, const std::string& name) {
-  std::string path = lab::testing::Src("tests/engine/golden/" + name);
-  const char* update = std::getenv("LAB_UPDATE_GOLDEN");
-  if (update != nullptr && std::string(update) == "1") {
-    REQUIRE(lab::WriteFileAtomic(path, got));
-    return;
-  }
-  auto want = lab::ReadFile(path);
-  INFO("golden file " << path);
-  REQUIRE(want);
-  CHECK(got == *want);
-}
-
-}  // namespace
 
 TEST_CASE("The plan of nested-nat from nothing reads as its golden file", "[engine][golden]") {
   auto plan = ComputePlan(Desired(LoadLab("nested-nat"), kUid), {}, {});
