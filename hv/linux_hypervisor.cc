@@ -253,25 +253,25 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   Result<std::string> SetSwitch(const SwitchSpec& s, const std::string& facts) override {
-    std::string what = "switch '" + s.name + "' on '" + s.owner + "'";
-    LAB_RETURN_IF_ERROR(InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
-                          // Rename-VMSwitch: a bridge that is up cannot change its kernel name, but
-                          // its altnames (the names Hyper-V shows) can change while it forwards.
-                          const std::string mark = Mark("sw." + s.name);
-                          const std::string vethernet = "vEthernet(" + s.name + ")";
-                          LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, mark));
-                          if (s.management_port) LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, vethernet));
-                          auto link = nl.FindLink(s.ifname);
-                          if (!link.ok()) return link.status();
-                          if (!*link) return Status::Error("bridge '" + s.ifname + "' does not exist");
-                          for (const auto& alt : (*link)->altnames) {
-                            bool old_mark = alt.rfind(Mark("sw."), 0) == 0 && alt != mark;
-                            bool old_port = alt.rfind("vEthernet(", 0) == 0 && (alt != vethernet || !s.management_port);
-                            if (old_mark || old_port) LAB_RETURN_IF_ERROR(nl.DeleteAltName(s.ifname, alt));
-                          }
-                          if (!s.management_port) return Status::Ok();
-                          return ReplaceAddress(MachineRun(s.owner), nl, s.ifname, s.ip, s.gateway);
-                        }).Prefixed(what));
+    Status st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+      // Rename-VMSwitch: a bridge that is up cannot change its kernel name, but its altnames (the
+      // names Hyper-V shows) can change while it forwards.
+      const std::string mark = Mark("sw." + s.name);
+      const std::string vethernet = "vEthernet(" + s.name + ")";
+      LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, mark));
+      if (s.management_port) LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, vethernet));
+      auto link = nl.FindLink(s.ifname);
+      if (!link.ok()) return link.status();
+      if (!*link) return Status::Error("bridge '" + s.ifname + "' does not exist");
+      for (const auto& alt : (*link)->altnames) {
+        bool old_mark = alt.rfind(Mark("sw."), 0) == 0 && alt != mark;
+        bool old_port = alt.rfind("vEthernet(", 0) == 0 && (alt != vethernet || !s.management_port);
+        if (old_mark || old_port) LAB_RETURN_IF_ERROR(nl.DeleteAltName(s.ifname, alt));
+      }
+      if (!s.management_port) return Status::Ok();
+      return ReplaceAddress(MachineRun(s.owner), nl, s.ifname, s.ip, s.gateway);
+    });
+    if (!st.ok()) return st.Prefixed("switch '" + s.name + "' on '" + s.owner + "'");
     return facts;
   }
 
