@@ -169,6 +169,23 @@ TEST_CASE("An address, gateway and DNS edit is applied in place: the same links,
   CHECK(back.default_gateway == "192.168.100.1");
   CHECK(sb.Lab("check " + file).code == 0);
 
+  // The prefix of the whole internal network (switch, NAT, adapters): in place as well.
+  auto wider = Variant(sb, "wider",
+                       {{"192.168.100.1/24 ", "192.168.100.1/23 "},
+                        {"192.168.100.2/24,", "192.168.100.2/23,"},
+                        {"192.168.100.3/24,", "192.168.100.3/23,"},
+                        {"prefix: 192.168.100.0/24", "prefix: 192.168.100.0/23"}});
+  Run widen = sb.Lab("up " + wider);
+  INFO(widen.out);
+  REQUIRE(widen.code == 0);
+  CHECK(widen.out.find("Plan: 0 to add, 4 to change, 0 to destroy.") != std::string::npos);
+  Interface wide = Look(sb, "nested1", "Ethernet");
+  CHECK(wide.index == nested1.index);
+  CHECK(wide.addresses == std::set<std::string>{"192.168.100.2/23"});
+  CHECK(wide.default_gateway == "192.168.100.1");
+  CHECK(Look(sb, "middle", "VmNAT").addresses == std::set<std::string>{"192.168.100.1/23"});
+  CHECK(sb.Lab("check " + wider).code == 0);
+
   REQUIRE(sb.Lab("down " + std::string(kLab)).code == 0);
   auto left = OwnLeftovers(sb, pids);
   INFO(lab::Join(left, "\n"));
