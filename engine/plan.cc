@@ -219,7 +219,18 @@ std::map<std::string, std::string> FindRenames(const std::vector<Resource>& desi
 /// is now the name of another interface of the owner.
 void KeepKernelNames(std::vector<Resource>& desired, const std::map<std::string, Resource>& old,
                      const std::map<std::string, std::string>& renamed_from) {
-  std::map<std::string, std::string> kept;  // switch key -> recorded ifname
+  // Switches whose recorded bridge name is not the one the file gives them now; for nearly every
+  // plan there are none, and the interface names below are never gathered.
+  std::vector<std::pair<Resource*, std::string>> candidates;
+  for (auto& r : desired) {
+    if (r.kind != Kind::kSwitch || r.spec.is_null()) continue;
+    auto from = renamed_from.find(r.key);
+    auto it = old.find(from == renamed_from.end() ? r.key : from->second);
+    if (it == old.end()) continue;
+    std::string recorded = it->second.spec.value("ifname", std::string());
+    if (!recorded.empty() && recorded != r.spec.value("ifname", std::string())) candidates.emplace_back(&r, recorded);
+  }
+  if (candidates.empty()) return;
   // (machine, interface name) of NICs and adapters, and of the bridges as the file names them.
   std::set<std::pair<std::string, std::string>> ifnames;
   for (const auto& r : desired) {
@@ -230,16 +241,11 @@ void KeepKernelNames(std::vector<Resource>& desired, const std::map<std::string,
     if (r.kind == Kind::kSwitch && !r.spec.is_null())
       ifnames.insert({r.spec.value("owner", std::string()), r.spec.value("ifname", std::string())});
   }
-  for (auto& r : desired) {
-    if (r.kind != Kind::kSwitch || r.spec.is_null()) continue;
-    auto from = renamed_from.find(r.key);
-    auto it = old.find(from == renamed_from.end() ? r.key : from->second);
-    if (it == old.end()) continue;
-    std::string recorded = it->second.spec.value("ifname", std::string());
-    std::string owner = r.spec.value("owner", std::string());
-    if (recorded.empty() || recorded == r.spec.value("ifname", std::string()) || ifnames.count({owner, recorded})) continue;
-    r.spec["ifname"] = recorded;
-    kept[r.key] = recorded;
+  std::map<std::string, std::string> kept;  // switch key -> recorded ifname
+  for (auto& [r, recorded] : candidates) {
+    if (ifnames.count({r->spec.value("owner", std::string()), recorded})) continue;
+    r->spec["ifname"] = recorded;
+    kept[r->key] = recorded;
   }
   if (kept.empty()) return;
   for (auto& r : desired) {
