@@ -179,7 +179,10 @@ engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
   o.on_step = [out](const engine::StepEvent& ev) {
     if (out.quiet && ev.status.ok() && !ev.skipped) return;
     const auto& a = *ev.action;
-    std::string verb = ev.teardown ? "removed" : (a.type == engine::ActionType::kUpdate ? "updated" : "made");
+    // A restarted VM is stopped and started on its disk (Stop-VM, Start-VM), not removed and made.
+    const bool vm_restart = a.restart && a.resource.kind == engine::Kind::kPartition;
+    std::string verb = ev.teardown ? (vm_restart ? "stopped" : "removed")
+                                   : (a.type == engine::ActionType::kUpdate ? "updated" : vm_restart ? "started" : "made");
     std::string line;
     if (ev.skipped) {
       line = "  " + out.Yellow("skipped") + " " + a.resource.display + " (something it needs failed)";

@@ -240,6 +240,15 @@ TEST_CASE("A switch rename renames the switch in place; a restart plans as one l
   CHECK(j["destroy"] == 0);
   for (const auto& a : j["actions"])
     if (a["key"] == "partition/middle") CHECK(a["action"] == "restart");
+  Run restarted = sb.Lab("up " + bigger);
+  INFO(restarted.out);
+  REQUIRE(restarted.code == 0);
+  CHECK(restarted.out.find("  stopped VM 'middle' (on hv1)") != std::string::npos);  // Stop-VM: its disk is kept
+  CHECK(restarted.out.find("  started VM 'nested1' (on middle)") != std::string::npos);
+  CHECK(restarted.out.find("  removed VM") == std::string::npos);
+  CHECK(sb.Lab("check " + bigger).code == 0);
+  auto now = InitPids(sb, kLab);  // middle and its VMs run as new processes
+  pids.insert(pids.end(), now.begin(), now.end());
 
   REQUIRE(sb.Lab("down " + std::string(kLab)).code == 0);
   auto left = OwnLeftovers(sb, pids);
