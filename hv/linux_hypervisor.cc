@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <mutex>
 #include <filesystem>
@@ -696,29 +697,58 @@ class LinuxHypervisor final : public Hypervisor {
   /// The address of a live interface changed in place (no flap): `ifname` (inside the partition
   /// at run_dir, reached through `nl`) ends up with exactly `ip` and the default route via
   /// `gateway`, or none through it. The new address comes first, the others go, and the route is
-  /// set last: removing an address takes the routes through it.
+  /// set last: removing an address takes the routes through it. A step that fails puts back the
+  /// addresses and the default route the interface had.
   static Status ReplaceAddress(const std::string& run_dir, Netlink& nl, const std::string& ifname,
                                const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway) {
     auto link = nl.FindLink(ifname);
     if (!link.ok()) return link.status();
     if (!*link) return Status::Error("interface '" + ifname + "' does not exist");
     const int index = (*link)->index;
+    auto ns = NetNs::Open(kernel::NsPath(run_dir, "net"));
+    if (!ns) return ns.status();
     auto addrs = nl.Addresses();
     if (!addrs.ok()) return addrs.status();
-    bool replaced = false;
-    for (const auto& a : *addrs) replaced = replaced || (a.index == index && (!ip || a.address != *ip));
-    if (ip && replaced) {
-      // A new address in the old one's subnet is its secondary, and Linux deletes the
-      // secondaries with their primary unless they are promoted.
-      auto ns = NetNs::Open(kernel::NsPath(run_dir, "net"));
-      if (!ns) return ns.status();
-      LAB_RETURN_IF_ERROR(kernel::WriteNetSysctl(*ns, "ipv4/conf/" + (*link)->name + "/promote_secondaries", "1"));
-    }
-    if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
+    std::vector<Cidr> had;
     for (const auto& a : *addrs)
-      if (a.index == index && (!ip || a.address != *ip)) LAB_RETURN_IF_ERROR(nl.DeleteAddress(ifname, a.address));
-    if (gateway) return nl.SetDefaultRoute(*gateway);
-    return nl.DeleteDefaultRoute(index);
+      if (a.index == index) had.push_back(a.address);
+    const std::optional<Ipv4> had_gateway = DefaultGatewayThrough(*ns, (*link)->name);
+    auto apply = [&]() -> Status {
+      if (ip && std::any_of(had.begin(), had.end(), [&](const Cidr& a) { return a != *ip; })) {
+        // A new address in the old one's subnet is its secondary, and Linux deletes the
+        // secondaries with their primary unless they are promoted.
+        LAB_RETURN_IF_ERROR(kernel::WriteNetSysctl(*ns, "ipv4/conf/" + (*link)->name + "/promote_secondaries", "1"));
+      }
+      if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
+      for (const auto& a : had)
+        if (!ip || a != *ip) LAB_RETURN_IF_ERROR(nl.DeleteAddress(ifname, a));
+      if (gateway) return nl.SetDefaultRoute(*gateway);
+      return nl.DeleteDefaultRoute(index);
+    };
+    Status st = apply();
+    if (st.ok()) return st;
+    if (ip && std::find(had.begin(), had.end(), *ip) == had.end()) (void)nl.DeleteAddress(ifname, *ip);
+    for (const auto& a : had) (void)nl.AddAddress(ifname, a, index);
+    if (had_gateway) (void)nl.SetDefaultRoute(*had_gateway);
+    return st;
+  }
+
+  /// The gateway of the default route through interface `ifname` inside `ns`, if there is one
+  /// (from the kernel's route table as /proc shows it to a thread in that namespace).
+  static std::optional<Ipv4> DefaultGatewayThrough(const NetNs& ns, const std::string& ifname) {
+    std::string routes;
+    (void)kernel::WithNetNs(ns, [&] {
+      routes = ReadFile("/proc/thread-self/net/route").value_or("");
+      return Status::Ok();
+    });
+    for (const auto& line : Split(routes, '\n')) {
+      auto f = Split(line, '\t');
+      if (f.size() < 3 || Trim(f[0]) != ifname || f[1] != "00000000") continue;
+      // The gateway's bytes in network order, printed as a little-endian number.
+      uint32_t le = static_cast<uint32_t>(std::strtoul(f[2].c_str(), nullptr, 16));
+      return Ipv4{(le & 0xff) << 24 | ((le >> 8) & 0xff) << 16 | ((le >> 16) & 0xff) << 8 | le >> 24};
+    }
+    return std::nullopt;
   }
 
   /// Runs fn with a route socket inside the partition at run_dir.
