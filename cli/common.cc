@@ -138,15 +138,14 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
     std::fputs(engine::RenderPlanText(plan).c_str(), stdout);
     return;
   }
-  for (const auto& a : plan.actions) {
-    std::string sym = engine::Symbol(a.type);
-    std::string colored = a.type == engine::ActionType::kCreate   ? out.Green(sym)
-                          : a.type == engine::ActionType::kDelete ? out.Red(sym)
-                                                                  : out.Yellow(sym);
-    std::printf("  %s %s%s\n", colored.c_str(), std::string(4 - sym.size(), ' ').c_str(),
-                a.resource.display.c_str());
-    if (a.type != engine::ActionType::kCreate) std::printf("        %s\n", out.Dim(a.reason).c_str());
+  for (const auto& v : engine::ViewPlan(plan)) {
+    if (!v.shown) continue;
+    std::string colored = v.symbol == "+" ? out.Green(v.symbol) : v.symbol == "-" ? out.Red(v.symbol) : out.Yellow(v.symbol);
+    std::printf("  %s %s%s\n", colored.c_str(), std::string(4 - v.symbol.size(), ' ').c_str(), v.head.c_str());
+    if (!v.why.empty()) std::printf("        %s\n", out.Dim(v.why).c_str());
+    for (const auto& d : v.details) std::printf("          %s\n", d.c_str());
   }
+  for (const auto& w : plan.warnings) std::printf("  %s %s\n", out.Red("!").c_str(), w.c_str());
   for (const auto& n : plan.notes) std::printf("  %s %s\n", out.Yellow("note:").c_str(), n.c_str());
   for (const auto& r : plan.refusals) std::printf("  %s %s\n", out.Red("refused:").c_str(), r.c_str());
   std::printf("%s\n", out.Bold(plan.Summary()).c_str());
@@ -154,21 +153,31 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
 
 std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
   nlohmann::json actions = nlohmann::json::array();
-  for (const auto& a : plan.actions) {
-    nlohmann::json row{{"action", engine::ToString(a.type)},
-                       {"symbol", engine::Symbol(a.type)},
-                       {"key", a.resource.key},
-                       {"kind", engine::ToString(a.resource.kind)},
-                       {"display", a.resource.display},
-                       {"reason", a.reason}};
-    if (a.repair) row["repair"] = true;  // drift put back in place
-    actions.push_back(std::move(row));
+  auto views = engine::ViewPlan(plan);
+  for (size_t i = 0; i < plan.actions.size(); ++i) {
+    const auto& a = plan.actions[i];
+    nlohmann::json changes = nlohmann::json::array();
+    for (const auto& c : a.changes) changes.push_back({{"key", c.key}, {"from", c.from}, {"to", c.to}});
+    nlohmann::json j = {{"action", views[i].kind},
+                        {"symbol", engine::Symbol(a.type)},
+                        {"key", a.resource.key},
+                        {"kind", engine::ToString(a.resource.kind)},
+                        {"display", a.resource.display},
+                        {"reason", a.reason},
+                        {"changes", changes}};
+    if (a.restart) j["running"] = a.running;
+    if (a.repair) j["repair"] = true;  // drift put back in place
+    if (!a.within.empty()) j["within"] = a.within;
+    if (a.old.key != a.resource.key && !a.old.key.empty()) j["renamed_from"] = a.old.key;
+    actions.push_back(std::move(j));
   }
   return nlohmann::json{{"lab", lab},
                         {"actions", actions},
                         {"add", plan.add},
                         {"change", plan.change},
+                        {"restart", plan.restart},
                         {"destroy", plan.destroy},
+                        {"warnings", plan.warnings},
                         {"notes", plan.notes},
                         {"refusals", plan.refusals},
                         {"summary", plan.Summary()}}
@@ -185,7 +194,10 @@ engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
   o.on_step = [out](const engine::StepEvent& ev) {
     if (out.quiet && ev.status.ok() && !ev.skipped) return;
     const auto& a = *ev.action;
-    std::string verb = ev.teardown ? "removed" : (a.type == engine::ActionType::kUpdate ? (a.repair ? "repaired" : "updated") : "made");
+    // A restarted VM is stopped and started on its disk (Stop-VM, Start-VM), not removed and made.
+    const bool vm_restart = a.restart && a.resource.kind == engine::Kind::kPartition;
+    std::string verb = ev.teardown ? (vm_restart ? "stopped" : "removed")
+                                   : (a.type == engine::ActionType::kUpdate ? (a.repair ? "repaired" : "updated") : vm_restart ? "started" : "made");
     std::string line;
     if (ev.skipped) {
       line = "  " + out.Yellow("skipped") + " " + a.resource.display + " (something it needs failed)";

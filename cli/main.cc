@@ -1,6 +1,7 @@
 // lab: nested virtualization labs from a checked-in YAML file.
 #include <cstdlib>
 #include <iostream>
+#include <string>
 
 #include "cli/cli.h"
 #include "cli/version.h"
@@ -48,7 +49,11 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
-    return code == 0 ? 0 : 2;  // usage errors exit 2
+    if (code == 0) return 0;
+    // Usage errors exit 2, except where 2 means "changes" (lab plan --detailed-exitcode): 1 there.
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) == "--detailed-exitcode") return 1;
+    return 2;
   }
   return g_exit_code;
 }

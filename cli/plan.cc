@@ -8,8 +8,10 @@ void AddPlan(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("plan", "show what `lab up` would change");
   static std::string file;
   static bool json = false;
+  static bool detailed = false;
   cmd->add_option("FILE", file, "lab file")->required();
   cmd->add_flag("--json", json, "machine-readable plan");
+  cmd->add_flag("--detailed-exitcode", detailed, "exit 0 when there are no changes, 2 when there are, 1 on error");
   cmd->callback([&g] {
     g_exit_code = 1;
     auto lab = LoadLab(file);
@@ -29,7 +31,8 @@ void AddPlan(CLI::App& app, Globals& g) {
       PrintPlan(*plan, out);
     }
     // A plan the rules refuse cannot be applied: say so in the exit code too.
-    g_exit_code = plan->refusals.empty() ? 0 : 1;
+    if (!plan->refusals.empty()) g_exit_code = 1;
+    else g_exit_code = detailed && !plan->empty() ? 2 : 0;
   });
 }
 

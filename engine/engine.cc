@@ -65,16 +65,6 @@ bool SameFile(const std::string& recorded, const std::string& file) {
 }
 
 /// Counts the plan's actions again after some were taken out.
-void Recount(Plan& plan) {
-  plan.add = plan.change = plan.destroy = 0;
-  for (const auto& a : plan.actions) {
-    if (a.type == ActionType::kCreate) ++plan.add;
-    if (a.type == ActionType::kUpdate) ++plan.change;
-    if (a.type == ActionType::kReplace) ++plan.add, ++plan.destroy;
-    if (a.type == ActionType::kDelete) ++plan.destroy;
-  }
-}
-
 /// Hyper-V's automatic start action: a VM the user stopped stays off when its parent starts
 /// again and on `lab up`, and so does everything inside it. Takes every action that would make
 /// or start something in such a VM out of the plan (removals stay: a VM gone from the file goes)
@@ -121,7 +111,7 @@ void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap
     if (int n = waiting[name]) note += " (" + std::to_string(n) + " change" + (n == 1 ? "" : "s") + " wait for it)";
     plan.notes.push_back(note);
   }
-  Recount(plan);
+  plan.Count();
 }
 
 }  // namespace
@@ -136,7 +126,12 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   options.profile = ProfileOf(lab);
   // Only recorded resources are compared by their specs; the others are created.
   NeedsSpec needs_spec;
-  if (shown_only) needs_spec = [&snap](const std::string& key) { return snap.resources.count(key) != 0; };
+  // Switches too once something is recorded: a switch under a new name may be a recorded one
+  // renamed (plan.cc, FindRenames).
+  if (shown_only)
+    needs_spec = [&snap](const std::string& key) {
+      return snap.resources.count(key) != 0 || (!snap.resources.empty() && key.rfind("switch/", 0) == 0);
+    };
   // Only VMs whose settings change are asked whether they are saved (Save-VM).
   options.saved = [&snap, &hv](const std::string& key) {
     auto rec = snap.resources.find(key);
@@ -174,7 +169,7 @@ static Plan Restrict(const Plan& plan, const std::set<std::string>& machines) {
   out.refusals = plan.refusals;
   for (const auto& a : plan.actions)
     if (machines.count(MachineOf(a.resource))) out.actions.push_back(a);
-  Recount(out);
+  out.Count();
   return out;
 }
 

@@ -175,6 +175,8 @@ class Runner {
                                                   : UpdateResource(hv_, a.resource, a.old, a.old_facts);
       st = facts.status();
       if (facts) put = Record(a.resource, *facts);
+      // A switch renamed in place: its record moves to the new key in the same transaction.
+      if (a.type == ActionType::kUpdate && a.old.key != a.resource.key) erase = a.old.key;
     }
     if (!st.ok()) {
       // A failed make undid its own partial work (hv contract): nothing new is left to record.
@@ -256,7 +258,11 @@ Status RemoveResource(hv::Hypervisor& hv, const Resource& r, const std::string& 
 
 Result<std::string> UpdateResource(hv::Hypervisor& hv, const Resource& r, const Resource& old,
                                    const std::string& old_facts) {
+  // Addresses, gateways, MAC address spoofing and names change on the live objects: the planner
+  // updates these kinds in place only for such changes (UpdatableInPlace, plan.cc).
   if (r.kind == Kind::kAdapter) return hv.SetAdapter(As<hv::AdapterSpec>(r), old_facts);
+  if (r.kind == Kind::kNic) return hv.SetNicAddress(As<hv::NicSpec>(r), old_facts);
+  if (r.kind == Kind::kSwitch) return hv.SetSwitch(As<hv::SwitchSpec>(r), old_facts);
   // The planner updates a VM in place only for a memory change the rules allow at runtime.
   if (r.kind == Kind::kPartition) return hv.SetPartitionMemory(As<hv::PartitionSpec>(r), old_facts);
   // A NAT's DNS proxy is a process: the old one stops before the new spec starts its own.

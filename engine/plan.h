@@ -29,6 +29,14 @@ enum class ActionType {
 const char* Symbol(ActionType t);
 const char* ToString(ActionType t);
 
+/// One attribute that differs, named by its lab-file key ("ip", "memory.startup", "dns") with
+/// values as the file writes them ("2GiB", "10.0.0.2/24"); "" = not set. The stand-in's DNS
+/// records differ per name: key "record NAME".
+struct Change {
+  std::string key, from, to;
+  bool operator==(const Change&) const = default;
+};
+
 struct Action {
   ActionType type = ActionType::kCreate;
   Resource resource;            // desired (create/update/replace) or recorded (delete)
@@ -38,19 +46,37 @@ struct Action {
   /// An update that puts back in place what drifted (a link set down, an address, the default
   /// route, resolv.conf): the object is kept, its settings are applied again (Repair*).
   bool repair = false;
+  /// The reason without the changes it starts with: how they are made ("in place, ...";
+  /// "... can only change while the VM is off: stop, set, start"). "" where the reason says more.
+  std::string how;
+  /// What differs from the record (update/replace), even where the action is there because
+  /// of something else (a remake with its VM).
+  std::vector<Change> changes;
+  /// A VM's replace that is Stop-VM then Start-VM on the same disk (Restart-VM): a setting
+  /// that needs it off, or a VM found not running (then only started: `running` false).
+  bool restart = false;
+  bool running = false;
+  /// The key of the restarted VM whose stop and start carry this replace (the objects living in
+  /// it and the VMs inside it): shown and counted with that VM, not on its own. "" = its own.
+  std::string within;
 };
 
 struct Plan {
   std::vector<Action> actions;  // display order: dependency order, deletes last
-  int add = 0, change = 0, destroy = 0;
+  /// Restarts count the restarted VMs (with everything inside them), not what they hold.
+  int add = 0, change = 0, restart = 0, destroy = 0;
   /// Changes the rules refuse on the VM as it runs now ("VM 'middle': ... [rule]"): a plan with
   /// any is not applied at all.
   std::vector<std::string> refusals;
   /// How the lab will behave where the rules allow it with a consequence (the model's warnings).
   std::vector<std::string> notes;
+  /// What the plan loses for good ("VM 'x' will be deleted with its disk (Remove-VM; ...)").
+  std::vector<std::string> warnings;
   bool empty() const { return actions.empty(); }
-  /// "Plan: A to add, C to change, D to destroy." or "No changes."
+  /// "Plan: A to add, C to change, [R to restart, ]D to destroy." or "No changes."
   std::string Summary() const;
+  /// Counts add/change/restart/destroy from the actions.
+  void Count();
 };
 
 /// Recorded resources whose objects were observed dead, missing or different from their record
@@ -102,9 +128,24 @@ Plan ComputePlan(std::vector<Resource> desired, const state::Snapshot& recorded,
                  const PlanOptions& options = {});
 
 /// The plan as `lab plan` shows it without colors: one "  SYM  DISPLAY" line per action, its
-/// reason on an indented line below (every action but a create), then notes and refusals
-/// ("  note: ...", "  refused: ..."), then the summary line.
+/// reason on an indented line below (every action but a create); a restarted VM is one line
+/// ("-/+  restart VM 'middle' (on hv1) (and 2 VMs inside): stop, memory.startup 2GiB -> 3GiB,
+/// start") with the changes of what it holds below it. Then warnings, notes and refusals
+/// ("  ! ...", "  note: ...", "  refused: ..."), then the summary line.
 std::string RenderPlanText(const Plan& plan);
+
+/// How an action is shown, for the renderers (text, colors, JSON).
+struct ActionView {
+  bool shown = true;            // false: folded into the restart of the VM it is within
+  std::string symbol;           // "+", "~", "-/+", "-"
+  std::string kind;             // create | update | replace | restart | delete
+  std::string head;             // the action line after the symbol
+  std::string why;              // the indented line below it ("" = none)
+  std::vector<std::string> details;  // further indented lines (records, what a restart holds)
+};
+std::vector<ActionView> ViewPlan(const Plan& plan);
+/// "ip 10.0.0.2/24 -> 10.0.0.3/24"; a record: "+ mon-vm 10.88.4.31", "~ app-vm A -> B", "- old A".
+std::string FormatChange(const Change& c);
 
 /// The running VMs the plan would stop and start again to change a setting (not those found
 /// off, which it merely starts): what `lab up --no-restart` refuses. "VM 'middle' (on hv1): why".

@@ -166,14 +166,32 @@ class Hypervisor {
 
   virtual Result<std::string> CreateNic(const NicSpec& s) = 0;
   virtual Status RemoveNic(const NicSpec& s, const std::string& facts) = 0;
+  /// New-NetIPAddress / Remove-NetIPAddress / Set-NetRoute on a NIC that exists: it ends up with
+  /// exactly s.ip (its other IPv4 addresses go) and the default route via s.gateway, or none
+  /// through it. The link is neither remade nor set down. Returns the new facts.
+  virtual Result<std::string> SetNicAddress(const NicSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot change a NIC's address in place");
+  }
 
   virtual Result<std::string> CreateSwitch(const SwitchSpec& s) = 0;
   virtual Status RemoveSwitch(const SwitchSpec& s, const std::string& facts) = 0;
+  /// Rename-VMSwitch and the address of its vEthernet (NAME), on a switch that exists: its
+  /// names become s.name's (the bridge's kernel name s.ifname stays), its management port holds
+  /// exactly s.ip with the default route via s.gateway (or none through it). Nothing is
+  /// remade, no port leaves it. Returns the new facts.
+  virtual Result<std::string> SetSwitch(const SwitchSpec& s, const std::string& facts) {
+    (void)s, (void)facts;
+    return Status::Error("this hypervisor cannot change a switch in place");
+  }
 
   virtual Result<std::string> ConnectAdapter(const AdapterSpec& s) = 0;
   virtual Status RemoveAdapter(const AdapterSpec& s, const std::string& facts) = 0;
-  /// Set-VMNetworkAdapter on a connected adapter: applies `s` (which differs from the connected
-  /// adapter only in mac_address_spoofing) without reconnecting it; returns the new facts.
+  /// Set-VMNetworkAdapter and the guest's New-NetIPAddress / Set-NetRoute on a connected adapter:
+  /// applies `s` (which differs from the connected adapter only in mac_address_spoofing, its
+  /// address, its gateway and the switch's name) without reconnecting it: the adapter ends up with
+  /// exactly s.ip and the default route via s.gateway (or none through it), its link never goes
+  /// down. Returns the new facts.
   virtual Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& facts) {
     (void)s, (void)facts;
     return Status::Error("this hypervisor cannot change a connected adapter");

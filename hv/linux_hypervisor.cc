@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <mutex>
 #include <filesystem>
@@ -180,6 +181,13 @@ class LinuxHypervisor final : public Hypervisor {
     return std::string("{}");
   }
 
+  Result<std::string> SetNicAddress(const NicSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(InNs(MachineRun(s.machine), [&](Netlink& nl) {
+                          return ReplaceAddress(MachineRun(s.machine), nl, s.name, s.ip, s.gateway);
+                        }).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'"));
+    return facts;
+  }
+
   Status RemoveNic(const NicSpec& s, const std::string&) override {
     return DeleteLinkIn(MachineRun(s.machine), s.name).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'");
   }
@@ -285,6 +293,29 @@ class LinuxHypervisor final : public Hypervisor {
     return kernel::Announce(*ns, s.name, s.mac, address).Prefixed(what);
   }
 
+  Result<std::string> SetSwitch(const SwitchSpec& s, const std::string& facts) override {
+    Status st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+      // Rename-VMSwitch: a bridge that is up cannot change its kernel name, but its altnames (the
+      // names Hyper-V shows) can change while it forwards.
+      const std::string mark = Mark("sw." + s.name);
+      const std::string vethernet = "vEthernet(" + s.name + ")";
+      LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, mark));
+      if (s.management_port) LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, vethernet));
+      auto link = nl.FindLink(s.ifname);
+      if (!link.ok()) return link.status();
+      if (!*link) return Status::Error("bridge '" + s.ifname + "' does not exist");
+      for (const auto& alt : (*link)->altnames) {
+        bool old_mark = alt.rfind(Mark("sw."), 0) == 0 && alt != mark;
+        bool old_port = alt.rfind("vEthernet(", 0) == 0 && (alt != vethernet || !s.management_port);
+        if (old_mark || old_port) LAB_RETURN_IF_ERROR(nl.DeleteAltName(s.ifname, alt));
+      }
+      if (!s.management_port) return Status::Ok();
+      return ReplaceAddress(MachineRun(s.owner), nl, s.ifname, s.ip, s.gateway);
+    });
+    if (!st.ok()) return st.Prefixed("switch '" + s.name + "' on '" + s.owner + "'");
+    return facts;
+  }
+
   // --- SET teams and links (hv/kernel/team.h) -------------------------------------------
   Status SetLink(const PartitionSpec& m, const std::string& ifname, bool up) override {
     return InNs(MachineRun(m.name), [&](Netlink& nl) { return nl.SetUp(ifname, up); })
@@ -360,6 +391,9 @@ class LinuxHypervisor final : public Hypervisor {
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     LAB_RETURN_IF_ERROR(ApplyPortFilter(s, *owner_ns).Prefixed(what));
+    LAB_RETURN_IF_ERROR(
+        InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(MachineRun(s.vm), nl, s.name, s.ip, s.gateway); })
+            .Prefixed(what));
     return facts;
   }
 
@@ -698,6 +732,63 @@ class LinuxHypervisor final : public Hypervisor {
     if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
     if (gateway) LAB_RETURN_IF_ERROR(nl.SetDefaultRoute(*gateway));
     return Status::Ok();
+  }
+
+  /// The address of a live interface changed in place (no flap): `ifname` (inside the partition
+  /// at run_dir, reached through `nl`) ends up with exactly `ip` and the default route via
+  /// `gateway`, or none through it. The new address comes first, the others go, and the route is
+  /// set last: removing an address takes the routes through it. A step that fails puts back the
+  /// addresses and the default route the interface had.
+  static Status ReplaceAddress(const std::string& run_dir, Netlink& nl, const std::string& ifname,
+                               const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway) {
+    auto link = nl.FindLink(ifname);
+    if (!link.ok()) return link.status();
+    if (!*link) return Status::Error("interface '" + ifname + "' does not exist");
+    const int index = (*link)->index;
+    auto ns = NetNs::Open(kernel::NsPath(run_dir, "net"));
+    if (!ns) return ns.status();
+    auto addrs = nl.Addresses();
+    if (!addrs.ok()) return addrs.status();
+    std::vector<Cidr> had;
+    for (const auto& a : *addrs)
+      if (a.index == index) had.push_back(a.address);
+    const std::optional<Ipv4> had_gateway = DefaultGatewayThrough(*ns, (*link)->name);
+    auto apply = [&]() -> Status {
+      if (ip && std::any_of(had.begin(), had.end(), [&](const Cidr& a) { return a != *ip; })) {
+        // A new address in the old one's subnet is its secondary, and Linux deletes the
+        // secondaries with their primary unless they are promoted.
+        LAB_RETURN_IF_ERROR(kernel::WriteNetSysctl(*ns, "ipv4/conf/" + (*link)->name + "/promote_secondaries", "1"));
+      }
+      if (ip) LAB_RETURN_IF_ERROR(nl.AddAddress(ifname, *ip, index));
+      for (const auto& a : had)
+        if (!ip || a != *ip) LAB_RETURN_IF_ERROR(nl.DeleteAddress(ifname, a));
+      if (gateway) return nl.SetDefaultRoute(*gateway);
+      return nl.DeleteDefaultRoute(index);
+    };
+    Status st = apply();
+    if (st.ok()) return st;
+    if (ip && std::find(had.begin(), had.end(), *ip) == had.end()) (void)nl.DeleteAddress(ifname, *ip);
+    for (const auto& a : had) (void)nl.AddAddress(ifname, a, index);
+    if (had_gateway) (void)nl.SetDefaultRoute(*had_gateway);
+    return st;
+  }
+
+  /// The gateway of the default route through interface `ifname` inside `ns`, if there is one
+  /// (from the kernel's route table as /proc shows it to a thread in that namespace).
+  static std::optional<Ipv4> DefaultGatewayThrough(const NetNs& ns, const std::string& ifname) {
+    std::string routes;
+    (void)kernel::WithNetNs(ns, [&] {
+      routes = ReadFile("/proc/thread-self/net/route").value_or("");
+      return Status::Ok();
+    });
+    for (const auto& line : Split(routes, '\n')) {
+      auto f = Split(line, '\t');
+      if (f.size() < 3 || Trim(f[0]) != ifname || f[1] != "00000000") continue;
+      // The gateway's bytes in network order, printed as a little-endian number.
+      uint32_t le = static_cast<uint32_t>(std::strtoul(f[2].c_str(), nullptr, 16));
+      return Ipv4{(le & 0xff) << 24 | ((le >> 8) & 0xff) << 16 | ((le >> 16) & 0xff) << 8 | le >> 24};
+    }
+    return std::nullopt;
   }
 
   /// Runs fn with a route socket inside the partition at run_dir.

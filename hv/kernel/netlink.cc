@@ -612,6 +612,32 @@ Status Netlink::AddAltName(const std::string& name, const std::string& altname) 
   return Status::Ok();
 }
 
+Status Netlink::DeleteAltName(const std::string& name, const std::string& altname) {
+  LAB_RETURN_IF_ERROR(CheckAltName(altname).Prefixed("remove altname from '" + name + "'"));
+  auto index = IndexOf(*this, "remove altname '" + altname + "' from", name);
+  if (!index.ok()) return index.status();
+  // RTM_DELLINKPROP { ifinfomsg (the link by index), IFLA_PROP_LIST { IFLA_ALT_IFNAME } }.
+  MsgPtr msg(nlmsg_alloc_simple(RTM_DELLINKPROP, 0));
+  if (!msg) return Status::Error("remove altname: out of memory");
+  ifinfomsg ifi = {};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = *index;
+  if (nlmsg_append(msg.get(), &ifi, sizeof ifi, NLMSG_ALIGNTO) < 0) return Status::Error("remove altname: message too big");
+  nlattr* props = nla_nest_start(msg.get(), IFLA_PROP_LIST);
+  if (!props || nla_put_string(msg.get(), IFLA_ALT_IFNAME, altname.c_str()) < 0)
+    return Status::Error("remove altname: message too big");
+  nla_nest_end(msg.get(), props);
+  int err = nl_send_auto(sock_, msg.get());
+  if (err >= 0) err = nl_wait_for_ack(sock_);
+  // The kernel answers ENOENT for a name the link does not have: already gone.
+  if (err == -NLE_OBJ_NOTFOUND || err == -NLE_NOATTR || (err < 0 && last_kernel_error.errnum == ENOENT)) {
+    last_kernel_error = KernelError{};
+    return Status::Ok();
+  }
+  if (err < 0) return NlError("remove altname '" + altname + "' from", name, err);
+  return Status::Ok();
+}
+
 Status Netlink::AddAddress(const std::string& name, const Cidr& address, int known_index) {
   const std::string what = "add address " + address.ToString() + " to";
   auto index = known_index > 0 ? Result<int>(known_index) : IndexOf(*this, what, name);
@@ -692,6 +718,38 @@ Status Netlink::DeleteDefaultRoute() {
   int err = ExchangeAcked(sock_, msg.get(), [](nlmsghdr*) {});
   if (err == -NLE_OBJ_NOTFOUND || IsNotFound(err)) return Status::Ok();
   if (err < 0) return Status::Error("delete the default route: " + ErrorText(err));
+  return Status::Ok();
+}
+
+Status Netlink::DeleteDefaultRoute(int index) {
+  const std::string what = "delete the default route through link " + std::to_string(index);
+  RoutePtr route(rtnl_route_alloc());
+  NlAddrPtr dst = Ipv4Addr(Ipv4{0}, 0);
+  rtnl_nexthop* nh = rtnl_route_nh_alloc();
+  if (!route || !dst || !nh) {
+    if (nh) rtnl_route_nh_free(nh);
+    return Status::Error(what + ": out of memory");
+  }
+  rtnl_route_set_family(route.get(), AF_INET);
+  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+  // Any scope, any protocol (libnl's default protocol is "static", which a route set by
+  // SetDefaultRoute is not).
+  rtnl_route_set_scope(route.get(), RT_SCOPE_NOWHERE);
+  rtnl_route_set_protocol(route.get(), RTPROT_UNSPEC);
+  int err = rtnl_route_set_dst(route.get(), dst.get());
+  if (err < 0) {
+    rtnl_route_nh_free(nh);
+    return Status::Error(what + ": " + ErrorText(err));
+  }
+  // The kernel deletes only a default route whose next hop leaves through this link.
+  rtnl_route_nh_set_ifindex(nh, index);
+  rtnl_route_add_nexthop(route.get(), nh);
+  err = rtnl_route_delete(sock_, route.get(), 0);
+  if (err == -NLE_OBJ_NOTFOUND || (err < 0 && last_kernel_error.errnum == ESRCH)) {
+    last_kernel_error = KernelError{};
+    return Status::Ok();
+  }
+  if (err < 0) return Status::Error(what + ": " + ErrorText(err));
   return Status::Ok();
 }
 

@@ -107,6 +107,8 @@ class Netlink {
   Status SetMac(const std::string& name, const std::string& mac);
   /// Adds an alternative name (RTM_NEWLINKPROP/IFLA_ALT_IFNAME). Already present = ok.
   Status AddAltName(const std::string& name, const std::string& altname);
+  /// Removes an alternative name of link `name` (RTM_DELLINKPROP). Absent = ok.
+  Status DeleteAltName(const std::string& name, const std::string& altname);
   /// Adds an IPv4 address (already present = ok). With `index` (non-zero), the link is not
   /// looked up by `name`, which only names it in errors.
   Status AddAddress(const std::string& name, const Cidr& address, int index = 0);
@@ -116,6 +118,9 @@ class Netlink {
   Status SetDefaultRoute(Ipv4 gateway);
   /// Deletes the IPv4 default route of the main table (none = ok).
   Status DeleteDefaultRoute();
+  /// Deletes the default route that leaves through link `index` (none there = ok); a default
+  /// route through another link is left alone.
+  Status DeleteDefaultRoute(int index);
   /// Deletes a link by name (absent = ok).
   Status DeleteLink(const std::string& name);
   /// Moves link `name` into namespace `target`, renaming it to `new_name` when non-empty.

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -63,6 +64,30 @@ inline state::Snapshot Recorded(const std::vector<engine::Resource>& resources, 
   s.lab = state::LabRecord{lab, kUid, "/labs/" + lab + ".yaml", 1, 1};
   for (const auto& r : resources) s.resources[r.key] = RecordOf(r);
   return s;
+}
+
+/// Compares `got` with tests/engine/golden/NAME; with LAB_UPDATE_GOLDEN=1 in the environment,
+/// writes it there instead (read the diff before committing).
+inline void CompareWithGolden(const std::string& got, const std::string& name) {
+  std::string path = Src("tests/engine/golden/" + name);
+  const char* update = std::getenv("LAB_UPDATE_GOLDEN");
+  if (update != nullptr && std::string(update) == "1") {
+    REQUIRE(WriteFileAtomic(path, got));
+    return;
+  }
+  auto want = ReadFile(path);
+  INFO("golden file " << path);
+  REQUIRE(want);
+  CHECK(got == *want);
+}
+
+/// The lines FakeHypervisor records for updating what `a` updates in place.
+inline std::vector<std::string> UpdateLines(const engine::Action& a) {
+  FakeHypervisor f;
+  auto facts = engine::UpdateResource(f, a.resource, a.old, a.old_facts);
+  INFO(facts.message());
+  REQUIRE(facts.ok());
+  return f.Calls();
 }
 
 /// The line FakeHypervisor records for making (or removing) `r`.

@@ -149,7 +149,8 @@ TEST_CASE("Engine remakes a VM found dead, with everything in it", "[engine]") {
 
   f.hv.ClearCalls();
   auto again = f.Up(lab);
-  CHECK(again.plan.Summary() == "Plan: 11 to add, 0 to change, 11 to destroy.");
+  // One start of middle, with what lives in it (it was a destroy and add of 11 objects).
+  CHECK(again.plan.Summary() == "Plan: 0 to add, 0 to change, 1 to restart, 0 to destroy.");
   CHECK(again.report.ok());
   auto calls = f.hv.Calls();
   CHECK(lab::testing::IndexOf(calls, "RemovePartition middle") < lab::testing::IndexOf(calls, "CreatePartition middle"));
@@ -387,4 +388,31 @@ TEST_CASE("Engine resizes a running VM's memory in place through the hypervisor"
   CHECK(f.hv.Mutations() == std::vector<std::string>{"SetPartitionMemory nested1 768MiB"});
   // Recorded with its new memory: the next up has nothing to do.
   CHECK(f.engine->PlanUp(lab::testing::ParseLab(text, "labs/nested-nat.yaml"))->empty());
+}
+
+TEST_CASE("Engine renames a switch in place: its record moves to the new name and nothing is remade", "[engine]") {
+  Fixture f;
+  f.Up(LoadLab("nested-nat"));
+  f.hv.ClearCalls();
+  std::string text = lab::testing::LabText("nested-nat");
+  text = lab::testing::ReplaceOnce(text, "- {switch: VmNAT, ip: 192.168.100.2/24", "- {switch: NatSwitch, ip: 192.168.100.2/24");
+  text = lab::testing::ReplaceOnce(text, "- {switch: VmNAT, ip: 192.168.100.3/24", "- {switch: NatSwitch, ip: 192.168.100.3/24");
+  text = lab::testing::ReplaceOnce(text, "          VmNAT:\n", "          NatSwitch:\n");
+  auto renamed = lab::testing::ParseLab(text, "labs/nested-nat.yaml");  // the file the lab is up from, edited
+  auto again = f.Up(renamed);
+  CHECK(again.plan.Summary() == "Plan: 0 to add, 4 to change, 0 to destroy.");
+  CHECK(again.report.ok());
+  auto calls = Without(f.hv.Mutations(), "ReconcileTeam");
+  std::sort(calls.begin(), calls.end());
+  CHECK(calls == std::vector<std::string>{"CreateNat middle/LocalNAT",
+                                          "SetAdapter nested1/Ethernet mac_address_spoofing=off ip=192.168.100.2/24 "
+                                          "gateway=192.168.100.1",
+                                          "SetAdapter nested2/Ethernet mac_address_spoofing=off ip=192.168.100.3/24 "
+                                          "gateway=192.168.100.1",
+                                          "SetSwitch middle/NatSwitch bridge=VmNAT ip=192.168.100.1/24"});
+  auto snap = f.engine->store().Load("nested-nat");
+  REQUIRE(snap);
+  CHECK(snap->resources.count("switch/middle/NatSwitch") == 1);
+  CHECK(snap->resources.count("switch/middle/VmNAT") == 0);
+  CHECK(f.engine->PlanUp(renamed)->empty());
 }

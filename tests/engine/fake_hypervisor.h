@@ -170,8 +170,20 @@ class FakeHypervisor : public hv::Hypervisor {
   }
   Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& facts) override {
     LAB_RETURN_IF_ERROR(Call("SetAdapter " + s.vm + "/" + s.name + " mac_address_spoofing=" +
-                             (s.mac_address_spoofing ? "on" : "off")));
+                             (s.mac_address_spoofing ? "on" : "off") + Address(s.ip, s.gateway)));
     return facts;
+  }
+  Result<std::string> SetNicAddress(const hv::NicSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(Call("SetNicAddress " + s.machine + "/" + s.name + Address(s.ip, s.gateway)));
+    return facts;
+  }
+  Result<std::string> SetSwitch(const hv::SwitchSpec& s, const std::string& facts) override {
+    LAB_RETURN_IF_ERROR(Call("SetSwitch " + s.owner + "/" + s.name + " bridge=" + s.ifname + Address(s.ip, s.gateway)));
+    return facts;
+  }
+  /// " ip=10.0.0.2/24 gateway=10.0.0.1", "" for neither.
+  static std::string Address(const std::optional<Cidr>& ip, const std::optional<Ipv4>& gateway) {
+    return (ip ? " ip=" + ip->ToString() : "") + (gateway ? " gateway=" + gateway->ToString() : "");
   }
 
   Status RepairNic(const hv::NicSpec& s) override { return Call("RepairNic " + s.machine + "/" + s.name); }
@@ -311,6 +323,10 @@ class FakeHypervisor : public hv::Hypervisor {
     Result<std::string> SetAdapter(const hv::AdapterSpec& s, const std::string& x) override {
       return f_.SetAdapter(s, x);
     }
+    Result<std::string> SetNicAddress(const hv::NicSpec& s, const std::string& x) override {
+      return f_.SetNicAddress(s, x);
+    }
+    Result<std::string> SetSwitch(const hv::SwitchSpec& s, const std::string& x) override { return f_.SetSwitch(s, x); }
     Status SetLink(const hv::PartitionSpec& m, const std::string& i, bool up) override { return f_.SetLink(m, i, up); }
     Status RepairNic(const hv::NicSpec& s) override { return f_.RepairNic(s); }
     Status RepairAdapter(const hv::AdapterSpec& s) override { return f_.RepairAdapter(s); }

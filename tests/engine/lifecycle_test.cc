@@ -294,8 +294,8 @@ TEST_CASE("A change that restarts a saved VM, and the saved VMs inside it, says 
   CHECK(by_key["partition/middle"]->type == ActionType::kReplace);
   CHECK(by_key["partition/middle"]->reason.find("saved state removed: Remove-VMSavedState") != std::string::npos);
   CHECK(by_key["partition/nested1"]->reason ==
-        "remade with partition/middle; saved state removed: Remove-VMSavedState");
-  CHECK(by_key["partition/nested2"]->reason == "remade with partition/middle");
+        "stopped and started with VM 'middle' (on hv1); saved state removed: Remove-VMSavedState");
+  CHECK(by_key["partition/nested2"]->reason == "stopped and started with VM 'middle' (on hv1)");
   // The VMs inside restart with it, the saved one too (--no-restart sees it).
   INFO(lab::engine::RenderPlanText(*plan));
   CHECK(lab::engine::Restarts(*plan).size() == 3);

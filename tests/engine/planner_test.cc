@@ -173,7 +173,9 @@ TEST_CASE("Planner has nothing to do when the records match the lab file", "[eng
   CHECK(plan.Summary() == "No changes.");
 }
 
-TEST_CASE("Planner replaces only the adapter of a nested VM whose address changed", "[engine]") {
+TEST_CASE("Planner changes only the address of a nested VM's adapter, in place", "[engine]") {
+  // Hyper-V changes a guest's address on the adapter as it is (New-NetIPAddress): nothing is
+  // remade. (It was remade, veth and all, before addresses changed in place.)
   auto before = Desired(LoadLab("nested-nat"), kUid);
   auto after = Desired(ParseLab(ReplaceOnce(LabText("nested-nat"), "192.168.100.2/24", "192.168.100.4/24")), kUid);
   Plan plan = ComputePlan(after, Recorded(before), {});
@@ -181,14 +183,14 @@ TEST_CASE("Planner replaces only the adapter of a nested VM whose address change
   REQUIRE(by.size() == 2);
   REQUIRE(by.count("adapter/nested1/Ethernet"));
   const Action& adapter = *by["adapter/nested1/Ethernet"];
-  CHECK(adapter.type == ActionType::kReplace);
-  CHECK_THAT(adapter.reason, Catch::Contains("192.168.100.2/24 -> 192.168.100.4/24"));
-  CHECK_THAT(adapter.reason, Catch::Contains("needs remaking"));
+  CHECK(adapter.type == ActionType::kUpdate);
+  CHECK(adapter.reason ==
+        "ip 192.168.100.2/24 -> 192.168.100.4/24: in place, the adapter stays connected (New-NetIPAddress)");
   // The stand-in resolves nested1 by name: its records follow, in place.
   REQUIRE(by.count("standin/lan"));
   CHECK(by["standin/lan"]->type == ActionType::kUpdate);
-  CHECK_THAT(by["standin/lan"]->reason, Catch::Contains("records"));
-  CHECK(plan.Summary() == "Plan: 1 to add, 1 to change, 1 to destroy.");
+  CHECK_THAT(by["standin/lan"]->reason, Catch::Contains("~ nested1 192.168.100.2 -> 192.168.100.4"));
+  CHECK(plan.Summary() == "Plan: 0 to add, 2 to change, 0 to destroy.");
 }
 
 TEST_CASE("Planner updates DNS servers in place", "[engine]") {
@@ -201,7 +203,7 @@ TEST_CASE("Planner updates DNS servers in place", "[engine]") {
   CHECK(a.type == ActionType::kUpdate);
   CHECK(a.resource.key == "dns/nested2");
   CHECK(std::string(lab::engine::Symbol(a.type)) == "~");
-  CHECK(a.reason == R"(servers ["10.10.0.1"] -> ["192.168.100.1"])");
+  CHECK(a.reason == "dns 10.10.0.1 -> 192.168.100.1: in place (Set-DnsClientServerAddress)");
   CHECK(plan.Summary() == "Plan: 0 to add, 1 to change, 0 to destroy.");
 }
 
@@ -218,11 +220,14 @@ TEST_CASE("Planner remakes a dead VM with everything inside it", "[engine]") {
   for (const auto& a : plan.actions) CHECK(a.type == ActionType::kReplace);
   CHECK_THAT(by["partition/middle"]->reason, Catch::Contains("not running"));
   // Each one names what it is remade with, so the cause can be followed to the dead VM.
-  CHECK(by["switch/middle/VmNAT"]->reason == "remade with partition/middle");
-  CHECK(by["nat/middle/LocalNAT"]->reason == "remade with switch/middle/VmNAT");
-  CHECK(by["partition/nested1"]->reason == "remade with partition/middle");
+  CHECK(by["switch/middle/VmNAT"]->reason == "remade with VM 'middle' (on hv1)");
+  CHECK(by["nat/middle/LocalNAT"]->reason == "remade with internal switch 'VmNAT' on 'middle'");
+  CHECK(by["partition/nested1"]->reason == "started with VM 'middle' (on hv1)");
   CHECK_THAT(by["adapter/nested2/Ethernet"]->reason, Catch::StartsWith("remade with "));
-  CHECK(plan.Summary() == "Plan: 11 to add, 0 to change, 11 to destroy.");
+  // All of it is middle's start: one restart, nothing destroyed.
+  for (const auto& a : plan.actions)
+    if (a.resource.key != "partition/middle") CHECK(a.within == "partition/middle");
+  CHECK(plan.Summary() == "Plan: 0 to add, 0 to change, 1 to restart, 0 to destroy.");
   // The host, its switch and the network are left alone.
   CHECK_FALSE(by.count("partition/hv1"));
   CHECK_FALSE(by.count("switch/hv1/External"));
@@ -334,9 +339,9 @@ TEST_CASE("Changing a running VM's static memory plans a restart with the reason
   // middle, and the two VMs running inside it, which go down and come back with it.
   REQUIRE(restarts.size() == 3);
   CHECK(restarts[0].find("VM 'middle'") == 0);
-  CHECK(restarts[0].find("memory_bytes") != std::string::npos);
+  CHECK(restarts[0].find("memory.startup 2GiB -> 3GiB") != std::string::npos);
   CHECK(restarts[0].find("stop, set, start") != std::string::npos);
-  CHECK(restarts[1].find("remade with partition/middle") != std::string::npos);
+  CHECK(restarts[1].find("stopped and started with VM 'middle' (on hv1)") != std::string::npos);
   // A VM that is merely found off is started, which is not a restart.
   CHECK(lab::engine::Restarts(ComputePlan(Desired(*before.lab, "0123456789ab"), recorded, {"partition/middle"})).empty());
 }
@@ -363,7 +368,7 @@ TEST_CASE("A nested VM's static memory changes in place while it runs (Set-VMMem
   const Action& a = plan.actions[0];
   CHECK(a.resource.key == "partition/nested1");
   CHECK(a.type == ActionType::kUpdate);
-  CHECK_THAT(a.reason, Catch::Contains("536870912 -> 805306368") && Catch::Contains("in place"));
+  CHECK_THAT(a.reason, Catch::Contains("memory.startup 512MiB -> 768MiB") && Catch::Contains("in place"));
   CHECK(lab::engine::Restarts(plan).empty());
   CHECK(plan.refusals.empty());
   CHECK(plan.Summary() == "Plan: 0 to add, 1 to change, 0 to destroy.");

@@ -35,13 +35,14 @@ TEST_CASE("Planner changes MAC address spoofing of a connected adapter in place,
   const auto& a = plan.actions[0];
   CHECK(a.resource.key == "adapter/middle/Ethernet2");
   CHECK(a.type == ActionType::kUpdate);
-  CHECK(a.reason == "mac_address_spoofing false -> true");
+  CHECK(a.reason ==
+        "mac_address_spoofing false -> true: in place, the adapter stays connected (Set-VMNetworkAdapter)");
   CHECK(plan.Summary() == "Plan: 0 to add, 1 to change, 0 to destroy.");
 
   lab::testing::FakeHypervisor hv;
   auto facts = lab::engine::UpdateResource(hv, a.resource, a.old, a.old_facts);
   REQUIRE(facts.ok());
-  CHECK(hv.Calls() == std::vector<std::string>{"SetAdapter middle/Ethernet2 mac_address_spoofing=on"});
+  CHECK(hv.Calls() == std::vector<std::string>{"SetAdapter middle/Ethernet2 mac_address_spoofing=on"});  // no address
 }
 
 TEST_CASE("Planner still remakes an adapter when more than MAC address spoofing changes", "[engine]") {

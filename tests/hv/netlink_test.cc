@@ -474,6 +474,52 @@ TEST_CASE("An announcement leaves the machine's interface and reaches its peer",
   CHECK_FALSE(Announce(a, "nosuch", "02:aa:bb:cc:dd:02", std::nullopt).ok());
 }
 
+TEST_CASE("An alternative name is removed from its link only, and removing an absent one is fine", "[root][hv]") {
+  LAB_REQUIRE_ROOT("netlink altname test");
+  NetNs a = ScratchNs();
+  Netlink nl = Connect(a);
+  REQUIRE(nl.CreateBridge("VmNAT").ok());
+  REQUIRE(nl.SetUp("VmNAT").ok());
+  REQUIRE(nl.AddAltName("VmNAT", "vEthernet(VmNAT)").ok());
+  REQUIRE(nl.AddAltName("VmNAT", "vEthernet(NatSwitch)").ok());  // Rename-VMSwitch: the new name first
+  REQUIRE(nl.DeleteAltName("VmNAT", "vEthernet(VmNAT)").ok());
+  REQUIRE(nl.DeleteAltName("VmNAT", "vEthernet(VmNAT)").ok());  // already gone
+  LinkInfo link = MustFind(nl, "vEthernet(NatSwitch)");
+  CHECK(link.name == "VmNAT");
+  CHECK(link.up);  // an up bridge keeps forwarding while its names change
+  CHECK(link.altnames == std::vector<std::string>{"vEthernet(NatSwitch)"});
+  CHECK_FALSE(Has(nl, "vEthernet(VmNAT)"));
+  CHECK_FALSE(nl.DeleteAltName("nosuch", "x.y").ok());
+}
+
+TEST_CASE("The default route through one link is deleted, one through another link stays", "[root][hv]") {
+  LAB_REQUIRE_ROOT("netlink route test");
+  NetNs a = ScratchNs();
+  Netlink nl = Connect(a);
+  REQUIRE(nl.CreateVeth("d0", nullptr, "d1", nullptr).ok());
+  REQUIRE(nl.CreateVeth("o0", nullptr, "o1", nullptr).ok());
+  REQUIRE(nl.AddAddress("d0", *Cidr::Parse("10.99.3.1/24")).ok());
+  REQUIRE(nl.AddAddress("o0", *Cidr::Parse("10.99.4.1/24")).ok());
+  for (const char* l : {"d0", "d1", "o0", "o1"}) REQUIRE(nl.SetUp(l).ok());
+  auto defaults = [&] {
+    std::vector<std::string> out;
+    for (const auto& line : Split(ReadIn(a, "/proc/thread-self/net/route"), '\n')) {
+      auto cols = Split(Trim(line), '\t');
+      if (cols.size() > 2 && cols[1] == "00000000") out.push_back(Trim(cols[0]));
+    }
+    return out;
+  };
+  REQUIRE(nl.SetDefaultRoute(*Ipv4::Parse("10.99.4.254")).ok());  // through o0
+  REQUIRE(nl.DeleteDefaultRoute(MustFind(nl, "d0").index).ok());  // none through d0: fine
+  CHECK(defaults() == std::vector<std::string>{"o0"});
+  REQUIRE(nl.SetDefaultRoute(*Ipv4::Parse("10.99.3.254")).ok());  // replaced: through d0
+  CHECK(defaults() == std::vector<std::string>{"d0"});
+  REQUIRE(nl.DeleteDefaultRoute(MustFind(nl, "o0").index).ok());
+  CHECK(defaults() == std::vector<std::string>{"d0"});
+  REQUIRE(nl.DeleteDefaultRoute(MustFind(nl, "d0").index).ok());
+  CHECK(defaults().empty());
+}
+
 TEST_CASE("Deleting a missing link is success and deleting one veth end removes both", "[root][hv]") {
   LAB_REQUIRE_ROOT("netlink delete test");
   NetNs a = ScratchNs();
