@@ -76,7 +76,10 @@ class Runner {
       StepEvent ev;
       ev.action = n->action;
       ev.teardown = true;
-      if (!gone) {
+      if (!gone && Interrupted()) {
+        ++report_.not_run;  // its partitions were not removed: the next run removes it
+        continue;
+      } else if (!gone) {
         ev.skipped = true;
         ++report_.skipped;
       } else if (recorded.ok()) {
@@ -91,6 +94,8 @@ class Runner {
   }
 
  private:
+  bool Interrupted() const { return options_.interrupt && options_.interrupt->load(); }
+
   void Work() {
     std::unique_lock lock(mu_);
     while (true) {
@@ -104,6 +109,15 @@ class Runner {
       ev.teardown = n.teardown;
       if (n.subsumed && !n.blocked) {
         // Nothing to do now; Settle records it once its partitions are gone.
+        for (size_t j : n.next)
+          if (--(*nodes_)[j].waiting == 0) ready_.push_back(j);
+        --remaining_;
+        cv_.notify_all();
+        continue;
+      }
+      if (Interrupted()) {
+        // Not started, not shown: the next run makes it. What waits on it is not started either.
+        ++report_.not_run;
         for (size_t j : n.next)
           if (--(*nodes_)[j].waiting == 0) ready_.push_back(j);
         --remaining_;
@@ -313,6 +327,9 @@ ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv,
   }
   // Teardown mostly waits (processes to die, RCU grace periods of umount and cgroup writes), it
   // hardly computes: more workers than cores overlap the waits. `--jobs 1` stays one at a time.
+  // Known before anything runs: a run interrupted in its teardown still says "N of M".
+  report.total = static_cast<int>(down.size());
+  for (const auto& a : plan.actions) report.total += a.type != ActionType::kDelete;
   runner.Run(down, options.jobs <= 1 ? 1 : std::min(options.jobs * kTeardownJobsPerJob, kMaxTeardownJobs));
   runner.Settle(down);
   if (!report.ok()) return report;

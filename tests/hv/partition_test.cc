@@ -641,3 +641,37 @@ TEST_CASE("The base layer mirrors the machine's merged /usr and /etc", "[root][h
 
 }  // namespace
 }  // namespace lab::hv::kernel
+
+namespace lab::hv::kernel {
+namespace {
+
+/// Process group and session of `pid` (fields 5 and 6 of /proc/PID/stat).
+std::pair<long, long> GroupAndSession(int pid) {
+  auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  REQUIRE(stat);
+  std::istringstream rest(stat->substr(stat->rfind(')') + 2));
+  std::string state;
+  long ppid = 0, pgrp = 0, session = 0;
+  rest >> state >> ppid >> pgrp >> session;
+  return {pgrp, session};
+}
+
+}  // namespace
+
+TEST_CASE("A partition's init, nested or not, is in a session of its own: the terminal's Ctrl-C never reaches it",
+          "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting partitions");
+  PartitionPlayground pg;
+  PartitionConfig middle = pg.Config("middle");
+  PartitionConfig nested = pg.Config("nested1", &middle);
+  ProcessId middle_init = pg.Start(middle);
+  ProcessId nested_init = pg.Start(nested);
+  for (const ProcessId& init : {middle_init, nested_init}) {
+    auto [pgrp, session] = GroupAndSession(init.pid);
+    CHECK(session != ::getsid(0));
+    CHECK(pgrp != ::getpgrp());  // a signal to our group (what Ctrl-C sends) does not reach it
+  }
+  CHECK(GroupAndSession(middle_init.pid).second != GroupAndSession(nested_init.pid).second);
+}
+
+}  // namespace lab::hv::kernel
