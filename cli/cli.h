@@ -79,6 +79,7 @@ void AddDoctor(CLI::App& app, Globals& g);
 void AddInternal(CLI::App& app, Globals& g);
 void AddLifecycle(CLI::App& app, Globals& g);
 void AddLink(CLI::App& app, Globals& g);
+void AddLogs(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.
 extern int g_exit_code;

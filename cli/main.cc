@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   AddDoctor(app, g);
   AddLifecycle(app, g);
   AddLink(app, g);
+  AddLogs(app, g);
   AddInternal(app, g);
 
   try {

@@ -174,10 +174,11 @@ class Runner {
     }
     if (teardown) {
       // A VM that is remade is the same VM restarted: Stop-VM keeps its disk. Only a VM that
-      // leaves the lab file loses it.
-      st = a.type == ActionType::kReplace && a.old.kind == Kind::kPartition
-               ? hv_.StopPartition(a.old.spec.get<hv::PartitionSpec>(), a.old_facts)
-               : RemoveResource(hv_, a.old, a.old_facts);
+      // leaves the lab file loses it. Likewise the log of run: commands run again.
+      const bool remade = a.type == ActionType::kReplace;
+      st = remade && a.old.kind == Kind::kPartition ? hv_.StopPartition(a.old.spec.get<hv::PartitionSpec>(), a.old_facts)
+           : remade && a.old.kind == Kind::kRun     ? Status::Ok()
+                                                    : RemoveResource(hv_, a.old, a.old_facts);
       erase = a.old.key;
     } else {
       auto facts = a.type == ActionType::kUpdate ? UpdateResource(hv_, a.resource, a.old, a.old_facts)
@@ -236,6 +237,7 @@ Result<std::string> ApplyResource(hv::Hypervisor& hv, const Resource& r) {
     case Kind::kNat: return hv.CreateNat(As<hv::NatSpec>(r));
     case Kind::kDns: return hv.SetDns(As<hv::DnsSpec>(r));
     case Kind::kStandIn: return hv.StartStandIn(As<hv::StandInSpec>(r));
+    case Kind::kRun: return hv.RunCommands(As<hv::RunSpec>(r));
   }
   return Status::Error("unknown resource kind");
 }
@@ -250,6 +252,7 @@ Status RemoveResource(hv::Hypervisor& hv, const Resource& r, const std::string& 
     case Kind::kNat: return hv.RemoveNat(As<hv::NatSpec>(r), facts);
     case Kind::kDns: return hv.ClearDns(As<hv::DnsSpec>(r), facts);
     case Kind::kStandIn: return hv.StopStandIn(As<hv::StandInSpec>(r), facts);
+    case Kind::kRun: return hv.ClearRunLog(As<hv::RunSpec>(r));
   }
   return Status::Error("unknown resource kind");
 }

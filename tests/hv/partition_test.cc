@@ -674,4 +674,32 @@ TEST_CASE("A partition's init, nested or not, is in a session of its own: the te
   CHECK(GroupAndSession(middle_init.pid).second != GroupAndSession(nested_init.pid).second);
 }
 
+TEST_CASE("A command run in a partition writes to the given file, returns its exit code, and is killed at its timeout",
+          "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting partitions");
+  PartitionPlayground pg;
+  PartitionConfig vm = pg.Config("vm1");
+  pg.Start(vm);
+  const std::string log = pg.dir() + "/out.log";
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  auto ok = RunCommandInPartition(vm.run_dir, vm.cgroup, {"/bin/sh", "-c", "hostname; echo err >&2; exit 7"}, fd, 5000);
+  REQUIRE(ok.ok());
+  CHECK(ok->exit_code == 7);
+  CHECK_FALSE(ok->timed_out);
+  auto t0 = std::chrono::steady_clock::now();
+  auto slow = RunCommandInPartition(vm.run_dir, vm.cgroup, {"/bin/sh", "-c", "echo before; sleep 30; echo after"}, fd,
+                                    300);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(slow.ok());
+  CHECK(slow->timed_out);
+  CHECK(took < 10);  // not the 30 s the command asked for
+  ::close(fd);
+  CHECK(ReadFile(log).value_or("") == "vm1\nerr\nbefore\n");
+  // Its whole group went: no sleep is left in the VM.
+  auto left = ExecInPartition(vm.run_dir, vm.cgroup, {"sh", "-c", "! grep -qx sleep /proc/[0-9]*/comm"});
+  REQUIRE(left.ok());
+  CHECK(*left == 0);
+}
+
 }  // namespace lab::hv::kernel
