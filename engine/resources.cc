@@ -132,8 +132,11 @@ struct Builder {
     Add(Kind::kPartition, pkey, std::move(pdeps),
         host ? "host '" + m.name + "'" : "VM '" + m.name + "' (on " + m.parent + ")", partition);
 
-    // What the machine's run: commands wait for: it and its addresses, routes and DNS settings.
-    std::vector<std::string> made = {pkey};
+    // What the machine's run: commands wait for: it and its addresses, routes and DNS settings
+    // (collected only for a machine that has some: a big lab plans thousands of machines).
+    const bool runs = !m.run.empty();
+    std::vector<std::string> made;
+    if (runs) made.push_back(pkey);
     std::vector<Ipv4> dns;
     auto add_dns = [&dns](const std::vector<Ipv4>& servers) {
       for (auto ip : servers)
@@ -152,7 +155,7 @@ struct Builder {
         s.gateway = nic.gateway;
       }
       add_dns(nic.dns);
-      made.push_back(KeyOf("nic", m.name, nic.name));
+      if (runs) made.push_back(KeyOf("nic", m.name, nic.name));
       Add(Kind::kNic, KeyOf("nic", m.name, nic.name), {pkey, KeyOf("network", nic.network)},
           "NIC '" + nic.name + "' of host '" + m.name + "' on network '" + nic.network + "'", s);
     }
@@ -178,7 +181,7 @@ struct Builder {
         return s;
       };
       add_dns(a.dns);
-      made.push_back(KeyOf("adapter", m.name, a.name));
+      if (runs) made.push_back(KeyOf("adapter", m.name, a.name));
       Add(Kind::kAdapter, KeyOf("adapter", m.name, a.name), {pkey, KeyOf("switch", owner->name, sw->name)},
           "adapter '" + a.name + "' of VM '" + m.name + "' on switch '" + sw->name + "'", adapter);
     }
@@ -209,7 +212,7 @@ struct Builder {
         s.forwarding = sw.nat.has_value();
       }
       std::string skey = KeyOf("switch", m.name, sw.name);
-      made.push_back(skey);
+      if (runs) made.push_back(skey);
       Add(Kind::kSwitch, skey, deps, std::string(schema::ToString(sw.type)) + " switch '" + sw.name + "' on '" + m.name + "'",
           s);
       if (sw.nat) {
@@ -221,7 +224,7 @@ struct Builder {
           n.owner_lineage = Lineage(m);
           if (!dns.empty()) nat_deps.push_back(KeyOf("dns", m.name));
         }
-        made.push_back(KeyOf("nat", m.name, sw.nat->name));
+        if (runs) made.push_back(KeyOf("nat", m.name, sw.nat->name));
         Add(Kind::kNat, KeyOf("nat", m.name, sw.nat->name), nat_deps,
             "NAT '" + sw.nat->name + "' " + sw.nat->prefix.ToString() + " on '" + m.name + "'", n);
       }
@@ -230,10 +233,10 @@ struct Builder {
     if (!dns.empty()) {
       hv::DnsSpec d{m.name, dns};
       Add(Kind::kDns, KeyOf("dns", m.name), {pkey}, "DNS servers of '" + m.name + "'", d);
-      made.push_back(KeyOf("dns", m.name));
+      if (runs) made.push_back(KeyOf("dns", m.name));
     }
 
-    if (!m.run.empty()) {
+    if (runs) {
       // And the lab's stand-in services, so a command may resolve and fetch from "outside".
       for (const auto& n : lab.networks)
         if (n.gateway) made.push_back(KeyOf("standin", n.name));
