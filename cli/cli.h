@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,6 +62,16 @@ std::string PlanJson(const std::string& lab, const engine::Plan& plan);
 engine::ExecOptions StepPrinter(const Globals& g, const Out& out);
 void PrintReport(const engine::ExecReport& report, double seconds, const char* verb, const Out& out);
 
+/// From here on, the first SIGINT or SIGTERM sets the returned flag (hand it to the executor:
+/// no new action starts, running ones finish and are recorded) and says so on stderr; a second
+/// one ends the process at once with exit code 130 (the journal's intended entries let the next
+/// run continue). `verb` is the command to run again ("up", "down").
+const std::atomic<bool>& CatchInterrupts(const char* verb);
+/// The end of an interrupted command: "interrupted: N of M actions done; run 'lab VERB' again to
+/// continue" on stderr; the exit code is 130 (128 + SIGINT, as a shell reports Ctrl-C).
+void ReportInterrupted(const engine::ExecReport& report, const char* verb);
+constexpr int kExitInterrupted = 130;
+
 // Verbs: each registers its subcommand on `app`.
 void AddValidate(CLI::App& app, Globals& g);
 void AddPlan(CLI::App& app, Globals& g);
@@ -80,6 +91,7 @@ void AddCompletion(CLI::App& app, Globals& g);
 int RunComplete(const CLI::App& app, const Globals& g, std::vector<std::string> words);
 void AddLifecycle(CLI::App& app, Globals& g);
 void AddLink(CLI::App& app, Globals& g);
+void AddLogs(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.
 extern int g_exit_code;

@@ -1,4 +1,5 @@
 #include <malloc.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -227,6 +228,39 @@ void PrintReport(const engine::ExecReport& report, double seconds, const char* v
     for (const auto& e : report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
     std::fprintf(stderr, "lab: what was done is recorded; run the same command again to continue.\n");
   }
+}
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+// Prepared before the handler is installed: the handler only writes them (async-signal-safe).
+std::string g_first_note, g_second_note;
+
+void OnInterrupt(int) {
+  const std::string& note = g_interrupted.exchange(true) ? g_second_note : g_first_note;
+  ssize_t ignored = ::write(STDERR_FILENO, note.data(), note.size());
+  (void)ignored;
+  if (&note == &g_second_note) ::_exit(kExitInterrupted);
+}
+
+}  // namespace
+
+const std::atomic<bool>& CatchInterrupts(const char* verb) {
+  static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+  g_first_note = std::string("lab: interrupted: finishing the actions under way, starting no more (again to stop at once)\n");
+  g_second_note = std::string("lab: interrupted again: stopping now; run 'lab ") + verb + "' again to continue\n";
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  sa.sa_flags = SA_RESTART;  // the kernel work under way is not cut short by EINTR
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  return g_interrupted;
+}
+
+void ReportInterrupted(const engine::ExecReport& report, const char* verb) {
+  std::fprintf(stderr, "lab: interrupted: %d of %d actions done; run 'lab %s' again to continue\n", report.done,
+               report.total, verb);
 }
 
 }  // namespace lab::cli

@@ -52,6 +52,8 @@ void AddUp(CLI::App& app, Globals& g) {
       }
     }
     auto t0 = std::chrono::steady_clock::now();
+    engine::ExecOptions exec = StepPrinter(g, out);
+    exec.interrupt = &CatchInterrupts("up");
     auto result = engine->Up(
         *lab,
         [&](const engine::Plan& plan) {
@@ -59,12 +61,19 @@ void AddUp(CLI::App& app, Globals& g) {
           PrintPlan(plan, out);
           std::fflush(stdout);  // seen before the work starts, on a pipe too (lab up | tee log)
         },
-        StepPrinter(g, out), nullptr, force);
+        exec, nullptr, force);
     if (!result) {
       std::fprintf(stderr, "lab: %s\n", result.message().c_str());
+      if (exec.interrupt->load()) g_exit_code = kExitInterrupted;
       return;
     }
     if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
+    if (exec.interrupt->load()) {
+      for (const auto& e : result->report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
+      ReportInterrupted(result->report, "up");
+      g_exit_code = kExitInterrupted;
+      return;
+    }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!result->plan.empty()) PrintReport(result->report, secs, "Apply", out);
     if (!result->report.ok()) return;
@@ -115,6 +124,8 @@ void AddDown(CLI::App& app, Globals& g) {
     }
     Out out = MakeOut(g);
     auto t0 = std::chrono::steady_clock::now();
+    engine::ExecOptions exec = StepPrinter(g, out);
+    exec.interrupt = &CatchInterrupts("down");
     auto result = engine->Down(
         name,
         [&](const engine::Plan& plan) {
@@ -122,12 +133,19 @@ void AddDown(CLI::App& app, Globals& g) {
                       plan.actions.size() == 1 ? "" : "s");
           std::fflush(stdout);
         },
-        StepPrinter(g, out));
+        exec);
     if (!result) {
       std::fprintf(stderr, "lab: %s\n", result.message().c_str());
+      if (exec.interrupt->load()) g_exit_code = kExitInterrupted;
       return;
     }
     if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
+    if (exec.interrupt->load()) {
+      for (const auto& e : result->report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
+      ReportInterrupted(result->report, "down");
+      g_exit_code = kExitInterrupted;
+      return;
+    }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (result->plan.empty() && result->report.done == 0) {
       if (result->swept.empty()) std::printf("lab %s: nothing recorded, nothing to remove.\n", name.c_str());

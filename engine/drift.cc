@@ -26,6 +26,7 @@ hv::ObserveRequest ObserveRequestFor(const state::Snapshot& snap) {
       case Kind::kNat: add(req.nats); break;
       case Kind::kDns: add(req.dns); break;
       case Kind::kStandIn: add(req.standins); break;
+      case Kind::kRun: break;  // commands that ran: nothing to observe
     }
   }
   return req;

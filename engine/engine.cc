@@ -488,6 +488,19 @@ Result<std::vector<CheckOutcome>> Engine::Check(const schema::Lab& lab) {
   return RunChecks(lab.checks, *machines, *hv, std::max(options_.jobs, 4));
 }
 
+Result<std::string> Engine::Logs(const std::string& lab, const std::string& machine) {
+  auto machines = RunningMachines(lab);
+  if (!machines) return machines.status();
+  if (!machines->count(machine)) {
+    std::vector<std::string> names;
+    for (const auto& [n, _] : *machines) names.push_back(n);
+    return Status::Error("lab '" + lab + "' has no machine '" + machine + "' (it has: " + Join(names, ", ") + ")");
+  }
+  auto snap = store_->Load(lab);
+  if (!snap) return snap.status();
+  return MakeHypervisor(lab, snap->lab->uid)->RunLog(machine);
+}
+
 Result<int> Engine::Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv) {
   auto machines = RunningMachines(lab);
   if (!machines) return machines.status();

@@ -124,6 +124,9 @@ class Engine {
   Result<std::vector<CheckOutcome>> Check(const schema::Lab& lab);
   /// Runs a command inside a machine of a running lab; returns its exit code.
   Result<int> Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv);
+  /// What a machine's `run:` commands printed (`lab logs LAB MACHINE`), oldest first; "" when
+  /// none ran yet.
+  Result<std::string> Logs(const std::string& lab, const std::string& machine);
   /// The recorded lab (its file path, for commands that take a lab name).
   Result<state::LabRecord> Find(const std::string& lab);
   /// The lab as last applied, from its records: the file's text recorded at `lab up` (for a lab

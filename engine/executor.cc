@@ -76,7 +76,10 @@ class Runner {
       StepEvent ev;
       ev.action = n->action;
       ev.teardown = true;
-      if (!gone) {
+      if (!gone && Interrupted()) {
+        ++report_.not_run;  // its partitions were not removed: the next run removes it
+        continue;
+      } else if (!gone) {
         ev.skipped = true;
         ++report_.skipped;
       } else if (recorded.ok()) {
@@ -91,6 +94,8 @@ class Runner {
   }
 
  private:
+  bool Interrupted() const { return options_.interrupt && options_.interrupt->load(); }
+
   void Work() {
     std::unique_lock lock(mu_);
     while (true) {
@@ -104,6 +109,15 @@ class Runner {
       ev.teardown = n.teardown;
       if (n.subsumed && !n.blocked) {
         // Nothing to do now; Settle records it once its partitions are gone.
+        for (size_t j : n.next)
+          if (--(*nodes_)[j].waiting == 0) ready_.push_back(j);
+        --remaining_;
+        cv_.notify_all();
+        continue;
+      }
+      if (Interrupted()) {
+        // Not started, not shown: the next run makes it. What waits on it is not started either.
+        ++report_.not_run;
         for (size_t j : n.next)
           if (--(*nodes_)[j].waiting == 0) ready_.push_back(j);
         --remaining_;
@@ -161,14 +175,16 @@ class Runner {
     }
     if (teardown) {
       // A VM that is remade is the same VM restarted: Stop-VM keeps its disk. Only a VM that
-      // leaves the lab file loses it.
-      st = a.type == ActionType::kReplace && a.old.kind == Kind::kPartition
-               ? hv_.StopPartition(a.old.spec.get<hv::PartitionSpec>(), a.old_facts)
-               : RemoveResource(hv_, a.old, a.old_facts);
+      // leaves the lab file loses it. Likewise the log of run: commands run again.
+      const bool remade = a.type == ActionType::kReplace;
+      st = remade && a.old.kind == Kind::kPartition ? hv_.StopPartition(a.old.spec.get<hv::PartitionSpec>(), a.old_facts)
+           : remade && a.old.kind == Kind::kRun     ? Status::Ok()
+                                                    : RemoveResource(hv_, a.old, a.old_facts);
       // The old half of a remake keeps its record until the new half replaces it: if the make
       // fails or is skipped, the resource is still known (found not running, remade by the next
-      // run), never lost from the lab.
-      if (a.type == ActionType::kDelete) erase = a.old.key;
+      // run), never lost from the lab. A run: action's record goes at once: if its commands fail
+      // again, the next run runs them again.
+      if (a.type == ActionType::kDelete || a.old.kind == Kind::kRun) erase = a.old.key;
     } else {
       auto facts = a.type != ActionType::kUpdate ? ApplyResource(hv_, a.resource)
                    : a.repair                     ? RepairResource(hv_, a.resource, a.old_facts)
@@ -238,6 +254,7 @@ Result<std::string> ApplyResource(hv::Hypervisor& hv, const Resource& r) {
     case Kind::kNat: return hv.CreateNat(As<hv::NatSpec>(r));
     case Kind::kDns: return hv.SetDns(As<hv::DnsSpec>(r));
     case Kind::kStandIn: return hv.StartStandIn(As<hv::StandInSpec>(r));
+    case Kind::kRun: return hv.RunCommands(As<hv::RunSpec>(r));
   }
   return Status::Error("unknown resource kind");
 }
@@ -252,6 +269,7 @@ Status RemoveResource(hv::Hypervisor& hv, const Resource& r, const std::string& 
     case Kind::kNat: return hv.RemoveNat(As<hv::NatSpec>(r), facts);
     case Kind::kDns: return hv.ClearDns(As<hv::DnsSpec>(r), facts);
     case Kind::kStandIn: return hv.StopStandIn(As<hv::StandInSpec>(r), facts);
+    case Kind::kRun: return hv.ClearRunLog(As<hv::RunSpec>(r));
   }
   return Status::Error("unknown resource kind");
 }
@@ -347,6 +365,9 @@ ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv,
   }
   // Teardown mostly waits (processes to die, RCU grace periods of umount and cgroup writes), it
   // hardly computes: more workers than cores overlap the waits. `--jobs 1` stays one at a time.
+  // Known before anything runs: a run interrupted in its teardown still says "N of M".
+  report.total = static_cast<int>(down.size());
+  for (const auto& a : plan.actions) report.total += a.type != ActionType::kDelete;
   runner.Run(down, options.jobs <= 1 ? 1 : std::min(options.jobs * kTeardownJobsPerJob, kMaxTeardownJobs));
   runner.Settle(down);
   if (!report.ok()) return report;

@@ -7,6 +7,7 @@
 // replacements) runs first in reverse dependency order; if any of it fails, nothing is applied.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -43,6 +44,9 @@ struct ExecOptions {
   /// holding whatever it holds (the lab's lock) until it is sent SIGCONT. 0 = none. `lab` reads
   /// it from LAB_PAUSE_AT.
   int pause_at = 0;
+  /// Set from outside (a SIGINT or SIGTERM handler) to stop the run: no action starts once it is
+  /// set; those running finish and are recorded, as usual. Null = never.
+  const std::atomic<bool>* interrupt = nullptr;
 };
 
 /// The facts recorded for a resource while it is being made (with BeginAction): the object may
@@ -54,8 +58,11 @@ struct ExecReport {
   int done = 0;
   int failed = 0;
   int skipped = 0;
+  int not_run = 0;                  // not started because the run was interrupted
+  int total = 0;                    // steps of the plan: a replacement is two (remove, make)
   std::vector<std::string> errors;  // "KEY: message"
-  bool ok() const { return failed == 0 && skipped == 0; }
+  bool ok() const { return failed == 0 && skipped == 0 && not_run == 0; }
+  bool interrupted() const { return not_run > 0; }
 };
 
 ExecReport Execute(const Plan& plan, const std::string& lab, hv::Hypervisor& hv, state::Store& store,

@@ -86,7 +86,8 @@ std::string MachineOf(const Resource& r) {
   switch (r.kind) {
     case Kind::kPartition: return r.spec.value("name", std::string());
     case Kind::kNic:
-    case Kind::kDns: return r.spec.value("machine", std::string());
+    case Kind::kDns:
+    case Kind::kRun: return r.spec.value("machine", std::string());
     case Kind::kSwitch:
     case Kind::kNat: return r.spec.value("owner", std::string());
     case Kind::kAdapter: return r.spec.value("vm", std::string());

@@ -38,8 +38,11 @@ const std::map<std::string, std::string>& FileKeys(Kind kind) {
       {Kind::kDns, {{"machine", ""}, {"servers", "dns"}}},
       {Kind::kNetwork, {{"name", ""}}},
       {Kind::kStandIn, {{"network", ""}, {"address", "gateway"}}},
+      {Kind::kRun, {{"machine", ""}, {"lineage", ""}, {"is_host", ""}, {"commands", "run"}, {"timeout_ms", "run_timeout"}}},
   };
-  return kKeys.at(kind);
+  static const std::map<std::string, std::string> kNone;
+  auto it = kKeys.find(kind);
+  return it == kKeys.end() ? kNone : it->second;
 }
 
 /// A spec value as the lab file writes it: "" for none, lists joined, sizes in units.
@@ -48,6 +51,10 @@ std::string FileValue(Kind kind, const std::string& field, const json& v) {
   if (kind == Kind::kPartition && field == "memory_bytes") {
     uint64_t bytes = v.is_number_unsigned() ? v.get<uint64_t>() : 0;
     return bytes == 0 ? "" : FormatSize(bytes);
+  }
+  if (kind == Kind::kRun && field == "timeout_ms" && v.is_number()) {
+    int ms = v.get<int>();
+    return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
   }
   if (kind == Kind::kPartition && field == "lineage") {
     auto chain = v.get<std::vector<std::string>>();

@@ -132,6 +132,11 @@ struct Builder {
     Add(Kind::kPartition, pkey, std::move(pdeps),
         host ? "host '" + m.name + "'" : "VM '" + m.name + "' (on " + m.parent + ")", partition);
 
+    // What the machine's run: commands wait for: it and its addresses, routes and DNS settings
+    // (collected only for a machine that has some: a big lab plans thousands of machines).
+    const bool runs = !m.run.empty();
+    std::vector<std::string> made;
+    if (runs) made.push_back(pkey);
     std::vector<Ipv4> dns;
     auto add_dns = [&dns](const std::vector<Ipv4>& servers) {
       for (auto ip : servers)
@@ -150,6 +155,7 @@ struct Builder {
         s.gateway = nic.gateway;
       }
       add_dns(nic.dns);
+      if (runs) made.push_back(KeyOf("nic", m.name, nic.name));
       Add(Kind::kNic, KeyOf("nic", m.name, nic.name), {pkey, KeyOf("network", nic.network)},
           "NIC '" + nic.name + "' of host '" + m.name + "' on network '" + nic.network + "'", s);
     }
@@ -175,6 +181,7 @@ struct Builder {
         return s;
       };
       add_dns(a.dns);
+      if (runs) made.push_back(KeyOf("adapter", m.name, a.name));
       Add(Kind::kAdapter, KeyOf("adapter", m.name, a.name), {pkey, KeyOf("switch", owner->name, sw->name)},
           "adapter '" + a.name + "' of VM '" + m.name + "' on switch '" + sw->name + "'", adapter);
     }
@@ -205,6 +212,7 @@ struct Builder {
         s.forwarding = sw.nat.has_value();
       }
       std::string skey = KeyOf("switch", m.name, sw.name);
+      if (runs) made.push_back(skey);
       Add(Kind::kSwitch, skey, deps, std::string(schema::ToString(sw.type)) + " switch '" + sw.name + "' on '" + m.name + "'",
           s);
       if (sw.nat) {
@@ -216,6 +224,7 @@ struct Builder {
           n.owner_lineage = Lineage(m);
           if (!dns.empty()) nat_deps.push_back(KeyOf("dns", m.name));
         }
+        if (runs) made.push_back(KeyOf("nat", m.name, sw.nat->name));
         Add(Kind::kNat, KeyOf("nat", m.name, sw.nat->name), nat_deps,
             "NAT '" + sw.nat->name + "' " + sw.nat->prefix.ToString() + " on '" + m.name + "'", n);
       }
@@ -224,6 +233,19 @@ struct Builder {
     if (!dns.empty()) {
       hv::DnsSpec d{m.name, dns};
       Add(Kind::kDns, KeyOf("dns", m.name), {pkey}, "DNS servers of '" + m.name + "'", d);
+      if (runs) made.push_back(KeyOf("dns", m.name));
+    }
+
+    if (runs) {
+      // And the lab's stand-in services, so a command may resolve and fetch from "outside".
+      for (const auto& n : lab.networks)
+        if (n.gateway) made.push_back(KeyOf("standin", n.name));
+      hv::RunSpec s{m.name, Lineage(m), host, m.run, m.run_timeout_ms};
+      const size_t n = m.run.size();
+      Add(Kind::kRun, KeyOf("run", m.name), std::move(made),
+          std::string("run ") + (host ? "host '" : "VM '") + m.name + "' (" + std::to_string(n) + " command" +
+              (n == 1 ? "" : "s") + ")",
+          s);
     }
   }
 
@@ -260,13 +282,14 @@ const char* ToString(Kind k) {
     case Kind::kNat: return "nat";
     case Kind::kDns: return "dns";
     case Kind::kStandIn: return "standin";
+    case Kind::kRun: return "run";
   }
   return "?";
 }
 
 std::optional<Kind> KindFromString(const std::string& s) {
   for (Kind k : {Kind::kNetwork, Kind::kPartition, Kind::kNic, Kind::kSwitch, Kind::kAdapter, Kind::kNat,
-                 Kind::kDns, Kind::kStandIn})
+                 Kind::kDns, Kind::kStandIn, Kind::kRun})
     if (s == ToString(k)) return k;
   return std::nullopt;
 }

@@ -17,7 +17,7 @@
 
 namespace lab::engine {
 
-enum class Kind { kNetwork, kPartition, kNic, kSwitch, kAdapter, kNat, kDns, kStandIn };
+enum class Kind { kNetwork, kPartition, kNic, kSwitch, kAdapter, kNat, kDns, kStandIn, kRun };
 const char* ToString(Kind k);
 std::optional<Kind> KindFromString(const std::string& s);
 

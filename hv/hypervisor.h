@@ -164,6 +164,25 @@ class Hypervisor {
     return {};
   }
 
+  /// A machine's `run:` commands: runs them inside it, in order, each by `/bin/sh -c` within
+  /// s.timeout_ms, appending what they print to the machine's run log (RunLog). Stops at the first
+  /// that fails (an exit code other than 0, or its time is up): the error names the command,
+  /// its exit code and the end of its output. Returns the facts.
+  virtual Result<std::string> RunCommands(const RunSpec& s) {
+    (void)s;
+    return Status::Error("this hypervisor cannot run commands in a machine");
+  }
+  /// Removes the machine's run log (the machine left the lab, or the lab is taken down).
+  virtual Status ClearRunLog(const RunSpec& s) {
+    (void)s;
+    return Status::Ok();
+  }
+  /// What the machine's `run:` commands printed, oldest first; "" when none ran.
+  virtual Result<std::string> RunLog(const std::string& machine) {
+    (void)machine;
+    return std::string();
+  }
+
   virtual Result<std::string> CreateNic(const NicSpec& s) = 0;
   virtual Status RemoveNic(const NicSpec& s, const std::string& facts) = 0;
   /// New-NetIPAddress / Remove-NetIPAddress / Set-NetRoute on a NIC that exists: it ends up with

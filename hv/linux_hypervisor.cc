@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <chrono>
+#include <ctime>
 #include <mutex>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -51,6 +52,45 @@ std::optional<kernel::ProcessId> ProcessFrom(const json& j) {
 json ParseFacts(const std::string& facts) {
   json j = json::parse(facts, nullptr, /*allow_exceptions=*/false);
   return j.is_discarded() ? json::object() : j;
+}
+
+Status AppendTo(int fd, const std::string& text) {
+  size_t off = 0;
+  while (off < text.size()) {
+    ssize_t w = ::write(fd, text.data() + off, text.size() - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return ErrnoStatus("write");
+    off += static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
+std::string UtcNow() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+std::string Seconds(int ms) {
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms";
+}
+
+/// The last lines a command wrote to a log from `from` on (at most 10 lines, 2,000 characters),
+/// each indented.
+std::string OutputTail(const std::string& path, off_t from) {
+  auto text = ReadFile(path);
+  if (!text || static_cast<size_t>(from) >= text->size()) return "";
+  std::string out = text->substr(static_cast<size_t>(from));
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  if (out.size() > 2000) out = out.substr(out.size() - 2000);
+  auto lines = Split(out, '\n');
+  if (lines.size() > 10) lines.erase(lines.begin(), lines.end() - 10);
+  std::string tail;
+  for (const auto& l : lines) tail += (tail.empty() ? "    " : "\n    ") + l;
+  return tail;
 }
 
 
@@ -459,6 +499,57 @@ class LinuxHypervisor final : public Hypervisor {
         .Prefixed("DNS servers of '" + s.machine + "'");
   }
 
+  // --- run: commands ----------------------------------------------------------------------
+  Result<std::string> RunCommands(const RunSpec& s) override {
+    const std::string what = std::string(s.is_host ? "host '" : "VM '") + s.machine + "'";
+    const std::string path = RunLogPath(s.machine);
+    std::error_code ec;
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    if (ec) return Status::Error(what + ": run: create " + fs::path(path).parent_path().string() + ": " + ec.message());
+    Fd log(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (log.fd < 0) return ErrnoStatus(what + ": run: open " + path);
+    const size_t n = s.commands.size();
+    LAB_RETURN_IF_ERROR(AppendTo(log.fd, "# " + UtcNow() + ": " + std::to_string(n) + " command" +
+                                                (n == 1 ? "" : "s") + " of " + what + "\n")
+                            .Prefixed(what + ": run: write " + path));
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& cmd = s.commands[i];
+      LAB_RETURN_IF_ERROR(AppendTo(log.fd, "$ " + cmd + "\n").Prefixed(what + ": run: write " + path));
+      const off_t from = ::lseek(log.fd, 0, SEEK_END);
+      auto r = kernel::RunCommandInPartition(MachineRun(s.machine), MachineCgroup(s.lineage), {"/bin/sh", "-c", cmd},
+                                             log.fd, s.timeout_ms);
+      const std::string which = "command " + std::to_string(i + 1) + " of " + std::to_string(n) + " (" + cmd + ")";
+      if (!r) return r.status().Prefixed(what + ": run: " + which);
+      if (r->exit_code == 0 && !r->timed_out) continue;
+      std::string why = r->timed_out ? "did not finish within its run_timeout of " + Seconds(s.timeout_ms) + " and was killed"
+                                     : "exited with code " + std::to_string(r->exit_code);
+      std::string tail = OutputTail(path, from < 0 ? 0 : from);
+      (void)AppendTo(log.fd, "# " + why + "\n");
+      return Status::Error(what + ": run: " + which + " " + why +
+                           (tail.empty() ? "; it printed nothing" : "; its last output:\n" + tail) +
+                           "\n(all of it: lab logs " + ctx_.lab + " " + s.machine + "; the next lab up runs the commands again)");
+    }
+    return json{{"commands", n}, {"log", path}}.dump();
+  }
+
+  Status ClearRunLog(const RunSpec& s) override {
+    const std::string path = RunLogPath(s.machine);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus("remove " + path);
+    // The lab's log directory goes with its last log.
+    const std::string dir = fs::path(path).parent_path().string();
+    if (::rmdir(dir.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY && errno != EEXIST)
+      return ErrnoStatus("remove " + dir);
+    return Status::Ok();
+  }
+
+  Result<std::string> RunLog(const std::string& machine) override {
+    const std::string path = RunLogPath(machine);
+    if (!fs::exists(path)) return std::string();
+    auto text = ReadFile(path);
+    if (!text) return Status::Error("cannot read " + path);
+    return *text;
+  }
+
   // --- the stand-in outside world -------------------------------------------------------
   Result<std::string> StartStandIn(const StandInSpec& s) override {
     std::string what = "stand-in of network '" + s.network + "'";
@@ -585,6 +676,8 @@ class LinuxHypervisor final : public Hypervisor {
     // remaking failed halfway (its disk is kept for the next up; down is the end of it).
     // RemoveTree never crosses into a mount.
     LAB_RETURN_IF_ERROR(kernel::RemoveTree(ctx_.state_root + "/disks/" + ctx_.Mark()));
+    // What the machines' run: commands printed: the lab is gone, and so are its logs.
+    LAB_RETURN_IF_ERROR(kernel::RemoveTree(ctx_.state_root + "/logs/" + ctx_.lab));
     for (const char* sub : {"/m", "/n", ""})
       LAB_RETURN_IF_ERROR(kernel::RemoveCgroup("lab/" + ctx_.Mark() + sub));
     // The last lab out also releases what all labs share: the run root's bind mount and the
@@ -636,6 +729,10 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   std::string LabRun() const { return ctx_.run_root + "/" + ctx_.Mark(); }
+  /// STATE/logs/<lab>/<machine>.log: by the lab's name, so `lab logs` finds it without the mark.
+  std::string RunLogPath(const std::string& machine) const {
+    return ctx_.state_root + "/logs/" + ctx_.lab + "/" + machine + ".log";
+  }
   std::string MachineRun(const std::string& name) const { return LabRun() + "/m/" + name; }
   std::string NetworkRun(const std::string& name) const { return LabRun() + "/n/" + name; }
   std::string MachineCgroup(const std::vector<std::string>& lineage) const {

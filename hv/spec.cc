@@ -178,4 +178,16 @@ void from_json(const json& j, StandInSpec& s) {
     for (const auto& [name, addrs] : j["records"].items()) s.records[name] = Addrs(addrs);
 }
 
+void to_json(json& j, const RunSpec& s) {
+  j = {{"machine", s.machine},   {"lineage", s.lineage},       {"is_host", s.is_host},
+       {"commands", s.commands}, {"timeout_ms", s.timeout_ms}};
+}
+void from_json(const json& j, RunSpec& s) {
+  Get(j, "machine", s.machine);
+  Get(j, "lineage", s.lineage);
+  Get(j, "is_host", s.is_host);
+  Get(j, "commands", s.commands);
+  Get(j, "timeout_ms", s.timeout_ms);
+}
+
 }  // namespace lab::hv

@@ -110,6 +110,16 @@ struct StandInSpec {
   std::map<std::string, std::vector<Ipv4>> records;  // name -> addresses
 };
 
+/// A machine's `run:` commands, run inside it in order once it is up (each by /bin/sh -c, as a
+/// provisioning script; each with a time limit). What they print goes to the machine's run log.
+struct RunSpec {
+  std::string machine;
+  std::vector<std::string> lineage;     // the machine's cgroup
+  bool is_host = false;
+  std::vector<std::string> commands;
+  int timeout_ms = 60000;               // per command (run_timeout)
+};
+
 void to_json(nlohmann::json& j, const NetworkSpec& s);
 void from_json(const nlohmann::json& j, NetworkSpec& s);
 void to_json(nlohmann::json& j, const PartitionSpec& s);
@@ -126,5 +136,7 @@ void to_json(nlohmann::json& j, const DnsSpec& s);
 void from_json(const nlohmann::json& j, DnsSpec& s);
 void to_json(nlohmann::json& j, const StandInSpec& s);
 void from_json(const nlohmann::json& j, StandInSpec& s);
+void to_json(nlohmann::json& j, const RunSpec& s);
+void from_json(const nlohmann::json& j, RunSpec& s);
 
 }  // namespace lab::hv

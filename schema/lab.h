@@ -132,6 +132,7 @@ struct Machine {
   std::vector<Switch> switches;         // switches this machine owns
   std::vector<std::string> vms;         // names of its child VMs, in file order
   std::vector<std::string> run;         // commands run inside once the machine is up
+  int run_timeout_ms = 60000;           // run_timeout: each command's time limit
   Loc loc;
 
   const Switch* FindSwitch(const std::string& switch_name) const;

@@ -203,9 +203,9 @@ class Decoder {
     m.depth = depth;
     m.loc = e.key_loc;
     // The same for every machine: built once, not once per machine of a 10,000-VM lab.
-    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run"};
+    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run", "run_timeout"};
     static const std::vector<std::string> kVmKeys = {"version", "generation", "processor", "memory", "security",
-                                                     "adapters", "switches", "vms", "run"};
+                                                     "adapters", "switches", "vms", "run", "run_timeout"};
     static const std::map<std::string, std::string> kMisplacedOnHost = [] {
       std::map<std::string, std::string> out;
       for (const char* k : {"memory", "version", "generation", "security"})
@@ -241,6 +241,8 @@ class Decoder {
         for (auto& se : Entries(ctx_, *n, what + " switches")) DecodeSwitch(se, m, path + ".switches." + se.key);
     }
     if (auto n = r.Get("run")) m.run = ReadStringList(ctx_, *n, r.KeyLoc("run"), what + " run");
+    if (auto n = r.Get("run_timeout"))
+      if (auto v = ReadDuration(ctx_, *n, r.KeyLoc("run_timeout"), what + " run_timeout")) m.run_timeout_ms = *v;
 
     size_t index = lab.machines.size();
     lab.machines.push_back(std::move(m));

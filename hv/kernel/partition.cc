@@ -5,7 +5,7 @@
 //   us ── W (joins the cgroup; enters the parent partition's net/uts/ipc/pid namespaces)
 //          └─ (A, nested partitions only: a process in the parent's PID namespace)
 //               └─ B = pid 1 of new mnt/net/uts/ipc/pid namespaces: builds the root, pivots,
-//                  execs lab-init
+//                  leaves our session (setsid), execs lab-init
 //
 // W, A and B share our memory (clone with CLONE_VM | CLONE_VFORK, each on a stack of its own),
 // the way posix_spawn does: the calling thread sleeps until W is done, W (or A) until B has
@@ -250,6 +250,9 @@ void ChildWriteFiles(int s, std::vector<FileToWrite>& files, bool runtime) {
   if (::syscall(SYS_pivot_root, ".", ".") != 0) ChildFail(s, "pivot_root", 126);
   if (::umount2(".", MNT_DETACH) != 0) ChildFail(s, "pivot_root: detach old root", 126);
   if (::chdir("/") != 0) ChildFail(s, "pivot_root: chdir /", 126);
+  // A session of its own: Ctrl-C and a hangup reach the terminal's process group, which is
+  // lab's; a VM outlives the command that made it.
+  if (::setsid() < 0) ChildFail(s, "start a session of its own", 126);
   // init must not hold our terminal or pipes open.
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null < 0) ChildFail(s, "open /dev/null", 126);

@@ -154,6 +154,17 @@ Status DestroyPartition(const PartitionConfig& config, const std::optional<Proce
 /// (128+signal when killed).
 Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgroup,
                             const std::vector<std::string>& argv);
+/// How a command run by RunCommandInPartition ended.
+struct CommandOutcome {
+  int exit_code = 0;       // 128+signal when killed; 124 when timed out
+  bool timed_out = false;  // killed (its whole process group) at the timeout
+};
+/// Runs argv inside the partition as ExecInPartition does, but detached from the caller's
+/// terminal (sessions of their own: Ctrl-C on lab's terminal does not reach it), stdin from
+/// /dev/null, stdout and stderr to `out_fd`; at `timeout_ms` its process group is killed.
+/// Processes it leaves running in the background stay (they belong to the partition).
+Result<CommandOutcome> RunCommandInPartition(const std::string& run_dir, const std::string& cgroup,
+                                             const std::vector<std::string>& argv, int out_fd, int timeout_ms);
 /// Starts a long-running process inside the partition, detached from the caller (its parent
 /// becomes the partition's init); stdout/stderr go to `log_path` inside the partition.
 /// When `self_exe` is true argv[0] is ignored and this very binary (/proc/self/exe) is run.

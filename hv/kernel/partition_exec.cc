@@ -246,6 +246,85 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
   return ExitCodeOf(status);
 }
 
+Result<CommandOutcome> RunCommandInPartition(const std::string& run_dir, const std::string& cgroup,
+                                             const std::vector<std::string>& argv, int out_fd, int timeout_ms) {
+  const std::string what = Describe(run_dir);
+  if (argv.empty()) return Status::Error(what + ": run: no command");
+  auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
+  if (!ns.ok()) return ns.status().Prefixed(what);
+  std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
+  auto confinement = EntryConfinement(run_dir);
+  if (!confinement.ok()) return confinement.status().Prefixed(what);
+  const Confinement* rules = *confinement;
+  ChildEnv env;
+  ChildArgv args(argv);
+  std::string not_found = "lab: " + argv[0] + ": command not found\n";
+  std::string denied = "lab: " + argv[0] + ": permission denied\n";
+  // A socket, not a pipe: ChildSendReport send()s.
+  int p[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return ErrnoStatus(what + ": socketpair");
+  UniqueFd rd(p[0]), wr(p[1]);
+  std::vector<int> keep = {wr.get(), out_fd};
+  AddFds(*ns, &keep);
+  const long long limit_ns = static_cast<long long>(timeout_ms) * 1000000;
+
+  pid_t middle = ::fork();
+  if (middle < 0) return ErrnoStatus(what + ": fork");
+  if (middle == 0) {
+    // A session of its own, and one for the command: Ctrl-C on lab's terminal reaches neither,
+    // and the command's whole process group can be ended at its timeout.
+    ::setsid();
+    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
+    if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
+    if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
+    if (!rules->ChildApply()) ChildFail(wr.get(), "confine the process (capabilities, seccomp)", 125);
+    pid_t g = ::fork();
+    if (g < 0) ChildFail(wr.get(), "fork", 125);
+    if (g == 0) {
+      ::setsid();
+      int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (null >= 0) ::dup2(null, 0);
+      ::dup2(out_fd, 1);
+      ::dup2(out_fd, 2);
+      args.Exec(env.Pointers());
+      const std::string& msg = errno == ENOENT ? not_found : denied;
+      ssize_t ignored = ::write(2, msg.data(), msg.size());
+      (void)ignored;
+      ::_exit(errno == ENOENT ? 127 : 126);
+    }
+    // Async-signal-safe only (we are a fork of a threaded process): poll the child's end.
+    timespec start{};
+    ::clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+      int status = 0;
+      pid_t r = ::waitpid(g, &status, WNOHANG);
+      if (r == g) ::_exit(ExitCodeOf(status));
+      if (r < 0 && errno != EINTR) ::_exit(125);
+      timespec now{};
+      ::clock_gettime(CLOCK_MONOTONIC, &now);
+      long long spent = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
+      if (spent >= limit_ns) break;
+      timespec nap{0, 5 * 1000000};
+      ::nanosleep(&nap, nullptr);
+    }
+    ::kill(-g, SIGKILL);  // the command and what it started in its group
+    ::kill(g, SIGKILL);
+    while (::waitpid(g, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    errno = ETIMEDOUT;
+    ChildFail(wr.get(), "timeout", 124);
+  }
+  wr.Reset();
+  int status = WaitChild(middle);
+  ChildReport r;
+  if (TryReadReport(rd.get(), &r)) {
+    if (r.err == ETIMEDOUT && std::strcmp(r.step, "timeout") == 0) return CommandOutcome{124, true};
+    return Status::Error(what + ": run: " + r.step + ": " + ErrnoText(r.err));
+  }
+  if (status < 0) return ErrnoStatus(what + ": run: wait");
+  return CommandOutcome{ExitCodeOf(status), false};
+}
+
 Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string& cgroup,
                                    const std::vector<std::string>& argv, bool self_exe,
                                    const std::string& log_path) {

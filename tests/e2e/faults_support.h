@@ -54,9 +54,11 @@ struct Background {
   }
 };
 
-/// Starts `lab ARGS...` in the sandbox with extra environment `env` ("K=V").
+/// Starts `lab ARGS...` in the sandbox with extra environment `env` ("K=V"). With `own_group`,
+/// in a process group of its own (pgid = its pid), as a shell starts a foreground job: a
+/// signal to the group is what Ctrl-C on its terminal sends.
 inline Background Start(const Sandbox& sb, const std::vector<std::string>& args,
-                        const std::vector<std::string>& env = {}) {
+                        const std::vector<std::string>& env = {}, bool own_group = false) {
   int fds[2];
   REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
   posix_spawn_file_actions_t fa;
@@ -80,8 +82,15 @@ inline Background Start(const Sandbox& sb, const std::vector<std::string>& args,
   argv.push_back(nullptr);
   for (auto& e : env_s) envp.push_back(e.data());
   envp.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  if (own_group) {
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+  }
   Background b;
-  int rc = ::posix_spawn(&b.pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  int rc = ::posix_spawn(&b.pid, argv[0], &fa, &attr, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   ::close(fds[1]);
   REQUIRE(rc == 0);

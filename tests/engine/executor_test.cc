@@ -2,6 +2,7 @@
 // what the records say afterwards.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <mutex>
 #include <set>
 #include <string>
@@ -360,4 +361,55 @@ TEST_CASE("Executor updates a stand-in by restarting it with the new records", "
   for (const auto& e : f.store->Journal(kLab, 1))
     journaled = e.key == "standin/lan" && e.action == "update" && e.status == "done";
   CHECK(journaled);
+}
+
+TEST_CASE("An interrupted run starts no more actions, records those done, and the next run makes the rest", "[engine]") {
+  Fixture f;
+  std::atomic<bool> interrupt{false};
+  ExecOptions options{1, nullptr};
+  int seen = 0;
+  // As a SIGINT while the third action runs: it finishes, nothing after it starts.
+  options.on_step = [&](const StepEvent& ev) {
+    CHECK_FALSE(ev.skipped);
+    if (++seen == 3) interrupt = true;
+  };
+  options.interrupt = &interrupt;
+  Plan plan = ComputePlan(f.desired, f.Snapshot(), {});
+  ExecReport report = Execute(plan, kLab, f.hv, *f.store, options);
+  CHECK(report.interrupted());
+  CHECK_FALSE(report.ok());
+  CHECK(report.done == 3);
+  CHECK(report.failed == 0);
+  CHECK(report.skipped == 0);
+  CHECK(report.total == static_cast<int>(f.desired.size()));
+  CHECK(report.not_run == report.total - 3);
+  CHECK(seen == 3);  // the ones not started are not shown as steps
+  CHECK(f.hv.Calls().size() == 3);
+  CHECK(f.RecordedKeys().size() == 3);
+  // Nothing is left intended: the next run plans the rest as creates and converges.
+  CHECK(f.store->Intended(kLab).empty());
+  Plan rest = ComputePlan(f.desired, f.Snapshot(), {});
+  CHECK(rest.actions.size() == f.desired.size() - 3);
+  for (const auto& a : rest.actions) CHECK(a.type == ActionType::kCreate);
+  ExecReport second = Execute(rest, kLab, f.hv, *f.store, ExecOptions{2, nullptr});
+  CHECK(second.ok());
+  CHECK(f.RecordedKeys() == f.DesiredKeys());
+}
+
+TEST_CASE("A teardown interrupted before it starts removes nothing and says so", "[engine]") {
+  Fixture f;
+  REQUIRE(Execute(ComputePlan(f.desired, f.Snapshot(), {}), kLab, f.hv, *f.store, ExecOptions{2, nullptr}).ok());
+  f.hv.ClearCalls();
+  std::atomic<bool> interrupt{true};
+  ExecOptions options{4, nullptr};
+  options.interrupt = &interrupt;
+  Plan down = ComputePlan({}, f.Snapshot(), {});
+  ExecReport report = Execute(down, kLab, f.hv, *f.store, options);
+  CHECK(report.interrupted());
+  CHECK(report.done == 0);
+  CHECK(report.skipped == 0);
+  CHECK(report.not_run == report.total);
+  CHECK(report.total == static_cast<int>(down.actions.size()));
+  CHECK(f.hv.Calls().empty());
+  CHECK(f.RecordedKeys() == f.DesiredKeys());
 }

@@ -152,6 +152,9 @@ class FakeHypervisor : public hv::Hypervisor {
     return d;
   }
 
+  Result<std::string> RunCommands(const hv::RunSpec& s) override { return Make("RunCommands " + s.machine); }
+  Status ClearRunLog(const hv::RunSpec& s) override { return Call("ClearRunLog " + s.machine); }
+
   Result<std::string> CreateNic(const hv::NicSpec& s) override { return Make("CreateNic " + s.machine + "/" + s.name); }
   Status RemoveNic(const hv::NicSpec& s, const std::string&) override { return Call("RemoveNic " + s.machine + "/" + s.name); }
 
@@ -313,6 +316,8 @@ class FakeHypervisor : public hv::Hypervisor {
     Result<std::string> CreatePartition(const hv::PartitionSpec& s) override { return f_.CreatePartition(s); }
     Status RemovePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.RemovePartition(s, x); }
     bool PartitionRunning(const hv::PartitionSpec& s, const std::string& x) override { return f_.PartitionRunning(s, x); }
+    Result<std::string> RunCommands(const hv::RunSpec& s) override { return f_.RunCommands(s); }
+    Status ClearRunLog(const hv::RunSpec& s) override { return f_.ClearRunLog(s); }
     hv::Drift Observe(const hv::ObserveRequest& r) override { return f_.Observe(r); }
     Result<std::string> CreateNic(const hv::NicSpec& s) override { return f_.CreateNic(s); }
     Status RemoveNic(const hv::NicSpec& s, const std::string& x) override { return f_.RemoveNic(s, x); }

@@ -641,3 +641,65 @@ TEST_CASE("The base layer mirrors the machine's merged /usr and /etc", "[root][h
 
 }  // namespace
 }  // namespace lab::hv::kernel
+
+namespace lab::hv::kernel {
+namespace {
+
+/// Process group and session of `pid` (fields 5 and 6 of /proc/PID/stat).
+std::pair<long, long> GroupAndSession(int pid) {
+  auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  REQUIRE(stat);
+  std::istringstream rest(stat->substr(stat->rfind(')') + 2));
+  std::string state;
+  long ppid = 0, pgrp = 0, session = 0;
+  rest >> state >> ppid >> pgrp >> session;
+  return {pgrp, session};
+}
+
+}  // namespace
+
+TEST_CASE("A partition's init, nested or not, is in a session of its own: the terminal's Ctrl-C never reaches it",
+          "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting partitions");
+  PartitionPlayground pg;
+  PartitionConfig middle = pg.Config("middle");
+  PartitionConfig nested = pg.Config("nested1", &middle);
+  ProcessId middle_init = pg.Start(middle);
+  ProcessId nested_init = pg.Start(nested);
+  for (const ProcessId& init : {middle_init, nested_init}) {
+    auto [pgrp, session] = GroupAndSession(init.pid);
+    CHECK(session != ::getsid(0));
+    CHECK(pgrp != ::getpgrp());  // a signal to our group (what Ctrl-C sends) does not reach it
+  }
+  CHECK(GroupAndSession(middle_init.pid).second != GroupAndSession(nested_init.pid).second);
+}
+
+TEST_CASE("A command run in a partition writes to the given file, returns its exit code, and is killed at its timeout",
+          "[root][hv]") {
+  LAB_REQUIRE_ROOT("starting partitions");
+  PartitionPlayground pg;
+  PartitionConfig vm = pg.Config("vm1");
+  pg.Start(vm);
+  const std::string log = pg.dir() + "/out.log";
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  auto ok = RunCommandInPartition(vm.run_dir, vm.cgroup, {"/bin/sh", "-c", "hostname; echo err >&2; exit 7"}, fd, 5000);
+  REQUIRE(ok.ok());
+  CHECK(ok->exit_code == 7);
+  CHECK_FALSE(ok->timed_out);
+  auto t0 = std::chrono::steady_clock::now();
+  auto slow = RunCommandInPartition(vm.run_dir, vm.cgroup, {"/bin/sh", "-c", "echo before; sleep 30; echo after"}, fd,
+                                    300);
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(slow.ok());
+  CHECK(slow->timed_out);
+  CHECK(took < 10);  // not the 30 s the command asked for
+  ::close(fd);
+  CHECK(ReadFile(log).value_or("") == "vm1\nerr\nbefore\n");
+  // Its whole group went: no sleep is left in the VM.
+  auto left = ExecInPartition(vm.run_dir, vm.cgroup, {"sh", "-c", "! grep -qx sleep /proc/[0-9]*/comm"});
+  REQUIRE(left.ok());
+  CHECK(*left == 0);
+}
+
+}  // namespace lab::hv::kernel
