@@ -141,4 +141,65 @@ bool WriteFileAtomic(const std::string& path, std::string_view content) {
   return ::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+namespace {
+
+bool IsKernelPlain(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+         c == '-';
+}
+
+/// Runs of characters outside [A-Za-z0-9_.-] (without '.' unless `keep_dots`) as one '-',
+/// trimmed of '-' at both ends.
+std::string Dashed(std::string_view name, bool keep_dots) {
+  std::string out;
+  bool gap = false;
+  for (char c : name) {
+    if (!IsKernelPlain(c) || (c == '.' && !keep_dots)) {
+      gap = true;
+      continue;
+    }
+    if (gap && !out.empty()) out.push_back('-');
+    gap = false;
+    out.push_back(c);
+  }
+  while (!out.empty() && out.front() == '-') out.erase(out.begin());
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out;
+}
+
+bool IsAlnumAscii(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+}  // namespace
+
+std::string KernelIfname(std::string_view name) {
+  bool plain = !name.empty() && name.size() <= 15 && IsAlnumAscii(name[0]);
+  for (char c : name) plain = plain && IsKernelPlain(c);
+  if (plain) return std::string(name);
+  std::string d = Dashed(name, true);
+  if (!d.empty() && d.size() <= 15 && IsAlnumAscii(d[0])) return d;  // the name itself when plain
+  std::string head = d.substr(0, 10);
+  while (!head.empty() && !IsAlnumAscii(head.back())) head.pop_back();
+  if (head.empty() || !IsAlnumAscii(head[0])) head = "if";
+  return head + "-" + Hex(Fnv1a64(name), 4);
+}
+
+std::string KernelAltname(std::string_view name) {
+  std::string out(name);
+  for (char& c : out)
+    if (c == '/' || c == ':' || c == ' ' || (c >= '\t' && c <= '\r') || static_cast<unsigned char>(c) == 0xa0) c = '-';
+  if (out == "." || out == "..") out = "-" + out;
+  if (out.size() > 127) out = out.substr(0, 118) + "-" + Hex(Fnv1a64(name), 8);
+  return out;
+}
+
+std::string KernelPathName(std::string_view name) {
+  bool plain = !name.empty() && name.size() <= 64 && name[0] != '.' && name.rfind("cgroup.", 0) != 0;
+  for (char c : name) plain = plain && IsKernelPlain(c);
+  if (plain) return std::string(name);
+  std::string d = Dashed(name, false).substr(0, 40);
+  while (!d.empty() && (d.front() == '.' || d.front() == '-')) d.erase(d.begin());
+  while (!d.empty() && (d.back() == '.' || d.back() == '-')) d.pop_back();
+  return (d.empty() ? std::string("m") : d) + "-" + Hex(Fnv1a64(name), 8);
+}
+
 }  // namespace lab
