@@ -4,6 +4,33 @@
 
 namespace lab::schema {
 
+std::string FoldCase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+std::string ComputerNameOf(std::string_view name) {
+  std::string out;
+  bool gap = false;
+  for (char c : name) {
+    bool keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    if (!keep) {
+      gap = true;
+      continue;
+    }
+    if (gap && !out.empty()) out.push_back('-');
+    gap = false;
+    out.push_back(c);
+  }
+  // Runs of '-' written in the name itself stay; only the replaced runs are single.
+  while (!out.empty() && out.front() == '-') out.erase(out.begin());
+  if (out.size() > 63) out.resize(63);
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out;
+}
+
 std::string Diagnostic::ToString() const {
   std::string where = file;
   if (loc.line > 0) where += ":" + std::to_string(loc.line) + ":" + std::to_string(std::max(loc.col, 1));

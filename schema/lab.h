@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/net.h"
@@ -115,8 +116,17 @@ struct Memory {
 
 enum class MachineKind { kHost, kVm };
 
+/// Names compare as Windows compares them, ignoring (ASCII) case: "DC01" and "dc01" are one name.
+std::string FoldCase(std::string_view s);
+/// The computer name Hyper-V admins give a VM called `name`: every run of characters outside
+/// A-Z a-z 0-9 - becomes one '-', '-' is trimmed at both ends, and the result is cut to 63
+/// characters (a DNS label): "135. Nested Virtualization 2022" -> "135-Nested-Virtualization-2022".
+/// "" when nothing is left (the file must then set hostname:).
+std::string ComputerNameOf(std::string_view name);
+
 struct Machine {
-  std::string name;
+  std::string name;                     // as written, any name Hyper-V takes ("135. Nested Virtualization 2022")
+  std::string hostname;                 // its computer name: hostname: if given, else ComputerNameOf(name)
   MachineKind kind = MachineKind::kVm;
   std::string parent;                   // "" for hosts; the VM's host or middle VM otherwise
   int depth = 0;                        // 0 host, 1 VM on a host, 2 nested VM, ...

@@ -127,7 +127,7 @@ class Decoder {
     Network net;
     net.name = e.key;
     net.loc = e.key_loc;
-    if (auto why = CheckMachineName(e.key); !why.empty()) ctx_.Error(e.key_loc, "network name " + Q(e.key) + " " + why);
+    if (auto why = CheckNetworkName(e.key); !why.empty()) ctx_.Error(e.key_loc, "network name " + Q(e.key) + " " + why);
     std::string what = "network " + Q(e.key);
     MapReader r(ctx_, e.value, "networks." + e.key, what, e.key_loc, {"subnet", "gateway", "dns_records", "uplink"});
     bool have_subnet = false;
@@ -186,12 +186,13 @@ class Decoder {
     std::string kind_word = host ? "host" : "VM";
     std::string what = kind_word + " " + Q(e.key);
     if (auto why = CheckMachineName(e.key); !why.empty())
-      ctx_.Error(e.key_loc, "machine name " + Q(e.key) + " " + why + " (it is the machine's hostname)");
-    auto [seen, inserted] = machines_seen_.emplace(e.key, std::pair{e.key_loc, kind_word});
+      ctx_.Error(e.key_loc, "machine name " + Q(e.key) + " " + why);
+    auto [seen, inserted] = machines_seen_.emplace(FoldCase(e.key), Seen{e.key_loc, kind_word, e.key});
     if (!inserted) {
-      ctx_.Error(e.key_loc, "machine name " + Q(e.key) + " is already used by the " + seen->second.second +
-                                " on line " + std::to_string(seen->second.first.line) +
-                                "; names of hosts and VMs are unique across the lab, at every depth");
+      ctx_.Error(e.key_loc, "machine name " + Q(e.key) + " is already used by the " + seen->second.kind + " " +
+                                Q(seen->second.name) + " at " + At(seen->second.loc) +
+                                "; names of hosts and VMs are unique across the lab, at every depth, ignoring case "
+                                "(as Windows compares them)");
       return false;
     }
     ctx_.machine_path[e.key] = path;
@@ -203,9 +204,9 @@ class Decoder {
     m.depth = depth;
     m.loc = e.key_loc;
     // The same for every machine: built once, not once per machine of a 10,000-VM lab.
-    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run", "run_timeout"};
+    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname"};
     static const std::vector<std::string> kVmKeys = {"version", "generation", "processor", "memory", "security",
-                                                     "adapters", "switches", "vms", "run", "run_timeout"};
+                                                     "adapters", "switches", "vms", "run", "run_timeout", "hostname"};
     static const std::map<std::string, std::string> kMisplacedOnHost = [] {
       std::map<std::string, std::string> out;
       for (const char* k : {"memory", "version", "generation", "security"})
@@ -221,6 +222,7 @@ class Decoder {
     const auto& known = host ? kHostKeys : kVmKeys;
     const auto& misplaced = host ? kMisplacedOnHost : kMisplacedOnVm;
     MapReader r(ctx_, e.value, path, what, e.key_loc, known, misplaced);
+    DecodeComputerName(r, what, m);
 
     if (!host) DecodeVmSettings(r, m);
     // Without version:, a VM has its host's default configuration version: 10.0 on the Windows
@@ -230,15 +232,29 @@ class Decoder {
       m.processor.vendor = "intel";
       if (auto n = r.Get("processor")) DecodeHostProcessor(*n, r, m);
       if (auto n = r.Get("nics")) {
-        if (ExpectMap(*n, r.KeyLoc("nics"), what + " nics"))
-          for (auto& ne : Entries(ctx_, *n, what + " nics")) m.nics.push_back(DecodeNic(ne, what, path + ".nics." + ne.key));
+        if (ExpectMap(*n, r.KeyLoc("nics"), what + " nics")) {
+          std::map<std::string, Seen> seen;
+          for (auto& ne : Entries(ctx_, *n, what + " nics")) {
+            if (!Unique(seen, ne.key, ne.key_loc, what + ": NIC name", "NIC", "give each NIC of a host its own name"))
+              continue;
+            m.nics.push_back(DecodeNic(ne, what, path + ".nics." + ne.key));
+          }
+        }
       }
     } else if (auto n = r.Get("adapters")) {
       DecodeAdapters(*n, r.KeyLoc("adapters"), what, path, m);
     }
+    CheckKernelNames(what, m);
     if (auto n = r.Get("switches")) {
-      if (ExpectMap(*n, r.KeyLoc("switches"), what + " switches"))
-        for (auto& se : Entries(ctx_, *n, what + " switches")) DecodeSwitch(se, m, path + ".switches." + se.key);
+      if (ExpectMap(*n, r.KeyLoc("switches"), what + " switches")) {
+        std::map<std::string, Seen> seen;
+        for (auto& se : Entries(ctx_, *n, what + " switches")) {
+          if (!Unique(seen, se.key, se.key_loc, what + ": switch name", "switch",
+                      "give each switch of a machine its own name"))
+            continue;
+          DecodeSwitch(se, m, path + ".switches." + se.key);
+        }
+      }
     }
     if (auto n = r.Get("run")) m.run = ReadStringList(ctx_, *n, r.KeyLoc("run"), what + " run");
     if (auto n = r.Get("run_timeout"))
@@ -386,7 +402,7 @@ class Decoder {
       ctx_.Error(LocOf(list, at), owner + " adapters: expected a list, like - {switch: External, ip: 10.10.0.10/24}");
       return;
     }
-    std::map<std::string, Loc> names;
+    std::map<std::string, Seen> names;
     for (size_t i = 0; i < list.size(); ++i) {
       yaml::Node item = list[i];
       std::string item_path = path + ".adapters[" + std::to_string(i) + "]";
@@ -412,11 +428,14 @@ class Decoder {
             ctx_.Error(r.ValueLoc("name"), owner + ": adapter name " + Q(a.name) + " " + why);
         }
       }
-      auto [prev, fresh] = names.emplace(a.name, r.ValueLoc("name"));
+      auto [prev, fresh] = names.emplace(FoldCase(a.name), Seen{r.ValueLoc("name"), "adapter", a.name});
       if (!fresh)
-        ctx_.Error(r.ValueLoc("name"), owner + " already has an adapter named " + Q(a.name) + " (line " +
-                                           std::to_string(prev->second.line) +
-                                           "); give each adapter its own name, e.g. name: Ethernet2");
+        ctx_.Error(r.ValueLoc("name"),
+                   owner + " already has an adapter named " + Q(prev->second.name) + " at " + At(prev->second.loc) +
+                       (prev->second.name == a.name
+                            ? std::string()
+                            : " (" + Q(a.name) + " is the same name ignoring case, as Windows compares names)") +
+                       "; give each adapter its own name, e.g. name: Ethernet 2");
       if (auto n = r.Require("switch", "the switch of its host or middle VM it connects to, e.g. switch: External"))
         if (auto s = ReadString(ctx_, *n, r.KeyLoc("switch"), what + " switch")) a.switch_name = *s;
       ReadAddressing(r, what, a.ip, a.gateway, a.dns, a.mac);
@@ -648,8 +667,77 @@ class Decoder {
     lab.checks.push_back(std::move(c));
   }
 
+  /// Where a name was first seen: its position, the kind of object and the name as written.
+  struct Seen {
+    Loc loc;
+    std::string kind;
+    std::string name;
+  };
+
+  static std::string At(Loc l) { return std::to_string(l.line) + ":" + std::to_string(std::max(l.col, 1)); }
+
+  /// Records `name` in `seen` (by its folded case); false with an error naming both positions
+  /// when an earlier name of the scope is the same ignoring case.
+  bool Unique(std::map<std::string, Seen>& seen, const std::string& name, Loc loc, const std::string& what,
+              const std::string& kind, const std::string& fix) {
+    auto [prev, fresh] = seen.emplace(FoldCase(name), Seen{loc, kind, name});
+    if (fresh) return true;
+    ctx_.Error(loc, what + " " + Q(name) + " is the same as " + kind + " " + Q(prev->second.name) + " at " +
+                        At(prev->second.loc) + " ignoring case (as Windows compares names); " + fix);
+    return false;
+  }
+
+  /// Two NICs or adapters of one machine whose kernel interface names (KernelIfname: "Ethernet 2"
+  /// and "Ethernet-2" are both Ethernet-2) would be the same are refused, naming both.
+  void CheckKernelNames(const std::string& what, const Machine& m) {
+    std::map<std::string, std::pair<std::string, Loc>> seen;
+    auto check = [&](const std::string& name, Loc loc, const char* noun) {
+      if (name.empty()) return;
+      std::string k = KernelIfname(name);
+      auto [prev, fresh] = seen.emplace(k, std::pair{name, loc});
+      if (!fresh && prev->second.first != name)
+        ctx_.Error(loc, what + ": " + noun + " " + Q(name) + " and " + Q(prev->second.first) + " at " +
+                            At(prev->second.second) + " both become interface " + Q(k) +
+                            " inside the machine (Linux interface names take no spaces and at most 15 "
+                            "characters); rename one of them");
+    };
+    for (const auto& n : m.nics) check(n.name, n.loc, "NIC");
+    for (const auto& a : m.adapters) check(a.name, a.loc, "adapter");
+  }
+
+  /// hostname: (a computer name) or the one derived from the machine's name; two machines with
+  /// the same computer name (ignoring case) are an error naming both.
+  void DecodeComputerName(MapReader& r, const std::string& what, Machine& m) {
+    Loc loc = m.loc;
+    if (auto n = r.Get("hostname")) {
+      loc = r.ValueLoc("hostname");
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("hostname"), what + " hostname")) {
+        if (auto why = CheckComputerName(*s); !why.empty()) {
+          ctx_.Error(loc, what + ": hostname " + Q(*s) + " " + why);
+          return;
+        }
+        m.hostname = *s;
+      } else {
+        return;
+      }
+    } else {
+      m.hostname = ComputerNameOf(m.name);
+      if (m.hostname.empty()) {
+        ctx_.Error(m.loc, what + ": no computer name can be derived from its name (it has no letters or digits); "
+                              "set hostname: NAME (A-Z, a-z, 0-9 and '-')");
+        return;
+      }
+    }
+    auto [prev, fresh] = computers_seen_.emplace(FoldCase(m.hostname), Seen{loc, "", m.name});
+    if (!fresh)
+      ctx_.Error(loc, what + ": computer name " + Q(m.hostname) + " is also the computer name of " +
+                          Q(prev->second.name) + " at " + At(prev->second.loc) +
+                          " (ignoring case, as DNS compares names); set hostname: to another name on one of them");
+  }
+
   ParseContext& ctx_;
-  std::map<std::string, std::pair<Loc, std::string>> machines_seen_;  // name -> where, "host"/"VM"
+  std::map<std::string, Seen> machines_seen_;   // folded name -> first seen
+  std::map<std::string, Seen> computers_seen_;  // folded computer name -> machine
 };
 
 /// 1-based line and column of byte `offset` of `text`.

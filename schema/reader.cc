@@ -372,16 +372,37 @@ std::string PathJoin(const std::string& path, const std::string& key) {
   return path.empty() ? key : path + "." + key;
 }
 
-std::string CheckMachineName(const std::string& name) { return CheckName(name, 32, true); }
+std::string CheckNetworkName(const std::string& name) { return CheckName(name, 32, true); }
 
-std::string CheckSwitchName(const std::string& name) { return CheckName(name, 32, false); }
+std::string CheckHyperVName(const std::string& name) {
+  static const std::string kRule =
+      "use 1 to 100 characters, without control characters or any of / \\ : * ? \" < > | (as Hyper-V takes names)";
+  if (name.empty() || name.size() > 100) return "is " + std::to_string(name.size()) + " characters long; " + kRule;
+  for (char c : name) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return "has a control character; " + kRule;
+    if (std::string_view("/\\:*?\"<>|").find(c) != std::string_view::npos)
+      return "has the character '" + std::string(1, c) + "'; " + kRule;
+  }
+  return "";
+}
+
+std::string CheckMachineName(const std::string& name) { return CheckHyperVName(name); }
+
+std::string CheckSwitchName(const std::string& name) { return CheckHyperVName(name); }
 
 std::string CheckInterfaceName(const std::string& name) {
-  if (name == "lo") return "is the loopback interface inside every machine; choose another name";
-  if (name.size() > 15)
-    return "is " + std::to_string(name.size()) +
-           " characters long; interface names are at most 15 characters (the Linux kernel limit, IFNAMSIZ)";
-  return CheckName(name, 15, false);
+  if (FoldCase(name) == "lo") return "is the loopback interface inside every machine; choose another name";
+  return CheckHyperVName(name);
+}
+
+std::string CheckComputerName(const std::string& name) {
+  static const std::string kRule = "use 1 to 63 characters from A-Z, a-z, 0-9 and '-', not starting or ending with '-'";
+  if (name.empty() || name.size() > 63) return "is " + std::to_string(name.size()) + " characters long; " + kRule;
+  if (name.front() == '-' || name.back() == '-') return "starts or ends with '-'; " + kRule;
+  for (char c : name)
+    if (!IsAlnum(c) && c != '-') return "is invalid; " + kRule;
+  return "";
 }
 
 }  // namespace lab::schema

@@ -165,12 +165,20 @@ std::optional<int> ReadDuration(ParseContext& ctx, const yaml::Node& n, Loc at, 
 // Name rules. Each returns "" when `name` is valid, else the reason and the fix.
 /// The lab: [a-z0-9][a-z0-9-]{0,23}.
 std::string CheckLabName(const std::string& name);
-/// Machines and networks: [a-z0-9][a-z0-9-]{0,31} (a machine's name is its hostname).
+/// Networks (a lab concept, not Hyper-V's): [a-z0-9][a-z0-9-]{0,31}.
+std::string CheckNetworkName(const std::string& name);
+/// Any name Hyper-V takes (hosts, VMs, switches, NICs, adapters, NATs, checkpoints): 1 to 100
+/// characters, no control characters and none of / \ : * ? " < > |. Spaces, dots and capitals
+/// are fine; the kernel-facing names are derived from it (engine/resources.cc).
+std::string CheckHyperVName(const std::string& name);
+/// Hosts and VMs: CheckHyperVName (the computer name is derived, schema::ComputerName).
 std::string CheckMachineName(const std::string& name);
-/// Switches and NATs: [A-Za-z0-9][A-Za-z0-9_.-]{0,31}.
+/// Switches and NATs: CheckHyperVName.
 std::string CheckSwitchName(const std::string& name);
-/// Interface names inside a machine: [A-Za-z0-9][A-Za-z0-9_.-]{0,14}, not "lo".
+/// NICs and adapters: CheckHyperVName, and not "lo" in any case.
 std::string CheckInterfaceName(const std::string& name);
+/// A computer name (hostname:): [A-Za-z0-9-]{1,63}, not starting or ending with '-'.
+std::string CheckComputerName(const std::string& name);
 
 /// "a.b" (or "b" when `path` is empty).
 std::string PathJoin(const std::string& path, const std::string& key);

@@ -586,7 +586,10 @@ class Validator {
                  label + ": from " + Q(c.from) + " is not a machine of this lab; " +
                      (close ? "did you mean " + Q(*close) + "?" : "use the name of a host or VM"));
     }
-    CheckTargets(names);
+    // The lab's DNS answers computer names (hostname:, or derived from the machine's name).
+    std::vector<std::string> computers;
+    for (const auto& m : lab_.machines) computers.push_back(m.hostname.empty() ? m.name : m.hostname);
+    CheckTargets(computers);
   }
 
   /// The host a check is aimed at: ping/resolve's target, tcp's HOST of HOST:PORT, http's URL host.
