@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -77,13 +78,19 @@ void AddStatus(CLI::App& app, Globals& g) {
     } else {
       std::printf("lab %s (uid %s, %s): %zu objects\n", st->lab.c_str(), st->uid.c_str(), st->file.c_str(),
                   st->resources);
-      std::printf("%-16s %-8s %-12s %-8s %s\n", "MACHINE", "KIND", "PARENT", "STATE", "ADDRESSES");
+      // Columns as wide as the longest name (Hyper-V names run to 100 characters), at least 16 and 12.
+      int name_w = 16, parent_w = 12;
+      for (const auto& m : st->machines) {
+        name_w = std::max(name_w, static_cast<int>(m.name.size()));
+        parent_w = std::max(parent_w, static_cast<int>(m.parent.size()));
+      }
+      std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, "MACHINE", "KIND", parent_w, "PARENT", "STATE", "ADDRESSES");
       for (const auto& m : st->machines) {
         std::string state = m.state == "running" ? out.Green(m.state) : out.Red(m.state);
         // As found; what differs from the records says so in parentheses, in yellow.
         std::vector<std::string> addresses;
         for (const auto& a : m.addresses) addresses.push_back(a.find(" (") != std::string::npos ? out.Yellow(a) : a);
-        std::printf("%-16s %-8s %-12s %-8s %s\n", m.name.c_str(), m.kind.c_str(),
+        std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, m.name.c_str(), m.kind.c_str(), parent_w,
                     m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(addresses, ", ").c_str());
       }
       for (const auto& t : st->teams)

@@ -426,8 +426,11 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
     auto gw = r.spec.value("gateway", nlohmann::json());
     InterfaceStatus i;
     i.key = r.key;
+    // The name as written: a NIC's or adapter's Hyper-V name (its alias) rather than its kernel name.
+    const std::string alias = r.spec.value("alias", std::string());
     i.name = r.kind == Kind::kSwitch ? "vEthernet (" + r.spec.value("name", std::string()) + ")"
-                                     : r.spec.value("name", std::string());
+             : alias.empty()         ? r.spec.value("name", std::string())
+                                     : alias;
     i.recorded = ip.is_string() ? ip.get<std::string>() : "";
     if (ip.is_string() && gw.is_string() &&
         std::find(m->gateways.begin(), m->gateways.end(), gw.get<std::string>()) == m->gateways.end())
@@ -466,6 +469,19 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   return st;
 }
 
+namespace {
+
+/// The recorded name of `machine`: itself, or the one that is the same ignoring case (Windows
+/// compares names without case, so `lab exec LAB dc01` finds DC01; validation keeps them unique).
+std::string RecordedName(const std::map<std::string, hv::PartitionSpec>& machines, const std::string& machine) {
+  if (machines.count(machine)) return machine;
+  for (const auto& [name, _] : machines)
+    if (schema::FoldCase(name) == schema::FoldCase(machine)) return name;
+  return machine;
+}
+
+}  // namespace
+
 Result<std::map<std::string, hv::PartitionSpec>> Engine::RunningMachines(const std::string& lab) {
   auto snap = store_->Load(lab);
   if (!snap) return snap.status();
@@ -488,9 +504,10 @@ Result<std::vector<CheckOutcome>> Engine::Check(const schema::Lab& lab) {
   return RunChecks(lab.checks, *machines, *hv, std::max(options_.jobs, 4));
 }
 
-Result<std::string> Engine::Logs(const std::string& lab, const std::string& machine) {
+Result<std::string> Engine::Logs(const std::string& lab, const std::string& asked) {
   auto machines = RunningMachines(lab);
   if (!machines) return machines.status();
+  const std::string machine = RecordedName(*machines, asked);
   if (!machines->count(machine)) {
     std::vector<std::string> names;
     for (const auto& [n, _] : *machines) names.push_back(n);
@@ -501,9 +518,10 @@ Result<std::string> Engine::Logs(const std::string& lab, const std::string& mach
   return MakeHypervisor(lab, snap->lab->uid)->RunLog(machine);
 }
 
-Result<int> Engine::Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv) {
+Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const std::vector<std::string>& argv) {
   auto machines = RunningMachines(lab);
   if (!machines) return machines.status();
+  const std::string machine = RecordedName(*machines, asked);
   auto it = machines->find(machine);
   if (it == machines->end()) {
     std::vector<std::string> names;

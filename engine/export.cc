@@ -278,8 +278,9 @@ class Exporter {
                                                  [](const schema::Adapter& a) { return a.name != "Ethernet"; });
   }
 
-  /// The name the guest's operating system goes by (Rename-Computer).
-  static const std::string& ComputerName(const Machine& vm) { return vm.name; }
+  /// The name the guest's operating system goes by (Rename-Computer): its computer name,
+  /// hostname: or derived from its name (schema::ComputerNameOf; docs/names.md).
+  static const std::string& ComputerName(const Machine& vm) { return vm.hostname.empty() ? vm.name : vm.hostname; }
 
   /// The interface that holds a NIC's or adapter's address: the switch's vEthernet (NAME) when
   /// an external switch binds it and keeps a port for the management OS.

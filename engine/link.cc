@@ -36,7 +36,8 @@ Status ReconcileTeams(hv::Hypervisor& hv, const state::Snapshot& snap) {
   return Status::Ok();
 }
 
-Result<LinkReport> SetLink(Engine& engine, const LinkRequest& req) {
+Result<LinkReport> SetLink(Engine& engine, const LinkRequest& asked) {
+  LinkRequest req = asked;
   auto rec = engine.Find(req.lab);
   if (!rec) return rec.status();
   auto lock = engine.store().Lock(req.lab);
@@ -45,16 +46,28 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& req) {
   if (!snap) return snap.status();
   auto resources = RecordedResources(*snap);
 
+  // Machines and interfaces are found by their names as written, ignoring case (as Windows
+  // compares them); an interface also by its kernel name (docs/names.md).
+  for (const auto& r : resources)
+    if (r.kind == Kind::kPartition) {
+      std::string name = r.spec.value("name", std::string());
+      if (name != req.machine && schema::FoldCase(name) == schema::FoldCase(req.machine)) req.machine = name;
+    }
   const Resource* machine = nullptr;
   std::vector<std::string> names;  // the machine's NICs and adapters, for the error
   const Resource* iface = nullptr;
   for (const auto& r : resources) {
     if (r.kind == Kind::kPartition && r.spec.value("name", std::string()) == req.machine) machine = &r;
     if ((r.kind == Kind::kNic || r.kind == Kind::kAdapter) && MachineOf(r) == req.machine) {
-      names.push_back(r.spec.value("name", std::string()));
-      if (names.back() == req.ifname) iface = &r;
+      std::string kernel = r.spec.value("name", std::string());
+      std::string alias = r.spec.value("alias", std::string());
+      names.push_back(alias.empty() ? kernel : alias);
+      if (kernel == req.ifname || schema::FoldCase(names.back()) == schema::FoldCase(req.ifname)) iface = &r;
     }
   }
+  // The kernel's name of the interface, which the hypervisor and the switches' uplinks use.
+  const std::string ifname = iface ? iface->spec.value("name", std::string()) : req.ifname;
+  if (iface && !iface->spec.value("alias", std::string()).empty()) req.ifname = iface->spec.value("alias", std::string());
   if (!machine) return Status::Error("lab '" + req.lab + "' has no machine '" + req.machine + "'");
   auto spec = machine->spec.get<hv::PartitionSpec>();
   LinkReport report;
@@ -72,7 +85,7 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& req) {
   std::string action = std::string("link ") + (req.up ? "up" : "down");
   auto id = engine.store().BeginAction(req.lab, action, iface->key, "lab link " + req.machine + " " + req.ifname);
   if (!id) return id.status();
-  Status st = hv->SetLink(spec, req.ifname, req.up);
+  Status st = hv->SetLink(spec, ifname, req.up);
   // Plugged back in, the interface has its configuration again, as Windows keeps it across a
   // cable pull: Linux dropped the routes through it when it went down (the default route).
   if (st.ok() && req.up) st = iface->kind == Kind::kNic ? hv->RepairNic(iface->spec.get<hv::NicSpec>())
@@ -82,7 +95,7 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& req) {
     if (r.kind != Kind::kSwitch || MachineOf(r) != req.machine) continue;
     auto sw = r.spec.get<hv::SwitchSpec>();
     // A vEthernet over the NIC (external switch, management OS) holds the address and route.
-    if (sw.management_port && std::find(sw.uplinks.begin(), sw.uplinks.end(), req.ifname) != sw.uplinks.end())
+    if (sw.management_port && std::find(sw.uplinks.begin(), sw.uplinks.end(), ifname) != sw.uplinks.end())
       st = hv->RepairSwitch(sw);
   }
   // The SET switches teaming this interface move its ports to the members up, now.
@@ -90,7 +103,7 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& req) {
     if (!st.ok()) break;
     if (r.kind != Kind::kSwitch || MachineOf(r) != req.machine) continue;
     auto sw = r.spec.get<hv::SwitchSpec>();
-    if (!sw.embedded_teaming || std::find(sw.uplinks.begin(), sw.uplinks.end(), req.ifname) == sw.uplinks.end())
+    if (!sw.embedded_teaming || std::find(sw.uplinks.begin(), sw.uplinks.end(), ifname) == sw.uplinks.end())
       continue;
     auto team = hv->ReconcileTeam(sw, TeamPorts(resources, sw));
     if (!team) st = team.status();

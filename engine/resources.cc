@@ -33,8 +33,8 @@ std::string KeyOf(const std::string& kind, const std::string& a, const std::stri
 /// valid interface name that no other interface of the owner uses, else "vs" + a hash.
 std::string BridgeName(const Machine& owner, const schema::Switch& sw) {
   std::set<std::string> taken = {"lo", "wire"};
-  for (const auto& n : owner.nics) taken.insert(n.name);
-  for (const auto& a : owner.adapters) taken.insert(a.name);
+  for (const auto& n : owner.nics) taken.insert(KernelIfname(n.name));
+  for (const auto& a : owner.adapters) taken.insert(KernelIfname(a.name));
   if (IsPlainIfname(sw.name) && !taken.count(sw.name)) return sw.name;
   return "vs" + ShortHash(owner.name + "/" + sw.name);
 }
@@ -88,8 +88,11 @@ struct Builder {
     return nullptr;
   }
 
+  /// The machine's computer name (hostname: or derived from its name; schema::ComputerNameOf).
+  static const std::string& Computer(const Machine& m) { return m.hostname.empty() ? m.name : m.hostname; }
+
   std::string HostsFile(const Machine& m) const {
-    return "127.0.0.1 localhost\n127.0.1.1 " + m.name + "\n::1 localhost ip6-localhost ip6-loopback\n";
+    return "127.0.0.1 localhost\n127.0.1.1 " + Computer(m) + "\n::1 localhost ip6-localhost ip6-loopback\n";
   }
 
   void Build() {
@@ -124,6 +127,7 @@ struct Builder {
         p.parent_exposes = parent->kind == schema::MachineKind::kHost || parent->processor.expose_virtualization_extensions;
       p.version = host ? "" : m.version;
       p.hosts_file = HostsFile(m);
+      if (Computer(m) != m.name) p.hostname = Computer(m);
       return p;
     };
     std::string pkey = KeyOf("partition", m.name);
@@ -146,7 +150,8 @@ struct Builder {
     for (const auto& nic : m.nics) {
       hv::NicSpec s;
       s.machine = m.name;
-      s.name = nic.name;
+      s.name = KernelIfname(nic.name);
+      if (s.name != nic.name) s.alias = nic.name;
       s.network = nic.network;
       s.port = "n" + ShortHash(m.name + "/" + nic.name);
       s.mac = nic.mac.value_or(DefaultMac(lab.name, m.name, nic.name));
@@ -167,7 +172,8 @@ struct Builder {
       auto adapter = [&] {
         hv::AdapterSpec s;
         s.vm = m.name;
-        s.name = a.name;
+        s.name = KernelIfname(a.name);
+        if (s.name != a.name) s.alias = a.name;
         s.owner = owner->name;
         s.switch_name = sw->name;
         s.switch_ifname = Bridge(*owner, *sw);
@@ -194,7 +200,7 @@ struct Builder {
       s.ifname = Bridge(m, sw);
       std::vector<std::string> deps = {pkey};
       if (sw.type == SwitchType::kExternal) {
-        s.uplinks = sw.nics;
+        for (const auto& up : sw.nics) s.uplinks.push_back(KernelIfname(up));
         s.management_port = sw.allow_management_os;
         s.embedded_teaming = sw.embedded_teaming;
         for (const auto& up : sw.nics) {
@@ -258,7 +264,7 @@ struct Builder {
     // with just the one on its network where there is one (--localise-queries, StartStandIn).
     for (const auto& m : lab.machines) {
       auto add = [&](const std::optional<Cidr>& ip) {
-        if (ip) s.records[m.name].push_back(ip->addr);
+        if (ip) s.records[Computer(m)].push_back(ip->addr);
       };
       for (const auto& nic : m.nics) add(nic.ip);
       for (const auto& a : m.adapters) add(a.ip);

@@ -134,7 +134,8 @@ class LinuxHypervisor final : public Hypervisor {
     auto cfg = MachineConfig(s);
     cfg.memory_limit = s.memory_bytes;
     cfg.cpu_count = s.processor_count;
-    cfg.files = {{"/etc/hostname", s.name + "\n"},
+    cfg.hostname = s.ComputerName();
+    cfg.files = {{"/etc/hostname", s.ComputerName() + "\n"},
                  {"/etc/hosts", s.hosts_file},
                  {"/etc/resolv.conf", ResolvConf({})}};
     auto init = kernel::StartPartition(cfg);  // with lo up
@@ -194,6 +195,14 @@ class LinuxHypervisor final : public Hypervisor {
     return names ? *names : std::vector<std::string>{};
   }
 
+  /// The Hyper-V name of an interface whose kernel name differs ("Ethernet 2" on "Ethernet-2",
+  /// "Network Adapter 2" on "Network-Ad-1a2b") as an altname, so `ip link` shows it.
+  static Status AddAlias(Netlink& nl, const std::string& ifname, const std::string& alias) {
+    if (alias.empty()) return Status::Ok();
+    std::string alt = KernelAltname(alias);
+    return alt == ifname ? Status::Ok() : nl.AddAltName(ifname, alt);
+  }
+
   static std::string Called(const PartitionSpec& s) { return std::string(s.is_host ? "host '" : "VM '") + s.name + "'"; }
 
   // --- host NICs ------------------------------------------------------------------------
@@ -206,6 +215,7 @@ class LinuxHypervisor final : public Hypervisor {
       LAB_RETURN_IF_ERROR(
           CreatePair(nl, s.name, s.port, *wire_ns, OptMac(s.mac), Mark("port." + s.machine + "." + s.name), &index));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("nic." + s.machine + "." + s.name)));
+      LAB_RETURN_IF_ERROR(AddAlias(nl, s.name, s.alias));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway, index);
     });
     if (st.ok()) {
@@ -244,7 +254,7 @@ class LinuxHypervisor final : public Hypervisor {
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, Mark("sw." + s.name)));
       if (s.management_port) {
         // Hyper-V's "vEthernet (NAME)"; kernel altnames cannot hold spaces.
-        LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, "vEthernet(" + s.name + ")"));
+        LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, KernelAltname("vEthernet(" + s.name + ")")));
       }
       if (s.type == "external" && !s.uplinks.empty()) {
         // As on Hyper-V, the switch (and its vEthernet) takes the bound NIC's MAC: the owner's own
@@ -338,7 +348,7 @@ class LinuxHypervisor final : public Hypervisor {
       // Rename-VMSwitch: a bridge that is up cannot change its kernel name, but its altnames (the
       // names Hyper-V shows) can change while it forwards.
       const std::string mark = Mark("sw." + s.name);
-      const std::string vethernet = "vEthernet(" + s.name + ")";
+      const std::string vethernet = KernelAltname("vEthernet(" + s.name + ")");
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, mark));
       if (s.management_port) LAB_RETURN_IF_ERROR(nl.AddAltName(s.ifname, vethernet));
       auto link = nl.FindLink(s.ifname);
@@ -399,6 +409,7 @@ class LinuxHypervisor final : public Hypervisor {
       LAB_RETURN_IF_ERROR(
           CreatePair(nl, s.name, s.port, *owner_ns, OptMac(s.mac), Mark("port." + s.vm + "." + s.name), &index));
       LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
+      LAB_RETURN_IF_ERROR(AddAlias(nl, s.name, s.alias));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway, index);
     });
     // The port filters before it joins the switch.
@@ -731,16 +742,20 @@ class LinuxHypervisor final : public Hypervisor {
   std::string LabRun() const { return ctx_.run_root + "/" + ctx_.Mark(); }
   /// STATE/logs/<lab>/<machine>.log: by the lab's name, so `lab logs` finds it without the mark.
   std::string RunLogPath(const std::string& machine) const {
-    return ctx_.state_root + "/logs/" + ctx_.lab + "/" + machine + ".log";
+    return ctx_.state_root + "/logs/" + ctx_.lab + "/" + KernelPathName(machine) + ".log";
   }
-  std::string MachineRun(const std::string& name) const { return LabRun() + "/m/" + name; }
+  // Machines' directories and cgroups by KernelPathName: a Hyper-V name may hold spaces and dots.
+  std::string MachineRun(const std::string& name) const { return LabRun() + "/m/" + KernelPathName(name); }
   std::string NetworkRun(const std::string& name) const { return LabRun() + "/n/" + name; }
   std::string MachineCgroup(const std::vector<std::string>& lineage) const {
-    return "lab/" + ctx_.Mark() + "/m/" + Join(lineage, "/");
+    std::vector<std::string> safe;
+    for (const auto& m : lineage) safe.push_back(KernelPathName(m));
+    return "lab/" + ctx_.Mark() + "/m/" + Join(safe, "/");
   }
   std::string StandInNote(const std::string& network) const { return NetworkRun(network) + "/standin.json"; }
   std::string NetworkCgroup(const std::string& name) const { return "lab/" + ctx_.Mark() + "/n/" + name; }
-  std::string Mark(const std::string& what) const { return "lab." + ctx_.uid + "." + what; }
+  /// An ownership mark (an altname): KernelAltname keeps a Hyper-V name's spaces and length legal.
+  std::string Mark(const std::string& what) const { return KernelAltname("lab." + ctx_.uid + "." + what); }
 
   /// The bridge-family table of port settings inside each switch owner (one per owner).
   std::string PortTable() const { return "lab_" + ctx_.uid + "_ports"; }
@@ -799,7 +814,7 @@ class LinuxHypervisor final : public Hypervisor {
     auto c = BaseConfig(s.name);
     ForTeardown(c);
     c.run_dir = MachineRun(s.name);
-    c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/m/" + s.name;
+    c.disk_dir = ctx_.state_root + "/disks/" + ctx_.Mark() + "/m/" + KernelPathName(s.name);
     c.cgroup = MachineCgroup(s.lineage);
     if (!s.parent().empty()) c.parent_run_dir = MachineRun(s.parent());
     // Set-VMProcessor -ExposeVirtualizationExtensions, enforced by the kernel (seccomp).

@@ -70,6 +70,7 @@ void to_json(json& j, const PartitionSpec& s) {
   // Written only when false (a lab that validates never has it), so the specs and hashes of
   // labs recorded before the field existed stay the same.
   if (!s.parent_exposes) j["parent_exposes"] = false;
+  if (!s.hostname.empty() && s.hostname != s.name) j["hostname"] = s.hostname;
 }
 void from_json(const json& j, PartitionSpec& s) {
   Get(j, "name", s.name);
@@ -82,13 +83,16 @@ void from_json(const json& j, PartitionSpec& s) {
   Get(j, "version", s.version);
   Get(j, "hosts_file", s.hosts_file);
   s.parent_exposes = j.value("parent_exposes", true);
+  s.hostname = j.value("hostname", std::string());
 }
 
 void to_json(json& j, const NicSpec& s) {
   j = {{"machine", s.machine}, {"name", s.name}, {"network", s.network}, {"port", s.port},
        {"mac", s.mac}, {"ip", Opt(s.ip)}, {"gateway", Opt(s.gateway)}};
+  if (!s.alias.empty()) j["alias"] = s.alias;
 }
 void from_json(const json& j, NicSpec& s) {
+  s.alias = j.value("alias", std::string());
   Get(j, "machine", s.machine);
   Get(j, "name", s.name);
   Get(j, "network", s.network);
@@ -131,8 +135,10 @@ void to_json(json& j, const AdapterSpec& s) {
        {"mac_address_spoofing", s.mac_address_spoofing},
        {"ip", Opt(s.ip)},
        {"gateway", Opt(s.gateway)}};
+  if (!s.alias.empty()) j["alias"] = s.alias;
 }
 void from_json(const json& j, AdapterSpec& s) {
+  s.alias = j.value("alias", std::string());
   Get(j, "vm", s.vm);
   Get(j, "name", s.name);
   Get(j, "owner", s.owner);

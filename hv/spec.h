@@ -38,14 +38,22 @@ struct PartitionSpec {
   bool parent_exposes = true;
   std::string version;                  // configuration version ("9.0")
   std::string hosts_file;               // /etc/hosts content
+  /// The computer name (/etc/hostname, and the name the lab's DNS answers): "" means `name`,
+  /// which it is for every machine named [a-z0-9-] (so older records keep their hashes).
+  std::string hostname;
 
   const std::string& parent() const;    // "" for a host
+  /// The computer name: `hostname`, else `name`.
+  const std::string& ComputerName() const { return hostname.empty() ? name : hostname; }
 };
 
 /// A host's physical NIC: a veth with `name` inside the host and a port on the network's wire.
 struct NicSpec {
   std::string machine;
-  std::string name;
+  std::string name;                     // the kernel interface name (KernelIfname of the NIC's name)
+  /// The NIC's name as written when it is not `name` ("Ethernet 2"): an altname (KernelAltname)
+  /// makes it findable in `ip link`. "" otherwise, so older records keep their hashes.
+  std::string alias;
   std::string network;
   std::string port;                     // kernel name of the wire-side end
   std::string mac;
@@ -73,7 +81,8 @@ struct SwitchSpec {
 /// on the switch's bridge inside the switch owner.
 struct AdapterSpec {
   std::string vm;
-  std::string name;
+  std::string name;                     // the kernel interface name (KernelIfname of the adapter's name)
+  std::string alias;                    // the adapter's name as written when not `name` (as NicSpec)
   std::string owner;                    // the switch owner (the VM's parent)
   std::string switch_name;
   std::string switch_ifname;

@@ -530,7 +530,7 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
                  {"/proc/self/fd/0", p.dev + "/stdin"},
                  {"/proc/self/fd/1", p.dev + "/stdout"},
                  {"/proc/self/fd/2", p.dev + "/stderr"}};
-  p.hostname = c.machine;
+  p.hostname = c.hostname.empty() ? c.machine : c.hostname;
   return p;
 }
 

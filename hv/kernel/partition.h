@@ -69,7 +69,8 @@ Status CgroupSetMemoryLimit(const std::string& relative, uint64_t bytes);
 struct PartitionConfig {
   std::string lab;                // lab name
   std::string lab_uid;            // ownership mark
-  std::string machine;            // machine name; also the hostname
+  std::string machine;            // machine name; also the hostname unless `hostname` is set
+  std::string hostname;           // the computer name (sethostname); "" = `machine`
   std::string run_dir;            // e.g. /run/lab/<lab>-<uid>/m/<machine>
   /// The run root (EnsureRunRoot's private tmpfs) that holds every partition's namespace
   /// handles, or "". When set, new namespaces are made from a copy of our mount namespace without
