@@ -443,9 +443,11 @@ TEST_CASE("Every guest of every lab is renamed to its computer name and waited f
       if (m.kind != lab::schema::MachineKind::kVm) continue;
       INFO(name << " VM " << m.name);
       size_t start = Pos(ps, "Start-VM -Name " + PsQuote(m.name) + "\n");
-      size_t rename = Pos(ps, "-ScriptBlock { Rename-Computer -NewName " + PsQuote(m.name) + " -Force }", start);
+      // The computer name: hostname: or derived from the VM's name (docs/names.md).
+      const std::string computer = m.hostname.empty() ? m.name : m.hostname;
+      size_t rename = Pos(ps, "-ScriptBlock { Rename-Computer -NewName " + PsQuote(computer) + " -Force }", start);
       size_t restart = Pos(ps, "Restart-VM -Name " + PsQuote(m.name) + " -Force", rename);
-      size_t wait = Pos(ps, "[System.Net.Dns]::GetHostName() } } catch { $null }) -eq " + PsQuote(m.name) + ")) {",
+      size_t wait = Pos(ps, "[System.Net.Dns]::GetHostName() } } catch { $null }) -eq " + PsQuote(computer) + ")) {",
                         restart);
       CHECK(start < rename);
       CHECK(rename < restart);

@@ -1,0 +1,58 @@
+// End to end: a lab named as a Hyper-V admin names one (labs/hyperv-names.yaml, issue 18). Its
+// names are shown as written, machines are found ignoring case, and each machine's hostname is
+// its computer name. Root only; traffic stays inside the lab's own namespaces.
+#include "tests/e2e/e2e_support.h"
+
+using namespace lab::testing::e2e;
+
+TEST_CASE("A lab with Hyper-V names comes up with computer names as hostnames and finds machines ignoring case",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = Src("labs/hyperv-names.yaml");
+
+  Run plan = sb.Lab("plan " + file);
+  INFO(plan.out);
+  REQUIRE(plan.code == 0);
+  CHECK(plan.out.find("'135. Nested Virtualization 2022'") != std::string::npos);
+  CHECK(plan.out.find("'Nested VM 1'") != std::string::npos);
+  CHECK(plan.out.find("'Default Switch'") != std::string::npos);
+  CHECK(plan.out.find("'Ethernet 2'") != std::string::npos);
+
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  auto pids = InitPids(sb, "hyperv-names");
+
+  Run host = sb.Lab("exec hyperv-names '135. Nested Virtualization 2022' -- hostname");
+  INFO(host.out);
+  CHECK(host.code == 0);
+  CHECK(host.out == "135-Nested-Virtualization-2022\n");
+
+  Run lower = sb.Lab("exec hyperv-names dc01 -- hostname");
+  INFO(lower.out);
+  CHECK(lower.code == 0);
+  CHECK(lower.out == "DC01\n");
+
+  // The adapter's kernel name is derived; its Hyper-V name is there as an altname.
+  Run links = sb.Lab("exec hyperv-names 'Nested VM 1' -- ip link show");
+  INFO(links.out);
+  CHECK(links.code == 0);
+  CHECK(links.out.find("Network-Adapter") != std::string::npos);
+  Run nics = sb.Lab("exec hyperv-names HV01 -- ip link show Ethernet-2");
+  INFO(nics.out);
+  CHECK(nics.code == 0);
+
+  Run check = sb.Lab("check hyperv-names");
+  INFO(check.out);
+  CHECK(check.code == 0);
+  CHECK(check.out.find(" 0 failed") != std::string::npos);
+
+  Run status = sb.Lab("status hyperv-names");
+  INFO(status.out);
+  CHECK(status.code == 0);
+  CHECK(status.out.find("135. Nested Virtualization 2022") != std::string::npos);
+  CHECK(status.out.find("Nested VM 1") != std::string::npos);
+
+  TakeDownLeavingNothing(sb, "hyperv-names", pids);
+}
