@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <string_view>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -352,13 +353,55 @@ Status ResumePartition(const PartitionConfig& config) {
 // ---- checkpoints ----
 
 Status CheckCheckpointName(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 64 && name != "." && name != "..";
-  for (char c : name)
-    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-');
+  bool ok = !name.empty() && name.size() <= 100;
+  for (char c : name) {
+    auto u = static_cast<unsigned char>(c);
+    ok = ok && u >= 0x20 && u != 0x7f && std::string_view("/\\:*?\"<>|").find(c) == std::string_view::npos;
+  }
   if (ok) return Status::Ok();
   return Status::Error("checkpoint name '" + name +
-                       "' is not valid: use 1 to 64 letters, digits, '_', '.' or '-' (Checkpoint-VM -SnapshotName)");
+                       "' is not valid: use 1 to 100 characters, without control characters or any of "
+                       "/ \\ : * ? \" < > | (Checkpoint-VM -SnapshotName)");
 }
+
+namespace {
+
+/// A checkpoint's directory name: its name, with '%' and every character outside
+/// [A-Za-z0-9_.-] as %XX, and "." / ".." as %2E / %2E%2E. The identity for the names taken
+/// before Hyper-V names were (so their checkpoints are found as they were).
+std::string CheckpointDirName(const std::string& name) {
+  if (name == "." || name == "..") return name == "." ? "%2E" : "%2E%2E";
+  std::string out;
+  for (char c : name) {
+    auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) || c == '_' || c == '.' || c == '-') {
+      out.push_back(c);
+    } else {
+      static const char* kHex = "0123456789ABCDEF";
+      out += {'%', kHex[u >> 4], kHex[u & 15]};
+    }
+  }
+  return out;
+}
+
+/// CheckpointDirName reversed; "" when `dir` is not one.
+std::string CheckpointNameOf(const std::string& dir) {
+  std::string out;
+  for (size_t i = 0; i < dir.size(); ++i) {
+    if (dir[i] != '%') {
+      out.push_back(dir[i]);
+      continue;
+    }
+    if (i + 2 >= dir.size() || !std::isxdigit(static_cast<unsigned char>(dir[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(dir[i + 2])))
+      return "";
+    out.push_back(static_cast<char>(std::stoi(dir.substr(i + 1, 2), nullptr, 16)));
+    i += 2;
+  }
+  return CheckpointDirName(out) == dir ? out : "";
+}
+
+}  // namespace
 
 Result<std::vector<std::string>> ListCheckpoints(const PartitionConfig& config) {
   std::string dir = CheckpointsDir(config);
@@ -373,10 +416,12 @@ Result<std::vector<std::string>> ListCheckpoints(const PartitionConfig& config) 
   std::vector<std::tuple<int64_t, int64_t, std::string>> found;
   while (dirent* e = ::readdir(d)) {
     std::string name = e->d_name;
-    if (name == "." || name == ".." || !CheckCheckpointName(name).ok()) continue;
+    if (name == "." || name == "..") continue;
+    std::string shown = CheckpointNameOf(name);
+    if (shown.empty() || !CheckCheckpointName(shown).ok()) continue;
     struct statx stx;
     if (::statx(::dirfd(d), name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MTIME, &stx) != 0) continue;
-    found.emplace_back(stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, name);
+    found.emplace_back(stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, shown);
   }
   ::closedir(d);
   std::sort(found.begin(), found.end());
@@ -390,7 +435,7 @@ Status CreateCheckpoint(const PartitionConfig& config, const std::string& name) 
   LAB_RETURN_IF_ERROR(CheckCheckpointName(name).Prefixed(What(config)));
   std::string upper = config.disk_dir + "/upper";
   if (!Exists(upper)) return Status::Error(what + ": it has no disk at " + upper);
-  std::string final_dir = CheckpointsDir(config) + "/" + name;
+  std::string final_dir = CheckpointsDir(config) + "/" + CheckpointDirName(name);
   if (Exists(final_dir))
     return Status::Error(what + ": a checkpoint of that name exists already; choose another name");
   LAB_RETURN_IF_ERROR(MakeDirs(CheckpointsDir(config), 0700).Prefixed(what));
@@ -426,7 +471,7 @@ Status CreateCheckpoint(const PartitionConfig& config, const std::string& name) 
 Status RestoreCheckpoint(const PartitionConfig& config, const std::string& name) {
   const std::string what = What(config) + ": restore checkpoint '" + name + "'";
   LAB_RETURN_IF_ERROR(CheckCheckpointName(name).Prefixed(What(config)));
-  std::string source = CheckpointsDir(config) + "/" + name;
+  std::string source = CheckpointsDir(config) + "/" + CheckpointDirName(name);
   if (!Exists(source)) {
     auto known = ListCheckpoints(config);
     std::string list = known && !known->empty() ? "its checkpoints are: " + Join(*known, ", ") : "it has no checkpoints";

@@ -296,13 +296,18 @@ TEST_CASE("Checkpoint names are checked, unknown ones listed, and destroy remove
   PartitionPlayground pg;
   PartitionConfig c = pg.Config("vm2");
   ProcessId init = pg.Start(c);
-  for (const std::string& bad : {std::string(""), std::string("has space"), std::string(".."), std::string("."),
-                                 std::string("a/b"), std::string(65, 'x')}) {
+  // Names as Hyper-V takes them (Checkpoint-VM -SnapshotName): 1 to 100 characters, none of
+  // / \ : * ? " < > | and no control characters.
+  for (const std::string& bad : {std::string(""), std::string("a/b"), std::string("a:b"), std::string("tab\there"),
+                                 std::string("a|b"), std::string(101, 'x')}) {
     Status s = CreateCheckpoint(c, bad);
     REQUIRE_FALSE(s.ok());
     CHECK(s.message().find("is not valid") != std::string::npos);
   }
   CHECK(CreateCheckpoint(c, std::string(64, 'x')).ok());
+  REQUIRE(CreateCheckpoint(c, "Before update 1.2 (100%)").ok());
+  REQUIRE(CreateCheckpoint(c, "..").ok());
+  CHECK(ListCheckpoints(c).value() == std::vector<std::string>{std::string(64, 'x'), "Before update 1.2 (100%)", ".."});
   REQUIRE(CreateCheckpoint(c, "one").ok());
   Status dup = CreateCheckpoint(c, "one");
   REQUIRE_FALSE(dup.ok());
@@ -312,7 +317,8 @@ TEST_CASE("Checkpoint names are checked, unknown ones listed, and destroy remove
   Status unknown = RestoreCheckpoint(c, "nope");
   REQUIRE_FALSE(unknown.ok());
   CHECK(unknown.message().find("'nope'") != std::string::npos);
-  CHECK(unknown.message().find(std::string(64, 'x') + ", one") != std::string::npos);
+  CHECK(unknown.message().find(std::string(64, 'x') + ", Before update 1.2 (100%), .., one") != std::string::npos);
+  REQUIRE(RestoreCheckpoint(c, "Before update 1.2 (100%)").ok());
   CHECK_FALSE(PathExists(c.disk_dir + "/checkpoint.partial"));
   CHECK_FALSE(PathExists(c.disk_dir + "/upper.restoring"));
 
