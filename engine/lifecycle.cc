@@ -95,7 +95,8 @@ std::string MachineOf(const Resource& r) {
   }
 }
 
-Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req, const ExecOptions& exec) {
+Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& asked, const ExecOptions& exec) {
+  LifecycleRequest req = asked;  // its machine becomes the recorded name (found ignoring case)
   // The records drive the verb: the lab as last applied, whether or not its file moved.
   auto recorded = engine.Recorded(req.lab);
   if (!recorded) return recorded.status();
@@ -128,6 +129,10 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& req
       if (m.spec.name == req.machine) target = &m;
       if (!m.spec.is_host) names.push_back(m.spec.name);
     }
+    // As Windows compares names: `lab stop LAB dc01` acts on DC01 (validation keeps them unique).
+    for (const auto& m : machines)
+      if (!target && schema::FoldCase(m.spec.name) == schema::FoldCase(req.machine)) target = &m;
+    if (target) req.machine = target->spec.name;
     if (!target)
       return Status::Error("lab '" + req.lab + "' has no machine '" + req.machine + "' (its VMs: " + Join(names, ", ") +
                            ")");

@@ -43,6 +43,21 @@ TEST_CASE("A lab with Hyper-V names comes up with computer names as hostnames an
   INFO(nics.out);
   CHECK(nics.code == 0);
 
+  // Lifecycle verbs find the VM ignoring case too, and checkpoints take Hyper-V names.
+  Run stop = sb.Lab("stop hyperv-names dc01");
+  INFO(stop.out);
+  CHECK(stop.code == 0);
+  CHECK(stop.out.find("VM 'DC01'") != std::string::npos);
+  Run checkpoint = sb.Lab("checkpoint hyperv-names dc01 'Before update 1.2'");
+  INFO(checkpoint.out);
+  CHECK(checkpoint.code == 0);
+  Run restore = sb.Lab("restore hyperv-names DC01 'Before update 1.2'");
+  INFO(restore.out);
+  CHECK(restore.code == 0);
+  Run start = sb.Lab("start hyperv-names Dc01");
+  INFO(start.out);
+  CHECK(start.code == 0);
+
   Run check = sb.Lab("check hyperv-names");
   INFO(check.out);
   CHECK(check.code == 0);
