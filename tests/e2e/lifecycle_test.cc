@@ -362,7 +362,7 @@ TEST_CASE("A VM the user stopped stays off when its parent restarts and on lab u
   up = sb.Lab("up " + file);
   INFO(up.out);
   REQUIRE(up.code == 0);
-  CHECK(up.out.find("-/+  VM 'middle'") != std::string::npos);
+  CHECK(up.out.find("-/+  restart VM 'middle'") != std::string::npos);
   states = States(sb, "nested-nat");
   CHECK(states["middle"] == "running");
   CHECK(states["nested2"] == "running");
@@ -424,7 +424,7 @@ TEST_CASE("A change that needs a saved VM off is a step that removes its saved s
     Run plan = sb.Lab("plan " + changed);
     INFO(plan.out);
     REQUIRE(plan.code == 0);
-    CHECK(plan.out.find("-/+  VM 'nested1'") != std::string::npos);
+    CHECK(plan.out.find("-/+  restart VM 'nested1'") != std::string::npos);
     CHECK(plan.out.find("saved state removed: Remove-VMSavedState") != std::string::npos);
     CHECK(plan.out.find("in place, the VM keeps running") == std::string::npos);
   }
