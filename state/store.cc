@@ -398,6 +398,17 @@ Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& dir) {
   int rc = ::sqlite3_open_v2(uri.c_str(), &impl.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
                              nullptr);
   auto version = rc == SQLITE_OK ? impl.ReadVersion() : Result<int>(impl.Error("cannot open", rc));
+  if (!version && ::geteuid() != 0) {
+    // A WAL database needs its -shm file, which a user without write access to the dir cannot
+    // make: read the file as it is (immutable: no locks, no -shm; what a running `lab up` has
+    // not yet checkpointed into it is not seen, as for any plan made while another runs).
+    ::sqlite3_close_v2(impl.db);
+    impl.db = nullptr;
+    const std::string frozen = "file:" + impl.path + "?immutable=1";
+    rc = ::sqlite3_open_v2(frozen.c_str(), &impl.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+    version = rc == SQLITE_OK ? impl.ReadVersion() : Result<int>(impl.Error("cannot open", rc));
+  }
   if (!version && ::geteuid() == 0) return version.status();
   if (!version)
     return Status::Error("cannot read the state database " + impl.path + " as user " + std::to_string(::geteuid()) +

@@ -307,6 +307,19 @@ TEST_CASE("validate, graph, export and plan work as any user; commands that need
   CHECK(pcode == 0);
   CHECK(pout.find("cannot read the state in " + dir + "/state") != std::string::npos);
 
+  // A state it may read (0755 dir, root's database in WAL mode, no -shm it could make): read.
+  std::filesystem::permissions(dir + "/state", std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                                   std::filesystem::perms::group_exec |
+                                                   std::filesystem::perms::others_read |
+                                                   std::filesystem::perms::others_exec);
+  REQUIRE(::system(("LAB_STATE_DIR=" + dir + "/state " + LAB_BINARY_DIR + "/lab status >/dev/null").c_str()) == 0);
+  REQUIRE(std::filesystem::exists(dir + "/state/state.db"));
+  auto [rcode, rout] = RunLabAsNobody(dir, "plan " + file);
+  INFO(rout);
+  CHECK(rcode == 0);
+  CHECK(rout.find("Plan:") != std::string::npos);
+  CHECK(rout.find("warning") == std::string::npos);
+
   // Commands that change the machine: one line saying root is needed, nothing tried.
   for (const std::string& verb : {"up " + file, std::string("down nested-nat"), std::string("exec nested-nat middle true"),
                                   std::string("stop nested-nat middle"), std::string("checkpoint nested-nat middle c1")}) {
