@@ -48,6 +48,7 @@ void AddCheck(CLI::App& app, Globals& g) {
   cmd->add_flag("--json", json, "machine-readable results");
   cmd->callback([&g] {
     g_exit_code = 1;
+    if (!RequireRoot("check", "it runs its probes inside the lab's network namespaces")) return;
     auto engine = OpenEngine(g);
     if (!engine) return;
     auto lab = LoadLabOrName(arg, *engine);

@@ -22,6 +22,9 @@ struct Globals {
   bool no_color = false;
   std::string log_format = "text";
   int jobs = 0;
+  /// `lab exec LAB MACHINE [--] CMD...`: the words after MACHINE (main takes them off the line
+  /// before CLI11 parses it, so the command's own options stay its own).
+  std::vector<std::string> exec_command;
 };
 
 /// Output helpers: colors only on a terminal and without --no-color.
@@ -36,13 +39,22 @@ struct Out {
 };
 
 Out MakeOut(const Globals& g);
+/// Whether output gets colour: only on a terminal, and not with --no-color, NO_COLOR set to
+/// anything but "" (no-color.org) or TERM=dumb.
+bool ColorWanted(bool no_color_flag, bool is_terminal, const char* no_color_env, const char* term_env);
+/// -j/--jobs: a whole number, at least 1 (a usage error otherwise).
+CLI::Validator JobsValidator();
 /// The lab-init binary partitions run: env LAB_INIT, else next to this lab binary (the build
 /// tree), else ../libexec/lab/lab-init from it (installed).
 std::string InitPath();
 /// The engine options the global flags give (state and run dirs, lab-init, jobs).
 engine::EngineOptions EngineOptionsFor(const Globals& g);
 /// Opens the engine with the global flags; prints the error and returns null on failure.
-std::unique_ptr<engine::Engine> OpenEngine(const Globals& g);
+/// `read_only`: the state is only read and nothing is created (any user may: lab plan).
+std::unique_ptr<engine::Engine> OpenEngine(const Globals& g, bool read_only = false);
+/// Commands that change the machine need root: false, after "lab VERB: needs root (WHY)" on
+/// stderr, when this process is not root.
+bool RequireRoot(const char* verb, const char* why);
 /// Reads and validates a lab file (a big one with the heap prepared for it); prints nothing.
 schema::LoadResult LoadLabFile(const std::string& path);
 /// Prints diagnostics to stderr, one a line ("FILE:LINE:COL: error: ..." / "warning: ...").

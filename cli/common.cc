@@ -12,6 +12,7 @@
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "base/text.h"
 #include "cli/cli.h"
@@ -20,9 +21,32 @@ namespace lab::cli {
 
 int g_exit_code = 0;
 
+bool ColorWanted(bool no_color_flag, bool is_terminal, const char* no_color_env, const char* term_env) {
+  if (no_color_flag || !is_terminal) return false;
+  if (no_color_env && *no_color_env) return false;
+  return !(term_env && std::string_view(term_env) == "dumb");
+}
+
+CLI::Validator JobsValidator() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        long n = 0;
+        size_t used = 0;
+        try {
+          n = std::stol(v, &used);
+        } catch (...) {
+          used = 0;
+        }
+        if (used != v.size() || used == 0 || n < 1)
+          return "-j/--jobs is the number of actions run at once: a whole number, at least 1 (got '" + v + "')";
+        return "";
+      },
+      "NUMBER>=1");
+}
+
 Out MakeOut(const Globals& g) {
   Out o;
-  o.color = !g.no_color && ::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr;
+  o.color = ColorWanted(g.no_color, ::isatty(STDOUT_FILENO), std::getenv("NO_COLOR"), std::getenv("TERM"));
   o.quiet = g.quiet;
   return o;
 }
@@ -48,8 +72,16 @@ engine::EngineOptions EngineOptionsFor(const Globals& g) {
   return o;
 }
 
-std::unique_ptr<engine::Engine> OpenEngine(const Globals& g) {
-  auto e = engine::Engine::Open(EngineOptionsFor(g));
+bool RequireRoot(const char* verb, const char* why) {
+  if (::geteuid() == 0) return true;
+  std::fprintf(stderr, "lab %s: needs root (%s)\n", verb, why);
+  return false;
+}
+
+std::unique_ptr<engine::Engine> OpenEngine(const Globals& g, bool read_only) {
+  auto options = EngineOptionsFor(g);
+  options.read_only = read_only;
+  auto e = engine::Engine::Open(std::move(options));
   if (!e) {
     std::cerr << "lab: " << e.message() << "\n";
     return nullptr;

@@ -114,6 +114,8 @@ std::vector<std::string> Complete(const CLI::App& app, const Globals& g, const s
   }
   auto pos = Positionals(*verb);
   if (pos.empty()) return out;
+  // After `lab exec LAB MACHINE` come the command's words, the machine's business, not lab's.
+  if (verb->get_name() == "exec" && positionals.size() >= pos.size()) return out;
   const CLI::Option* slot = positionals.size() < pos.size() ? pos[positionals.size()] : pos.back();
   const std::string what = slot->get_name();
   if (what == "FILE") return {kFiles};

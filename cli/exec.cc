@@ -5,14 +5,21 @@
 namespace lab::cli {
 
 void AddExec(CLI::App& app, Globals& g) {
-  auto* cmd = app.add_subcommand("exec", "run a command inside a machine; its exit code is passed through");
+  auto* cmd = app.add_subcommand(
+      "exec",
+      "run a command inside a machine (everything after MACHINE, or after --); no command: its login shell "
+      "(/bin/sh -l); the command's exit code is passed through");
   static std::string arg, machine;
-  static std::vector<std::string> argv;
   cmd->add_option("LAB", arg, "lab file or lab name")->required();
   cmd->add_option("MACHINE", machine, "host or VM")->required();
-  cmd->add_option("CMD", argv, "command and arguments (after --)")->required();
+  // Everything after MACHINE is the command, its options included (`lab exec LAB VM ls -la`), as
+  // docker exec takes it: main takes it off the line into g.exec_command.
+  cmd->footer("CMD... : the command and its arguments, after MACHINE (or after --); none: /bin/sh -l");
   cmd->callback([&g] {
     g_exit_code = 1;
+    if (!RequireRoot("exec", "it enters the machine's namespaces and cgroup")) return;
+    std::vector<std::string> argv = g.exec_command;
+    if (argv.empty()) argv = {"/bin/sh", "-l"};  // the machine's login shell
     auto engine = OpenEngine(g);
     if (!engine) return;
     auto code = engine->Exec(LabName(arg), machine, argv);

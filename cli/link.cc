@@ -19,6 +19,7 @@ void AddLink(CLI::App& app, Globals& g) {
   cmd->add_option("STATE", *state, "down or up")->required()->check(CLI::IsMember({"down", "up"}));
   cmd->callback([&g, req, lab, state] {
     g_exit_code = 1;
+    if (!RequireRoot("link", "it sets links inside the lab's network namespaces")) return;
     auto engine = OpenEngine(g);
     if (!engine) return;
     req->lab = LabName(*lab);

@@ -10,6 +10,9 @@ int main(int argc, char** argv) {
   using namespace lab::cli;
   CLI::App app{"lab: nested virtualization labs (Hyper-V semantics) from a checked-in YAML file"};
   app.require_subcommand(1);
+  // Global flags anywhere on the line (`lab check LAB -q`): a subcommand hands the options it
+  // does not know to this app. Set before the subcommands, which inherit it.
+  app.fallthrough();
   app.set_version_flag("--version", std::string("lab ") + kVersion + " (" + kCommit + ")");
   Globals g;
   const char* sd = std::getenv("LAB_STATE_DIR");
@@ -46,8 +49,34 @@ int main(int argc, char** argv) {
     if (a.empty() || a[0] != '-') break;
     if ((a == "--state-dir" || a == "--run-dir") && i + 1 < argc) (a == "--state-dir" ? g.state_dir : g.run_dir) = argv[++i];
   }
+  // `lab [GLOBAL FLAGS] exec [FLAGS] LAB MACHINE [--] CMD...`: everything after MACHINE is the
+  // command, as docker exec takes it (`lab exec LAB VM ls -la`), so not for CLI11 to parse.
+  int parsed_argc = argc;
+  {
+    auto takes_value = [](const std::string& a) { return a == "--state-dir" || a == "--run-dir" || a == "--log-format"; };
+    int i = 1;
+    for (; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (takes_value(a)) ++i;
+      else if (a.empty() || a[0] != '-') break;
+    }
+    if (i < argc && std::string(argv[i]) == "exec") {
+      int words = 0, j = i + 1;
+      for (; j < argc && words < 2; ++j) {
+        const std::string a = argv[j];
+        if (takes_value(a)) ++j;
+        else if (a.empty() || a[0] != '-') ++words;
+      }
+      if (words == 2) {
+        int k = j;
+        if (k < argc && std::string(argv[k]) == "--") ++k;
+        g.exec_command.assign(argv + k, argv + argc);
+        parsed_argc = j;
+      }
+    }
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(parsed_argc, argv);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     if (code == 0) return 0;

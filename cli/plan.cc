@@ -1,3 +1,6 @@
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 
 #include "cli/cli.h"
@@ -16,7 +19,13 @@ void AddPlan(CLI::App& app, Globals& g) {
     g_exit_code = 1;
     auto lab = LoadLab(file);
     if (!lab) return;
-    auto engine = OpenEngine(g);
+    if (::access(g.state_dir.c_str(), X_OK) != 0 && errno == EACCES)
+      std::fprintf(stderr,
+                   "lab: warning: this user cannot read the state in %s: the plan assumes lab '%s' is not up "
+                   "(run as root to plan against the state)\n",
+                   g.state_dir.c_str(), lab->name.c_str());
+    // Read only: any user may plan, and planning creates no state dir or database.
+    auto engine = OpenEngine(g, /*read_only=*/true);
     if (!engine) return;
     auto plan = engine->PlanUp(*lab);
     if (!plan) {

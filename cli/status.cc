@@ -57,6 +57,7 @@ void AddStatus(CLI::App& app, Globals& g) {
                            {"interfaces", interfaces}, {"gateways", m.gateways}, {"dns", m.dns}};
         if (m.state == "running" && m.kind != "network") row["default_routes"] = m.default_routes;
         if (m.dns_found) row["dns_found"] = *m.dns_found;
+        if (m.kind == "vm") row["checkpoints"] = m.checkpoints;
         machines.push_back(row);
       }
       nlohmann::json teams = nlohmann::json::array();
@@ -93,6 +94,9 @@ void AddStatus(CLI::App& app, Globals& g) {
         std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, m.name.c_str(), m.kind.c_str(), parent_w,
                     m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(addresses, ", ").c_str());
       }
+      for (const auto& m : st->machines)
+        if (!m.checkpoints.empty())
+          std::printf("checkpoints of %s: %s\n", m.name.c_str(), Join(m.checkpoints, ", ").c_str());
       for (const auto& t : st->teams)
         std::printf("SET switch '%s' on %s: %s\n", t.switch_name.c_str(), t.owner.c_str(),
                     hv::DescribeTeam(t.members).c_str());

@@ -17,10 +17,11 @@ void AddUp(CLI::App& app, Globals& g) {
   cmd->add_option("FILE", file, "lab file")->required();
   cmd->add_flag("--force", force, "apply this file to a lab that is up from another file of the same 'lab:' name");
   cmd->add_flag("--no-restart", no_restart, "refuse a plan that would stop and start a running VM");
-  cmd->add_option("-j,--jobs", g.jobs, "actions run at once (default: cores)");
+  cmd->add_option("-j,--jobs", g.jobs, "actions run at once, at least 1 (default: cores)")->check(JobsValidator());
   cmd->add_flag("--check", check, "run the lab's checks after applying");
   cmd->callback([&g] {
     g_exit_code = 1;
+    if (!RequireRoot("up", "it makes network namespaces, bridges, cgroups and mounts")) return;
     // Inside a VM without exposed extensions the kernel refuses every namespace: say so before
     // touching anything, rather than failing at the first partition.
     if (hv::kernel::NestingBlocked()) {
@@ -100,9 +101,10 @@ void AddDown(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("down", "remove everything the lab made, and nothing else");
   static std::string arg;
   cmd->add_option("LAB", arg, "lab file or lab name")->required();
-  cmd->add_option("-j,--jobs", g.jobs, "actions run at once (default: cores)");
+  cmd->add_option("-j,--jobs", g.jobs, "actions run at once, at least 1 (default: cores)")->check(JobsValidator());
   cmd->callback([&g] {
     g_exit_code = 1;
+    if (!RequireRoot("down", "it removes the lab's network namespaces, bridges, cgroups and mounts")) return;
     std::string name = LabName(arg);
     if (name.empty()) {
       std::fprintf(stderr, "lab: cannot tell which lab %s is; name it: lab down NAME\n", arg.c_str());

@@ -26,7 +26,7 @@ std::string NewUid() {
 }
 
 Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
-  auto store = state::Store::Open(options.state_dir);
+  auto store = options.read_only ? state::Store::OpenReadOnly(options.state_dir) : state::Store::Open(options.state_dir);
   if (!store) return store.status();
   if (!options.hypervisor) options.hypervisor = [](const hv::LabContext& c) { return hv::MakeLinuxHypervisor(c); };
   return std::unique_ptr<Engine>(new Engine(std::move(options), std::move(*store)));
@@ -380,6 +380,7 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       if (!facts_json.is_discarded() && facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);
       if (r.kind == Kind::kNetwork && r.spec.contains("gateway") && r.spec["gateway"].is_string())
         m.addresses.push_back("stand-in " + r.spec["gateway"].get<std::string>());
+      if (m.kind == "vm") m.checkpoints = hv->Checkpoints(r.spec.get<hv::PartitionSpec>());
       st.machines.push_back(m);
     }
   }

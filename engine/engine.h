@@ -30,6 +30,7 @@ struct EngineOptions {
   std::string init_path;            // the lab-init binary
   int jobs = 2;
   HypervisorFactory hypervisor;     // default: the Linux realization
+  bool read_only = false;           // the state only read, nothing created (state::Store::OpenReadOnly)
 };
 
 struct ApplyResult {
@@ -64,6 +65,7 @@ struct MachineStatus {
   std::vector<std::string> default_routes;     // gateways of its default routes, as found
   std::vector<std::string> dns;                // the lab file's DNS servers of the machine
   std::optional<std::vector<std::string>> dns_found;  // resolv.conf's nameservers, as found
+  std::vector<std::string> checkpoints;        // a VM's checkpoints, oldest first (Get-VMSnapshot)
   int pid = 0;
 };
 

@@ -67,6 +67,28 @@ model::State StateOf(hv::Hypervisor& hv, const Machine& m) {
   return hv.PartitionSaved(m.spec, m.facts) ? model::State::kSaved : model::State::kRunning;
 }
 
+// The lab's recorded VMs, and the one named `machine` (an error naming the VMs if none is).
+struct Found {
+  std::vector<Machine> machines;
+  const Machine* target = nullptr;
+};
+Result<Found> FindVm(const state::Snapshot& snap, const std::string& lab, const std::string& machine) {
+  Found f;
+  for (auto& r : RecordedResources(snap))
+    if (r.kind == Kind::kPartition)
+      f.machines.push_back(Machine{r, r.spec.get<hv::PartitionSpec>(), snap.resources.at(r.key).facts});
+  std::vector<std::string> names;
+  for (const auto& m : f.machines) {
+    if (m.spec.name == machine) f.target = &m;
+    if (!m.spec.is_host) names.push_back(m.spec.name);
+  }
+  if (!f.target)
+    return Status::Error("lab '" + lab + "' has no machine '" + machine + "' (its VMs: " + Join(names, ", ") + ")");
+  if (f.target->spec.is_host)
+    return Status::Error("'" + machine + "' is a host, a physical machine of the lab; checkpoints are of VMs");
+  return f;
+}
+
 }  // namespace
 
 const char* ToString(LifecycleOp op) {
@@ -93,6 +115,64 @@ std::string MachineOf(const Resource& r) {
     case Kind::kAdapter: return r.spec.value("vm", std::string());
     default: return "";
   }
+}
+
+Result<std::vector<hv::CheckpointInfo>> ListCheckpoints(Engine& engine, const std::string& lab,
+                                                        const std::string& machine) {
+  auto rec = engine.Find(lab);
+  if (!rec) return rec.status();
+  auto snap = engine.store().Load(lab);
+  if (!snap) return snap.status();
+  auto found = FindVm(*snap, lab, machine);
+  if (!found) return found.status();
+  return engine.MakeHypervisor(lab, rec->uid)->CheckpointDetails(found->target->spec);
+}
+
+Result<std::vector<std::string>> RemoveCheckpoint(Engine& engine, const std::string& lab, const std::string& machine,
+                                                  const std::string& name) {
+  auto rec = engine.Find(lab);
+  if (!rec) return rec.status();
+  auto lock = engine.store().Lock(lab);
+  if (!lock) return lock.status();
+  auto snap = engine.store().Load(lab);
+  if (!snap) return snap.status();
+  auto found = FindVm(*snap, lab, machine);
+  if (!found) return found.status();
+  auto hv = engine.MakeHypervisor(lab, rec->uid);
+  auto has = [&hv, &name](const Machine& m) {
+    auto all = hv->Checkpoints(m.spec);
+    return std::find(all.begin(), all.end(), name) != all.end();
+  };
+  const Machine* target = found->target;
+  if (!has(*target)) {
+    auto all = hv->Checkpoints(target->spec);
+    return Status::Error("VM '" + machine + "' has no checkpoint '" + name + "' (" +
+                         (all.empty() ? std::string("it has none") : "it has: " + Join(all, ", ")) +
+                         "); nothing was changed. 'lab checkpoints " + lab + " " + machine + "' lists them");
+  }
+  // The VMs inside that have it, deepest first; the VM itself last, so while its checkpoint is
+  // listed the next run still finds (and removes) what is left of it inside.
+  std::vector<const Machine*> doomed;
+  for (const auto& m : found->machines)
+    if (&m != target && std::count(m.spec.lineage.begin(), m.spec.lineage.end(), machine) && has(m))
+      doomed.push_back(&m);
+  std::sort(doomed.begin(), doomed.end(),
+            [](const Machine* a, const Machine* b) { return a->spec.lineage.size() > b->spec.lineage.size(); });
+  doomed.push_back(target);
+  std::vector<std::string> lines;
+  for (const Machine* m : doomed) {
+    auto id = engine.store().BeginAction(lab, "remove checkpoint", m->resource.key,
+                                         "lab checkpoint rm " + machine + " " + name);
+    if (!id) return id.status();
+    Status st = hv->RemoveCheckpoint(m->spec, name);
+    if (!st.ok()) {
+      (void)engine.store().FailAction(*id, st.message());
+      return st;
+    }
+    LAB_RETURN_IF_ERROR(engine.store().CommitAction(*id, lab, std::nullopt, ""));
+    lines.push_back("removed checkpoint '" + name + "' of " + m->resource.display);
+  }
+  return lines;
 }
 
 Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& asked, const ExecOptions& exec) {

@@ -54,6 +54,16 @@ struct LifecycleReport {
 /// in its disk on Hyper-V), and restore puts them back with it.
 Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& request, const ExecOptions& exec);
 
+/// Get-VMSnapshot -VMName MACHINE: the VM's checkpoints, oldest first, from the lab's records.
+Result<std::vector<hv::CheckpointInfo>> ListCheckpoints(Engine& engine, const std::string& lab,
+                                                        const std::string& machine);
+/// Remove-VMSnapshot: deletes checkpoint `name` of the VM, and of the VMs inside it that have a
+/// checkpoint of that name (a checkpoint covers them), innermost first and journaled, so a run
+/// cut short is finished by the next. An unknown name changes nothing and lists the VM's
+/// checkpoints. Returns what was done, one line each.
+Result<std::vector<std::string>> RemoveCheckpoint(Engine& engine, const std::string& lab, const std::string& machine,
+                                                  const std::string& name);
+
 /// The machine a resource belongs to (lives in), "" for lab-level ones (networks, stand-ins).
 std::string MachineOf(const Resource& r);
 

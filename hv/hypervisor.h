@@ -163,6 +163,17 @@ class Hypervisor {
     (void)s;
     return {};
   }
+  /// Get-VMSnapshot: the checkpoints, oldest first, with when each was taken and its size.
+  virtual Result<std::vector<CheckpointInfo>> CheckpointDetails(const PartitionSpec& s) {
+    std::vector<CheckpointInfo> out;
+    for (auto& name : Checkpoints(s)) out.push_back(CheckpointInfo{name, 0, 0});
+    return out;
+  }
+  /// Remove-VMSnapshot -Name NAME: deletes one checkpoint; unknown names are an error.
+  virtual Status RemoveCheckpoint(const PartitionSpec& s, const std::string& name) {
+    (void)s, (void)name;
+    return Status::Error("this hypervisor cannot remove checkpoints");
+  }
 
   /// A machine's `run:` commands: runs them inside it, in order, each by `/bin/sh -c` within
   /// s.timeout_ms, appending what they print to the machine's run log (RunLog). Stops at the first

@@ -203,6 +203,16 @@ class LinuxHypervisor final : public Hypervisor {
     return alt == ifname ? Status::Ok() : nl.AddAltName(ifname, alt);
   }
 
+  Result<std::vector<CheckpointInfo>> CheckpointDetails(const PartitionSpec& s) override {
+    auto all = kernel::CheckpointDetails(MachineConfig(s));
+    if (!all) return all.status().Prefixed(Called(s));
+    return all;
+  }
+
+  Status RemoveCheckpoint(const PartitionSpec& s, const std::string& name) override {
+    return kernel::RemoveCheckpoint(MachineConfig(s), name).Prefixed(Called(s));
+  }
+
   static std::string Called(const PartitionSpec& s) { return std::string(s.is_host ? "host '" : "VM '") + s.name + "'"; }
 
   // --- host NICs ------------------------------------------------------------------------

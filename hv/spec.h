@@ -5,6 +5,7 @@
 // the state store; the spec hash is the hash of that JSON.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,6 +23,14 @@ struct NetworkSpec {
   std::string name;
   Cidr subnet;
   std::optional<Ipv4> gateway;
+};
+
+/// One checkpoint of a VM (Get-VMSnapshot): its name, when it was taken (Unix seconds) and the
+/// space its copy takes on disk.
+struct CheckpointInfo {
+  std::string name;
+  int64_t taken = 0;
+  uint64_t bytes = 0;
 };
 
 /// A machine: a physical host of the lab or a VM (Hyper-V partition) at any depth.

@@ -381,6 +381,46 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir) {
   return store;
 }
 
+Result<std::unique_ptr<Store>> Store::OpenReadOnly(const std::string& dir) {
+  std::unique_ptr<Store> store(new Store());
+  store->impl_ = std::make_unique<Impl>();
+  Impl& impl = *store->impl_;
+  impl.path = dir + "/" + kDbFile;
+  struct stat st {};
+  if (::stat(impl.path.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR || errno == EACCES)) {
+    // No state (or a state dir this user may not enter: the caller says so): no labs. An empty database in memory answers every read the same way.
+    const int rc = ::sqlite3_open_v2(":memory:", &impl.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) return impl.Error("cannot open an empty state in memory", rc);
+    LAB_RETURN_IF_ERROR(impl.Migrate());
+    return store;
+  }
+  const std::string uri = "file:" + impl.path + "?mode=ro";
+  int rc = ::sqlite3_open_v2(uri.c_str(), &impl.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+  auto version = rc == SQLITE_OK ? impl.ReadVersion() : Result<int>(impl.Error("cannot open", rc));
+  if (!version && ::geteuid() != 0) {
+    // A WAL database needs its -shm file, which a user without write access to the dir cannot
+    // make: read the file as it is (immutable: no locks, no -shm; what a running `lab up` has
+    // not yet checkpointed into it is not seen, as for any plan made while another runs).
+    ::sqlite3_close_v2(impl.db);
+    impl.db = nullptr;
+    const std::string frozen = "file:" + impl.path + "?immutable=1";
+    rc = ::sqlite3_open_v2(frozen.c_str(), &impl.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+    version = rc == SQLITE_OK ? impl.ReadVersion() : Result<int>(impl.Error("cannot open", rc));
+  }
+  if (!version && ::geteuid() == 0) return version.status();
+  if (!version)
+    return Status::Error("cannot read the state database " + impl.path + " as user " + std::to_string(::geteuid()) +
+                         " (" + version.message() + "); run this as root, or with --state-dir a directory you can read");
+  ::sqlite3_busy_timeout(impl.db, 5000);
+  impl.version = *version;
+  if (impl.version != kSchemaVersion)
+    return Status::Error(impl.path + " has schema version " + std::to_string(impl.version) + ", not " +
+                         std::to_string(kSchemaVersion) + "; run lab as root once to migrate it");
+  return store;
+}
+
 Store::~Store() = default;
 
 int Store::schema_version() const {

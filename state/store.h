@@ -89,6 +89,11 @@ class Store {
   /// Opens (creating if needed) `dir`/state.db, applies migrations. A file that is not a
   /// usable database is reported as an error naming the file; it is never silently replaced.
   static Result<std::unique_ptr<Store>> Open(const std::string& dir);
+  /// Opens `dir`/state.db for reading only and creates nothing, for the commands any user may
+  /// run (lab plan): no state dir, no database there, or a state dir this user may not enter
+  /// reads as no labs (an empty database in memory); a database this user cannot read is an
+  /// error naming it and saying that root can.
+  static Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& dir);
   ~Store();
 
   static constexpr int kSchemaVersion = 3;

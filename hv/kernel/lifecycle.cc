@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -11,7 +12,6 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
-#include <string_view>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -257,6 +257,59 @@ class LayerCopier {
 
 std::string CheckpointsDir(const PartitionConfig& c) { return c.disk_dir + "/checkpoints"; }
 
+// A checkpoint's directory: its name with every byte outside [A-Za-z0-9_.-] (and '%') as %XX,
+// so Hyper-V's names ("middle - (12/07/2026 - 07:05:31)") are safe file names and the names
+// lab allowed before (that set only) keep their directories.
+std::string CheckpointDirName(const std::string& name) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : name) {
+    if (std::isalnum(c) || c == '_' || c == '.' || c == '-') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+// The name a checkpoint directory holds; nullopt for a directory that is not one.
+std::optional<std::string> CheckpointNameOf(const std::string& dir_name) {
+  std::string out;
+  for (size_t i = 0; i < dir_name.size(); ++i) {
+    char c = dir_name[i];
+    if (c != '%') {
+      out += c;
+      continue;
+    }
+    if (i + 2 >= dir_name.size() || !std::isxdigit(static_cast<unsigned char>(dir_name[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(dir_name[i + 2])))
+      return std::nullopt;
+    out += static_cast<char>(std::stoi(dir_name.substr(i + 1, 2), nullptr, 16));
+    i += 2;
+  }
+  if (!CheckCheckpointName(out).ok() || CheckpointDirName(out) != dir_name) return std::nullopt;
+  return out;
+}
+
+std::string CheckpointPath(const PartitionConfig& c, const std::string& name) {
+  return CheckpointsDir(c) + "/" + CheckpointDirName(name);
+}
+
+thread_local uint64_t g_tree_bytes = 0;
+int AddBytes(const char*, const struct stat* st, int type, struct FTW*) {
+  if (type == FTW_F || type == FTW_SL) g_tree_bytes += static_cast<uint64_t>(st->st_blocks) * 512;
+  return 0;
+}
+// The space a tree takes on disk (its files' blocks, as du counts them).
+uint64_t TreeBytes(const std::string& dir) {
+  g_tree_bytes = 0;
+  (void)::nftw(dir.c_str(), AddBytes, 32, FTW_PHYS);
+  return g_tree_bytes;
+}
+
 bool Running(const PartitionConfig& c) {
   return IsMountPoint(NsPath(c.run_dir, "mnt")) || IsMountPoint(NsPath(c.run_dir, "net"));
 }
@@ -353,55 +406,40 @@ Status ResumePartition(const PartitionConfig& config) {
 // ---- checkpoints ----
 
 Status CheckCheckpointName(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 100;
-  for (char c : name) {
-    auto u = static_cast<unsigned char>(c);
-    ok = ok && u >= 0x20 && u != 0x7f && std::string_view("/\\:*?\"<>|").find(c) == std::string_view::npos;
-  }
+  bool ok = !name.empty() && name.size() <= kMaxCheckpointName && name != "." && name != ".." &&
+            name.front() != ' ' && name.back() != ' ';
+  for (char c : name) ok = ok && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f;
   if (ok) return Status::Ok();
-  return Status::Error("checkpoint name '" + name +
-                       "' is not valid: use 1 to 100 characters, without control characters or any of "
-                       "/ \\ : * ? \" < > | (Checkpoint-VM -SnapshotName)");
+  return Status::Error("checkpoint name '" + name + "' is not valid: use 1 to " + std::to_string(kMaxCheckpointName) +
+                       " characters without control characters or spaces at either end, not '.' or '..' "
+                       "(Checkpoint-VM -SnapshotName)");
 }
 
-namespace {
-
-/// A checkpoint's directory name: its name, with '%' and every character outside
-/// [A-Za-z0-9_.-] as %XX, and "." / ".." as %2E / %2E%2E. The identity for the names taken
-/// before Hyper-V names were (so their checkpoints are found as they were).
-std::string CheckpointDirName(const std::string& name) {
-  if (name == "." || name == "..") return name == "." ? "%2E" : "%2E%2E";
-  std::string out;
-  for (char c : name) {
-    auto u = static_cast<unsigned char>(c);
-    if (std::isalnum(u) || c == '_' || c == '.' || c == '-') {
-      out.push_back(c);
-    } else {
-      static const char* kHex = "0123456789ABCDEF";
-      out += {'%', kHex[u >> 4], kHex[u & 15]};
-    }
+Result<std::vector<CheckpointInfo>> CheckpointDetails(const PartitionConfig& config) {
+  std::string dir = CheckpointsDir(config);
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return std::vector<CheckpointInfo>{};
+    return ErrnoStatus(What(config) + ": list checkpoints in " + dir);
   }
+  // Oldest first, by the modification time CreateCheckpoint gives each checkpoint from the
+  // fine-grained clock (file times the kernel sets itself are kernel ticks: two checkpoints made
+  // within one tick would tie). Nothing writes into a checkpoint after it is made.
+  std::vector<std::tuple<int64_t, int64_t, std::string, std::string>> found;
+  while (dirent* e = ::readdir(d)) {
+    std::string entry = e->d_name;
+    auto name = CheckpointNameOf(entry);
+    if (entry == "." || entry == ".." || !name) continue;
+    struct statx stx;
+    if (::statx(::dirfd(d), entry.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MTIME, &stx) != 0) continue;
+    found.emplace_back(stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, *name, entry);
+  }
+  ::closedir(d);
+  std::sort(found.begin(), found.end());
+  std::vector<CheckpointInfo> out;
+  for (auto& f : found) out.push_back(CheckpointInfo{std::get<2>(f), std::get<0>(f), TreeBytes(dir + "/" + std::get<3>(f))});
   return out;
 }
-
-/// CheckpointDirName reversed; "" when `dir` is not one.
-std::string CheckpointNameOf(const std::string& dir) {
-  std::string out;
-  for (size_t i = 0; i < dir.size(); ++i) {
-    if (dir[i] != '%') {
-      out.push_back(dir[i]);
-      continue;
-    }
-    if (i + 2 >= dir.size() || !std::isxdigit(static_cast<unsigned char>(dir[i + 1])) ||
-        !std::isxdigit(static_cast<unsigned char>(dir[i + 2])))
-      return "";
-    out.push_back(static_cast<char>(std::stoi(dir.substr(i + 1, 2), nullptr, 16)));
-    i += 2;
-  }
-  return CheckpointDirName(out) == dir ? out : "";
-}
-
-}  // namespace
 
 Result<std::vector<std::string>> ListCheckpoints(const PartitionConfig& config) {
   std::string dir = CheckpointsDir(config);
@@ -410,18 +448,14 @@ Result<std::vector<std::string>> ListCheckpoints(const PartitionConfig& config) 
     if (errno == ENOENT) return std::vector<std::string>{};
     return ErrnoStatus(What(config) + ": list checkpoints in " + dir);
   }
-  // Oldest first, by the modification time CreateCheckpoint gives each checkpoint from the
-  // fine-grained clock (file times the kernel sets itself are kernel ticks: two checkpoints made
-  // within one tick would tie). Nothing writes into a checkpoint after it is made.
   std::vector<std::tuple<int64_t, int64_t, std::string>> found;
   while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    std::string shown = CheckpointNameOf(name);
-    if (shown.empty() || !CheckCheckpointName(shown).ok()) continue;
+    std::string entry = e->d_name;
+    auto name = CheckpointNameOf(entry);
+    if (entry == "." || entry == ".." || !name) continue;
     struct statx stx;
-    if (::statx(::dirfd(d), name.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MTIME, &stx) != 0) continue;
-    found.emplace_back(stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, shown);
+    if (::statx(::dirfd(d), entry.c_str(), AT_SYMLINK_NOFOLLOW, STATX_MTIME, &stx) != 0) continue;
+    found.emplace_back(stx.stx_mtime.tv_sec, stx.stx_mtime.tv_nsec, *name);
   }
   ::closedir(d);
   std::sort(found.begin(), found.end());
@@ -430,12 +464,29 @@ Result<std::vector<std::string>> ListCheckpoints(const PartitionConfig& config) 
   return names;
 }
 
+Status RemoveCheckpoint(const PartitionConfig& config, const std::string& name) {
+  const std::string what = What(config) + ": remove checkpoint '" + name + "'";
+  LAB_RETURN_IF_ERROR(CheckCheckpointName(name).Prefixed(What(config)));
+  std::string path = CheckpointPath(config, name);
+  // A removal cut short left it here, out of the list: finished first.
+  std::string doomed = config.disk_dir + "/checkpoint.removing";
+  LAB_RETURN_IF_ERROR(RemoveTree(doomed).Prefixed(what));
+  if (!Exists(path)) {
+    auto known = ListCheckpoints(config);
+    std::string list = known && !known->empty() ? "its checkpoints are: " + Join(*known, ", ") : "it has no checkpoints";
+    return Status::Error(what + ": no such checkpoint; " + list + " (Get-VMSnapshot)");
+  }
+  // Out of the list in one step, then deleted: an interruption never leaves half a checkpoint listed.
+  if (::rename(path.c_str(), doomed.c_str()) != 0) return ErrnoStatus(what + ": move it out of " + CheckpointsDir(config));
+  return RemoveTree(doomed).Prefixed(what);
+}
+
 Status CreateCheckpoint(const PartitionConfig& config, const std::string& name) {
   const std::string what = What(config) + ": checkpoint '" + name + "'";
   LAB_RETURN_IF_ERROR(CheckCheckpointName(name).Prefixed(What(config)));
   std::string upper = config.disk_dir + "/upper";
   if (!Exists(upper)) return Status::Error(what + ": it has no disk at " + upper);
-  std::string final_dir = CheckpointsDir(config) + "/" + CheckpointDirName(name);
+  std::string final_dir = CheckpointPath(config, name);
   if (Exists(final_dir))
     return Status::Error(what + ": a checkpoint of that name exists already; choose another name");
   LAB_RETURN_IF_ERROR(MakeDirs(CheckpointsDir(config), 0700).Prefixed(what));
@@ -471,7 +522,7 @@ Status CreateCheckpoint(const PartitionConfig& config, const std::string& name) 
 Status RestoreCheckpoint(const PartitionConfig& config, const std::string& name) {
   const std::string what = What(config) + ": restore checkpoint '" + name + "'";
   LAB_RETURN_IF_ERROR(CheckCheckpointName(name).Prefixed(What(config)));
-  std::string source = CheckpointsDir(config) + "/" + CheckpointDirName(name);
+  std::string source = CheckpointPath(config, name);
   if (!Exists(source)) {
     auto known = ListCheckpoints(config);
     std::string list = known && !known->empty() ? "its checkpoints are: " + Join(*known, ", ") : "it has no checkpoints";

@@ -28,6 +28,7 @@
 
 #include "base/status.h"
 #include "hv/kernel/partition.h"
+#include "hv/spec.h"
 
 namespace lab::hv::kernel {
 
@@ -54,7 +55,11 @@ Status ThawCgroup(const std::string& relative);
 /// die (v1), so this comes before killing a partition. Absent = success.
 Status ThawCgroupTree(const std::string& relative);
 
-/// A checkpoint name is [A-Za-z0-9_.-]{1,64}, neither "." nor "..". The error says so.
+/// A checkpoint name is 1 to kMaxCheckpointName bytes without control characters, neither "."
+/// nor "..", no space at either end: spaces, '/', '(' and ':' are allowed, as in Hyper-V's default
+/// names ("middle - (12/07/2026 - 07:05:31)"). On disk each byte outside [A-Za-z0-9_.-] is %XX
+/// (so names of that set keep their directory). The error says so.
+constexpr size_t kMaxCheckpointName = 80;
 Status CheckCheckpointName(const std::string& name);
 /// Checkpoint-VM -SnapshotName NAME. An existing checkpoint of that name is an error.
 Status CreateCheckpoint(const PartitionConfig& config, const std::string& name);
@@ -63,6 +68,11 @@ Status CreateCheckpoint(const PartitionConfig& config, const std::string& name);
 Status RestoreCheckpoint(const PartitionConfig& config, const std::string& name);
 /// Names of the partition's checkpoints, oldest first (none when it has no disk).
 Result<std::vector<std::string>> ListCheckpoints(const PartitionConfig& config);
+/// Get-VMSnapshot: the checkpoints, oldest first, with when each was taken and its size on disk.
+Result<std::vector<CheckpointInfo>> CheckpointDetails(const PartitionConfig& config);
+/// Remove-VMSnapshot: deletes one checkpoint. An unknown name is an error listing the
+/// partition's checkpoints.
+Status RemoveCheckpoint(const PartitionConfig& config, const std::string& name);
 
 /// Copies the tree at `from` to `to` (which must not exist) exactly, as a checkpoint does:
 /// types, modes, ownership, timestamps, hard links and extended attributes. Never follows

@@ -213,8 +213,9 @@ Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgrou
   ChildArgv args(argv);
   std::string not_found = "lab: " + argv[0] + ": command not found\n";
   std::string denied = "lab: " + argv[0] + ": permission denied\n";
+  // A socket, not a pipe: ChildFail send()s its report, which a pipe refuses (ENOTSOCK).
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return ErrnoStatus(what + ": pipe");
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return ErrnoStatus(what + ": socketpair");
   UniqueFd rd(p[0]), wr(p[1]);
   std::vector<int> keep = {wr.get()};
   AddFds(*ns, &keep);

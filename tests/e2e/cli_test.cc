@@ -1,9 +1,13 @@
 // The command line as a user meets it without privileges: validate, plan output, graph, exit codes.
+#include <pty.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -126,6 +130,79 @@ TEST_CASE("Usage errors exit 2", "[cli]") {
   CHECK(RunLab("graph --format png " + Src("labs/nested-nat.yaml")).first == 2);
 }
 
+TEST_CASE("-j/--jobs below 1 or not a number is a usage error naming the flag", "[cli]") {
+  for (const std::string& bad : {"-j -5", "-j 0", "--jobs=abc", "-j 2x"}) {
+    INFO(bad);
+    auto [code, out] = RunLab("up " + bad + " " + Src("labs/nested-nat.yaml"));
+    CHECK(code == 2);
+    CHECK(out.find("at least 1") != std::string::npos);
+  }
+  auto [code, out] = RunLab("down -j -1 nested-nat");
+  CHECK(code == 2);
+  CHECK(out.find("at least 1") != std::string::npos);
+}
+
+TEST_CASE("Global flags are accepted after the subcommand and its arguments", "[cli]") {
+  auto [code, out] = RunLab("validate " + Src("labs/nested-nat.yaml") + " -q");
+  INFO(out);
+  CHECK(code == 0);
+  CHECK(out.find("is valid") != std::string::npos);
+  // --state-dir after the subcommand is the one used: a state there that is not a database is named.
+  std::string dir = lab::testing::TempDir("lab-cli-late");
+  std::filesystem::create_directory(dir + "/late");
+  { std::ofstream(dir + "/late/state.db") << "not a database, long enough to be read as a header by sqlite\n"; }
+  auto [pcode, pout] = RunLab("plan " + Src("labs/nested-nat.yaml") + " --state-dir " + dir + "/late");
+  INFO(pout);
+  CHECK(pcode == 1);
+  CHECK(pout.find(dir + "/late/state.db") != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+/// Runs `lab ARGS` on a pseudo-terminal, with `env` (VAR=X ...) set for it and NO_COLOR unset
+/// unless it sets it; what it printed.
+std::string OnTerminal(const std::string& env, const std::string& args) {
+  std::string dir = lab::testing::TempDir("lab-cli-tty");
+  std::string cmd = "exec env -u NO_COLOR TERM=xterm " + env + " LAB_STATE_DIR=" + dir + "/state LAB_RUN_DIR=" + dir +
+                    "/run " + LAB_BINARY_DIR + "/lab " + args;
+  int master = -1;
+  pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(master, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(master);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  std::filesystem::remove_all(dir);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Colour only on a terminal, and never with NO_COLOR, TERM=dumb or --no-color", "[cli]") {
+  const std::string plan = "plan " + Src("labs/nested-nat.yaml");
+  const std::string esc = "\033[";
+  // The control: on a terminal, the plan has colour.
+  CHECK(OnTerminal("", plan).find(esc) != std::string::npos);
+  CHECK(OnTerminal("NO_COLOR=", plan).find(esc) != std::string::npos);  // set but empty: no-color.org says ignore it
+  std::string no_color = OnTerminal("NO_COLOR=1", plan);
+  CHECK(no_color.find("Plan:") != std::string::npos);
+  CHECK(no_color.find(esc) == std::string::npos);
+  std::string dumb = OnTerminal("TERM=dumb", plan);
+  CHECK(dumb.find("Plan:") != std::string::npos);
+  CHECK(dumb.find(esc) == std::string::npos);
+  CHECK(OnTerminal("", "--no-color " + plan).find(esc) == std::string::npos);
+  // Not a terminal: none.
+  CHECK(RunLab(plan).second.find(esc) == std::string::npos);
+}
+
 namespace {
 
 /// A lab on an AMD host: a middle VM with a nested VM, and a VM with exposed extensions and
@@ -180,4 +257,79 @@ TEST_CASE("An AMD host's nesting is refused under v8 with the seeds' sentence, a
                       "hypervisor runs inside; once one does, its memory will not fluctuate") != std::string::npos);
   CHECK(plan_out.find("VM 'middle' (on hv1)") != std::string::npos);
   for (const auto& file : made) std::filesystem::remove_all(std::filesystem::path(file).parent_path());
+}
+
+namespace {
+
+/// `lab ARGS` as user nobody (65534, no groups) with its state and run dirs under `dir`.
+std::pair<int, std::string> RunLabAsNobody(const std::string& dir, const std::string& args) {
+  std::string cmd = "setpriv --reuid=65534 --regid=65534 --clear-groups env LAB_STATE_DIR=" + dir +
+                    "/state LAB_RUN_DIR=" + dir + "/run " + LAB_BINARY_DIR + "/lab --no-color " + args + " 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = ::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("validate, graph, export and plan work as any user; commands that need root say so in one line",
+          "[root][cli]") {
+  LAB_REQUIRE_ROOT("running lab as another user");
+  std::string dir = lab::testing::TempDir("lab-cli-nobody");
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                        std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                        std::filesystem::perms::others_exec);
+  const std::string file = Src("labs/nested-nat.yaml");
+  // The control: nobody really is someone else here.
+  CHECK(RunLabAsNobody(dir, "--version").first == 0);
+  REQUIRE(::system(("setpriv --reuid=65534 --regid=65534 --clear-groups touch " + dir + "/x 2>/dev/null").c_str()) != 0);
+
+  for (const std::string& args : {"validate " + file, "graph " + file, "export --format powershell " + file,
+                                  "plan " + file, "plan --json " + file}) {
+    auto [code, out] = RunLabAsNobody(dir, args);
+    INFO(args << "\n" << out);
+    CHECK(code == 0);
+    CHECK(out.find("unable to open") == std::string::npos);
+  }
+  CHECK(RunLabAsNobody(dir, "plan " + file).second.find("Plan:") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir + "/state"));  // planning created nothing
+
+  // A state dir it may not enter (root's, 0700): planned as not up, and said so.
+  std::filesystem::create_directory(dir + "/state");
+  std::filesystem::permissions(dir + "/state", std::filesystem::perms::owner_all);
+  auto [pcode, pout] = RunLabAsNobody(dir, "plan " + file);
+  INFO(pout);
+  CHECK(pcode == 0);
+  CHECK(pout.find("cannot read the state in " + dir + "/state") != std::string::npos);
+
+  // A state it may read (0755 dir, root's database in WAL mode, no -shm it could make): read.
+  std::filesystem::permissions(dir + "/state", std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                                   std::filesystem::perms::group_exec |
+                                                   std::filesystem::perms::others_read |
+                                                   std::filesystem::perms::others_exec);
+  REQUIRE(::system(("LAB_STATE_DIR=" + dir + "/state " + LAB_BINARY_DIR + "/lab status >/dev/null").c_str()) == 0);
+  REQUIRE(std::filesystem::exists(dir + "/state/state.db"));
+  auto [rcode, rout] = RunLabAsNobody(dir, "plan " + file);
+  INFO(rout);
+  CHECK(rcode == 0);
+  CHECK(rout.find("Plan:") != std::string::npos);
+  CHECK(rout.find("warning") == std::string::npos);
+
+  // Commands that change the machine: one line saying root is needed, nothing tried.
+  for (const std::string& verb : {"up " + file, std::string("down nested-nat"), std::string("exec nested-nat middle true"),
+                                  std::string("stop nested-nat middle"), std::string("checkpoint nested-nat middle c1")}) {
+    auto [code, out] = RunLabAsNobody(dir, verb);
+    INFO(verb << "\n" << out);
+    CHECK(code == 1);
+    CHECK(out.find("needs root (") != std::string::npos);
+    CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  }
+  auto [ucode, uout] = RunLabAsNobody(dir, "up " + file);
+  CHECK(uout == "lab up: needs root (it makes network namespaces, bridges, cgroups and mounts)\n");
+  std::filesystem::remove_all(dir);
 }

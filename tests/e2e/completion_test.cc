@@ -93,6 +93,8 @@ TEST_CASE("Completion of lab exec offers the labs that are up, then their machin
   CHECK(labs.count("__files__") == 1);  // a lab file is a LAB too
   CHECK(Words(sb.Lab("__complete -- exec nested-nat ''").out) ==
         std::set<std::string>{"hv1", "middle", "nested1", "nested2"});
+  // After the machine, the command's words: lab offers nothing of its own.
+  CHECK(Words(sb.Lab("__complete -- exec nested-nat middle ''").out).empty());
 
   // The bash script as bash runs it: COMP_WORDS up to the cursor, COMPREPLY filtered by prefix.
   std::string script = sb.dir + "/lab.bash";

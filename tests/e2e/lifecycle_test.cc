@@ -1,6 +1,7 @@
 // The lifecycle of one VM, through the real binary: save/resume, stop/start, checkpoint/restore.
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
 
 #include "base/text.h"
 #include "hv/kernel/netlink.h"
@@ -362,7 +363,7 @@ TEST_CASE("A VM the user stopped stays off when its parent restarts and on lab u
   up = sb.Lab("up " + file);
   INFO(up.out);
   REQUIRE(up.code == 0);
-  CHECK(up.out.find("-/+  VM 'middle'") != std::string::npos);
+  CHECK(up.out.find("-/+  restart VM 'middle'") != std::string::npos);
   states = States(sb, "nested-nat");
   CHECK(states["middle"] == "running");
   CHECK(states["nested2"] == "running");
@@ -424,7 +425,7 @@ TEST_CASE("A change that needs a saved VM off is a step that removes its saved s
     Run plan = sb.Lab("plan " + changed);
     INFO(plan.out);
     REQUIRE(plan.code == 0);
-    CHECK(plan.out.find("-/+  VM 'nested1'") != std::string::npos);
+    CHECK(plan.out.find("-/+  restart VM 'nested1'") != std::string::npos);
     CHECK(plan.out.find("saved state removed: Remove-VMSavedState") != std::string::npos);
     CHECK(plan.out.find("in place, the VM keeps running") == std::string::npos);
   }
@@ -565,4 +566,94 @@ TEST_CASE("A start that fails part way loses no VM, and the same start run again
   auto all = InitPids(sb, "nested-nat");
   all.insert(all.end(), pids.begin(), pids.end());
   TakeDownLeavingNothing(sb, "nested-nat", all);
+}
+
+TEST_CASE("A checkpoint without a name gets Hyper-V's default name; checkpoints are listed and removed by name",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = lab::testing::Src("labs/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  InitPids(sb, "nested-nat");
+
+  // No name: "middle - (MM/DD/YYYY - HH:MM:SS)", as Hyper-V names them.
+  Run made = sb.Lab("checkpoint nested-nat middle");
+  INFO(made.out);
+  REQUIRE(made.code == 0);
+  REQUIRE(sb.Lab("exec nested-nat middle -- sh -c 'head -c 200000 /dev/zero > /root/big'").code == 0);
+  Run spaced = sb.Lab("checkpoint nested-nat middle 'before upgrade'");
+  INFO(spaced.out);
+  REQUIRE(spaced.code == 0);
+
+  Run list = sb.Lab("checkpoints nested-nat middle --json");
+  INFO(list.out);
+  REQUIRE(list.code == 0);
+  auto all = nlohmann::json::parse(list.out);
+  REQUIRE(all.size() == 2);
+  const std::string dflt = all[0]["name"];
+  CHECK(std::regex_match(dflt, std::regex(R"(middle - \(\d\d/\d\d/\d{4} - \d\d:\d\d:\d\d\))")));
+  CHECK(all[1]["name"] == "before upgrade");
+  CHECK(all[1]["bytes"].get<uint64_t>() >= all[0]["bytes"].get<uint64_t>() + 200000);
+  CHECK(all[0]["taken"].get<int64_t>() > 0);
+  Run text = sb.Lab("checkpoints nested-nat middle");
+  CHECK(text.out.find("NAME") != std::string::npos);
+  CHECK(text.out.find("before upgrade") != std::string::npos);
+  CHECK(text.out.find(dflt) != std::string::npos);
+
+  // Status shows them: a line per VM that has some, and each VM's list in --json.
+  Run status = sb.Lab("status nested-nat");
+  CHECK(status.out.find("checkpoints of middle: " + dflt + ", before upgrade") != std::string::npos);
+  auto sj = nlohmann::json::parse(sb.Lab("status nested-nat --json").out);
+  for (const auto& m : sj["machines"])
+    if (m["name"] == "middle") CHECK(m["checkpoints"] == nlohmann::json::array({dflt, "before upgrade"}));
+
+  // Restore by the default name: the file written after it is gone.
+  Run restore = sb.Lab("restore nested-nat middle '" + dflt + "'");
+  INFO(restore.out);
+  REQUIRE(restore.code == 0);
+  CHECK(sb.Lab("exec nested-nat middle -- test -e /root/big").code == 1);
+
+  // rm: an unknown name is refused and the ones it has listed; a known one goes.
+  Run unknown = sb.Lab("checkpoint rm nested-nat middle nosuch");
+  CHECK(unknown.code == 1);
+  CHECK(unknown.out.find("has no checkpoint 'nosuch' (it has: " + dflt + ", before upgrade)") != std::string::npos);
+  Run rm = sb.Lab("checkpoint rm nested-nat middle 'before upgrade'");
+  INFO(rm.out);
+  REQUIRE(rm.code == 0);
+  auto left = nlohmann::json::parse(sb.Lab("checkpoints nested-nat middle --json").out);
+  REQUIRE(left.size() == 1);
+  CHECK(left[0]["name"] == dflt);
+  CHECK(sb.Lab("check nested-nat").code == 0);
+  REQUIRE(sb.Lab("down nested-nat").code == 0);
+}
+
+TEST_CASE("lab exec takes everything after the machine as the command, and no command is its login shell",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  REQUIRE(sb.Lab("up " + lab::testing::Src("labs/nested-nat.yaml")).code == 0);
+  InitPids(sb, "nested-nat");
+
+  // The command's own options are its own: `ls -la` lists '.' and '..', plain `ls` does not.
+  Run ls = sb.Lab("exec nested-nat middle ls -la /");
+  INFO(ls.out);
+  CHECK(ls.code == 0);
+  CHECK(std::regex_search(ls.out, std::regex(R"(\s\.\.\n)")));
+  Run code = sb.Lab("exec nested-nat middle sh -c 'exit 7'");
+  CHECK(code.code == 7);
+  Run dashed = sb.Lab("exec nested-nat middle -- sh -c 'echo dashed'");
+  CHECK(dashed.out.find("dashed") != std::string::npos);
+  // Global flags before the machine still count; after it they belong to the command.
+  Run echoed = sb.Lab("exec -q nested-nat --quiet middle echo -q");
+  CHECK(echoed.code == 0);
+  CHECK(echoed.out.find("-q") != std::string::npos);
+
+  // No command: a login shell (/bin/sh -l), reading its commands from stdin here.
+  const std::string script = sb.dir + "/commands.sh";
+  std::ofstream(script) << "echo from-the-shell $(hostname)\nexit 3\n";
+  Run shell = sb.Lab("exec nested-nat middle < " + script);
+  INFO(shell.out);
+  CHECK(shell.code == 3);
+  CHECK(shell.out.find("from-the-shell") != std::string::npos);
+  REQUIRE(sb.Lab("down nested-nat").code == 0);
 }

@@ -18,7 +18,8 @@ namespace {
 
 const char* kLab = "nested-nat";
 
-/// labs/LAB.yaml with every occurrence of each `from` replaced by its `to`.
+/// labs/LAB.yaml with every occurrence of each `from` replaced by its `to`, written apart from
+/// the lab's own file: the tests apply it with `up --force` (one lab, one file).
 std::string Variant(const Sandbox& sb, const std::string& name,
                     const std::vector<std::pair<std::string, std::string>>& edits, const std::string& lab = kLab) {
   auto text = lab::ReadFile(lab::testing::Src("labs/" + lab + ".yaml"));
@@ -89,7 +90,7 @@ TEST_CASE("An address, gateway and DNS edit is applied in place: the same links,
   LAB_REQUIRE_ROOT("bringing up labs");
   Sandbox sb;
   const std::string file = lab::testing::Src("labs/nested-nat.yaml");
-  REQUIRE(sb.Lab("up " + file).code == 0);
+  REQUIRE(sb.Lab("up --force " + file).code == 0);
   auto pids = InitPids(sb, kLab);
   NoteMarks(sb);
   CHECK(sb.Lab("plan --detailed-exitcode " + file).code == 0);  // no changes
@@ -130,7 +131,7 @@ TEST_CASE("An address, gateway and DNS edit is applied in place: the same links,
   CHECK(found);
   CHECK(j["change"] == 5);
 
-  Run up = sb.Lab("up " + edited);
+  Run up = sb.Lab("up --force " + edited);
   INFO(up.out);
   REQUIRE(up.code == 0);
   CHECK(up.out.find("  removed ") == std::string::npos);
@@ -162,7 +163,7 @@ TEST_CASE("An address, gateway and DNS edit is applied in place: the same links,
   CHECK(sb.Lab("plan --detailed-exitcode " + edited).code == 0);
 
   // Back again, in place too: the address goes, the gateway returns to .1.
-  REQUIRE(sb.Lab("up " + file).code == 0);
+  REQUIRE(sb.Lab("up --force " + file).code == 0);
   Interface back = Look(sb, "nested1", "Ethernet");
   CHECK(back.index == nested1.index);
   CHECK(back.addresses == std::set<std::string>{"192.168.100.2/24"});
@@ -175,7 +176,7 @@ TEST_CASE("An address, gateway and DNS edit is applied in place: the same links,
                         {"192.168.100.2/24,", "192.168.100.2/23,"},
                         {"192.168.100.3/24,", "192.168.100.3/23,"},
                         {"prefix: 192.168.100.0/24", "prefix: 192.168.100.0/23"}});
-  Run widen = sb.Lab("up " + wider);
+  Run widen = sb.Lab("up --force " + wider);
   INFO(widen.out);
   REQUIRE(widen.code == 0);
   CHECK(widen.out.find("Plan: 0 to add, 4 to change, 0 to destroy.") != std::string::npos);
@@ -196,7 +197,7 @@ TEST_CASE("A switch rename renames the switch in place; a restart plans as one l
   LAB_REQUIRE_ROOT("bringing up labs");
   Sandbox sb;
   const std::string file = lab::testing::Src("labs/nested-nat.yaml");
-  REQUIRE(sb.Lab("up " + file).code == 0);
+  REQUIRE(sb.Lab("up --force " + file).code == 0);
   auto pids = InitPids(sb, kLab);
   NoteMarks(sb);
   Interface bridge = Look(sb, "middle", "VmNAT");
@@ -209,7 +210,7 @@ TEST_CASE("A switch rename renames the switch in place; a restart plans as one l
         std::string::npos);
   CHECK(plan.out.find("to destroy.") != std::string::npos);
   CHECK(plan.out.find(", 0 to destroy.") != std::string::npos);
-  Run up = sb.Lab("up " + renamed);
+  Run up = sb.Lab("up --force " + renamed);
   INFO(up.out);
   REQUIRE(up.code == 0);
   CHECK(InitPids(sb, kLab) == pids);
@@ -240,7 +241,7 @@ TEST_CASE("A switch rename renames the switch in place; a restart plans as one l
   CHECK(j["destroy"] == 0);
   for (const auto& a : j["actions"])
     if (a["key"] == "partition/middle") CHECK(a["action"] == "restart");
-  Run restarted = sb.Lab("up " + bigger);
+  Run restarted = sb.Lab("up --force " + bigger);
   INFO(restarted.out);
   REQUIRE(restarted.code == 0);
   CHECK(restarted.out.find("  stopped VM 'middle' (on hv1)") != std::string::npos);  // Stop-VM: its disk is kept
@@ -260,7 +261,7 @@ TEST_CASE("A host NIC's address changes in place: the same link, reachable at it
   LAB_REQUIRE_ROOT("bringing up labs");
   Sandbox sb;
   const std::string lab = "switch-types";
-  REQUIRE(sb.Lab("up " + lab::testing::Src("labs/switch-types.yaml")).code == 0);
+  REQUIRE(sb.Lab("up --force " + lab::testing::Src("labs/switch-types.yaml")).code == 0);
   auto pids = InitPids(sb, lab);
   NoteMarks(sb);
   Interface nic = Look(sb, "hv1", "Ethernet", lab);
@@ -275,7 +276,7 @@ TEST_CASE("A host NIC's address changes in place: the same link, reachable at it
   CHECK(plan.out.find("  ~    NIC 'Ethernet' of host 'hv1' on network 'lan'\n"
                       "        ip 10.50.0.11/24 -> 10.50.0.111/24: in place, the link stays up") != std::string::npos);
   CHECK(plan.out.find("-/+") == std::string::npos);
-  Run up = sb.Lab("up " + moved);
+  Run up = sb.Lab("up --force " + moved);
   INFO(up.out);
   REQUIRE(up.code == 0);
   Interface after = Look(sb, "hv1", "Ethernet", lab);

@@ -300,6 +300,15 @@ class FakeHypervisor : public hv::Hypervisor {
     std::lock_guard guard(mu_);
     return checkpoints_[s.name];
   }
+  Status RemoveCheckpoint(const hv::PartitionSpec& s, const std::string& name) override {
+    LAB_RETURN_IF_ERROR(Call("RemoveCheckpoint " + s.name + " " + name));
+    std::lock_guard guard(mu_);
+    auto& all = checkpoints_[s.name];
+    auto it = std::find(all.begin(), all.end(), name);
+    if (it == all.end()) return Status::Error("no checkpoint '" + name + "'");
+    all.erase(it);
+    return Status::Ok();
+  }
 
  private:
   struct ProbeScript {
@@ -378,6 +387,7 @@ class FakeHypervisor : public hv::Hypervisor {
       return f_.RestoreCheckpoint(s, n);
     }
     std::vector<std::string> Checkpoints(const hv::PartitionSpec& s) override { return f_.Checkpoints(s); }
+    Status RemoveCheckpoint(const hv::PartitionSpec& s, const std::string& n) override { return f_.RemoveCheckpoint(s, n); }
 
    private:
     FakeHypervisor& f_;

@@ -253,6 +253,43 @@ TEST_CASE("A checkpoint that stopped part way is completed by the same command r
   CHECK(f.hv.Calls("CreateCheckpoint") == std::vector<std::string>{"CreateCheckpoint middle c1"});
 }
 
+TEST_CASE("Removing a checkpoint of a VM removes it from the VMs inside too, innermost first; unknown names are listed",
+          "[engine]") {
+  Fixture f;
+  f.Up(f.Write("nested-nat.yaml", lab::testing::LabText("nested-nat")));
+  const std::string name = "middle - (12/07/2026 - 07:05:31)";
+  f.Ok(LifecycleOp::kCheckpoint, "middle", name);
+  f.Ok(LifecycleOp::kCheckpoint, "middle", "c2");
+  auto listed = lab::engine::ListCheckpoints(*f.engine, "nested-nat", "middle");
+  REQUIRE(listed);
+  REQUIRE(listed->size() == 2);
+  CHECK((*listed)[0].name == name);
+  CHECK((*listed)[1].name == "c2");
+
+  f.hv.ClearCalls();
+  auto unknown = lab::engine::RemoveCheckpoint(*f.engine, "nested-nat", "middle", "nosuch");
+  REQUIRE_FALSE(unknown);
+  CHECK(unknown.message().find("VM 'middle' has no checkpoint 'nosuch' (it has: " + name + ", c2)") !=
+        std::string::npos);
+  CHECK(f.hv.Mutations().empty());
+
+  auto removed = lab::engine::RemoveCheckpoint(*f.engine, "nested-nat", "middle", name);
+  INFO(removed.message());
+  REQUIRE(removed);
+  auto calls = f.hv.Calls("RemoveCheckpoint");
+  REQUIRE(calls.size() == 3);
+  CHECK(calls.back() == "RemoveCheckpoint middle " + name);  // last: while it is listed, the next run finishes
+  CHECK(Has(calls, "RemoveCheckpoint nested1 " + name));
+  lab::hv::PartitionSpec nested1;
+  nested1.name = "nested1";
+  CHECK(f.hv.Checkpoints(nested1) == std::vector<std::string>{"c2"});
+  CHECK(lab::engine::ListCheckpoints(*f.engine, "nested-nat", "middle")->size() == 1);
+  // Hosts have no checkpoints; unknown machines are named.
+  CHECK(lab::engine::ListCheckpoints(*f.engine, "nested-nat", "hv1").message().find("is a host") != std::string::npos);
+  CHECK(lab::engine::ListCheckpoints(*f.engine, "nested-nat", "nosuch").message().find("has no machine 'nosuch'") !=
+        std::string::npos);
+}
+
 TEST_CASE("A saved VM's memory change is not made in place: the plan says its saved state is removed", "[engine]") {
   Fixture f;
   const std::string text = lab::testing::LabText("nested-nat");

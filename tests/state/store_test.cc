@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -633,4 +634,37 @@ TEST_CASE("An action begun with a pending record journals both in one step, and 
   CHECK(store->Load("alpha").value().resources.count("partition/web") == 0);
   REQUIRE(store->FailAction(*id, "refused").ok());
   CHECK(store->Intended("alpha").empty());
+}
+
+TEST_CASE("A read-only open creates nothing where there is no state, and reads the labs where there is", "[state]") {
+  StateDir dir;
+  const std::string absent = dir.path + "/absent";
+  auto empty = Store::OpenReadOnly(absent);
+  INFO(empty.message());
+  REQUIRE(empty);
+  CHECK((*empty)->ListLabs().empty());
+  auto snap = (*empty)->Load("alpha");
+  REQUIRE(snap);
+  CHECK_FALSE(snap->lab);
+  CHECK_FALSE(std::filesystem::exists(absent));
+
+  {
+    auto store = OpenOrFail(dir.path);
+    REQUIRE(store->PutLab(LabRecord{"alpha", "0123456789ab", "/labs/a.yaml"}).ok());
+  }
+  auto ro = Store::OpenReadOnly(dir.path);
+  INFO(ro.message());
+  REQUIRE(ro);
+  auto labs = (*ro)->ListLabs();
+  REQUIRE(labs.size() == 1);
+  CHECK(labs[0].uid == "0123456789ab");
+  // Nothing is written through it.
+  CHECK_FALSE((*ro)->PutLab(LabRecord{"beta", "ffffffffffff", "/labs/b.yaml"}).ok());
+
+  // A file that is not a database: an error naming it.
+  StateDir bad;
+  { std::ofstream(bad.Db()) << std::string(200, 'x'); }
+  auto broken = Store::OpenReadOnly(bad.path);
+  REQUIRE_FALSE(broken);
+  CHECK(broken.message().find(bad.Db()) != std::string::npos);
 }
