@@ -159,6 +159,9 @@ class Builder {
       case YAML_STREAM_END_EVENT: return true;
       case YAML_DOCUMENT_START_EVENT:
         ++out_.documents;
+        // Where the second document starts, until its first node says better: a syntax error
+        // inside it (which ends the pass before any node) must not leave the count unplaced.
+        if (out_.documents == 2) out_.second_document = pos_.Of(e.start_mark);
         first_node_ = true;
         depth_ = 0;
         return false;

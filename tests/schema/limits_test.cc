@@ -173,7 +173,12 @@ TEST_CASE("Every input the fuzzer once crashed on or stalled on is now a plain d
     INFO(e.path().string());
     INFO(Messages(r));
     // A reader bug surfaces as an internal error; anything else is the reader doing its job.
-    for (const auto& d : r.diagnostics) CHECK(d.message.rfind("internal error while reading", 0) != 0);
+    // And, as the fuzzer asserts, every diagnostic of a text has a position in it.
+    for (const auto& d : r.diagnostics) {
+      CHECK(d.message.rfind("internal error while reading", 0) != 0);
+      CHECK(d.loc.line >= 1);
+      CHECK(d.loc.col >= 1);
+    }
   }
   CHECK(n > 0);
 }
