@@ -298,6 +298,19 @@ Result<int> Connection::ReadVersion() {
 }
 
 Status Connection::Migrate() {
+  // The common case first, under a read transaction only: the schema is current. Taking the write
+  // lock for this check made `lab status` wait (and fail with "database is locked") while another
+  // lab command held a write transaction; WAL lets this read go on beside it.
+  {
+    Txn txn(*this);
+    LAB_RETURN_IF_ERROR(txn.Begin(false));
+    auto current = ReadVersion();
+    if (!current) return current.status();
+    if (*current == Store::kSchemaVersion) {
+      version = *current;
+      return txn.Commit();
+    }
+  }
   for (;;) {
     Txn txn(*this);
     LAB_RETURN_IF_ERROR(txn.Begin(true));
