@@ -69,7 +69,7 @@ bool SameFile(const std::string& recorded, const std::string& file) {
 /// again and on `lab up`, and so does everything inside it. Takes every action that would make
 /// or start something in such a VM out of the plan (removals stay: a VM gone from the file goes)
 /// and says so in a note per VM the user stopped.
-void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap) {
+void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap, hv::Hypervisor& hv) {
   if (snap.stopped.empty()) return;
   std::set<std::string> held;  // the stopped VMs and every VM inside them
   for (const auto& m : lab.machines)
@@ -105,9 +105,20 @@ void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap
     waiting[holder] += changed ? 1 : 0;
   }
   plan.actions = std::move(kept);
+  // Whether a VM the user stopped really is off: a `lab stop` killed before it stopped the VM
+  // leaves it marked and still running, and the note must not say "off" then.
+  auto still_runs = [&](const std::string& name) {
+    for (const auto& r : RecordedResources(snap))
+      if (r.kind == Kind::kPartition && MachineOf(r) == name)
+        return hv.PartitionRunning(r.spec.get<hv::PartitionSpec>(), snap.resources.at(r.key).facts);
+    return false;
+  };
   for (const auto& name : snap.stopped) {
     if (!lab.FindMachine(name)) continue;
-    std::string note = "VM '" + name + "' is off (lab stop); lab start " + lab.name + " " + name + " to run it";
+    std::string note = still_runs(name)
+                           ? "VM '" + name + "' still runs: a lab stop of it did not finish; lab stop " + lab.name +
+                                 " " + name + " finishes it, lab start " + lab.name + " " + name + " keeps it running"
+                           : "VM '" + name + "' is off (lab stop); lab start " + lab.name + " " + name + " to run it";
     if (int n = waiting[name]) note += " (" + std::to_string(n) + " change" + (n == 1 ? "" : "s") + " wait for it)";
     plan.notes.push_back(note);
   }
@@ -140,7 +151,7 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
     return r && r->kind == Kind::kPartition && hv.PartitionSaved(r->spec.get<hv::PartitionSpec>(), rec->second.facts);
   };
   Plan plan = ComputePlan(Desired(lab, uid, needs_spec), snap, Observe(hv, snap, interrupted), options);
-  HoldStopped(plan, lab, snap);
+  HoldStopped(plan, lab, snap, hv);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
   RuleReport rules = CheckRules(lab);
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());

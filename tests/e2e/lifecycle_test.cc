@@ -1,5 +1,6 @@
 // The lifecycle of one VM, through the real binary: save/resume, stop/start, checkpoint/restore.
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 #include <filesystem>
 #include <fstream>
 
@@ -656,4 +657,41 @@ TEST_CASE("lab exec takes everything after the machine as the command, and no co
   CHECK(shell.code == 3);
   CHECK(shell.out.find("from-the-shell") != std::string::npos);
   REQUIRE(sb.Lab("down nested-nat").code == 0);
+}
+
+TEST_CASE("A lab stop killed before the VM went off is not reported as off, and running it again finishes it",
+          "[root][e2e]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  std::string file = WriteNestedNat(sb.dir + "/nested-nat.yaml");
+  REQUIRE(sb.Lab("up " + file).code == 0);
+  auto pids = InitPids(sb, "nested-nat");
+  // What `lab stop` leaves when it is killed right after recording the user's intent: the VM is
+  // marked stopped and still runs.
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((sb.state + "/state.db").c_str(), &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "INSERT INTO stopped(lab, machine) VALUES ('nested-nat', 'nested1')", nullptr, nullptr,
+                       nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  REQUIRE(States(sb, "nested-nat")["nested1"] == "running");
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  CHECK(up.out.find("VM 'nested1' is off") == std::string::npos);
+  CHECK(up.out.find("VM 'nested1' still runs: a lab stop of it did not finish; lab stop nested-nat nested1") !=
+        std::string::npos);
+
+  Run stop = sb.Lab("stop nested-nat nested1");
+  INFO(stop.out);
+  REQUIRE(stop.code == 0);
+  CHECK(States(sb, "nested-nat")["nested1"] == "off");
+  up = sb.Lab("up " + file);
+  INFO(up.out);
+  CHECK(up.out.find("VM 'nested1' is off (lab stop)") != std::string::npos);
+
+  auto all = InitPids(sb, "nested-nat");
+  all.insert(all.end(), pids.begin(), pids.end());
+  TakeDownLeavingNothing(sb, "nested-nat", all);
 }
