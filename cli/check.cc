@@ -55,7 +55,7 @@ void AddCheck(CLI::App& app, Globals& g) {
     if (!lab) return;
     auto outcomes = engine->Check(*lab);
     if (!outcomes) {
-      std::fprintf(stderr, "lab: %s\n", outcomes.message().c_str());
+      spdlog::error("{}", outcomes.message());
       return;
     }
     g_exit_code = PrintChecks(*outcomes, MakeOut(g), json);

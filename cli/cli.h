@@ -3,12 +3,15 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 #include <atomic>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "cli/progress.h"
 #include "engine/engine.h"
 #include "schema/lab.h"
 
@@ -37,6 +40,17 @@ struct Out {
   std::string Bold(const std::string& s) const { return color ? "\033[1m" + s + "\033[0m" : s; }
   std::string Dim(const std::string& s) const { return color ? "\033[2m" + s + "\033[0m" : s; }
 };
+
+/// Log lines on stderr through spdlog's default logger (cli/logging.cc): text ("lab: MESSAGE",
+/// "lab: warning: MESSAGE", "lab: debug: MESSAGE") or, with --log-format json, one JSON object a
+/// line: {"ts","level","msg",...}. Level: debug with -v, warning with -q, info otherwise. Call
+/// again when the flags change (main does, once they are parsed).
+void SetUpLogging(const Globals& g);
+/// Whether log lines are JSON (--log-format json).
+bool JsonLogs();
+/// Logs `message` with `fields` beside ts, level and msg in a JSON line (text lines show only
+/// the message).
+void LogWith(spdlog::level::level_enum level, const std::string& message, const nlohmann::json& fields);
 
 Out MakeOut(const Globals& g);
 /// Whether output gets colour: only on a terminal, and not with --no-color, NO_COLOR set to
@@ -68,10 +82,30 @@ std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine&
 /// The lab name of FILE or LAB without requiring the file to be valid.
 std::string LabName(const std::string& arg);
 bool LooksLikeFile(const std::string& arg);
+/// A diagnostic's message split where its fix begins: "address 10.3.1.2/24 is outside network
+/// 'dmz' (10.3.0.0/24); use an address in 10.3.0.0/24" -> {"address ... (10.3.0.0/24)", "use an
+/// address in 10.3.0.0/24"}: at the last "; " outside parentheses and double quotes (a message
+/// may explain itself in several clauses; the fix is the last one); the fix is ""
+/// when there is none. The text form is `message + "; " + fix`.
+std::pair<std::string, std::string> SplitFix(const std::string& message);
+/// `{"diagnostics":[{"file","line","col","severity","message","fix"}]}` (docs/json.md): what
+/// validate --json and plan --json of a bad file print. line and col are null without a position.
+nlohmann::json DiagnosticsJson(const std::vector<schema::Diagnostic>& diagnostics);
+/// What `lab status LAB --json` prints (docs/json.md).
+nlohmann::json StatusJson(const engine::LabStatus& status);
 void PrintPlan(const engine::Plan& plan, const Out& out);
-std::string PlanJson(const std::string& lab, const engine::Plan& plan);
-/// The step printer used by up/down: one line per finished action.
-engine::ExecOptions StepPrinter(const Globals& g, const Out& out);
+/// What `lab plan --json` prints (docs/json.md); `warnings`: the file's, as "diagnostics".
+nlohmann::json PlanJson(const std::string& lab, const engine::Plan& plan,
+                        const std::vector<schema::Diagnostic>& warnings);
+/// The plan as counts per kind of change ("+ create   2 hosts, 3 VMs, 4 adapters"), then its
+/// warnings, notes, refusals and summary line: what `lab up` shows on a terminal (--plan-detail:
+/// the whole list, PrintPlan).
+void PrintPlanSummary(const engine::Plan& plan, const Out& out);
+/// The steps of a plan as the executor counts them (a replacement is two: remove, make).
+int StepCount(const engine::Plan& plan);
+/// The step printer used by up/down: one line per finished action; with a live `progress`
+/// (a terminal), the status line instead, and lines only for what failed or was skipped.
+engine::ExecOptions StepPrinter(const Globals& g, const Out& out, std::shared_ptr<Progress> progress = nullptr);
 void PrintReport(const engine::ExecReport& report, double seconds, const char* verb, const Out& out);
 
 /// From here on, the first SIGINT or SIGTERM sets the returned flag (hand it to the executor:

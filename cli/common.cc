@@ -83,7 +83,7 @@ std::unique_ptr<engine::Engine> OpenEngine(const Globals& g, bool read_only) {
   options.read_only = read_only;
   auto e = engine::Engine::Open(std::move(options));
   if (!e) {
-    std::cerr << "lab: " << e.message() << "\n";
+    spdlog::error("{}", e.message());
     return nullptr;
   }
   return std::move(*e);
@@ -120,14 +120,25 @@ schema::LoadResult LoadLabFile(const std::string& path) {
 }
 
 void PrintDiagnostics(const std::vector<schema::Diagnostic>& diagnostics) {
-  for (const auto& d : diagnostics) std::cerr << d.ToString() << "\n";
+  for (const auto& d : diagnostics) {
+    if (!JsonLogs()) {
+      std::cerr << d.ToString() << "\n";
+      continue;
+    }
+    // A JSON log line with the diagnostic's fields (those of validate --json) beside its text.
+    const nlohmann::json row = DiagnosticsJson({d})["diagnostics"][0];
+    nlohmann::json fields = row;
+    fields.erase("severity");
+    fields.erase("message");
+    LogWith(d.severity == schema::Severity::kWarning ? spdlog::level::warn : spdlog::level::err, d.ToString(), fields);
+  }
 }
 
 std::optional<schema::Lab> LoadLab(const std::string& path) {
   auto r = LoadLabFile(path);
   PrintDiagnostics(r.diagnostics);
   if (!r.ok()) {
-    if (r.diagnostics.empty()) std::cerr << path << ": error: invalid lab file\n";
+    if (r.diagnostics.empty()) PrintDiagnostics({{path, {}, "invalid lab file", schema::Severity::kError}});
     return std::nullopt;
   }
   return std::move(r.lab);  // a member: returned by copy without the move
@@ -143,10 +154,10 @@ std::optional<schema::Lab> LoadLabOrName(const std::string& arg, engine::Engine&
   // A lab by name is the lab as its records hold it: its file may have moved since.
   auto rec = engine.Recorded(arg);
   if (!rec) {
-    std::cerr << "lab: " << rec.message() << "\n";
+    spdlog::error("{}", rec.message());
     return std::nullopt;
   }
-  for (const auto& w : rec->warnings) std::cerr << "lab: warning: " << w << "\n";
+  for (const auto& w : rec->warnings) spdlog::warn("{}", w);
   return std::move(rec->lab);
 }
 
@@ -184,7 +195,8 @@ void PrintPlan(const engine::Plan& plan, const Out& out) {
   std::printf("%s\n", out.Bold(plan.Summary()).c_str());
 }
 
-std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
+nlohmann::json PlanJson(const std::string& lab, const engine::Plan& plan,
+                        const std::vector<schema::Diagnostic>& warnings) {
   nlohmann::json actions = nlohmann::json::array();
   auto views = engine::ViewPlan(plan);
   for (size_t i = 0; i < plan.actions.size(); ++i) {
@@ -213,18 +225,87 @@ std::string PlanJson(const std::string& lab, const engine::Plan& plan) {
                         {"warnings", plan.warnings},
                         {"notes", plan.notes},
                         {"refusals", plan.refusals},
-                        {"summary", plan.Summary()}}
-      .dump(2);
+                        {"summary", plan.Summary()},
+                        // The file's warnings, under the same key as a bad file's errors.
+                        {"diagnostics", DiagnosticsJson(warnings)["diagnostics"]}};
 }
 
-engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
+int StepCount(const engine::Plan& plan) {
+  int n = 0;
+  for (const auto& a : plan.actions)
+    n += (a.type == engine::ActionType::kDelete || a.type == engine::ActionType::kReplace) +
+         (a.type != engine::ActionType::kDelete);
+  return n;
+}
+
+namespace {
+
+/// {"VM", "VMs"}, {"switch", "switches"}: a resource kind as the plan summary counts it.
+std::pair<const char*, const char*> KindNoun(const engine::Resource& r) {
+  switch (r.kind) {
+    case engine::Kind::kNetwork: return {"network", "networks"};
+    case engine::Kind::kPartition:
+      return r.spec.value("is_host", false) ? std::pair{"host", "hosts"} : std::pair{"VM", "VMs"};
+    case engine::Kind::kNic: return {"NIC", "NICs"};
+    case engine::Kind::kSwitch: return {"switch", "switches"};
+    case engine::Kind::kAdapter: return {"adapter", "adapters"};
+    case engine::Kind::kNat: return {"NAT", "NATs"};
+    case engine::Kind::kDns: return {"DNS setting", "DNS settings"};
+    case engine::Kind::kStandIn: return {"stand-in", "stand-ins"};
+    case engine::Kind::kRun: return {"run: list", "run: lists"};
+  }
+  return {"object", "objects"};
+}
+
+}  // namespace
+
+void PrintPlanSummary(const engine::Plan& plan, const Out& out) {
+  // Kinds of change in the order the full list uses them, each with its counts per kind of object.
+  const char* const kOrder[] = {"create", "update", "restart", "replace", "delete"};
+  auto views = engine::ViewPlan(plan);
+  for (const char* change : kOrder) {
+    std::vector<std::pair<std::pair<const char*, const char*>, size_t>> counts;  // noun, count; first seen first
+    std::string symbol;
+    for (size_t i = 0; i < plan.actions.size(); ++i) {
+      if (!views[i].shown || views[i].kind != change) continue;
+      const auto& a = plan.actions[i];
+      auto noun = KindNoun(a.type == engine::ActionType::kDelete ? a.old : a.resource);
+      auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == noun; });
+      if (it == counts.end()) counts.push_back({noun, 1});
+      else ++it->second;
+      symbol = views[i].symbol;
+    }
+    if (counts.empty()) continue;
+    // Machines first, then what is in them: networks, hosts, VMs, NICs, switches, adapters, ...
+    auto rank = [](const std::pair<const char*, const char*>& noun) {
+      static const char* const kNouns[] = {"network", "host",     "VM",          "NIC",      "switch",
+                                           "adapter", "NAT",      "DNS setting", "stand-in", "run: list"};
+      for (size_t i = 0; i < std::size(kNouns); ++i)
+        if (std::string_view(noun.first) == kNouns[i]) return i;
+      return std::size(kNouns);
+    };
+    std::stable_sort(counts.begin(), counts.end(), [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
+    std::vector<std::string> parts;
+    for (const auto& [noun, n] : counts) parts.push_back(std::to_string(n) + " " + (n == 1 ? noun.first : noun.second));
+    std::string colored = symbol == "+" ? out.Green(symbol) : symbol == "-" ? out.Red(symbol) : out.Yellow(symbol);
+    std::printf("  %s %s%-8s %s\n", colored.c_str(), std::string(4 - symbol.size(), ' ').c_str(), change,
+                Join(parts, ", ").c_str());
+  }
+  for (const auto& w : plan.warnings) std::printf("  %s %s\n", out.Red("!").c_str(), w.c_str());
+  for (const auto& n : plan.notes) std::printf("  %s %s\n", out.Yellow("note:").c_str(), n.c_str());
+  for (const auto& r : plan.refusals) std::printf("  %s %s\n", out.Red("refused:").c_str(), r.c_str());
+  std::printf("%s%s\n", out.Bold(plan.Summary()).c_str(),
+              plan.empty() ? "" : out.Dim(" (--plan-detail lists every action)").c_str());
+}
+
+engine::ExecOptions StepPrinter(const Globals& g, const Out& out, std::shared_ptr<Progress> progress) {
   engine::ExecOptions o;
   long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
   o.jobs = g.jobs > 0 ? g.jobs : static_cast<int>(cores > 0 ? cores : 2);
   if (const char* fail = std::getenv("LAB_INJECT_FAILURE")) o.fail_key = fail;  // tests only
   if (const char* kill = std::getenv("LAB_KILL_AT")) o.kill_at = std::atoi(kill);  // tests only
   if (const char* pause = std::getenv("LAB_PAUSE_AT")) o.pause_at = std::atoi(pause);  // tests only
-  o.on_step = [out](const engine::StepEvent& ev) {
+  o.on_step = [out, progress](const engine::StepEvent& ev) {
     if (out.quiet && ev.status.ok() && !ev.skipped) return;
     const auto& a = *ev.action;
     // A restarted VM is stopped and started on its disk (Stop-VM, Start-VM), not removed and made.
@@ -232,6 +313,13 @@ engine::ExecOptions StepPrinter(const Globals& g, const Out& out) {
     std::string verb = ev.teardown ? (vm_restart ? "stopped" : "removed")
                                    : (a.type == engine::ActionType::kUpdate ? (a.repair ? "repaired" : "updated") : vm_restart ? "started" : "made");
     std::string line;
+    if (progress && progress->live()) {
+      // On a terminal: the status line says what was done; only what went wrong stays.
+      if (ev.skipped) progress->Print("  " + out.Yellow("skipped") + " " + a.resource.display + " (something it needs failed)");
+      else if (!ev.status.ok()) progress->Print("  " + out.Red("failed ") + " " + a.resource.display + ": " + ev.status.message());
+      progress->Step((ev.skipped ? "skipped" : !ev.status.ok() ? "failed" : verb) + " " + a.resource.display);
+      return;
+    }
     if (ev.skipped) {
       line = "  " + out.Yellow("skipped") + " " + a.resource.display + " (something it needs failed)";
     } else if (!ev.status.ok()) {
@@ -257,8 +345,8 @@ void PrintReport(const engine::ExecReport& report, double seconds, const char* v
     std::snprintf(buf, sizeof buf, "%s failed: %d done, %d failed, %d skipped in %.2f s.", verb, report.done,
                   report.failed, report.skipped, seconds);
     std::printf("%s\n", out.Red(buf).c_str());
-    for (const auto& e : report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
-    std::fprintf(stderr, "lab: what was done is recorded; run the same command again to continue.\n");
+    for (const auto& e : report.errors) spdlog::error("{}", e);
+    spdlog::error("what was done is recorded; run the same command again to continue.");
   }
 }
 
@@ -291,7 +379,7 @@ const std::atomic<bool>& CatchInterrupts(const char* verb) {
 }
 
 void ReportInterrupted(const engine::ExecReport& report, const char* verb) {
-  std::fprintf(stderr, "lab: interrupted: %d of %d actions done; run 'lab %s' again to continue\n", report.done,
+  spdlog::error("interrupted: {} of {} actions done; run 'lab {}' again to continue", report.done,
                report.total, verb);
 }
 

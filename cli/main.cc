@@ -21,10 +21,14 @@ int main(int argc, char** argv) {
   g.run_dir = rd ? rd : "/run/lab";
   app.add_option("--state-dir", g.state_dir, "state directory (env LAB_STATE_DIR)")->capture_default_str();
   app.add_option("--run-dir", g.run_dir, "runtime directory (env LAB_RUN_DIR)")->capture_default_str();
-  app.add_flag("-v,--verbose", g.verbose, "more detail");
+  app.add_flag("-v,--verbose", g.verbose, "more detail on stderr: each step with its timings, the probes and commands run inside machines, what observation found");
   app.add_flag("-q,--quiet", g.quiet, "only errors and results");
   app.add_flag("--no-color", g.no_color, "no colors");
-  app.add_option("--log-format", g.log_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--log-format", g.log_format, "log lines on stderr as text or JSON lines")
+      ->check(CLI::IsMember({"text", "json"}));
+  SetUpLogging(g);
+  // Once the flags are read and before any verb runs: -v, -q and --log-format take effect.
+  app.parse_complete_callback([&g] { SetUpLogging(g); });
 
   AddValidate(app, g);
   AddPlan(app, g);

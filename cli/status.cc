@@ -35,47 +35,12 @@ void AddStatus(CLI::App& app, Globals& g) {
     }
     auto st = engine->Status(LabName(arg));
     if (!st) {
-      std::fprintf(stderr, "lab: %s\n", st.message().c_str());
+      spdlog::error("{}", st.message());
       return;
     }
-    for (const auto& w : st->warnings) std::fprintf(stderr, "lab: warning: %s\n", w.c_str());
+    for (const auto& w : st->warnings) spdlog::warn("{}", w);
     if (json) {
-      nlohmann::json machines = nlohmann::json::array();
-      for (const auto& m : st->machines) {
-        nlohmann::json interfaces = nlohmann::json::array();
-        for (const auto& i : m.interfaces) {
-          nlohmann::json row{{"name", i.name}, {"key", i.key}, {"recorded", i.recorded}, {"observed", i.observed}};
-          if (i.observed) {
-            row["up"] = i.up;
-            row["addresses"] = i.addresses;
-            row["differs"] = i.differs;
-          }
-          interfaces.push_back(row);
-        }
-        nlohmann::json row{{"name", m.name},     {"kind", m.kind},           {"parent", m.parent},
-                           {"state", m.state},   {"pid", m.pid},             {"addresses", m.addresses},
-                           {"interfaces", interfaces}, {"gateways", m.gateways}, {"dns", m.dns}};
-        if (m.state == "running" && m.kind != "network") row["default_routes"] = m.default_routes;
-        if (m.dns_found) row["dns_found"] = *m.dns_found;
-        if (m.kind == "vm") row["checkpoints"] = m.checkpoints;
-        machines.push_back(row);
-      }
-      nlohmann::json teams = nlohmann::json::array();
-      for (const auto& t : st->teams) {
-        nlohmann::json members = nlohmann::json::array();
-        for (const auto& m : t.members)
-          members.push_back({{"name", m.name}, {"link_up", m.link_up}, {"primary", m.primary}, {"ports", m.ports}});
-        teams.push_back({{"switch", t.switch_name}, {"owner", t.owner}, {"members", members}});
-      }
-      std::printf("%s\n", nlohmann::json{{"lab", st->lab},
-                                         {"uid", st->uid},
-                                         {"file", st->file},
-                                         {"resources", st->resources},
-                                         {"machines", machines},
-                                         {"teams", teams},
-                                         {"drift", st->drift}}
-                              .dump(2)
-                              .c_str());
+      std::printf("%s\n", StatusJson(*st).dump(2).c_str());
     } else {
       std::printf("lab %s (uid %s, %s): %zu objects\n", st->lab.c_str(), st->uid.c_str(), st->file.c_str(),
                   st->resources);

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/text.h"
 #include "cli/cli.h"
 #include "hv/kernel/seccomp.h"
 
@@ -14,7 +15,9 @@ void AddUp(CLI::App& app, Globals& g) {
   static bool check = false;
   static bool no_restart = false;
   static bool force = false;
+  static bool plan_detail = false;
   cmd->add_option("FILE", file, "lab file")->required();
+  cmd->add_flag("--plan-detail", plan_detail, "on a terminal, list every action of the plan (off a terminal it always is)");
   cmd->add_flag("--force", force, "apply this file to a lab that is up from another file of the same 'lab:' name");
   cmd->add_flag("--no-restart", no_restart, "refuse a plan that would stop and start a running VM");
   cmd->add_option("-j,--jobs", g.jobs, "actions run at once, at least 1 (default: cores)")->check(JobsValidator());
@@ -27,11 +30,11 @@ void AddUp(CLI::App& app, Globals& g) {
     if (hv::kernel::NestingBlocked()) {
       char host[256] = {};
       ::gethostname(host, sizeof host - 1);
-      std::fprintf(stderr,
-                   "lab: this machine's virtualization extensions are not exposed, so it cannot run VMs; on its "
-                   "host: Set-VMProcessor -VMName %s -ExposeVirtualizationExtensions $true (lab file: "
-                   "processor.expose_virtualization_extensions: true)\n",
-                   host);
+      spdlog::error(
+          "this machine's virtualization extensions are not exposed, so it cannot run VMs; on its "
+          "host: Set-VMProcessor -VMName {} -ExposeVirtualizationExtensions $true (lab file: "
+          "processor.expose_virtualization_extensions: true)",
+          host);
       return;
     }
     auto lab = LoadLab(file);
@@ -42,35 +45,40 @@ void AddUp(CLI::App& app, Globals& g) {
     if (no_restart) {
       auto plan = engine->PlanUp(*lab);
       if (!plan) {
-        std::fprintf(stderr, "lab: %s\n", plan.message().c_str());
+        spdlog::error("{}", plan.message());
         return;
       }
       auto restarts = engine::Restarts(*plan);
       if (!restarts.empty()) {
-        std::fprintf(stderr, "lab: --no-restart: this plan would stop and start running VMs; nothing was changed:\n");
-        for (const auto& r : restarts) std::fprintf(stderr, "  %s\n", r.c_str());
+        spdlog::error("--no-restart: this plan would stop and start running VMs; nothing was changed:\n  {}",
+                      Join(restarts, "\n  "));
         return;
       }
     }
     auto t0 = std::chrono::steady_clock::now();
-    engine::ExecOptions exec = StepPrinter(g, out);
+    auto progress = std::make_shared<Progress>(Progress::ForTerminal(g.verbose, g.quiet, JsonLogs()));
+    engine::ExecOptions exec = StepPrinter(g, out, progress);
     exec.interrupt = &CatchInterrupts("up");
     auto result = engine->Up(
         *lab,
         [&](const engine::Plan& plan) {
           std::printf("lab %s (%s)\n", lab->name.c_str(), file.c_str());
-          PrintPlan(plan, out);
+          // On a terminal, 2,000 actions are a summary; the list is what --plan-detail and logs get.
+          if (progress->live() && !plan_detail) PrintPlanSummary(plan, out);
+          else PrintPlan(plan, out);
           std::fflush(stdout);  // seen before the work starts, on a pipe too (lab up | tee log)
+          progress->Start(StepCount(plan));
         },
         exec, nullptr, force);
+    progress->Done();
     if (!result) {
-      std::fprintf(stderr, "lab: %s\n", result.message().c_str());
+      spdlog::error("{}", result.message());
       if (exec.interrupt->load()) g_exit_code = kExitInterrupted;
       return;
     }
-    if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
+    if (!result->note.empty()) spdlog::warn("{}", result->note);
     if (exec.interrupt->load()) {
-      for (const auto& e : result->report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
+      for (const auto& e : result->report.errors) spdlog::error("{}", e);
       ReportInterrupted(result->report, "up");
       g_exit_code = kExitInterrupted;
       return;
@@ -82,7 +90,7 @@ void AddUp(CLI::App& app, Globals& g) {
     if (check) {
       auto outcomes = engine->Check(*lab);
       if (!outcomes) {
-        std::fprintf(stderr, "lab: %s\n", outcomes.message().c_str());
+        spdlog::error("{}", outcomes.message());
         g_exit_code = 1;
         return;
       }
@@ -107,17 +115,16 @@ void AddDown(CLI::App& app, Globals& g) {
     if (!RequireRoot("down", "it removes the lab's network namespaces, bridges, cgroups and mounts")) return;
     std::string name = LabName(arg);
     if (name.empty()) {
-      std::fprintf(stderr, "lab: cannot tell which lab %s is; name it: lab down NAME\n", arg.c_str());
+      spdlog::error("cannot tell which lab {} is; name it: lab down NAME", arg);
       return;
     }
     auto engine = OpenEngine(g);  // says why when it cannot
     if (!engine) {
       // The records are unreadable (a corrupt database): the lab is still found by its marks.
-      std::fprintf(stderr, "lab: warning: without the state database, removing lab '%s' by its ownership marks\n",
-                   name.c_str());
+      spdlog::warn("without the state database, removing lab '{}' by its ownership marks", name);
       auto swept = engine::Engine::SweepByMarks(EngineOptionsFor(g), name);
       if (!swept) {
-        std::fprintf(stderr, "lab: %s\n", swept.message().c_str());
+        spdlog::error("{}", swept.message());
         return;
       }
       PrintSwept(name, *swept);
@@ -126,7 +133,8 @@ void AddDown(CLI::App& app, Globals& g) {
     }
     Out out = MakeOut(g);
     auto t0 = std::chrono::steady_clock::now();
-    engine::ExecOptions exec = StepPrinter(g, out);
+    auto progress = std::make_shared<Progress>(Progress::ForTerminal(g.verbose, g.quiet, JsonLogs()));
+    engine::ExecOptions exec = StepPrinter(g, out, progress);
     exec.interrupt = &CatchInterrupts("down");
     auto result = engine->Down(
         name,
@@ -134,16 +142,18 @@ void AddDown(CLI::App& app, Globals& g) {
           std::printf("lab %s: removing %zu object%s\n", name.c_str(), plan.actions.size(),
                       plan.actions.size() == 1 ? "" : "s");
           std::fflush(stdout);
+          progress->Start(StepCount(plan));
         },
         exec);
+    progress->Done();
     if (!result) {
-      std::fprintf(stderr, "lab: %s\n", result.message().c_str());
+      spdlog::error("{}", result.message());
       if (exec.interrupt->load()) g_exit_code = kExitInterrupted;
       return;
     }
-    if (!result->note.empty()) std::fprintf(stderr, "lab: warning: %s\n", result->note.c_str());
+    if (!result->note.empty()) spdlog::warn("{}", result->note);
     if (exec.interrupt->load()) {
-      for (const auto& e : result->report.errors) std::fprintf(stderr, "lab: %s\n", e.c_str());
+      for (const auto& e : result->report.errors) spdlog::error("{}", e);
       ReportInterrupted(result->report, "down");
       g_exit_code = kExitInterrupted;
       return;

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
 #include "engine/facts.h"
@@ -9,9 +10,12 @@ namespace lab::cli {
 void AddValidate(CLI::App& app, Globals&) {
   auto* cmd = app.add_subcommand("validate", "check a lab file (no privileges needed)");
   static std::vector<std::string> files;
+  static bool json = false;
   cmd->add_option("FILE", files, "lab files")->required();
+  cmd->add_flag("--json", json, "diagnostics as JSON on stdout (docs/json.md)");
   cmd->callback([] {
     g_exit_code = 0;
+    std::vector<schema::Diagnostic> every;  // --json: of all the files, printed at the end
     for (const auto& f : files) {
       auto r = LoadLabFile(f);
       // The file's own diagnostics, then what the rules model says of a lab that reads (what
@@ -24,14 +28,16 @@ void AddValidate(CLI::App& app, Globals&) {
           return std::pair{a.loc.line, a.loc.col} < std::pair{b.loc.line, b.loc.col};
         });
       }
-      PrintDiagnostics(all);
       size_t errors = 0, warnings = 0;
       for (const auto& d : all) (d.severity == schema::Severity::kError ? errors : warnings)++;
+      if ((!r.lab || errors > 0) && all.empty()) all.push_back({f, {}, "invalid lab file", schema::Severity::kError});
+      if (json) every.insert(every.end(), all.begin(), all.end());
+      else PrintDiagnostics(all);
       if (!r.lab || errors > 0) {
-        if (all.empty()) std::fprintf(stderr, "%s: error: invalid lab file\n", f.c_str());
         g_exit_code = 1;
         continue;
       }
+      if (json) continue;
       const schema::Lab& lab = *r.lab;
       size_t vms = 0, hosts = 0;
       for (const auto& m : lab.machines) (m.kind == schema::MachineKind::kHost ? hosts : vms)++;
@@ -41,6 +47,7 @@ void AddValidate(CLI::App& app, Globals&) {
                   lab.networks.size() == 1 ? "" : "s", lab.checks.size(), lab.checks.size() == 1 ? "" : "s",
                   noted.c_str());
     }
+    if (json) std::printf("%s\n", DiagnosticsJson(every).dump(2).c_str());
   });
 }
 

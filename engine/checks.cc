@@ -7,6 +7,8 @@
 #include <chrono>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 namespace lab::engine {
 
 CheckOutcome Judge(const schema::Check& c, const Result<hv::ProbeAnswer>& answer) {
@@ -68,8 +70,16 @@ std::vector<CheckOutcome> RunChecks(const std::vector<schema::Check>& checks,
         hv::ProbeRequest req{schema::ToString(c.kind), c.target, c.timeout_ms};
         const int attempts = 1 + std::max(0, c.retries);
         for (int attempt = 1; attempt <= attempts; ++attempt) {
-          o = Judge(c, hv.Probe(it->second, req));
+          auto ta = std::chrono::steady_clock::now();
+          auto answer = hv.Probe(it->second, req);
+          o = Judge(c, answer);
           o.attempts = attempt;
+          // -v: the probe run inside the machine and what it answered.
+          spdlog::debug("check {}: inside '{}': {} {} (timeout {} ms), attempt {}/{}: {} in {:.1f} ms", i + 1, c.from,
+                        req.kind, req.target, req.timeout_ms, attempt, attempts,
+                        answer ? (answer->ok ? "answered " + answer->value : "no answer: " + answer->detail)
+                               : "error: " + answer.message(),
+                        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - ta).count());
           // An expected failure is not retried: retrying would only wait longer for the same answer.
           // Nor is the last attempt followed by a pause: nothing comes after it.
           if (o.passed || !c.expect_success || attempt == attempts) break;

@@ -1,5 +1,9 @@
 #include "engine/drift.h"
 
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
 #include "engine/executor.h"
 
 namespace lab::engine {
@@ -44,7 +48,15 @@ Observed ObserveDrift(hv::Hypervisor& hv, const state::Snapshot& snap,
   }
   hv::ObserveRequest req = ObserveRequestFor(snap);
   req.seen = seen;
+  const auto t0 = std::chrono::steady_clock::now();
   for (const auto& [key, f] : hv.Observe(req)) found.insert(key, f.what, f.in_place);
+  // -v: what observation saw, the objects looked at and each one found drifted.
+  spdlog::debug("observed {} recorded objects in {:.1f} ms: {} drifted", snap.resources.size(),
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+                found.all().size());
+  for (const auto& [key, what] : found.all())
+    spdlog::debug("observed {}: {}{}", key, what.empty() ? "not running" : what,
+                  found.in_place(key) ? " (settings only: repaired in place)" : "");
   return found;
 }
 

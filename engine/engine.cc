@@ -7,8 +7,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <random>
+
+#include <spdlog/spdlog.h>
 
 #include "base/text.h"
 #include "engine/drift.h"
@@ -214,8 +217,12 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   out.note = lock->takeover_note();
   // Under the lock: actions still intended were begun by a process that died (killed mid-run).
   auto interrupted = store_->Intended(lab.name);
+  const auto t_plan = std::chrono::steady_clock::now();
   out.plan = PlanFor(lab, rec.uid, *snap, *hv, interrupted);
   if (only) out.plan = Restrict(out.plan, *only);
+  spdlog::debug("planned {} actions for lab '{}' in {:.1f} ms (records read, kernel observed, rules judged)",
+                out.plan.actions.size(), lab.name,
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_plan).count());
   if (on_plan) on_plan(out.plan);
   if (!out.plan.refusals.empty())
     return Status::Error("the rules refuse this plan; nothing was changed: " + Join(out.plan.refusals, "; "));
@@ -367,6 +374,7 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   std::map<std::string, MachineStatus*> by_name;
   hv::Seen seen;
   Observed found = ObserveDrift(*hv, *snap, {}, &seen);
+  std::map<std::string, std::vector<std::string>> drift_of;  // machine -> its drift entries
   // VMs the user stopped, and the VMs inside them, are off as the user set them: not drift.
   std::set<std::string> held;
   for (const auto& r : resources)
@@ -376,8 +384,14 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   for (const auto& r : resources) {
     const std::string& facts = snap->resources.at(r.key).facts;
     std::string what = found.count(r.key) ? found.what(r.key) : "";
-    if (found.count(r.key) && !held.count(MachineOf(r)))
+    if (found.count(r.key) && !held.count(MachineOf(r))) {
       st.drift.push_back(r.key + ": " + (what.empty() ? "not running" : what));
+      // A network's stand-in is shown with its network.
+      std::string owner = r.kind == Kind::kNetwork   ? "network/" + r.spec.value("name", std::string())
+                          : r.kind == Kind::kStandIn ? "network/" + r.spec.value("network", std::string())
+                                                     : MachineOf(r);
+      drift_of[owner].push_back(st.drift.back());
+    }
     // A machine whose links or addresses drifted still runs; one found dead or half made does not.
     bool alive = !found.count(r.key) || (what != "not running" && !IsPending(facts));
     if (r.kind == Kind::kPartition || r.kind == Kind::kNetwork) {
@@ -389,8 +403,10 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       m.state = !alive ? "off" : (r.kind == Kind::kPartition && hv->PartitionSaved(r.spec.get<hv::PartitionSpec>(), facts) ? "saved" : "running");
       auto facts_json = nlohmann::json::parse(facts, nullptr, false);
       if (!facts_json.is_discarded() && facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);
-      if (r.kind == Kind::kNetwork && r.spec.contains("gateway") && r.spec["gateway"].is_string())
+      if (r.kind == Kind::kNetwork && r.spec.contains("gateway") && r.spec["gateway"].is_string()) {
         m.addresses.push_back("stand-in " + r.spec["gateway"].get<std::string>());
+        if (auto subnet = Cidr::Parse(r.spec.value("subnet", std::string()))) m.network_prefix = subnet->prefix;
+      }
       if (m.kind == "vm") m.checkpoints = hv->Checkpoints(r.spec.get<hv::PartitionSpec>());
       st.machines.push_back(m);
     }
@@ -444,6 +460,11 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
              : alias.empty()         ? r.spec.value("name", std::string())
                                      : alias;
     i.recorded = ip.is_string() ? ip.get<std::string>() : "";
+    i.mac = r.spec.value("mac", std::string());
+    i.switch_name = r.kind == Kind::kAdapter ? r.spec.value("switch_name", std::string())
+                    : r.kind == Kind::kSwitch ? r.spec.value("name", std::string())
+                                              : "";
+    if (r.kind == Kind::kNic) i.network = r.spec.value("network", std::string());
     if (ip.is_string() && gw.is_string() &&
         std::find(m->gateways.begin(), m->gateways.end(), gw.get<std::string>()) == m->gateways.end())
       m->gateways.push_back(gw.get<std::string>());
@@ -477,6 +498,8 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
     if (auto it = seen.default_gateways.find(m.name); it != seen.default_gateways.end())
       m.default_routes = show(it->second);
     if (auto it = seen.dns_servers.find(m.name); it != seen.dns_servers.end()) m.dns_found = show(it->second);
+    if (auto it = drift_of.find(m.kind == "network" ? "network/" + m.name : m.name); it != drift_of.end())
+      m.drift = it->second;
   }
   return st;
 }

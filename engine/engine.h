@@ -46,6 +46,10 @@ struct InterfaceStatus {
   std::string key;                  // its resource key
   std::string name;                 // "Ethernet", "vEthernet (VmNAT)"
   std::string recorded;             // the address the lab file gives it ("" for none)
+  std::string mac;                  // its MAC address as the lab file or lab's default gives it
+  /// What it is plugged into: an adapter's switch, a NIC's network, a vEthernet's own switch.
+  std::string switch_name;
+  std::string network;              // a NIC's lab network ("" for adapters and vEthernets)
   bool observed = false;            // looked at (its machine runs)
   bool up = false;                  // administratively up, as found
   std::vector<std::string> addresses;  // as found
@@ -66,6 +70,11 @@ struct MachineStatus {
   std::vector<std::string> dns;                // the lab file's DNS servers of the machine
   std::optional<std::vector<std::string>> dns_found;  // resolv.conf's nameservers, as found
   std::vector<std::string> checkpoints;        // a VM's checkpoints, oldest first (Get-VMSnapshot)
+  /// What drifted of this machine and the objects in it ("adapter/middle/Ethernet: link down"):
+  /// LabStatus::drift's entries that belong to it.
+  std::vector<std::string> drift;
+  /// The prefix length of a network's subnet (its stand-in answers at the gateway in it); 0 else.
+  int network_prefix = 0;
   int pid = 0;
 };
 

@@ -12,6 +12,8 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "base/text.h"
 
 namespace lab::engine {
@@ -156,6 +158,15 @@ class Runner {
   Status RunOne(const Action& a, bool teardown) {
     const char* verb = teardown ? "delete" : (a.type == ActionType::kUpdate ? "update" : "create");
     const bool makes = !teardown && a.type != ActionType::kUpdate;
+    // -v: each step's phases with their times (journal entry, kernel, record), as it ends.
+    using Clock = std::chrono::steady_clock;
+    const auto t_begin = Clock::now();
+    Clock::time_point t_kernel = t_begin, t_record = t_begin;
+    auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    const std::string& key = teardown ? a.old.key : a.resource.key;
+    if (!teardown && a.resource.kind == Kind::kRun)
+      for (const auto& c : a.resource.spec.value("commands", std::vector<std::string>{}))
+        spdlog::debug("{}: will run inside '{}': {}", key, a.resource.spec.value("machine", std::string()), c);
     // What is made is recorded before it is made, with the journal entry: a process killed while
     // making it leaves a record saying so, and the next run removes whatever half of it exists
     // (interrupted actions, engine.cc).
@@ -163,6 +174,7 @@ class Runner {
     if (makes) pending = Record(a.resource, kPendingFacts);
     auto id = store_.BeginAction(lab_, verb, a.resource.key, a.reason, pending ? &*pending : nullptr);
     if (!id) return id.status();
+    t_kernel = Clock::now();
     Status st;
     std::optional<state::ResourceRecord> put;
     std::string erase;
@@ -194,7 +206,10 @@ class Runner {
       // A switch renamed in place: its record moves to the new key in the same transaction.
       if (a.type == ActionType::kUpdate && a.old.key != a.resource.key) erase = a.old.key;
     }
+    t_record = Clock::now();
     if (!st.ok()) {
+      spdlog::debug("{} {} failed after {:.1f} ms (journal {:.1f} ms, kernel {:.1f} ms): {}", verb, key,
+                    ms(t_begin, Clock::now()), ms(t_begin, t_kernel), ms(t_kernel, t_record), st.message());
       // A failed make undid its own partial work (hv contract): nothing new is left to record.
       if (makes) UndoPending(a);
       (void)store_.FailAction(*id, st.message());
@@ -203,6 +218,10 @@ class Runner {
     KillPoint();  // made (or removed) in the kernel, not yet recorded
     Status committed = store_.CommitAction(*id, lab_, put, erase);
     if (committed.ok()) KillPoint();  // recorded: the boundary before the next action
+    const auto t_end = Clock::now();
+    spdlog::debug("{} {}: {:.1f} ms (journal {:.1f} ms, kernel {:.1f} ms, record {:.1f} ms){}", verb, key,
+                  ms(t_begin, t_end), ms(t_begin, t_kernel), ms(t_kernel, t_record), ms(t_record, t_end),
+                  a.reason.empty() ? "" : ": " + a.reason);
     return committed;
   }
 
