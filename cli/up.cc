@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/quote.h"
 #include "cli/cli.h"
 #include "hv/kernel/seccomp.h"
 
@@ -31,7 +32,7 @@ void AddUp(CLI::App& app, Globals& g) {
                    "lab: this machine's virtualization extensions are not exposed, so it cannot run VMs; on its "
                    "host: Set-VMProcessor -VMName %s -ExposeVirtualizationExtensions $true (lab file: "
                    "processor.expose_virtualization_extensions: true)\n",
-                   host);
+                   PsArg(host).c_str());
       return;
     }
     auto lab = LoadLab(file);

@@ -23,6 +23,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "hv/hypervisor.h"
 #include "hv/kernel/announce.h"
@@ -548,7 +549,7 @@ class LinuxHypervisor final : public Hypervisor {
       (void)AppendTo(log.fd, "# " + why + "\n");
       return Status::Error(what + ": run: " + which + " " + why +
                            (tail.empty() ? "; it printed nothing" : "; its last output:\n" + tail) +
-                           "\n(all of it: lab logs " + ctx_.lab + " " + s.machine + "; the next lab up runs the commands again)");
+                           "\n(all of it: " + ShellCommand({"lab", "logs", ctx_.lab, s.machine}) + "; the next lab up runs the commands again)");
     }
     return json{{"commands", n}, {"log", path}}.dump();
   }
