@@ -520,7 +520,7 @@ Result<std::string> Engine::Logs(const std::string& lab, const std::string& aske
   return MakeHypervisor(lab, snap->lab->uid)->RunLog(machine);
 }
 
-Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const std::vector<std::string>& argv) {
+Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const hv::ExecRequest& request) {
   auto machines = RunningMachines(lab);
   if (!machines) return machines.status();
   const std::string machine = RecordedName(*machines, asked);
@@ -551,7 +551,7 @@ Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const
     }
     return Status::Error("VM '" + machine + "' is off; start it first: " + ShellCommand({"lab", "start", lab, machine}));
   }
-  return hv->Exec(it->second, argv);
+  return hv->Exec(it->second, request);
 }
 
 }  // namespace lab::engine

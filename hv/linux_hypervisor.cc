@@ -678,8 +678,9 @@ class LinuxHypervisor final : public Hypervisor {
                        j.value("value", std::string())};
   }
 
-  Result<int> Exec(const PartitionSpec& m, const std::vector<std::string>& argv) override {
-    return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), argv);
+  Result<int> Exec(const PartitionSpec& m, const ExecRequest& r) override {
+    return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), r.argv,
+                                   kernel::ExecOptions{r.env, r.workdir, r.user, r.tty});
   }
 
   void TearingDownLab() override {

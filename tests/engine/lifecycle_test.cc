@@ -407,7 +407,7 @@ TEST_CASE("A refusal's hint quotes Hyper-V names with spaces so the command can 
         "run `lab start hyperv-names '135. Nested Virtualization 2022'` first");
   CHECK(f.hv.Mutations().empty());
 
-  auto exec = f.engine->Exec("hyperv-names", "Nested VM 1", {"true"});
+  auto exec = f.engine->Exec("hyperv-names", "Nested VM 1", {{"true"}});
   REQUIRE_FALSE(exec);
   CHECK(exec.message() ==
         "VM 'Nested VM 1' is off: '135. Nested Virtualization 2022', which it runs in, is off; start that first: "
