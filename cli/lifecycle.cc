@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "base/quote.h"
 #include "cli/cli.h"
 #include "engine/lifecycle.h"
 
@@ -61,8 +62,8 @@ void AddCheckpointListing(CLI::App& app, CLI::App& checkpoint, Globals& g) {
       for (const auto& c : *all) out.push_back({{"name", c.name}, {"taken", c.taken}, {"bytes", c.bytes}});
       std::printf("%s\n", out.dump(2).c_str());
     } else if (all->empty()) {
-      std::printf("VM '%s' has no checkpoints ('lab checkpoint %s %s' makes one)\n", vm->c_str(), LabName(*lab).c_str(),
-                  vm->c_str());
+      std::printf("VM '%s' has no checkpoints (`%s` makes one)\n", vm->c_str(),
+                  ShellCommand({"lab", "checkpoint", LabName(*lab), *vm}).c_str());
     } else {
       size_t w = 4;
       for (const auto& c : *all) w = std::max(w, c.name.size());

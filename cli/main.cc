@@ -57,7 +57,11 @@ int main(int argc, char** argv) {
   // command, as docker exec takes it (`lab exec LAB VM ls -la`), so not for CLI11 to parse.
   int parsed_argc = argc;
   {
-    auto takes_value = [](const std::string& a) { return a == "--state-dir" || a == "--run-dir" || a == "--log-format"; };
+    auto takes_value = [](const std::string& a) {
+      return a == "--state-dir" || a == "--run-dir" || a == "--log-format" ||
+             // exec's own: -e VAR=X, -w DIR, -u USER
+             a == "-e" || a == "--env" || a == "-w" || a == "--workdir" || a == "-u" || a == "--user";
+    };
     int i = 1;
     for (; i < argc; ++i) {
       const std::string a = argv[i];

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "cli/cli.h"
 #include "hv/kernel/seccomp.h"
@@ -34,7 +35,7 @@ void AddUp(CLI::App& app, Globals& g) {
           "this machine's virtualization extensions are not exposed, so it cannot run VMs; on its "
           "host: Set-VMProcessor -VMName {} -ExposeVirtualizationExtensions $true (lab file: "
           "processor.expose_virtualization_extensions: true)",
-          host);
+          PsArg(host));
       return;
     }
     auto lab = LoadLab(file);

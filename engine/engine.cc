@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "engine/drift.h"
 #include "engine/lifecycle.h"
@@ -119,9 +120,11 @@ void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap
   for (const auto& name : snap.stopped) {
     if (!lab.FindMachine(name)) continue;
     std::string note = still_runs(name)
-                           ? "VM '" + name + "' still runs: a lab stop of it did not finish; lab stop " + lab.name +
-                                 " " + name + " finishes it, lab start " + lab.name + " " + name + " keeps it running"
-                           : "VM '" + name + "' is off (lab stop); lab start " + lab.name + " " + name + " to run it";
+                           ? "VM '" + name + "' still runs: a lab stop of it did not finish; " +
+                                 ShellCommand({"lab", "stop", lab.name, name}) + " finishes it, " +
+                                 ShellCommand({"lab", "start", lab.name, name}) + " keeps it running"
+                           : "VM '" + name + "' is off (lab stop); " + ShellCommand({"lab", "start", lab.name, name}) +
+                                 " to run it";
     if (int n = waiting[name]) note += " (" + std::to_string(n) + " change" + (n == 1 ? "" : "s") + " wait for it)";
     plan.notes.push_back(note);
   }
@@ -203,8 +206,8 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
     std::error_code ec;
     const bool gone = !std::filesystem::exists(rec.file, ec);
     return Status::Error("lab '" + lab.name + "' is up from another file, " + rec.file +
-                         (gone ? " (gone now: moved or deleted)" : "") + "; nothing was changed. Take it down first (lab down " +
-                         lab.name + "), give this file another 'lab:' name, or apply this file over it with lab up --force " +
+                         (gone ? " (gone now: moved or deleted)" : "") + "; nothing was changed. Take it down first (" +
+                         ShellCommand({"lab", "down", lab.name}) + "), give this file another 'lab:' name, or apply this file over it with lab up --force " +
                          "(what only the other file has is removed)");
   }
   if (!only) {
@@ -342,7 +345,7 @@ Result<RecordedLab> Engine::Recorded(const std::string& name) {
       else if (!text || *text != rec->source)
         out.warnings.push_back((from_file.emplace(schema::LoadFile(file)).ok()
                                     ? "the lab file " + file + " changed since its last 'lab up'"
-                                    : "the lab file " + file + " no longer loads (lab validate " + file + ")") +
+                                    : "the lab file " + file + " no longer loads (" + ShellCommand({"lab", "validate", file}) + ")") +
                                as_then);
       return out;
     }
@@ -553,7 +556,7 @@ Result<std::string> Engine::Logs(const std::string& lab, const std::string& aske
   return MakeHypervisor(lab, snap->lab->uid)->RunLog(machine);
 }
 
-Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const std::vector<std::string>& argv) {
+Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const hv::ExecRequest& request) {
   auto machines = RunningMachines(lab);
   if (!machines) return machines.status();
   const std::string machine = RecordedName(*machines, asked);
@@ -569,21 +572,22 @@ Result<int> Engine::Exec(const std::string& lab, const std::string& asked, const
   const auto& facts = snap->resources.at("partition/" + machine).facts;
   // A saved VM's processes are frozen: a command joining it would hang until it is resumed.
   if (hv->PartitionSaved(it->second, facts))
-    return Status::Error("VM '" + machine + "' is saved; resume it first: lab resume " + lab + " " + machine);
+    return Status::Error("VM '" + machine + "' is saved; resume it first: " + ShellCommand({"lab", "resume", lab, machine}));
   if (!hv->PartitionRunning(it->second, facts)) {
     if (it->second.is_host)
-      return Status::Error("host '" + machine + "' is not running (drift); lab up " + snap->lab->file + " repairs it");
+      return Status::Error("host '" + machine + "' is not running (drift); " + ShellCommand({"lab", "up", snap->lab->file}) +
+                           " repairs it");
     // What to start first: the outermost VM on its way up that is off.
     for (const auto& up : it->second.lineage) {
       auto p = machines->find(up);
       if (up == machine || p == machines->end() || p->second.is_host) continue;
       if (!hv->PartitionRunning(p->second, snap->resources.at("partition/" + up).facts))
-        return Status::Error("VM '" + machine + "' is off: '" + up + "', which it runs in, is off; start that first: lab start " +
-                             lab + " " + up);
+        return Status::Error("VM '" + machine + "' is off: '" + up + "', which it runs in, is off; start that first: " +
+                             ShellCommand({"lab", "start", lab, up}));
     }
-    return Status::Error("VM '" + machine + "' is off; start it first: lab start " + lab + " " + machine);
+    return Status::Error("VM '" + machine + "' is off; start it first: " + ShellCommand({"lab", "start", lab, machine}));
   }
-  return hv->Exec(it->second, argv);
+  return hv->Exec(it->second, request);
 }
 
 }  // namespace lab::engine

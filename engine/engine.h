@@ -133,8 +133,8 @@ class Engine {
   std::vector<state::LabRecord> Labs();
   /// Runs the lab's checks against the running lab.
   Result<std::vector<CheckOutcome>> Check(const schema::Lab& lab);
-  /// Runs a command inside a machine of a running lab; returns its exit code.
-  Result<int> Exec(const std::string& lab, const std::string& machine, const std::vector<std::string>& argv);
+  /// Runs a command inside a machine of a running lab (found ignoring case); returns its exit code.
+  Result<int> Exec(const std::string& lab, const std::string& machine, const hv::ExecRequest& request);
   /// What a machine's `run:` commands printed (`lab logs LAB MACHINE`), oldest first; "" when
   /// none ran yet.
   Result<std::string> Logs(const std::string& lab, const std::string& machine);

@@ -539,29 +539,6 @@ class Exporter {
 
 }  // namespace
 
-std::string PsQuote(std::string_view text) {
-  std::string out = "'";
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (c == '\'') {
-      out += "''";
-      continue;
-    }
-    // PowerShell also reads U+2018..U+201B as single quotes; doubling keeps each one literal.
-    if (static_cast<unsigned char>(c) == 0xe2 && i + 2 < text.size() && static_cast<unsigned char>(text[i + 1]) == 0x80) {
-      auto third = static_cast<unsigned char>(text[i + 2]);
-      if (third >= 0x98 && third <= 0x9b) {
-        std::string quote(text.substr(i, 3));
-        out += quote + quote;
-        i += 2;
-        continue;
-      }
-    }
-    out += c;
-  }
-  return out + "'";
-}
-
 std::string ExportPowerShell(const schema::Lab& lab) { return Exporter(lab).Run(); }
 
 }  // namespace lab::engine

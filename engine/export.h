@@ -22,14 +22,13 @@
 #include <string>
 #include <string_view>
 
+#include "base/quote.h"
 #include "schema/lab.h"
 
 namespace lab::engine {
 
-/// `text` as a single-quoted PowerShell string literal: 'O''Brien'. Every quote character
-/// PowerShell accepts as a single quote (' and U+2018..U+201B) is doubled, so the literal is
-/// inert: no `$`, backtick or subexpression inside it is ever evaluated.
-std::string PsQuote(std::string_view text);
+/// The single-quoted PowerShell literal of base/quote.h, which every cmdlet hint shares.
+using ::lab::PsQuote;
 
 /// The whole script for `lab`, deterministic (same lab, same text). Comments name the file
 /// `lab.file` it was generated from.

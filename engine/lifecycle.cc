@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "engine/placement.h"
 #include "hv/model.h"
@@ -148,7 +149,7 @@ Result<std::vector<std::string>> RemoveCheckpoint(Engine& engine, const std::str
     auto all = hv->Checkpoints(target->spec);
     return Status::Error("VM '" + machine + "' has no checkpoint '" + name + "' (" +
                          (all.empty() ? std::string("it has none") : "it has: " + Join(all, ", ")) +
-                         "); nothing was changed. 'lab checkpoints " + lab + " " + machine + "' lists them");
+                         "); nothing was changed. `" + ShellCommand({"lab", "checkpoints", lab, machine}) + "` lists them");
   }
   // The VMs inside that have it, deepest first; the VM itself last, so while its checkpoint is
   // listed the next run still finds (and removes) what is left of it inside.
@@ -183,7 +184,7 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
   const schema::Lab& applied = recorded->lab;
   auto profile = model::ParseProfile(applied.compatibility).value_or(model::Profile::kV8);
   auto run_first = [&req](const std::string& verb, const std::string& machine) {
-    return "run 'lab " + verb + " " + req.lab + " " + machine + "' first";
+    return "run `" + ShellCommand({"lab", verb, req.lab, machine}) + "` first";
   };
 
   LifecycleReport report;
@@ -264,7 +265,7 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
         if (s == model::State::kOff)
           return Status::Error(up->spec.is_host
                                    ? "VM '" + req.machine + "': its host '" + up->spec.name +
-                                         "' is not running (drift); run 'lab up " + recorded->record.file + "' first"
+                                         "' is not running (drift); run `" + ShellCommand({"lab", "up", recorded->record.file}) + "` first"
                                    : "VM '" + req.machine + "': " + who + " is off; " + run_first("start", up->spec.name));
         if (s == model::State::kSaved && saved_matters)
           return Status::Error("VM '" + req.machine + "': " + who + " is saved; " + run_first("resume", up->spec.name));
@@ -291,7 +292,8 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
     }
     if (req.op == LifecycleOp::kResume && vm.state != model::State::kSaved)
       return Status::Error("VM '" + req.machine + "' is " + model::ToString(vm.state) + ", not saved" +
-                           (vm.state == model::State::kOff ? "; lab start " + req.lab + " " + req.machine + " runs it" : ""));
+                           (vm.state == model::State::kOff ? "; " + ShellCommand({"lab", "start", req.lab, req.machine}) + " runs it"
+                                                             : ""));
     if (req.op == LifecycleOp::kRestore || req.op == LifecycleOp::kCheckpoint) {
       auto has = [&hv](const Machine& m, const std::string& name) {
         auto all = hv->Checkpoints(m.spec);
@@ -302,8 +304,8 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
           auto all = hv->Checkpoints(target->spec);
           return Status::Error("VM '" + req.machine + "' has no checkpoint '" + req.checkpoint + "' (" +
                                (all.empty() ? std::string("it has none") : "it has: " + Join(all, ", ")) +
-                               "); nothing was changed. 'lab checkpoint " + req.lab + " " + req.machine + " " +
-                               req.checkpoint + "' makes one");
+                               "); nothing was changed. `" +
+                               ShellCommand({"lab", "checkpoint", req.lab, req.machine, req.checkpoint}) + "` makes one");
         }
         // Its nested VMs' disks live inside its disk (on Hyper-V): they go back with it.
         for (const Machine* m : inside)
@@ -343,8 +345,8 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
       std::string why = CheckPlacement(placed.lab, req.machine, req.to);
       if (!why.empty()) return Status::Error("cannot move VM '" + req.machine + "' to '" + req.to + "': " + why);
       if (vm.state == model::State::kSaved)
-        return Status::Error("VM '" + req.machine + "' is saved: its frozen processes cannot change host; resume it (lab resume " +
-                             req.lab + " " + req.machine + ") or stop it (lab stop) first, then move it");
+        return Status::Error("VM '" + req.machine + "' is saved: its frozen processes cannot change host; resume it (" +
+                             ShellCommand({"lab", "resume", req.lab, req.machine}) + ") or stop it (lab stop) first, then move it");
     }
     const bool move_running = req.op == LifecycleOp::kMove && vm.state == model::State::kRunning;
 
@@ -388,8 +390,8 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
         // The user's intent first: a stop that ends part way still leaves the VM off on `lab up`.
         LAB_RETURN_IF_ERROR(engine.store().SetStopped(req.lab, req.machine, true));
         LAB_RETURN_IF_ERROR(stop_inside());
-        report.lines.push_back("VM '" + req.machine + "' stays off (also when what it runs on restarts, and on lab up); "
-                               "lab start " + req.lab + " " + req.machine + " runs it");
+        report.lines.push_back("VM '" + req.machine + "' stays off (also when what it runs on restarts, and on lab up); " +
+                               ShellCommand({"lab", "start", req.lab, req.machine}) + " runs it");
         break;
       case LifecycleOp::kRestore:
         if (stop_first) LAB_RETURN_IF_ERROR(stop_inside());
@@ -442,8 +444,8 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
           move_running))
       return report;
     if (req.op == LifecycleOp::kRestore && snap->stopped.count(req.machine))
-      report.lines.push_back("VM '" + req.machine + "' stays off (lab stop); lab start " + req.lab + " " + req.machine +
-                             " runs it");
+      report.lines.push_back("VM '" + req.machine + "' stays off (lab stop); " +
+                             ShellCommand({"lab", "start", req.lab, req.machine}) + " runs it");
   }  // the lock is released: Up takes it again
 
   // Start-VM: the planner makes the VM and what lives in it again, around its kept disk. VMs

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "engine/lifecycle.h"
 
@@ -80,7 +81,8 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& asked) {
   auto hv = engine.MakeHypervisor(req.lab, rec->uid);
   const std::string& facts = snap->resources.at(machine->key).facts;
   if (!hv->PartitionRunning(spec, facts))
-    return Status::Error(report.what + ": the machine is off; start it first: lab start " + req.lab + " " + req.machine);
+    return Status::Error(report.what + ": the machine is off; start it first: " +
+                         ShellCommand({"lab", "start", req.lab, req.machine}));
 
   std::string action = std::string("link ") + (req.up ? "up" : "down");
   auto id = engine.store().BeginAction(req.lab, action, iface->key, "lab link " + req.machine + " " + req.ifname);

@@ -37,6 +37,14 @@ struct ProbeRequest {
   std::string target;
   int timeout_ms = 2000;
 };
+/// What `lab exec` runs inside a machine and how (docker exec's options).
+struct ExecRequest {
+  std::vector<std::string> argv;        // the command; not empty
+  std::vector<std::string> env;         // VAR=VALUE each, over the machine's defaults
+  std::string workdir;                  // "" = /
+  std::string user;                     // a name or uid of the machine's /etc/passwd; "" = root
+  bool tty = false;                     // a terminal of the machine's own /dev/pts, relayed to ours
+};
 struct ProbeAnswer {
   bool ok = false;
   std::string detail;
@@ -304,8 +312,9 @@ class Hypervisor {
 
   /// Runs a probe from inside a machine.
   virtual Result<ProbeAnswer> Probe(const PartitionSpec& machine, const ProbeRequest& request) = 0;
-  /// Runs a command inside a machine with the caller's stdio; returns its exit code.
-  virtual Result<int> Exec(const PartitionSpec& machine, const std::vector<std::string>& argv) = 0;
+  /// Runs a command inside a machine with the caller's stdio (or a terminal relayed to it);
+  /// returns its exit code.
+  virtual Result<int> Exec(const PartitionSpec& machine, const ExecRequest& request) = 0;
 
   /// The whole lab is being taken down, and RemoveLabRoot follows a complete teardown: what it
   /// removes in bulk (the lab's cgroup tree) need not go object by object.

@@ -23,6 +23,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "hv/hypervisor.h"
 #include "hv/kernel/announce.h"
@@ -548,7 +549,7 @@ class LinuxHypervisor final : public Hypervisor {
       (void)AppendTo(log.fd, "# " + why + "\n");
       return Status::Error(what + ": run: " + which + " " + why +
                            (tail.empty() ? "; it printed nothing" : "; its last output:\n" + tail) +
-                           "\n(all of it: lab logs " + ctx_.lab + " " + s.machine + "; the next lab up runs the commands again)");
+                           "\n(all of it: " + ShellCommand({"lab", "logs", ctx_.lab, s.machine}) + "; the next lab up runs the commands again)");
     }
     return json{{"commands", n}, {"log", path}}.dump();
   }
@@ -677,8 +678,9 @@ class LinuxHypervisor final : public Hypervisor {
                        j.value("value", std::string())};
   }
 
-  Result<int> Exec(const PartitionSpec& m, const std::vector<std::string>& argv) override {
-    return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), argv);
+  Result<int> Exec(const PartitionSpec& m, const ExecRequest& r) override {
+    return kernel::ExecInPartition(MachineRun(m.name), MachineCgroup(m.lineage), r.argv,
+                                   kernel::ExecOptions{r.env, r.workdir, r.user, r.tty});
   }
 
   void TearingDownLab() override {

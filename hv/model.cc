@@ -6,6 +6,8 @@
 #include <cctype>
 #include <set>
 
+#include "base/quote.h"
+
 namespace lab::hv::model {
 
 namespace {
@@ -539,7 +541,7 @@ std::vector<Violation> CheckNetworking(const LabFacts& lab) {
               "mac-spoofing-for-nested-traffic", Severity::kWarning,
               who + "frames of nested VMs will be dropped: they leave through " + Q(middle->name) + "'s adapter " +
                   Q(up->name) + " (via switch " + Q(sw->name) + ") with their own MAC, and MAC spoofing is off there; "
-                  "Set-VMNetworkAdapter -VMName " + middle->name + " -MacAddressSpoofing On, or use NAT (an internal "
+                  "Set-VMNetworkAdapter -VMName " + PsArg(middle->name) + " -MacAddressSpoofing On, or use NAT (an internal "
                   "switch in " + Q(middle->name) + " with New-NetNat)",
               vm.name, a.name});
         }

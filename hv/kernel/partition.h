@@ -150,11 +150,27 @@ Result<ProcessId> StartPartition(const PartitionConfig& config);
 /// Parts already gone are success. Children partitions must be destroyed first.
 Status DestroyPartition(const PartitionConfig& config, const std::optional<ProcessId>& init);
 
+/// How `lab exec` runs its command, as docker exec's -e, -w, -u and -t do.
+struct ExecOptions {
+  /// VAR=VALUE each, over the defaults (PATH, HOME, TERM; with `user`, HOME, USER and LOGNAME
+  /// of that user).
+  std::vector<std::string> env;
+  /// The working directory inside the machine; "" = /. One that cannot be entered: exit 126.
+  std::string workdir;
+  /// A user name or uid, looked up in the machine's own /etc/passwd (its groups in its
+  /// /etc/group); "" = root. A uid the file does not have runs with gid 0 and HOME=/.
+  std::string user;
+  /// The command's stdin, stdout and stderr are a pty of the machine's own /dev/pts (its
+  /// controlling terminal: `tty` prints /dev/pts/N), relayed to the caller's stdio, with the
+  /// caller's window size; see RelayTerminal.
+  bool tty = false;
+};
+
 /// Joins the partition's cgroup and all of its namespaces, then runs argv (PATH lookup inside the
-/// partition) with the caller's stdin/stdout/stderr; waits and returns the exit code
-/// (128+signal when killed).
+/// partition) with the caller's stdin/stdout/stderr (or a pty, `options.tty`); waits and returns
+/// the exit code (128+signal when killed; 126 when it cannot start, 127 when not found).
 Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgroup,
-                            const std::vector<std::string>& argv);
+                            const std::vector<std::string>& argv, const ExecOptions& options = {});
 /// How a command run by RunCommandInPartition ended.
 struct CommandOutcome {
   int exit_code = 0;       // 128+signal when killed; 124 when timed out

@@ -9,19 +9,23 @@
 // seccomp deny list too). Functions run inside (RunInPartition) are lab's own code acting on the
 // partition, as Hyper-V's integration services do, and keep the machine's capabilities.
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "base/text.h"
 #include "hv/kernel/partition.h"
@@ -165,14 +169,306 @@ Result<std::string> RunIn(const std::string& run_dir, const std::function<Result
   return data.substr(1);
 }
 
+// ---- entering and running a command: what ExecInPartition and RunCommandInPartition share ----
+
+// Who a command runs as (lab exec -u), from the machine's own /etc/passwd and /etc/group.
+struct Identity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary: the groups of /etc/group that list the name
+  std::string name;           // "" for a uid the file does not have
+  std::string home = "/";
+};
+
+bool AllDigits(const std::string& s) {
+  return !s.empty() && s.size() <= 9 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Looks `user` (a name or a uid) up in the machine's /etc/passwd (read inside its mount
+// namespace, so the machine's own file, not ours). A uid the file does not have runs with gid 0
+// and HOME=/, as docker exec -u does.
+Result<Identity> LookUpUser(const std::string& run_dir, const std::string& user) {
+  auto found = RunIn(
+      run_dir,
+      [&]() -> Result<std::string> {
+        auto passwd = ReadFile("/etc/passwd");
+        std::string line_found;
+        for (const std::string& line : Split(passwd.value_or(""), '\n')) {
+          auto f = Split(line, ':');
+          if (f.size() < 7) continue;
+          if (f[0] == user || (AllDigits(user) && f[2] == user)) {
+            line_found = line;
+            break;
+          }
+        }
+        if (line_found.empty()) return std::string();
+        std::string groups;
+        const std::string name = Split(line_found, ':')[0];
+        for (const std::string& line : Split(ReadFile("/etc/group").value_or(""), '\n')) {
+          auto f = Split(line, ':');
+          if (f.size() < 4) continue;
+          for (const std::string& member : Split(f[3], ','))
+            if (member == name && AllDigits(f[2])) groups += f[2] + ",";
+        }
+        return line_found + "\n" + groups;
+      },
+      10000);
+  if (!found.ok()) return found.status().Prefixed("look up user '" + user + "' in /etc/passwd");
+  Identity id;
+  if (found->empty()) {
+    if (!AllDigits(user))
+      return Status::Error("exec: no user '" + user + "' in the machine's /etc/passwd; give one of its users or a uid");
+    id.uid = static_cast<uid_t>(std::stoul(user));
+    return id;
+  }
+  const auto lines = Split(*found, '\n');
+  const auto f = Split(lines[0], ':');
+  if (!AllDigits(f[2]) || !AllDigits(f[3]))
+    return Status::Error("exec: user '" + user + "' has no numeric uid and gid in the machine's /etc/passwd");
+  id.name = f[0];
+  id.uid = static_cast<uid_t>(std::stoul(f[2]));
+  id.gid = static_cast<gid_t>(std::stoul(f[3]));
+  id.home = f[5].empty() ? "/" : f[5];
+  if (lines.size() > 1)
+    for (const std::string& g : Split(lines[1], ','))
+      if (AllDigits(g)) id.groups.push_back(static_cast<gid_t>(std::stoul(g)));
+  return id;
+}
+
+// How the command is started and waited for: prepared before the fork, only read in the child.
+struct Launch {
+  const char* verb = "exec";   // in messages
+  int out_fd = -1;             // stdout and stderr; -1: the caller's
+  bool null_stdin = false;     // stdin from /dev/null; else the caller's
+  bool own_sessions = false;   // the middle process and the command each in a session of their own
+  long long limit_ns = 0;      // the command's process group is killed after this long; 0: no limit
+  bool pty = false;            // a pty of the machine's /dev/pts as the command's terminal
+  bool has_size = false;       // `size` is the caller's window size, given to the pty
+  winsize size{};
+  std::optional<Identity> identity;  // none: root, as entered
+  std::string workdir;         // "": / (where entering the mount namespace left it)
+};
+
+// Sends the pty's master over the report socket (SCM_RIGHTS) with a report of error 0.
+// Async-signal-safe.
+bool ChildSendFd(int sock, int fd) {
+  ChildReport r;
+  r.err = 0;
+  r.step[0] = 'p';
+  iovec iov{&r, sizeof r};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof r);
+}
+
+// The first message of the child: a report, with a descriptor when it carries one (the pty's
+// master); false at the end of the stream (the child ended without a word).
+bool ReceiveWithFd(int sock, ChildReport* r, UniqueFd* fd) {
+  iovec iov{r, sizeof *r};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof *r)) return false;
+  r->step[sizeof r->step - 1] = '\0';
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int got = -1;
+      std::memcpy(&got, CMSG_DATA(c), sizeof got);
+      fd->Reset(got);
+    }
+  return true;
+}
+
+// Opens a pty of the mount namespace we are in (the partition's own devpts: /dev/ptmx there is
+// pts/ptmx) and returns its slave through `slave`. Async-signal-safe.
+int ChildOpenPty(const Launch& l, int* slave) {
+  int master = ::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) return -1;
+  int unlock = 0;
+  if (::ioctl(master, TIOCSPTLCK, &unlock) != 0) return -1;
+  *slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (*slave < 0) {
+    // Before Linux 4.13: by its path, /dev/pts/N.
+    unsigned int n = 0;
+    if (::ioctl(master, TIOCGPTN, &n) != 0) return -1;
+    char path[32] = "/dev/pts/";
+    char digits[12];
+    int k = 0;
+    do digits[k++] = static_cast<char>('0' + n % 10);
+    while ((n /= 10) && k < 11);
+    int at = 9;
+    while (k) path[at++] = digits[--k];
+    path[at] = '\0';
+    *slave = ::open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*slave < 0) return -1;
+  }
+  if (l.has_size) ::ioctl(master, TIOCSWINSZ, &l.size);
+  return master;
+}
+
+// Enters the partition (cgroup, namespaces, its confinement) in a middle process, which forks
+// the command and waits for it as `l` says; the caller waits for the middle (and relays the pty).
+Result<CommandOutcome> EnterAndRun(const std::string& run_dir, const std::string& cgroup,
+                                   const std::vector<std::string>& argv, const std::vector<std::string>& env_vars,
+                                   const Launch& l) {
+  const std::string what = Describe(run_dir);
+  const std::string verb = l.verb;
+  if (argv.empty()) return Status::Error(what + ": " + verb + ": no command");
+  auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
+  if (!ns.ok()) return ns.status().Prefixed(what);
+  std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
+  auto confinement = EntryConfinement(run_dir);
+  if (!confinement.ok()) return confinement.status().Prefixed(what);
+  const Confinement* rules = *confinement;
+  ChildEnv env(env_vars);
+  ChildArgv args(argv);
+  const std::string not_found = "lab: " + argv[0] + ": command not found\n";
+  const std::string denied = "lab: " + argv[0] + ": permission denied\n";
+  const std::string no_workdir = "lab: cannot change to the working directory " + l.workdir + "\n";
+  const Identity* id = l.identity ? &*l.identity : nullptr;
+  // A socket, not a pipe: ChildFail send()s its report, which a pipe refuses (ENOTSOCK).
+  int p[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return ErrnoStatus(what + ": socketpair");
+  UniqueFd rd(p[0]), wr(p[1]);
+  std::vector<int> keep = {wr.get()};
+  if (l.out_fd >= 0) keep.push_back(l.out_fd);
+  AddFds(*ns, &keep);
+
+  pid_t middle = ::fork();
+  if (middle < 0) return ErrnoStatus(what + ": fork");
+  if (middle == 0) {
+    // run: a session of its own, and one for the command: Ctrl-C on lab's terminal reaches
+    // neither, and the command's whole process group can be ended at its timeout.
+    if (l.own_sessions) ::setsid();
+    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
+    if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
+    if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
+    if (!rules->ChildApply()) ChildFail(wr.get(), "confine the process (capabilities, seccomp)", 125);
+    int slave = -1;
+    if (l.pty) {
+      int master = ChildOpenPty(l, &slave);
+      if (master < 0) ChildFail(wr.get(), "open a pty in the machine's /dev/pts", 125);
+      if (!ChildSendFd(wr.get(), master)) ChildFail(wr.get(), "pass the pty on", 125);
+      ::close(master);
+    }
+    pid_t g = ::fork();
+    if (g < 0) ChildFail(wr.get(), "fork", 125);
+    if (g == 0) {
+      if (l.own_sessions || l.pty) ::setsid();
+      if (l.pty) {
+        // The slave becomes the controlling terminal of the command's new session.
+        if (::ioctl(slave, TIOCSCTTY, 0) != 0) ChildFail(wr.get(), "take the pty as the terminal", 125);
+        ::dup2(slave, 0);
+        ::dup2(slave, 1);
+        ::dup2(slave, 2);
+        if (id && ::fchown(slave, id->uid, static_cast<gid_t>(-1)) != 0) ChildFail(wr.get(), "give the pty to the user", 125);
+      } else {
+        if (l.null_stdin) {
+          int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+          if (null >= 0) ::dup2(null, 0);
+        }
+        if (l.out_fd >= 0) {
+          ::dup2(l.out_fd, 1);
+          ::dup2(l.out_fd, 2);
+        }
+      }
+      if (id) {
+        if (::setgroups(id->groups.size(), id->groups.data()) != 0) ChildFail(wr.get(), "setgroups", 125);
+        if (::setgid(id->gid) != 0) ChildFail(wr.get(), "setgid", 125);
+        if (::setuid(id->uid) != 0) ChildFail(wr.get(), "setuid", 125);
+      }
+      if (!l.workdir.empty() && ::chdir(l.workdir.c_str()) != 0) {
+        ssize_t ignored = ::write(2, no_workdir.data(), no_workdir.size());
+        (void)ignored;
+        ::_exit(126);
+      }
+      args.Exec(env.Pointers());
+      const std::string& msg = errno == ENOENT ? not_found : denied;
+      ssize_t ignored = ::write(2, msg.data(), msg.size());
+      (void)ignored;
+      ::_exit(errno == ENOENT ? 127 : 126);
+    }
+    if (slave >= 0) ::close(slave);
+    if (l.limit_ns == 0) ::_exit(ExitCodeOf(WaitChild(g)));
+    // The report channel stays open: a timeout is reported on it.
+    // Async-signal-safe only (we are a fork of a threaded process): poll the child's end.
+    timespec start{};
+    ::clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+      int status = 0;
+      pid_t r = ::waitpid(g, &status, WNOHANG);
+      if (r == g) ::_exit(ExitCodeOf(status));
+      if (r < 0 && errno != EINTR) ::_exit(125);
+      timespec now{};
+      ::clock_gettime(CLOCK_MONOTONIC, &now);
+      long long spent = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
+      if (spent >= l.limit_ns) break;
+      timespec nap{0, 5 * 1000000};
+      ::nanosleep(&nap, nullptr);
+    }
+    ::kill(-g, SIGKILL);  // the command and what it started in its group
+    ::kill(g, SIGKILL);
+    while (::waitpid(g, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    errno = ETIMEDOUT;
+    ChildFail(wr.get(), "timeout", 124);
+  }
+  wr.Reset();
+  ChildReport r;
+  if (l.pty) {
+    // The middle's first word: the pty's master, or why it has none.
+    UniqueFd master;
+    if (ReceiveWithFd(rd.get(), &r, &master)) {
+      if (r.err != 0) {
+        WaitChild(middle);
+        return Status::Error(what + ": " + verb + ": " + r.step + ": " + ErrnoText(r.err));
+      }
+      if (master.valid()) RelayTerminal(master.get(), middle);
+    }
+  }
+  int status = WaitChild(middle);
+  if (TryReadReport(rd.get(), &r)) {
+    if (r.err == ETIMEDOUT && std::strcmp(r.step, "timeout") == 0) return CommandOutcome{124, true};
+    return Status::Error(what + ": " + verb + ": " + r.step + ": " + ErrnoText(r.err));
+  }
+  if (status < 0) return ErrnoStatus(what + ": " + verb + ": wait");
+  return CommandOutcome{ExitCodeOf(status), false};
+}
+
 }  // namespace
 
 // ---- environment and argv for children ----
 
-ChildEnv::ChildEnv() {
+ChildEnv::ChildEnv(const std::vector<std::string>& vars) {
   vars_.push_back(std::string("PATH=") + kPath);
   vars_.push_back("HOME=/root");
   if (const char* term = std::getenv("TERM")) vars_.push_back(std::string("TERM=") + term);
+  for (const std::string& v : vars) {
+    const size_t eq = v.find('=');
+    if (eq == std::string::npos || eq == 0) continue;
+    const std::string name = v.substr(0, eq + 1);
+    auto same = std::find_if(vars_.begin(), vars_.end(), [&](const std::string& o) { return o.rfind(name, 0) == 0; });
+    if (same != vars_.end()) {
+      *same = v;
+    } else {
+      vars_.push_back(v);
+    }
+  }
   for (std::string& v : vars_) ptrs_.push_back(v.data());
   ptrs_.push_back(nullptr);
 }
@@ -200,130 +496,41 @@ void ChildArgv::Exec(char* const* envp) {
 // ---- public ----
 
 Result<int> ExecInPartition(const std::string& run_dir, const std::string& cgroup,
-                            const std::vector<std::string>& argv) {
+                            const std::vector<std::string>& argv, const ExecOptions& options) {
   const std::string what = Describe(run_dir);
-  if (argv.empty()) return Status::Error(what + ": exec: no command");
-  auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
-  if (!ns.ok()) return ns.status().Prefixed(what);
-  std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
-  auto confinement = EntryConfinement(run_dir);
-  if (!confinement.ok()) return confinement.status().Prefixed(what);
-  const Confinement* rules = *confinement;
-  ChildEnv env;
-  ChildArgv args(argv);
-  std::string not_found = "lab: " + argv[0] + ": command not found\n";
-  std::string denied = "lab: " + argv[0] + ": permission denied\n";
-  // A socket, not a pipe: ChildFail send()s its report, which a pipe refuses (ENOTSOCK).
-  int p[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return ErrnoStatus(what + ": socketpair");
-  UniqueFd rd(p[0]), wr(p[1]);
-  std::vector<int> keep = {wr.get()};
-  AddFds(*ns, &keep);
-
-  pid_t middle = ::fork();
-  if (middle < 0) return ErrnoStatus(what + ": fork");
-  if (middle == 0) {
-    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
-    if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
-    if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
-    if (!rules->ChildApply()) ChildFail(wr.get(), "confine the process (capabilities, seccomp)", 125);
-    pid_t g = ::fork();
-    if (g < 0) ChildFail(wr.get(), "fork", 125);
-    if (g == 0) {
-      args.Exec(env.Pointers());
-      const std::string& msg = errno == ENOENT ? not_found : denied;
-      ssize_t ignored = ::write(2, msg.data(), msg.size());
-      (void)ignored;
-      ::_exit(errno == ENOENT ? 127 : 126);
-    }
-    ::close(wr.get());
-    ::_exit(ExitCodeOf(WaitChild(g)));
+  Launch l;
+  l.verb = "exec";
+  l.pty = options.tty;
+  if (l.pty) l.has_size = TerminalSize(&l.size);
+  if (!options.user.empty()) {
+    auto id = LookUpUser(run_dir, options.user);
+    if (!id.ok()) return id.status().Prefixed(what);
+    l.identity = std::move(*id);
   }
-  wr.Reset();
-  int status = WaitChild(middle);
-  ChildReport r;
-  if (TryReadReport(rd.get(), &r)) return Status::Error(what + ": exec: " + r.step + ": " + ErrnoText(r.err));
-  if (status < 0) return ErrnoStatus(what + ": exec: wait");
-  return ExitCodeOf(status);
+  l.workdir = options.workdir;
+  std::vector<std::string> env;
+  if (l.identity) {
+    env.push_back("HOME=" + l.identity->home);
+    if (!l.identity->name.empty()) {
+      env.push_back("USER=" + l.identity->name);
+      env.push_back("LOGNAME=" + l.identity->name);
+    }
+  }
+  env.insert(env.end(), options.env.begin(), options.env.end());
+  auto outcome = EnterAndRun(run_dir, cgroup, argv, env, l);
+  if (!outcome.ok()) return outcome.status();
+  return outcome->exit_code;
 }
 
 Result<CommandOutcome> RunCommandInPartition(const std::string& run_dir, const std::string& cgroup,
                                              const std::vector<std::string>& argv, int out_fd, int timeout_ms) {
-  const std::string what = Describe(run_dir);
-  if (argv.empty()) return Status::Error(what + ": run: no command");
-  auto ns = OpenNamespaces(run_dir, {"uts", "ipc", "net", "pid", "mnt"});
-  if (!ns.ok()) return ns.status().Prefixed(what);
-  std::vector<std::string> procs = cgroup.empty() ? std::vector<std::string>{} : CgroupProcsFiles(cgroup);
-  auto confinement = EntryConfinement(run_dir);
-  if (!confinement.ok()) return confinement.status().Prefixed(what);
-  const Confinement* rules = *confinement;
-  ChildEnv env;
-  ChildArgv args(argv);
-  std::string not_found = "lab: " + argv[0] + ": command not found\n";
-  std::string denied = "lab: " + argv[0] + ": permission denied\n";
-  // A socket, not a pipe: ChildSendReport send()s.
-  int p[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) != 0) return ErrnoStatus(what + ": socketpair");
-  UniqueFd rd(p[0]), wr(p[1]);
-  std::vector<int> keep = {wr.get(), out_fd};
-  AddFds(*ns, &keep);
-  const long long limit_ns = static_cast<long long>(timeout_ms) * 1000000;
-
-  pid_t middle = ::fork();
-  if (middle < 0) return ErrnoStatus(what + ": fork");
-  if (middle == 0) {
-    // A session of its own, and one for the command: Ctrl-C on lab's terminal reaches neither,
-    // and the command's whole process group can be ended at its timeout.
-    ::setsid();
-    ChildCloseFdsExcept(keep.data(), static_cast<int>(keep.size()));
-    if (!ChildJoinCgroup(procs)) ChildFail(wr.get(), "join cgroup", 125);
-    if (!ChildEnter(*ns)) ChildFail(wr.get(), "enter namespaces", 125);
-    if (!rules->ChildApply()) ChildFail(wr.get(), "confine the process (capabilities, seccomp)", 125);
-    pid_t g = ::fork();
-    if (g < 0) ChildFail(wr.get(), "fork", 125);
-    if (g == 0) {
-      ::setsid();
-      int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (null >= 0) ::dup2(null, 0);
-      ::dup2(out_fd, 1);
-      ::dup2(out_fd, 2);
-      args.Exec(env.Pointers());
-      const std::string& msg = errno == ENOENT ? not_found : denied;
-      ssize_t ignored = ::write(2, msg.data(), msg.size());
-      (void)ignored;
-      ::_exit(errno == ENOENT ? 127 : 126);
-    }
-    // Async-signal-safe only (we are a fork of a threaded process): poll the child's end.
-    timespec start{};
-    ::clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-      int status = 0;
-      pid_t r = ::waitpid(g, &status, WNOHANG);
-      if (r == g) ::_exit(ExitCodeOf(status));
-      if (r < 0 && errno != EINTR) ::_exit(125);
-      timespec now{};
-      ::clock_gettime(CLOCK_MONOTONIC, &now);
-      long long spent = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
-      if (spent >= limit_ns) break;
-      timespec nap{0, 5 * 1000000};
-      ::nanosleep(&nap, nullptr);
-    }
-    ::kill(-g, SIGKILL);  // the command and what it started in its group
-    ::kill(g, SIGKILL);
-    while (::waitpid(g, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    errno = ETIMEDOUT;
-    ChildFail(wr.get(), "timeout", 124);
-  }
-  wr.Reset();
-  int status = WaitChild(middle);
-  ChildReport r;
-  if (TryReadReport(rd.get(), &r)) {
-    if (r.err == ETIMEDOUT && std::strcmp(r.step, "timeout") == 0) return CommandOutcome{124, true};
-    return Status::Error(what + ": run: " + r.step + ": " + ErrnoText(r.err));
-  }
-  if (status < 0) return ErrnoStatus(what + ": run: wait");
-  return CommandOutcome{ExitCodeOf(status), false};
+  Launch l;
+  l.verb = "run";
+  l.out_fd = out_fd;
+  l.null_stdin = true;
+  l.own_sessions = true;
+  l.limit_ns = static_cast<long long>(timeout_ms) * 1000000;
+  return EnterAndRun(run_dir, cgroup, argv, {}, l);
 }
 
 Result<ProcessId> SpawnInPartition(const std::string& run_dir, const std::string& cgroup,

@@ -117,7 +117,9 @@ bool ChildJoinCgroup(const std::vector<std::string>& procs_files);
 /// through). Strings built before a fork; `Pointers()` is the execve envp.
 class ChildEnv {
  public:
-  ChildEnv();
+  ChildEnv() : ChildEnv(std::vector<std::string>{}) {}
+  /// The defaults, then each VAR=VALUE of `vars` in order, replacing a variable of that name.
+  explicit ChildEnv(const std::vector<std::string>& vars);
   char* const* Pointers() { return ptrs_.data(); }
 
  private:
@@ -138,5 +140,16 @@ class ChildArgv {
   std::vector<char*> ptrs_;
   std::vector<std::string> candidates_;
 };
+
+// ---- the caller's terminal (terminal.cc) ----
+
+/// The window size of the caller's terminal (stdin, stdout or stderr); false when none is one.
+bool TerminalSize(struct winsize* size);
+/// Relays the caller's stdin to the pty `master` and the master's output to the caller's stdout
+/// until `child` (ours, not reaped here) ends or the pty's every slave is closed, then drains what
+/// is left. A terminal on stdin is in raw mode meanwhile and as it was after; SIGWINCH passes the
+/// new window size on; SIGTERM, SIGHUP, SIGINT or SIGQUIT to us end the relay (the caller closes
+/// the master: the command's terminal hangs up).
+void RelayTerminal(int master, pid_t child);
 
 }  // namespace lab::hv::kernel

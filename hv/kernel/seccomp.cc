@@ -18,6 +18,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "base/quote.h"
 #include "base/text.h"
 #include "hv/kernel/partition_internal.h"
 
@@ -224,7 +225,7 @@ bool NestingBlocked() {
 
 std::string NotExposedMessage(const std::string& vm) {
   return "VM '" + vm + "' cannot run nested VMs: its virtualization extensions are not exposed (Set-VMProcessor -VMName " +
-         vm + " -ExposeVirtualizationExtensions $true; lab file: processor.expose_virtualization_extensions: true)";
+         PsArg(vm) + " -ExposeVirtualizationExtensions $true; lab file: processor.expose_virtualization_extensions: true)";
 }
 
 }  // namespace lab::hv::kernel

@@ -303,7 +303,7 @@ TEST_CASE("A lifecycle verb that cannot go through changes nothing, loses no VM 
   Run start = sb.Lab("start nested-nat nested1");
   INFO(start.out);
   CHECK(start.code == 1);
-  CHECK(start.out.find("VM 'nested1': its parent 'middle' is off; run 'lab start nested-nat middle' first") !=
+  CHECK(start.out.find("VM 'nested1': its parent 'middle' is off; run `lab start nested-nat middle` first") !=
         std::string::npos);
   Run exec = sb.Lab("exec nested-nat nested1 -- true");
   CHECK(exec.code == 1);

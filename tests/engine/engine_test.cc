@@ -322,13 +322,13 @@ TEST_CASE("Engine refuses checks and exec for a lab that is not up", "[engine]")
   auto checks = f.engine->Check(LoadLab("nested-nat"));
   REQUIRE_FALSE(checks);
   CHECK_THAT(checks.message(), Catch::Contains("lab 'nested-nat' is not up"));
-  auto exec = f.engine->Exec("nested-nat", "hv1", {"true"});
+  auto exec = f.engine->Exec("nested-nat", "hv1", {{"true"}});
   REQUIRE_FALSE(exec);
   f.Up(LoadLab("nested-nat"));
-  auto unknown = f.engine->Exec("nested-nat", "nested9", {"true"});
+  auto unknown = f.engine->Exec("nested-nat", "nested9", {{"true"}});
   REQUIRE_FALSE(unknown);
   CHECK(unknown.message() == "lab 'nested-nat' has no machine 'nested9' (it has: hv1, middle, nested1, nested2)");
-  auto ok = f.engine->Exec("nested-nat", "nested1", {"ip", "addr"});
+  auto ok = f.engine->Exec("nested-nat", "nested1", {{"ip", "addr"}});
   REQUIRE(ok);
   CHECK(*ok == 0);
   CHECK(f.hv.Calls("Exec") == std::vector<std::string>{"Exec nested1 ip addr"});

@@ -251,8 +251,8 @@ class FakeHypervisor : public hv::Hypervisor {
     return script.answers[i];
   }
 
-  Result<int> Exec(const hv::PartitionSpec& machine, const std::vector<std::string>& argv) override {
-    std::string line = "Exec " + machine.name + " " + Join(argv, " ");
+  Result<int> Exec(const hv::PartitionSpec& machine, const hv::ExecRequest& request) override {
+    std::string line = "Exec " + machine.name + " " + Join(request.argv, " ");
     LAB_RETURN_IF_ERROR(Call(line));
     return 0;
   }
@@ -366,8 +366,8 @@ class FakeHypervisor : public hv::Hypervisor {
     Result<hv::ProbeAnswer> Probe(const hv::PartitionSpec& m, const hv::ProbeRequest& r) override {
       return f_.Probe(m, r);
     }
-    Result<int> Exec(const hv::PartitionSpec& m, const std::vector<std::string>& argv) override {
-      return f_.Exec(m, argv);
+    Result<int> Exec(const hv::PartitionSpec& m, const hv::ExecRequest& r) override {
+      return f_.Exec(m, r);
     }
     Status RemoveLabRoot() override { return f_.RemoveLabRoot(); }
     void TearingDownLab() override { f_.TearingDownLab(); }

@@ -102,7 +102,7 @@ TEST_CASE("Starting a VM whose parent is off is refused before anything changes,
 
   auto r = f.Run(LifecycleOp::kStart, "nested1");
   REQUIRE_FALSE(r);
-  CHECK(r.message() == "VM 'nested1': its parent 'middle' is off; run 'lab start nested-nat middle' first");
+  CHECK(r.message() == "VM 'nested1': its parent 'middle' is off; run `lab start nested-nat middle` first");
   CHECK(f.hv.Mutations().empty());
   CHECK(f.Recorded() == before);  // nested1 is still a machine of the lab
 
@@ -112,10 +112,10 @@ TEST_CASE("Starting a VM whose parent is off is refused before anything changes,
   f.hv.ClearCalls();
   r = f.Run(LifecycleOp::kResume, "nested1");
   REQUIRE_FALSE(r);
-  CHECK(r.message().find("its parent 'middle' is saved; run 'lab resume nested-nat middle' first") != std::string::npos);
+  CHECK(r.message().find("its parent 'middle' is saved; run `lab resume nested-nat middle` first") != std::string::npos);
   r = f.Run(LifecycleOp::kStop, "nested1");
   REQUIRE_FALSE(r);
-  CHECK(r.message().find("run 'lab resume nested-nat middle' first") != std::string::npos);
+  CHECK(r.message().find("run `lab resume nested-nat middle` first") != std::string::npos);
   CHECK(f.hv.Mutations().empty());
 }
 
@@ -384,4 +384,32 @@ TEST_CASE("The lifecycle verbs work from the records when the lab file is gone o
   REQUIRE(recorded->warnings.size() == 1);
   CHECK(recorded->warnings[0].find("no longer loads") != std::string::npos);
   f.Ok(LifecycleOp::kCheckpoint, "middle", "c1");
+}
+
+TEST_CASE("A refusal's hint quotes Hyper-V names with spaces so the command can be pasted into a shell", "[engine]") {
+  Fixture f;
+  f.Up(f.Write("hyperv-names.yaml", lab::testing::LabText("hyperv-names")));
+  LifecycleRequest req;
+  req.lab = "hyperv-names";
+  req.op = LifecycleOp::kStop;
+  req.machine = "135. Nested Virtualization 2022";
+  auto stop = lab::engine::RunLifecycle(*f.engine, req, ExecOptions{3, nullptr});
+  INFO(stop.message());
+  REQUIRE(stop);
+  f.hv.ClearCalls();
+
+  req.op = LifecycleOp::kStart;
+  req.machine = "nested vm 1";  // found ignoring case; the hint names it as written
+  auto r = lab::engine::RunLifecycle(*f.engine, req, ExecOptions{3, nullptr});
+  REQUIRE_FALSE(r);
+  CHECK(r.message() ==
+        "VM 'Nested VM 1': its parent '135. Nested Virtualization 2022' is off; "
+        "run `lab start hyperv-names '135. Nested Virtualization 2022'` first");
+  CHECK(f.hv.Mutations().empty());
+
+  auto exec = f.engine->Exec("hyperv-names", "Nested VM 1", {{"true"}});
+  REQUIRE_FALSE(exec);
+  CHECK(exec.message() ==
+        "VM 'Nested VM 1' is off: '135. Nested Virtualization 2022', which it runs in, is off; start that first: "
+        "lab start hyperv-names '135. Nested Virtualization 2022'");
 }
