@@ -108,9 +108,20 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& asked) {
     if (!sw.embedded_teaming || std::find(sw.uplinks.begin(), sw.uplinks.end(), ifname) == sw.uplinks.end())
       continue;
     auto team = hv->ReconcileTeam(sw, TeamPorts(resources, sw));
-    if (!team) st = team.status();
-    else report.teams.push_back(TeamReport{sw.name, *team});
+    if (!team) {
+      st = team.status();
+      continue;
+    }
+    // Members by the names the lab file gives them ("Ethernet 2"), not their kernel names.
+    for (auto& member : *team)
+      for (const auto& n : resources)
+        if ((n.kind == Kind::kNic || n.kind == Kind::kAdapter) && MachineOf(n) == req.machine &&
+            n.spec.value("name", std::string()) == member.name && !n.spec.value("alias", std::string()).empty())
+          member.name = n.spec.value("alias", std::string());
+    report.teams.push_back(TeamReport{sw.name, *team});
   }
+  // The kernel's name of the interface, where a lower layer quoted it, as the lab file writes it.
+  if (!st.ok() && ifname != req.ifname) st = Status::Error(ReplaceQuoted(st.message(), ifname, req.ifname));
   if (!st.ok()) {
     (void)engine.store().FailAction(*id, st.message());
     return st;
