@@ -27,6 +27,16 @@ std::string Hex(uint64_t value, int n) {
   return out;
 }
 
+std::string ReplaceQuoted(std::string_view text, std::string_view from, std::string_view to) {
+  const std::string needle = "'" + std::string(from) + "'";
+  const std::string with = "'" + std::string(to) + "'";
+  std::string out;
+  size_t at = 0;
+  for (size_t hit; (hit = text.find(needle, at)) != std::string_view::npos; at = hit + needle.size())
+    out.append(text.substr(at, hit - at)).append(with);
+  return out.append(text.substr(at));
+}
+
 size_t EditDistance(std::string_view a, std::string_view b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;

@@ -30,6 +30,9 @@ std::string KernelAltname(std::string_view name);
 /// "cgroup.*"; else runs of other characters (dots too) as one '-', trimmed, cut to 40, '-' + 8 hex digits
 /// of a hash ("135. Nested Virtualization 2022" -> "135-Nested-Virtualization-2022-<hash>").
 std::string KernelPathName(std::string_view name);
+/// `text` with every quoted occurrence of `from` ('Ethernet-2') as `to` ('Ethernet 2'): a lower
+/// layer's message about a derived kernel name, told with the name the user wrote.
+std::string ReplaceQuoted(std::string_view text, std::string_view from, std::string_view to);
 /// Levenshtein distance, for "did you mean" hints.
 size_t EditDistance(std::string_view a, std::string_view b);
 /// The candidate closest to `word` if it is close enough to be a plausible typo.

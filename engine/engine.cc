@@ -433,8 +433,10 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
   for (const auto& r : resources)
     if (r.kind == Kind::kSwitch && r.spec.value("embedded_teaming", false)) {
       auto sw = r.spec.get<hv::SwitchSpec>();
-      if (auto team = hv->ObserveTeam(sw, TeamPorts(resources, sw)))
+      if (auto team = hv->ObserveTeam(sw, TeamPorts(resources, sw))) {
+        NameAsWritten(resources, sw.owner, &*team);
         st.teams.push_back(TeamStatus{sw.owner, sw.name, *team});
+      }
     }
   auto machine = [&](const std::string& name) -> MachineStatus* {
     for (const char* k : {"host/", "vm/"})

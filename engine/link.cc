@@ -1,6 +1,7 @@
 #include "engine/link.h"
 
 #include <algorithm>
+#include <map>
 
 #include "base/quote.h"
 #include "base/text.h"
@@ -17,6 +18,24 @@ std::vector<hv::TeamPort> TeamPorts(const std::vector<Resource>& resources, cons
     if (a.owner == sw.owner && a.switch_name == sw.name) ports.push_back(hv::TeamPort{a.vm + "/" + a.name, a.port});
   }
   return ports;
+}
+
+void NameAsWritten(const std::vector<Resource>& resources, const std::string& owner, std::vector<hv::TeamMember>* team) {
+  // kernel name -> as written, of the owner's interfaces and of each VM's adapters ("vm/name").
+  std::map<std::string, std::string> members, ports;
+  for (const auto& r : resources) {
+    if (r.kind != Kind::kNic && r.kind != Kind::kAdapter) continue;
+    const std::string alias = r.spec.value("alias", std::string());
+    if (alias.empty()) continue;
+    const std::string kernel = r.spec.value("name", std::string());
+    if (MachineOf(r) == owner) members[kernel] = alias;
+    if (r.kind == Kind::kAdapter) ports[MachineOf(r) + "/" + kernel] = MachineOf(r) + "/" + alias;
+  }
+  for (auto& m : *team) {
+    if (auto it = members.find(m.name); it != members.end()) m.name = it->second;
+    for (auto& p : m.ports)
+      if (auto it = ports.find(p); it != ports.end()) p = it->second;
+  }
 }
 
 Status ReconcileTeams(hv::Hypervisor& hv, const state::Snapshot& snap) {
@@ -108,9 +127,15 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& asked) {
     if (!sw.embedded_teaming || std::find(sw.uplinks.begin(), sw.uplinks.end(), ifname) == sw.uplinks.end())
       continue;
     auto team = hv->ReconcileTeam(sw, TeamPorts(resources, sw));
-    if (!team) st = team.status();
-    else report.teams.push_back(TeamReport{sw.name, *team});
+    if (!team) {
+      st = team.status();
+      continue;
+    }
+    NameAsWritten(resources, req.machine, &*team);
+    report.teams.push_back(TeamReport{sw.name, *team});
   }
+  // The kernel's name of the interface, where a lower layer quoted it, as the lab file writes it.
+  if (!st.ok() && ifname != req.ifname) st = Status::Error(ReplaceQuoted(st.message(), ifname, req.ifname));
   if (!st.ok()) {
     (void)engine.store().FailAction(*id, st.message());
     return st;

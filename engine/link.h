@@ -44,6 +44,9 @@ Result<LinkReport> SetLink(Engine& engine, const LinkRequest& request);
 /// The ports of SET switch `sw` as the lab's records have them: each VM adapter on it
 /// ("vm/adapter", its port interface) and, with a management port, the owner's vEthernet.
 std::vector<hv::TeamPort> TeamPorts(const std::vector<Resource>& resources, const hv::SwitchSpec& sw);
+/// `team` of a switch on `owner` as the lab file names things: each member (a NIC or adapter
+/// of the owner) and each port's adapter ("vm/adapter") by its written name, not its kernel name.
+void NameAsWritten(const std::vector<Resource>& resources, const std::string& owner, std::vector<hv::TeamMember>* team);
 
 /// Binds the ports of every SET switch in `resources` whose owner runs (after `lab up` changed
 /// the lab: adapters added or removed, switches remade). Returns the first failure.

@@ -215,10 +215,20 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   static std::string Called(const PartitionSpec& s) { return std::string(s.is_host ? "host '" : "VM '") + s.name + "'"; }
+  // NICs and adapters as the lab file names them ("Ethernet 2"), not by their kernel names.
+  static std::string Called(const NicSpec& s) { return "NIC '" + s.Written() + "' of host '" + s.machine + "'"; }
+  static std::string Called(const AdapterSpec& s) { return "adapter '" + s.Written() + "' of VM '" + s.vm + "'"; }
+  /// `st` with the interface's derived kernel name, wherever a lower layer quoted it ('Ethernet-2'),
+  /// as the lab file writes it ('Ethernet 2'): messages show the user's names (docs/names.md).
+  template <typename Spec>
+  static Status AsWritten(const Status& st, const Spec& s) {
+    if (st.ok() || s.alias.empty()) return st;
+    return Status::Error(ReplaceQuoted(st.message(), s.name, s.alias));
+  }
 
   // --- host NICs ------------------------------------------------------------------------
   Result<std::string> CreateNic(const NicSpec& s) override {
-    std::string what = "NIC '" + s.name + "' of host '" + s.machine + "'";
+    const std::string what = Called(s);
     auto wire_ns = NetNs::Open(kernel::NsPath(NetworkRun(s.network), "net"));
     if (!wire_ns) return wire_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) -> Status {
@@ -237,20 +247,21 @@ class LinuxHypervisor final : public Hypervisor {
     }
     if (!st.ok()) {
       (void)RemoveNic(s, "{}");
-      return st.Prefixed(what);
+      return AsWritten(st, s).Prefixed(what);
     }
     return std::string("{}");
   }
 
   Result<std::string> SetNicAddress(const NicSpec& s, const std::string& facts) override {
-    LAB_RETURN_IF_ERROR(InNs(MachineRun(s.machine), [&](Netlink& nl) {
-                          return ReplaceAddress(MachineRun(s.machine), nl, s.name, s.ip, s.gateway);
-                        }).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'"));
+    Status st = InNs(MachineRun(s.machine), [&](Netlink& nl) {
+      return ReplaceAddress(MachineRun(s.machine), nl, s.name, s.ip, s.gateway);
+    });
+    LAB_RETURN_IF_ERROR(AsWritten(st, s).Prefixed(Called(s)));
     return facts;
   }
 
   Status RemoveNic(const NicSpec& s, const std::string&) override {
-    return DeleteLinkIn(MachineRun(s.machine), s.name).Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'");
+    return AsWritten(DeleteLinkIn(MachineRun(s.machine), s.name), s).Prefixed(Called(s));
   }
 
   // --- switches -------------------------------------------------------------------------
@@ -316,7 +327,7 @@ class LinuxHypervisor final : public Hypervisor {
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });
     if (st.ok()) st = InNs(NetworkRun(s.network), [&](Netlink& nl) { return nl.SetUp(s.port); });
-    return st.Prefixed("NIC '" + s.name + "' of host '" + s.machine + "'");
+    return AsWritten(st, s).Prefixed(Called(s));
   }
 
   Status RepairAdapter(const AdapterSpec& s) override {
@@ -325,7 +336,7 @@ class LinuxHypervisor final : public Hypervisor {
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
     });
     if (st.ok()) st = InNs(MachineRun(s.owner), [&](Netlink& nl) { return nl.SetUp(s.port); });
-    return st.Prefixed("adapter '" + s.name + "' of VM '" + s.vm + "'");
+    return AsWritten(st, s).Prefixed(Called(s));
   }
 
   Status RepairSwitch(const SwitchSpec& s) override {
@@ -339,7 +350,7 @@ class LinuxHypervisor final : public Hypervisor {
 
   // --- after Move-VM --------------------------------------------------------------------
   Status AnnounceAdapter(const AdapterSpec& s, const std::vector<BridgeAt>& flush) override {
-    const std::string what = "announce adapter '" + s.name + "' of VM '" + s.vm + "'";
+    const std::string what = "announce " + Called(s);
     if (!fs::exists(kernel::NsPath(MachineRun(s.vm), "net"))) return Status::Ok();  // not running
     for (const auto& b : flush) {
       if (!fs::exists(kernel::NsPath(MachineRun(b.owner), "net"))) continue;  // gone with its owner
@@ -351,7 +362,7 @@ class LinuxHypervisor final : public Hypervisor {
     if (!ns) return ns.status().Prefixed(what);
     std::optional<Ipv4> address;
     if (s.ip) address = s.ip->addr;
-    return kernel::Announce(*ns, s.name, s.mac, address).Prefixed(what);
+    return AsWritten(kernel::Announce(*ns, s.name, s.mac, address), s).Prefixed(what);
   }
 
   Result<std::string> SetSwitch(const SwitchSpec& s, const std::string& facts) override {
@@ -412,7 +423,7 @@ class LinuxHypervisor final : public Hypervisor {
 
   // --- VM network adapters --------------------------------------------------------------
   Result<std::string> ConnectAdapter(const AdapterSpec& s) override {
-    std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
+    const std::string what = Called(s);
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
@@ -433,29 +444,29 @@ class LinuxHypervisor final : public Hypervisor {
     }
     if (!st.ok()) {
       (void)RemoveAdapter(s, "{}");
-      return st.Prefixed(what);
+      return AsWritten(st, s).Prefixed(what);
     }
     return std::string("{}");
   }
 
   Status RemoveAdapter(const AdapterSpec& s, const std::string&) override {
-    std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
+    const std::string what = Called(s);
     // An owner gone took the filter along.
     if (fs::exists(kernel::NsPath(MachineRun(s.owner), "net")))
       LAB_RETURN_IF_ERROR(WithPortTable(s.owner, [&](const NetNs& ns) {
                             return kernel::UnfilterPortSourceMac(ns, PortTable(), s.port, s.mac);
                           }).Prefixed(what));
-    return DeleteLinkIn(MachineRun(s.vm), s.name).Prefixed(what);
+    return AsWritten(DeleteLinkIn(MachineRun(s.vm), s.name), s).Prefixed(what);
   }
 
   Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& facts) override {
-    std::string what = "adapter '" + s.name + "' of VM '" + s.vm + "'";
+    const std::string what = Called(s);
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     LAB_RETURN_IF_ERROR(ApplyPortFilter(s, *owner_ns).Prefixed(what));
-    LAB_RETURN_IF_ERROR(
-        InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(MachineRun(s.vm), nl, s.name, s.ip, s.gateway); })
-            .Prefixed(what));
+    Status st =
+        InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(MachineRun(s.vm), nl, s.name, s.ip, s.gateway); });
+    LAB_RETURN_IF_ERROR(AsWritten(st, s).Prefixed(what));
     return facts;
   }
 

@@ -200,7 +200,8 @@ Drift ObserveNetworking(const ObserveRequest& r, const LinuxPlaces& places, cons
 
   // Interface `name` inside the partition at `run`, with address `ip`: what is wrong with it goes
   // to `key`. Returns the link (nullptr when missing or its namespace unreadable).
-  auto iface = [&](const std::string& key, const std::string& run, const std::string& name,
+  // `shown` is the interface as the lab file names it (the kernel's `name` is derived from it).
+  auto iface = [&](const std::string& key, const std::string& run, const std::string& name, const std::string& shown,
                    const std::string& called, const std::optional<Cidr>& ip) -> const LinkInfo* {
     View& v = views.Get(run);
     if (!v.error.empty()) return nullptr;
@@ -213,7 +214,7 @@ Drift ObserveNetworking(const ObserveRequest& r, const LinuxPlaces& places, cons
     if (ip) {
       auto have = v.AddressesOf(*l);
       if (std::find(have.begin(), have.end(), *ip) == have.end())
-        found.Repair(key, "address of '" + name + "' is " + Addresses(have) + ", not " + ip->ToString());
+        found.Repair(key, "address of '" + shown + "' is " + Addresses(have) + ", not " + ip->ToString());
     }
     return l;
   };
@@ -224,27 +225,28 @@ Drift ObserveNetworking(const ObserveRequest& r, const LinuxPlaces& places, cons
 
   for (const auto& n : r.nics) {
     if (!machines.count(n.spec.machine) || !networks.count(n.spec.network)) continue;
-    std::string called = "veth '" + n.spec.name + "' of host '" + n.spec.machine + "'";
-    const LinkInfo* l = iface(n.key, places.machine_run(n.spec.machine), n.spec.name, called, n.spec.ip);
-    seen(n.key, n.spec.machine, n.spec.name, l);
-    if (l) iface(n.key, places.network_run(n.spec.network), n.spec.port,
+    std::string called = "veth '" + n.spec.Written() + "' of host '" + n.spec.machine + "'";
+    const LinkInfo* l = iface(n.key, places.machine_run(n.spec.machine), n.spec.name, n.spec.Written(), called, n.spec.ip);
+    seen(n.key, n.spec.machine, n.spec.Written(), l);
+    if (l) iface(n.key, places.network_run(n.spec.network), n.spec.port, n.spec.port,
           "its port '" + n.spec.port + "' on network '" + n.spec.network + "'", std::nullopt);
     if (n.spec.ip && n.spec.gateway) gateways[n.spec.machine].push_back({n.key, *n.spec.gateway, called});
   }
   for (const auto& s : r.switches) {
     if (!machines.count(s.spec.owner)) continue;
-    std::string called = "bridge '" + s.spec.ifname + "' of switch '" + s.spec.name + "' on '" + s.spec.owner + "'";
+    std::string called = "the bridge of switch '" + s.spec.name + "' on '" + s.spec.owner + "'";
     auto ip = s.spec.management_port ? s.spec.ip : std::nullopt;
-    const LinkInfo* l = iface(s.key, places.machine_run(s.spec.owner), s.spec.ifname, called, ip);
+    const LinkInfo* l = iface(s.key, places.machine_run(s.spec.owner), s.spec.ifname, "vEthernet (" + s.spec.name + ")",
+                              called, ip);
     if (s.spec.management_port) seen(s.key, s.spec.owner, "vEthernet (" + s.spec.name + ")", l);
     if (ip && s.spec.gateway) gateways[s.spec.owner].push_back({s.key, *s.spec.gateway, called});
   }
   for (const auto& a : r.adapters) {
     if (!machines.count(a.spec.vm) || !machines.count(a.spec.owner)) continue;
-    std::string called = "veth '" + a.spec.name + "' of VM '" + a.spec.vm + "'";
-    const LinkInfo* l = iface(a.key, places.machine_run(a.spec.vm), a.spec.name, called, a.spec.ip);
-    seen(a.key, a.spec.vm, a.spec.name, l);
-    if (l) iface(a.key, places.machine_run(a.spec.owner), a.spec.port,
+    std::string called = "veth '" + a.spec.Written() + "' of VM '" + a.spec.vm + "'";
+    const LinkInfo* l = iface(a.key, places.machine_run(a.spec.vm), a.spec.name, a.spec.Written(), called, a.spec.ip);
+    seen(a.key, a.spec.vm, a.spec.Written(), l);
+    if (l) iface(a.key, places.machine_run(a.spec.owner), a.spec.port, a.spec.port,
           "its port '" + a.spec.port + "' on '" + a.spec.owner + "'", std::nullopt);
     if (a.spec.ip && a.spec.gateway) gateways[a.spec.vm].push_back({a.key, *a.spec.gateway, called});
   }

@@ -68,6 +68,8 @@ struct NicSpec {
   std::string mac;
   std::optional<Cidr> ip;               // unset when an external switch with management OS holds it
   std::optional<Ipv4> gateway;
+  /// The NIC's name as written in the lab file, which every message shows.
+  const std::string& Written() const { return alias.empty() ? name : alias; }
 };
 
 /// New-VMSwitch: a bridge inside the owner (host or middle VM).
@@ -100,6 +102,8 @@ struct AdapterSpec {
   bool mac_address_spoofing = false;
   std::optional<Cidr> ip;
   std::optional<Ipv4> gateway;
+  /// The adapter's name as written in the lab file, which every message shows.
+  const std::string& Written() const { return alias.empty() ? name : alias; }
 };
 
 /// New-NetNat: masquerade of an internal prefix inside its owner.

@@ -70,3 +70,11 @@ TEST_CASE("Directory and cgroup names are safe for any Hyper-V name", "[base][na
     CHECK(p.find_first_of(" /") == std::string::npos);
   }
 }
+
+TEST_CASE("A lower layer's message about a kernel name is told with the name as written", "[base][names]") {
+  CHECK(lab::ReplaceQuoted("link of 'Ethernet-2' on 'HV01': set 'Ethernet-2' up: no such interface", "Ethernet-2",
+                           "Ethernet 2") == "link of 'Ethernet 2' on 'HV01': set 'Ethernet 2' up: no such interface");
+  // Only the quoted name: a longer name that starts with it, or the bare word, stay as they are.
+  CHECK(lab::ReplaceQuoted("'Ethernet-20' and Ethernet-2", "Ethernet-2", "Ethernet 2") == "'Ethernet-20' and Ethernet-2");
+  CHECK(lab::ReplaceQuoted("", "a", "b").empty());
+}

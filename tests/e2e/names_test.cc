@@ -71,3 +71,52 @@ TEST_CASE("A lab with Hyper-V names comes up with computer names as hostnames an
 
   TakeDownLeavingNothing(sb, "hyperv-names", pids);
 }
+
+TEST_CASE("Drift, lab link and kernel refusals name NICs and adapters as written, never by their kernel names",
+          "[root][e2e][drift]") {
+  LAB_REQUIRE_ROOT("bringing up labs");
+  Sandbox sb;
+  Run up = sb.Lab("up " + lab::testing::Src("labs/hyperv-names.yaml"));
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  InitPids(sb, "hyperv-names");
+  // The kernel names lab derives (docs/names.md): what no message may show.
+  const std::vector<std::string> kernel = {"Ethernet-2", "Network-Adapter"};
+  auto shows_kernel_name = [&kernel](const std::string& out) {
+    for (const auto& k : kernel)
+      if (out.find(k) != std::string::npos) return true;
+    return false;
+  };
+
+  // A cable pulled: lab link by the written name, then the drift lab status reports.
+  Run down = sb.Lab("link hyperv-names HV01 'Ethernet 2' down");
+  INFO(down.out);
+  REQUIRE(down.code == 0);
+  CHECK_FALSE(shows_kernel_name(down.out));
+  // The address of DC01's adapter gone, from inside (its own administrator does that).
+  REQUIRE(sb.Lab("exec hyperv-names DC01 -- ip addr flush dev Network-Adapter").code == 0);
+  Run status = sb.Lab("status hyperv-names");
+  INFO(status.out);
+  CHECK(status.code == 1);
+  CHECK(status.out.find("link of veth 'Ethernet 2' of host 'HV01' is down") != std::string::npos);
+  CHECK(status.out.find("address of 'Network Adapter' is none, not 10.30.0.20/24") != std::string::npos);
+  CHECK_FALSE(shows_kernel_name(status.out));
+  Run repaired = sb.Lab("up " + lab::testing::Src("labs/hyperv-names.yaml"));
+  INFO(repaired.out);
+  CHECK(repaired.code == 0);
+  CHECK(repaired.out.find("'Ethernet 2'") != std::string::npos);
+  CHECK_FALSE(shows_kernel_name(repaired.out));
+
+  // The adapter deleted inside the VM: the kernel refuses lab link, and the refusal names it as written.
+  REQUIRE(sb.Lab("exec hyperv-names DC01 -- ip link del Network-Adapter").code == 0);
+  Run refused = sb.Lab("link hyperv-names dc01 'network adapter' down");
+  INFO(refused.out);
+  CHECK(refused.code == 1);
+  CHECK(refused.out.find("'Network Adapter'") != std::string::npos);
+  CHECK_FALSE(shows_kernel_name(refused.out));
+  status = sb.Lab("status hyperv-names");
+  INFO(status.out);
+  CHECK(status.out.find("veth 'Network Adapter' of VM 'DC01' is missing") != std::string::npos);
+  CHECK_FALSE(shows_kernel_name(status.out));
+  REQUIRE(sb.Lab("down hyperv-names").code == 0);
+}

@@ -146,3 +146,18 @@ TEST_CASE("A SET switch's spec says it teams, and only a SET switch's spec has t
     }
   CHECK(found);
 }
+
+TEST_CASE("SET members and the adapters bound to them are reported by their written names", "[engine]") {
+  const auto resources = lab::engine::Desired(LoadLab("hyperv-names"), "0123abcd");
+  std::vector<lab::hv::TeamMember> team = {
+      lab::hv::TeamMember{"Ethernet-2", true, true, {"DC01/Network-Adapter", "vEthernet"}},
+      lab::hv::TeamMember{"NIC1", false, false, {}}};  // no such interface: as it is
+  lab::engine::NameAsWritten(resources, "HV01", &team);
+  CHECK(team[0].name == "Ethernet 2");
+  CHECK(team[0].ports == std::vector<std::string>{"DC01/Network Adapter", "vEthernet"});
+  CHECK(team[1].name == "NIC1");
+  // Another machine's interface of that kernel name is not the owner's.
+  std::vector<lab::hv::TeamMember> other = {lab::hv::TeamMember{"Ethernet-2", true, true, {}}};
+  lab::engine::NameAsWritten(resources, "DC01", &other);
+  CHECK(other[0].name == "Ethernet-2");
+}
