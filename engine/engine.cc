@@ -340,6 +340,18 @@ Result<RecordedLab> Engine::Recorded(const std::string& name) {
   return out;
 }
 
+Result<RecordedLab> Engine::AsPlaced(const std::string& name) {
+  auto recorded = Recorded(name);
+  if (!recorded) return recorded.status();
+  auto snap = store_->Load(name);
+  if (!snap) return snap.status();
+  if (snap->placements.empty()) return recorded;
+  Placed placed = ApplyPlacements(recorded->lab, snap->placements);
+  recorded->lab = std::move(placed.lab);
+  for (auto& n : placed.notes) recorded->warnings.push_back(std::move(n));
+  return recorded;
+}
+
 std::vector<state::LabRecord> Engine::Labs() { return store_->ListLabs(); }
 
 Result<LabStatus> Engine::Status(const std::string& lab) {

@@ -135,6 +135,10 @@ class Engine {
   /// recorded before the text was kept, or a text this version no longer accepts, the file).
   /// Fails only when neither loads.
   Result<RecordedLab> Recorded(const std::string& lab);
+  /// The lab as it runs now: Recorded with its moves (lab move) applied, so each VM sits under
+  /// the host it runs on; a move the file no longer allows is a warning (the VM is where the
+  /// file puts it).
+  Result<RecordedLab> AsPlaced(const std::string& lab);
 
   /// For verbs built on the engine's parts (lifecycle): the store and a hypervisor for a lab.
   state::Store& store() { return *store_; }
