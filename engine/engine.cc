@@ -17,6 +17,29 @@
 
 namespace lab::engine {
 
+std::vector<std::pair<const MachineStatus*, int>> MachineTree(const LabStatus& st) {
+  std::vector<const MachineStatus*> sorted;
+  for (const auto& m : st.machines) sorted.push_back(&m);
+  std::stable_sort(sorted.begin(), sorted.end(), [](const MachineStatus* a, const MachineStatus* b) {
+    return a->name < b->name;
+  });
+  std::vector<std::pair<const MachineStatus*, int>> out;
+  std::set<const MachineStatus*> placed;
+  std::function<void(const MachineStatus*, int)> walk = [&](const MachineStatus* m, int depth) {
+    if (!placed.insert(m).second) return;
+    out.emplace_back(m, depth);
+    if (m->kind == "network") return;
+    for (const MachineStatus* c : sorted)
+      if (c->kind == "vm" && c->parent == m->name) walk(c, depth + 1);
+  };
+  for (const MachineStatus* m : sorted)
+    if (m->kind == "network") walk(m, 0);
+  for (const MachineStatus* m : sorted)
+    if (m->kind == "host") walk(m, 0);
+  for (const MachineStatus* m : sorted) walk(m, 0);  // a VM whose parent is not recorded
+  return out;
+}
+
 std::string NewUid() {
   uint64_t v = 0;
   int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);

@@ -88,6 +88,12 @@ struct LabStatus {
   size_t resources = 0;
 };
 
+/// The machines of `st` as a tree: networks, then each host followed by the VMs inside it, depth
+/// first (siblings by name), each with its depth (0 for networks and hosts, 1 for a host's VMs,
+/// 2 for nested VMs...). The nesting `lab graph` draws; a machine whose parent is not listed
+/// comes last, at depth 0.
+std::vector<std::pair<const MachineStatus*, int>> MachineTree(const LabStatus& st);
+
 /// A lab as its records say it was last applied.
 struct RecordedLab {
   state::LabRecord record;

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 
+#include "engine/engine.h"
 #include "engine/graph.h"
 #include "engine/plan.h"
 #include "engine/resources.h"
@@ -213,4 +214,29 @@ TEST_CASE("A private switch is marked private and leads nowhere", "[engine]") {
         for (const auto& e : t.edges) CHECK(e.from != id);
       }
   CHECK(found);
+}
+
+TEST_CASE("Status machines are listed as a tree: networks, then each host with its VMs below it, depth first",
+          "[engine]") {
+  lab::engine::LabStatus st;
+  auto add = [&st](const std::string& name, const std::string& kind, const std::string& parent) {
+    lab::engine::MachineStatus m;
+    m.name = name;
+    m.kind = kind;
+    m.parent = parent;
+    st.machines.push_back(m);
+  };
+  // As the records list them: by resource key.
+  add("a-nested", "vm", "middle");
+  add("hv1", "host", "");
+  add("hv2", "host", "");
+  add("lan", "network", "");
+  add("middle", "vm", "hv1");
+  add("moved", "vm", "hv2");
+  add("z-vm", "vm", "hv1");
+  add("orphan", "vm", "gone");
+  std::vector<std::string> rows;
+  for (const auto& [m, depth] : lab::engine::MachineTree(st)) rows.push_back(std::to_string(depth) + " " + m->name);
+  CHECK(rows == std::vector<std::string>{"0 lan", "0 hv1", "1 middle", "2 a-nested", "1 z-vm", "0 hv2", "1 moved",
+                                         "0 orphan"});
 }
