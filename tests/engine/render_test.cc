@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
+#include <map>
 #include <set>
 #include <string>
 
@@ -239,4 +240,35 @@ TEST_CASE("Status machines are listed as a tree: networks, then each host with i
   for (const auto& [m, depth] : lab::engine::MachineTree(st)) rows.push_back(std::to_string(depth) + " " + m->name);
   CHECK(rows == std::vector<std::string>{"0 lan", "0 hv1", "1 middle", "2 a-nested", "1 z-vm", "0 hv2", "1 moved",
                                          "0 orphan"});
+}
+
+TEST_CASE("The mermaid graph nests each VM's subgraph inside its parent's, for every lab", "[engine]") {
+  for (const char* name : {"nested-nat", "three-levels", "hyperv-names", "set-team"}) {
+    auto lab = LoadLab(name);
+    std::string mm = RenderGraph(lab, GraphFormat::kMermaid);
+    INFO(mm);
+    // `subgraph cN ["host hv1"]` ... `end`: the enclosing subgraph's title when each opens.
+    std::map<std::string, std::string> parent_of;
+    std::vector<std::string> open;
+    for (const auto& raw : lab::Split(mm, '\n')) {
+      std::string line = lab::Trim(raw);
+      if (line.rfind("subgraph ", 0) == 0) {
+        size_t q = line.find("[\"");
+        REQUIRE(q != std::string::npos);
+        std::string title = line.substr(q + 2, line.size() - q - 4);
+        std::string machine = title.substr(title.find(' ') + 1);  // after "host " / "VM "
+        parent_of[machine] = open.empty() ? "" : open.back();
+        open.push_back(machine);
+      } else if (line == "end") {
+        REQUIRE_FALSE(open.empty());
+        open.pop_back();
+      }
+    }
+    CHECK(open.empty());
+    for (const auto& m : lab.machines) {
+      INFO(m.name);
+      REQUIRE(parent_of.count(m.name));
+      CHECK(parent_of[m.name] == m.parent);
+    }
+  }
 }
