@@ -69,6 +69,8 @@ std::vector<std::string> SwitchMarks(const schema::Switch& s) {
 std::string Tree(const Lab& lab) {
   std::string out = "lab " + lab.name + "\n";
   TreeWriter w(out);
+  std::map<std::string, const Machine*> by_name;  // Lab::FindMachine is a scan: 10,000 VMs
+  for (const auto& m : lab.machines) by_name.emplace(m.name, &m);
   std::vector<std::string> top;
   std::vector<const Machine*> top_machines;
   for (const auto& n : lab.networks) {
@@ -97,9 +99,9 @@ std::string Tree(const Lab& lab) {
     }
     sub.resize(items.size(), nullptr);
     for (const auto& child : m.vms)
-      if (const Machine* c = lab.FindMachine(child)) {
-        items.push_back(MachineLine(*c));
-        sub.push_back(c);
+      if (auto c = by_name.find(child); c != by_name.end()) {
+        items.push_back(MachineLine(*c->second));
+        sub.push_back(c->second);
       }
     w.Items(items, [&](size_t i) {
       if (sub[i]) below(*sub[i]);
@@ -166,6 +168,22 @@ const char* DotShape(Kind k) {
   return "shape=box";
 }
 
+/// Each cluster's nodes and child clusters, so that drawing a big lab (10,000 VMs) stays linear.
+struct ClusterIndex {
+  explicit ClusterIndex(const Topology& t) {
+    for (const auto& n : t.nodes) nodes[n.cluster].push_back(&n);
+    for (const auto& c : t.clusters) children[c.parent].push_back(&c);
+  }
+  std::map<std::string, std::vector<const TopologyNode*>> nodes;        // by cluster ("" = top)
+  std::map<std::string, std::vector<const TopologyCluster*>> children;  // by parent ("" = hosts)
+  template <typename T>
+  static const std::vector<const T*>& Of(const std::map<std::string, std::vector<const T*>>& m, const std::string& k) {
+    static const std::vector<const T*> kNone;
+    auto it = m.find(k);
+    return it == m.end() ? kNone : it->second;
+  }
+};
+
 std::string Dot(const Topology& t) {
   std::string out = "digraph " + DotQuote(t.lab) + " {\n";
   out += "  graph [rankdir=LR,fontname=\"Helvetica\",label=" + DotQuote("lab " + t.lab) + ",labelloc=t];\n";
@@ -173,20 +191,17 @@ std::string Dot(const Topology& t) {
   auto node_line = [](const TopologyNode& n, const std::string& indent) {
     return indent + DotQuote(n.id) + " [" + DotShape(n.kind) + ",label=" + DotLabel(n.label) + "];\n";
   };
-  for (const auto& n : t.nodes)
-    if (n.cluster.empty()) out += node_line(n, "  ");
+  ClusterIndex index(t);
+  for (const TopologyNode* n : ClusterIndex::Of(index.nodes, "")) out += node_line(*n, "  ");
   std::function<void(const TopologyCluster&, const std::string&)> cluster = [&](const TopologyCluster& m,
                                                                                 const std::string& indent) {
     out += indent + "subgraph " + DotQuote("cluster:" + m.machine) + " {\n";
     out += indent + "  label=" + DotQuote(m.title) + ";\n";
-    for (const auto& n : t.nodes)
-      if (n.cluster == m.machine) out += node_line(n, indent + "  ");
-    for (const auto& c : t.clusters)
-      if (c.parent == m.machine) cluster(c, indent + "  ");
+    for (const TopologyNode* n : ClusterIndex::Of(index.nodes, m.machine)) out += node_line(*n, indent + "  ");
+    for (const TopologyCluster* c : ClusterIndex::Of(index.children, m.machine)) cluster(*c, indent + "  ");
     out += indent + "}\n";
   };
-  for (const auto& c : t.clusters)
-    if (c.parent.empty()) cluster(c, "  ");
+  for (const TopologyCluster* c : ClusterIndex::Of(index.children, "")) cluster(*c, "  ");
   for (const auto& e : t.edges) {
     std::vector<std::string> attrs;
     if (!e.label.empty()) attrs.push_back("label=" + DotQuote(e.label));
@@ -221,20 +236,17 @@ std::string Mermaid(const Topology& t) {
     }
     return std::string();
   };
-  for (const auto& n : t.nodes)
-    if (n.cluster.empty()) out += node_line(n, "  ");
+  ClusterIndex index(t);
+  for (const TopologyNode* n : ClusterIndex::Of(index.nodes, "")) out += node_line(*n, "  ");
   size_t clusters = 0;
   std::function<void(const TopologyCluster&, const std::string&)> cluster = [&](const TopologyCluster& m,
                                                                                 const std::string& indent) {
     out += indent + "subgraph c" + std::to_string(++clusters) + " [" + MermaidText({m.title}) + "]\n";
-    for (const auto& n : t.nodes)
-      if (n.cluster == m.machine) out += node_line(n, indent + "  ");
-    for (const auto& c : t.clusters)
-      if (c.parent == m.machine) cluster(c, indent + "  ");
+    for (const TopologyNode* n : ClusterIndex::Of(index.nodes, m.machine)) out += node_line(*n, indent + "  ");
+    for (const TopologyCluster* c : ClusterIndex::Of(index.children, m.machine)) cluster(*c, indent + "  ");
     out += indent + "end\n";
   };
-  for (const auto& c : t.clusters)
-    if (c.parent.empty()) cluster(c, "  ");
+  for (const TopologyCluster* c : ClusterIndex::Of(index.children, "")) cluster(*c, "  ");
   for (const auto& e : t.edges) {
     std::string arrow = e.dashed ? " -.->" : " -->";
     out += "  " + ids[e.from] + arrow + (e.label.empty() ? std::string() : "|" + MermaidText({e.label}) + "|") + " " +
@@ -248,6 +260,8 @@ std::string Mermaid(const Topology& t) {
 Topology BuildTopology(const Lab& lab) {
   Topology t;
   t.lab = lab.name;
+  std::map<std::string, const Machine*> by_name;  // Lab::FindMachine is a scan: 10,000 VMs
+  for (const auto& m : lab.machines) by_name.emplace(m.name, &m);
   for (const auto& n : lab.networks) {
     std::vector<std::string> label{"network " + n.name, n.subnet.ToString()};
     if (n.gateway) label.push_back("stand-in " + n.gateway->ToString());
@@ -265,7 +279,8 @@ Topology BuildTopology(const Lab& lab) {
       t.nodes.push_back({Kind::kNic, NicId(m.name, nic.name), m.name, {"NIC " + nic.name}});
       t.edges.push_back({NicId(m.name, nic.name), "net:" + nic.network, nic.ip ? nic.ip->ToString() : ""});
     }
-    const Machine* parent = m.parent.empty() ? nullptr : lab.FindMachine(m.parent);
+    auto found = by_name.find(m.parent);
+    const Machine* parent = found == by_name.end() ? nullptr : found->second;
     for (const auto& a : m.adapters) {
       std::vector<std::string> alabel{"adapter " + a.name};
       if (a.mac_address_spoofing) alabel.push_back("MAC spoofing on");
