@@ -23,14 +23,17 @@ std::vector<std::pair<const MachineStatus*, int>> MachineTree(const LabStatus& s
   std::stable_sort(sorted.begin(), sorted.end(), [](const MachineStatus* a, const MachineStatus* b) {
     return a->name < b->name;
   });
+  std::map<std::string, std::vector<const MachineStatus*>> children;  // by parent, by name
+  for (const MachineStatus* m : sorted)
+    if (m->kind == "vm") children[m->parent].push_back(m);
   std::vector<std::pair<const MachineStatus*, int>> out;
   std::set<const MachineStatus*> placed;
   std::function<void(const MachineStatus*, int)> walk = [&](const MachineStatus* m, int depth) {
     if (!placed.insert(m).second) return;
     out.emplace_back(m, depth);
     if (m->kind == "network") return;
-    for (const MachineStatus* c : sorted)
-      if (c->kind == "vm" && c->parent == m->name) walk(c, depth + 1);
+    if (auto it = children.find(m->name); it != children.end())
+      for (const MachineStatus* c : it->second) walk(c, depth + 1);
   };
   for (const MachineStatus* m : sorted)
     if (m->kind == "network") walk(m, 0);
