@@ -44,19 +44,24 @@ void AddStatus(CLI::App& app, Globals& g) {
     } else {
       std::printf("lab %s (uid %s, %s): %zu objects\n", st->lab.c_str(), st->uid.c_str(), st->file.c_str(),
                   st->resources);
-      // Columns as wide as the longest name (Hyper-V names run to 100 characters), at least 16 and 12.
+      // As a tree (networks, then each host with its VMs below it, nested VMs below their middle
+      // VM: lab graph's nesting), names indented by depth. Columns as wide as the longest name
+      // (Hyper-V names run to 100 characters), at least 16 and 12.
+      auto tree = engine::MachineTree(*st);
       int name_w = 16, parent_w = 12;
-      for (const auto& m : st->machines) {
-        name_w = std::max(name_w, static_cast<int>(m.name.size()));
-        parent_w = std::max(parent_w, static_cast<int>(m.parent.size()));
+      for (const auto& [m, depth] : tree) {
+        name_w = std::max(name_w, 2 * depth + static_cast<int>(m->name.size()));
+        parent_w = std::max(parent_w, static_cast<int>(m->parent.size()));
       }
       std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, "MACHINE", "KIND", parent_w, "PARENT", "STATE", "ADDRESSES");
-      for (const auto& m : st->machines) {
+      for (const auto& [mp, depth] : tree) {
+        const auto& m = *mp;
         std::string state = m.state == "running" ? out.Green(m.state) : out.Red(m.state);
         // As found; what differs from the records says so in parentheses, in yellow.
         std::vector<std::string> addresses;
         for (const auto& a : m.addresses) addresses.push_back(a.find(" (") != std::string::npos ? out.Yellow(a) : a);
-        std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, m.name.c_str(), m.kind.c_str(), parent_w,
+        std::string name = std::string(2 * depth, ' ') + m.name;
+        std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, name.c_str(), m.kind.c_str(), parent_w,
                     m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(addresses, ", ").c_str());
       }
       for (const auto& m : st->machines)

@@ -21,6 +21,32 @@
 
 namespace lab::engine {
 
+std::vector<std::pair<const MachineStatus*, int>> MachineTree(const LabStatus& st) {
+  std::vector<const MachineStatus*> sorted;
+  for (const auto& m : st.machines) sorted.push_back(&m);
+  std::stable_sort(sorted.begin(), sorted.end(), [](const MachineStatus* a, const MachineStatus* b) {
+    return a->name < b->name;
+  });
+  std::map<std::string, std::vector<const MachineStatus*>> children;  // by parent, by name
+  for (const MachineStatus* m : sorted)
+    if (m->kind == "vm") children[m->parent].push_back(m);
+  std::vector<std::pair<const MachineStatus*, int>> out;
+  std::set<const MachineStatus*> placed;
+  std::function<void(const MachineStatus*, int)> walk = [&](const MachineStatus* m, int depth) {
+    if (!placed.insert(m).second) return;
+    out.emplace_back(m, depth);
+    if (m->kind == "network") return;
+    if (auto it = children.find(m->name); it != children.end())
+      for (const MachineStatus* c : it->second) walk(c, depth + 1);
+  };
+  for (const MachineStatus* m : sorted)
+    if (m->kind == "network") walk(m, 0);
+  for (const MachineStatus* m : sorted)
+    if (m->kind == "host") walk(m, 0);
+  for (const MachineStatus* m : sorted) walk(m, 0);  // a VM whose parent is not recorded
+  return out;
+}
+
 std::string NewUid() {
   uint64_t v = 0;
   int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -359,6 +385,18 @@ Result<RecordedLab> Engine::Recorded(const std::string& name) {
   }
   out.lab = std::move(*from_file->lab);
   return out;
+}
+
+Result<RecordedLab> Engine::AsPlaced(const std::string& name) {
+  auto recorded = Recorded(name);
+  if (!recorded) return recorded.status();
+  auto snap = store_->Load(name);
+  if (!snap) return snap.status();
+  if (snap->placements.empty()) return recorded;
+  Placed placed = ApplyPlacements(recorded->lab, snap->placements);
+  recorded->lab = std::move(placed.lab);
+  for (auto& n : placed.notes) recorded->warnings.push_back(std::move(n));
+  return recorded;
 }
 
 std::vector<state::LabRecord> Engine::Labs() { return store_->ListLabs(); }

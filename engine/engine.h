@@ -97,6 +97,12 @@ struct LabStatus {
   size_t resources = 0;
 };
 
+/// The machines of `st` as a tree: networks, then each host followed by the VMs inside it, depth
+/// first (siblings by name), each with its depth (0 for networks and hosts, 1 for a host's VMs,
+/// 2 for nested VMs...). The nesting `lab graph` draws; a machine whose parent is not listed
+/// comes last, at depth 0.
+std::vector<std::pair<const MachineStatus*, int>> MachineTree(const LabStatus& st);
+
 /// A lab as its records say it was last applied.
 struct RecordedLab {
   state::LabRecord record;
@@ -144,6 +150,10 @@ class Engine {
   /// recorded before the text was kept, or a text this version no longer accepts, the file).
   /// Fails only when neither loads.
   Result<RecordedLab> Recorded(const std::string& lab);
+  /// The lab as it runs now: Recorded with its moves (lab move) applied, so each VM sits under
+  /// the host it runs on; a move the file no longer allows is a warning (the VM is where the
+  /// file puts it).
+  Result<RecordedLab> AsPlaced(const std::string& lab);
 
   /// For verbs built on the engine's parts (lifecycle): the store and a hypervisor for a lab.
   state::Store& store() { return *store_; }

@@ -13,6 +13,7 @@
 
 #include "base/status.h"
 #include "base/text.h"
+#include "schema/keys.h"
 #include "schema/lab.h"
 #include "schema/reader.h"
 
@@ -59,7 +60,7 @@ class Decoder {
       ctx_.Error(Loc{1, 1}, "the lab file is empty; it needs at least 'lab: NAME' and 'hosts:'");
       return;
     }
-    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, {"lab", "format", "compatibility", "networks", "hosts", "checks"});
+    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, keys::kLab);
     if (!r.ok()) return;
     if (auto n = r.Require("lab", "the lab's name, e.g. lab: my-lab")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("lab"), "lab")) {
@@ -94,6 +95,7 @@ class Decoder {
       if (ExpectMap(*n, r.KeyLoc("networks"), "networks"))
         for (auto& e : Entries(ctx_, *n, "networks")) DecodeNetwork(e, lab);
     }
+    if (auto n = r.Get("defaults")) DecodeDefaults(*n, r.KeyLoc("defaults"));
     if (auto n = r.Require("hosts", "the lab's physical machines, e.g. hosts: {hv1: {nics: ...}}")) {
       if (n->IsNull()) ctx_.Error(r.KeyLoc("hosts"), "hosts: a lab needs at least one host");
       if (ExpectMap(*n, r.KeyLoc("hosts"), "hosts")) {
@@ -129,7 +131,7 @@ class Decoder {
     net.loc = e.key_loc;
     if (auto why = CheckNetworkName(e.key); !why.empty()) ctx_.Error(e.key_loc, "network name " + Q(e.key) + " " + why);
     std::string what = "network " + Q(e.key);
-    MapReader r(ctx_, e.value, "networks." + e.key, what, e.key_loc, {"subnet", "gateway", "dns_records", "uplink"});
+    MapReader r(ctx_, e.value, "networks." + e.key, what, e.key_loc, keys::kNetwork);
     bool have_subnet = false;
     if (auto n = r.Require("subnet", "its address range, e.g. subnet: 10.10.0.0/24")) {
       if (auto c = ReadNetwork(ctx_, *n, r.KeyLoc("subnet"), what + " subnet")) {
@@ -203,10 +205,6 @@ class Decoder {
     m.parent = parent;
     m.depth = depth;
     m.loc = e.key_loc;
-    // The same for every machine: built once, not once per machine of a 10,000-VM lab.
-    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname"};
-    static const std::vector<std::string> kVmKeys = {"version", "generation", "processor", "memory", "security",
-                                                     "adapters", "switches", "vms", "run", "run_timeout", "hostname"};
     static const std::map<std::string, std::string> kMisplacedOnHost = [] {
       std::map<std::string, std::string> out;
       for (const char* k : {"memory", "version", "generation", "security"})
@@ -219,12 +217,16 @@ class Decoder {
     static const std::map<std::string, std::string> kMisplacedOnVm = {
         {"nics", "VMs have network adapters, not NICs; use adapters: [{switch: NAME, ip: ...}] (Add-VMNetworkAdapter)"}};
     if (host) m.memory.startup = 0;
-    const auto& known = host ? kHostKeys : kVmKeys;
+    const auto& known = host ? keys::kHost : keys::kVm;
     const auto& misplaced = host ? kMisplacedOnHost : kMisplacedOnVm;
     MapReader r(ctx_, e.value, path, what, e.key_loc, known, misplaced);
     DecodeComputerName(r, what, m);
 
-    if (!host) DecodeVmSettings(r, m);
+    if (!host) {
+      ApplyDefaults(path, m);
+      DecodeVmSettings(r, m);
+      CheckMemoryOrder(what, path, m);
+    }
     // Without version:, a VM has its host's default configuration version: 10.0 on the Windows
     // Server 2022 / Windows 11 hosts of compatibility ws2022, 9.0 otherwise.
     if (!host && !m.version_given && lab.compatibility == "ws2022") m.version = "10.0";
@@ -282,7 +284,7 @@ class Decoder {
         {"expose_virtualization_extensions",
          "processor.expose_virtualization_extensions applies to VMs only (Set-VMProcessor -VMName); a host "
          "exposes its hardware's extensions to the VMs that ask; remove it"}};
-    MapReader p(ctx_, node, host.path() + ".processor", what + " processor", host.KeyLoc("processor"), {"vendor"},
+    MapReader p(ctx_, node, host.path() + ".processor", what + " processor", host.KeyLoc("processor"), keys::kHostProcessor,
                 kVmOnly);
     if (auto v = p.Get("vendor")) {
       if (auto s = ReadString(ctx_, *v, p.KeyLoc("vendor"), what + " processor.vendor")) {
@@ -316,8 +318,7 @@ class Decoder {
     if (auto n = r.Get("generation"))
       if (auto g = ReadInt(ctx_, *n, r.KeyLoc("generation"), what + " generation", 1, 2)) m.generation = *g;
     if (auto n = r.Get("processor")) {
-      MapReader p(ctx_, *n, r.path() + ".processor", what + " processor", r.KeyLoc("processor"),
-                  {"count", "expose_virtualization_extensions"});
+      MapReader p(ctx_, *n, r.path() + ".processor", what + " processor", r.KeyLoc("processor"), keys::kProcessor);
       if (auto c = p.Get("count"))
         if (auto v = ReadInt(ctx_, *c, p.KeyLoc("count"), what + " processor.count", 1, 64)) m.processor.count = *v;
       if (auto x = p.Get("expose_virtualization_extensions"))
@@ -327,8 +328,7 @@ class Decoder {
     }
     if (auto n = r.Get("memory")) DecodeMemory(*n, r, m);
     if (auto n = r.Get("security")) {
-      MapReader s(ctx_, *n, r.path() + ".security", what + " security", r.KeyLoc("security"),
-                  {"virtualization_based_security"});
+      MapReader s(ctx_, *n, r.path() + ".security", what + " security", r.KeyLoc("security"), keys::kSecurity);
       if (auto x = s.Get("virtualization_based_security"))
         if (auto v = ReadBool(ctx_, *x, s.KeyLoc("virtualization_based_security"),
                               what + " security.virtualization_based_security"))
@@ -338,21 +338,24 @@ class Decoder {
 
   void DecodeMemory(const yaml::Node& node, MapReader& vm, Machine& m) {
     const std::string& what = vm.what();
-    MapReader r(ctx_, node, vm.path() + ".memory", what + " memory", vm.KeyLoc("memory"),
-                {"startup", "dynamic", "minimum", "maximum"});
-    bool startup_ok = true;
+    MapReader r(ctx_, node, vm.path() + ".memory", what + " memory", vm.KeyLoc("memory"), keys::kMemory);
     if (auto n = r.Get("startup")) {
       auto v = ReadSize(ctx_, *n, r.KeyLoc("startup"), what + " memory.startup");
-      startup_ok = v.has_value();
+      startup_ok_ = v.has_value();
       if (v && *v == 0) {
         ctx_.Error(r.ValueLoc("startup"), what + ": memory.startup must be more than 0; use a size like 1GiB");
-        startup_ok = false;
+        startup_ok_ = false;
       } else if (v) {
         m.memory.startup = *v;
       }
     }
-    if (auto n = r.Get("dynamic"))
-      if (auto v = ReadBool(ctx_, *n, r.KeyLoc("dynamic"), what + " memory.dynamic")) m.memory.dynamic = *v;
+    if (auto n = r.Get("dynamic")) {
+      if (auto v = ReadBool(ctx_, *n, r.KeyLoc("dynamic"), what + " memory.dynamic")) {
+        m.memory.dynamic = *v;
+        // Static memory has no range: a minimum and maximum of the defaults do not apply.
+        if (!*v) m.memory.minimum = m.memory.maximum = 0;
+      }
+    }
     for (const char* key : {"minimum", "maximum"}) {
       auto n = r.Get(key);
       if (!n) continue;
@@ -366,12 +369,52 @@ class Decoder {
       }
       bool minimum = std::strcmp(key, "minimum") == 0;
       (minimum ? m.memory.minimum : m.memory.maximum) = *v;
-      if (!startup_ok) continue;
-      if (minimum ? *v > m.memory.startup : *v < m.memory.startup)
-        ctx_.Error(r.ValueLoc(key), what + ": memory." + key + " " + FormatSize(*v) + " is " +
-                                        (minimum ? "above" : "below") + " memory.startup " +
-                                        FormatSize(m.memory.startup) +
-                                        "; Hyper-V needs minimum <= startup <= maximum (Set-VMMemory)");
+    }
+  }
+
+  /// minimum <= startup <= maximum, once the VM's own memory settings are merged over the
+  /// defaults; each error at the value as written (the VM's, or the defaults' it took).
+  void CheckMemoryOrder(const std::string& what, const std::string& path, const Machine& m) {
+    if (!m.memory.dynamic || !startup_ok_) return;
+    for (bool minimum : {true, false}) {
+      uint64_t v = minimum ? m.memory.minimum : m.memory.maximum;
+      if (v == 0 || (minimum ? v <= m.memory.startup : v >= m.memory.startup)) continue;
+      std::string key = minimum ? "minimum" : "maximum";
+      ctx_.Error(ctx_.At(path + ".memory." + key, m.loc),
+                 what + ": memory." + key + " " + FormatSize(v) + " is " + (minimum ? "above" : "below") +
+                     " memory.startup " + FormatSize(m.memory.startup) +
+                     "; Hyper-V needs minimum <= startup <= maximum (Set-VMMemory)");
+    }
+  }
+
+  /// `defaults:`, the settings every VM has where it does not write them: read once, as a VM's
+  /// settings are, into the template each VM starts from.
+  void DecodeDefaults(const yaml::Node& node, Loc at) {
+    MapReader r(ctx_, node, "defaults", "defaults", at, keys::kDefaults);
+    if (!r.ok()) return;
+    DecodeVmSettings(r, defaults_);
+    defaults_startup_ok_ = startup_ok_;
+  }
+
+  /// Starts VM `m` (at `path`) from the defaults: their values, and their positions, so that a
+  /// rule broken by a default points at the default as written.
+  void ApplyDefaults(const std::string& path, Machine& m) {
+    m.version = defaults_.version;
+    m.version_given = defaults_.version_given;
+    m.generation = defaults_.generation;
+    m.processor.count = defaults_.processor.count;
+    m.processor.expose_virtualization_extensions = defaults_.processor.expose_virtualization_extensions;
+    m.memory = defaults_.memory;
+    startup_ok_ = defaults_startup_ok_;
+    for (const auto& key : keys::kDefaults) {
+      const std::vector<std::string>* sub = key == "processor" ? &keys::kProcessor
+                                            : key == "memory"  ? &keys::kMemory
+                                                               : nullptr;
+      std::vector<std::string> suffixes{key};
+      if (sub)
+        for (const auto& k : *sub) suffixes.push_back(key + "." + k);
+      for (const auto& suffix : suffixes)
+        if (const Loc* loc = ctx_.locs.Find("defaults." + suffix)) ctx_.locs.Set(path, suffix, *loc);
     }
   }
 
@@ -381,7 +424,7 @@ class Decoder {
     nic.loc = e.key_loc;
     if (auto why = CheckInterfaceName(e.key); !why.empty()) ctx_.Error(e.key_loc, owner + ": NIC name " + Q(e.key) + " " + why);
     std::string what = owner + " NIC " + Q(e.key);
-    MapReader r(ctx_, e.value, path, what, e.key_loc, {"network", "ip", "gateway", "dns", "mac"});
+    MapReader r(ctx_, e.value, path, what, e.key_loc, keys::kNic);
     if (auto n = r.Require("network", "the lab network it is wired to, e.g. network: lan"))
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("network"), what + " network")) nic.network = *s;
     ReadAddressing(r, what, nic.ip, nic.gateway, nic.dns, nic.mac);
@@ -414,8 +457,7 @@ class Decoder {
         if (name.IsDefined() && name.IsScalar()) a.name = name.Scalar();
       }
       std::string what = owner + " adapter " + Q(a.name);
-      MapReader r(ctx_, item, item_path, what, loc,
-                  {"name", "switch", "ip", "gateway", "dns", "mac", "mac_address_spoofing"});
+      MapReader r(ctx_, item, item_path, what, loc, keys::kAdapter);
       if (!r.ok() || item.IsNull()) {
         if (item.IsNull())
           ctx_.Error(loc, owner + " adapters: item " + std::to_string(i + 1) +
@@ -455,8 +497,7 @@ class Decoder {
     if (auto why = CheckSwitchName(e.key); !why.empty())
       ctx_.Error(e.key_loc, owner_what + ": switch name " + Q(e.key) + " " + why);
     std::string what = "switch " + Q(e.key) + " on " + Q(owner.name);
-    MapReader r(ctx_, e.value, path, what, e.key_loc,
-                {"type", "nics", "allow_management_os", "embedded_teaming", "teaming_mode", "ip", "nat"});
+    MapReader r(ctx_, e.value, path, what, e.key_loc, keys::kSwitch);
     bool type_ok = false;
     if (auto n = r.Require("type", "external, internal or private, as in New-VMSwitch -SwitchType")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("type"), what + " type")) {
@@ -501,7 +542,7 @@ class Decoder {
     if (auto n = r.Get("nat")) {
       nat_given = true;
       std::string nat_what = what + " nat";
-      MapReader nr(ctx_, *n, path + ".nat", nat_what, r.KeyLoc("nat"), {"name", "prefix", "dns_proxy"});
+      MapReader nr(ctx_, *n, path + ".nat", nat_what, r.KeyLoc("nat"), keys::kNat);
       Nat nat;
       nat.loc = r.KeyLoc("nat");
       bool ok = nr.ok() && !n->IsNull();
@@ -576,9 +617,7 @@ class Decoder {
     std::string what = "check " + std::to_string(index + 1);
     Loc loc = LocOf(item, at);
     static const std::vector<std::string> kKinds = {"ping", "resolve", "tcp", "http"};
-    MapReader r(ctx_, item, path, what, loc,
-                {"from", "ping", "resolve", "tcp", "http", "expect", "expect_address", "expect_source", "timeout",
-                 "retries"});
+    MapReader r(ctx_, item, path, what, loc, keys::kCheck);
     if (!r.ok()) return;
     if (item.IsNull()) {
       ctx_.Error(loc, what + ": empty; expected a map like {from: hv1, ping: 10.10.0.1}");
@@ -736,6 +775,9 @@ class Decoder {
   }
 
   ParseContext& ctx_;
+  Machine defaults_;                  // the VM settings of `defaults:` (Machine's own defaults without it)
+  bool defaults_startup_ok_ = true;   // defaults' memory.startup was read (or not written)
+  bool startup_ok_ = true;            // the VM being read has a readable memory.startup
   std::map<std::string, Seen> machines_seen_;   // folded name -> first seen
   std::map<std::string, Seen> computers_seen_;  // folded computer name -> machine
 };
@@ -788,6 +830,7 @@ LoadResult Parse(const std::string& text, const std::string& file) {
       ctx.Error(Loc{yaml.error->mark.line + 1, yaml.error->mark.column + 1}, "YAML syntax: " + yaml.error->message);
     } else {
       syntax_ok = true;
+      for (const auto& m : yaml.merge_errors) ctx.Error(Loc{m.mark.line + 1, m.mark.column + 1}, m.message);
     }
   }
   if (syntax_ok) {

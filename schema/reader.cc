@@ -161,8 +161,12 @@ std::vector<Entry> Entries(ParseContext& ctx, const yaml::Node& map, const std::
 }
 
 bool KeyList::Contains(std::string_view key) const {
-  if (strings_) return std::find(strings_->begin(), strings_->end(), key) != strings_->end();
-  return std::find(views_.begin(), views_.end(), key) != views_.end();
+  // "x-*": any key with that start.
+  auto match = [key](std::string_view k) {
+    return k == key || (k.size() > 1 && k.back() == '*' && key.substr(0, k.size() - 1) == k.substr(0, k.size() - 1));
+  };
+  if (strings_) return std::any_of(strings_->begin(), strings_->end(), match);
+  return std::any_of(views_.begin(), views_.end(), match);
 }
 
 std::vector<std::string> KeyList::ToVector() const {

@@ -97,6 +97,7 @@ std::vector<Entry> Entries(ParseContext& ctx, const yaml::Node& map, const std::
 
 /// The keys an object may have, as written at the call: a brace list of literals (no vector of
 /// strings built per object read) or a vector.
+/// A key ending in '*' admits every key starting with what precedes it ("x-*").
 class KeyList {
  public:
   KeyList(std::initializer_list<std::string_view> keys) : views_(keys.begin(), keys.size()) {}

@@ -121,6 +121,13 @@ std::string Message(const yaml_parser_t& p, std::string_view text, size_t byte) 
 }  // namespace
 
 class Builder {
+  using Slot = Document::Slot;
+  /// A collection being read: its slot, and where its children start in kids_.
+  struct Open {
+    uint32_t index;
+    size_t kids_from;
+  };
+
  public:
   Builder(std::string_view text, int max_depth, LoadResult& out)
       : text_(text), pos_(text), max_depth_(max_depth), out_(out), doc_(*out.doc) {
@@ -184,6 +191,7 @@ class Builder {
         bool null = e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && e.data.scalar.tag == nullptr && IsNullText(value);
         uint32_t index = Add(null ? NodeType::kNull : NodeType::kScalar, mark, e.data.scalar.anchor);
         if (!null) doc_.slots_[index].scalar.assign(value);
+        if (e.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && value == "<<") doc_.slots_[index].merge_key = true;
         Attach(index);
         return false;
       }
@@ -207,6 +215,7 @@ class Builder {
         --depth_;
         if (!building()) return false;
         Open o = open_.back();
+        if (e.type == YAML_MAPPING_END_EVENT) Merge(o);
         open_.pop_back();
         auto& slot = doc_.slots_[o.index];
         slot.first = static_cast<uint32_t>(doc_.kids_.size());
@@ -216,6 +225,64 @@ class Builder {
         return false;
       }
       default: return false;
+    }
+  }
+
+  /// Applies the merge keys of the map `o` that is closing (its pairs are the end of kids_).
+  void Merge(const Open& o) {
+    bool any = false;
+    for (size_t i = o.kids_from; i + 1 < kids_.size(); i += 2) any = any || doc_.slots_[kids_[i]].merge_key;
+    if (!any) return;
+    std::vector<uint32_t> pairs(kids_.begin() + static_cast<std::ptrdiff_t>(o.kids_from), kids_.end());
+    kids_.resize(o.kids_from);
+    // The map's own keys win over merged ones wherever they are written.
+    std::unordered_map<std::string, bool> taken;
+    for (size_t i = 0; i + 1 < pairs.size(); i += 2) {
+      const Slot& k = doc_.slots_[pairs[i]];
+      if (!k.merge_key && k.type == NodeType::kScalar) taken[k.scalar] = true;
+    }
+    for (size_t i = 0; i + 1 < pairs.size(); i += 2) {
+      const Slot& key = doc_.slots_[pairs[i]];
+      if (!key.merge_key) {
+        kids_.push_back(pairs[i]);
+        kids_.push_back(pairs[i + 1]);
+        continue;
+      }
+      uint32_t value = pairs[i + 1];
+      std::vector<uint32_t> sources;
+      if (doc_.slots_[value].type == NodeType::kSequence) {
+        const Slot& seq = doc_.slots_[value];
+        for (uint32_t j = 0; j < seq.count; ++j) sources.push_back(doc_.kids_[seq.first + j]);
+      } else {
+        sources.push_back(value);
+      }
+      for (uint32_t src : sources) {
+        const Slot& from = doc_.slots_[src];
+        if (from.type != NodeType::kMap) {
+          out_.merge_errors.push_back(
+              SyntaxError{key.mark, "the merge key '<<' takes a map: an alias of one (<<: *defaults) or a list of "
+                                    "them (<<: [*a, *b]); this one gets " +
+                                        std::string(from.type == NodeType::kSequence ? "a list of lists"
+                                                    : from.type == NodeType::kScalar ? "a scalar"
+                                                                                     : "nothing") +
+                                        "; anchor a map (&defaults {...}) and merge that"});
+          continue;
+        }
+        bool open = std::any_of(open_.begin(), open_.end(), [&](const Open& x) { return x.index == src; });
+        if (open) {
+          out_.merge_errors.push_back(SyntaxError{
+              key.mark, "the merge key '<<' merges a map that contains it (an alias of an enclosing map); merge a "
+                        "map anchored outside this one"});
+          continue;
+        }
+        for (uint32_t j = 0; j + 1 < from.count; j += 2) {
+          uint32_t k = doc_.kids_[from.first + j];
+          const Slot& ks = doc_.slots_[k];
+          if (ks.type == NodeType::kScalar && !taken.emplace(ks.scalar, true).second) continue;
+          kids_.push_back(k);
+          kids_.push_back(doc_.kids_[from.first + j + 1]);
+        }
+      }
     }
   }
 
@@ -268,10 +335,6 @@ class Builder {
     return i + static_cast<size_t>(m.column);
   }
 
-  struct Open {
-    uint32_t index;
-    size_t kids_from;
-  };
   std::string_view text_;
   Positions pos_;
   int max_depth_;

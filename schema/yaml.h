@@ -7,6 +7,12 @@
 // `null`, `Null`, `NULL` and empty values are null nodes; tags are not interpreted. An alias is
 // the anchored node itself (the same slot: no copy, so alias bombs cost nothing).
 //
+// Merge keys (YAML 1.1's `<<: *anchor`, `<<: [*a, *b]`) are applied as the map closes: the map
+// gets the pairs of the merged maps whose keys it does not write itself (an earlier map in the
+// list wins over a later one), in place of the `<<` pair. The merged pairs are the anchored
+// nodes themselves, so their positions are where they are written. A merge of anything but maps
+// is reported in LoadResult::merge_errors and left out; the rest of the document is built.
+//
 // Load() also enforces the limits the reader promises before anything is decoded: collections
 // nested deeper than `max_depth` stop the pass at the first one past the limit. Only the first
 // document is built; the rest are counted.
@@ -78,6 +84,7 @@ class Document {
     Mark mark;
     uint32_t first = 0;  // collections: first child in kids_
     uint32_t count = 0;  // collections: number of children (2 per pair of a map)
+    bool merge_key = false;  // a plain scalar `<<`
     std::string scalar;
   };
   std::vector<Slot> slots_;
@@ -97,6 +104,7 @@ struct LoadResult {
   Mark second_document;           // where the second document's first node starts
   std::optional<Mark> too_deep;   // the first collection nested past max_depth
   std::optional<SyntaxError> error;  // a syntax error in the first document (or before the depth limit)
+  std::vector<SyntaxError> merge_errors;  // `<<` pairs that could not be merged (left out), in text order
 };
 
 /// Parses `text` (never throws).

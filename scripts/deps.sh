@@ -9,6 +9,7 @@ packages=(
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
   dnsmasq-base ccache
   dpkg-dev file   # the Debian package (cpack -G DEB: dpkg-shlibdeps finds its Depends)
+  graphviz        # lab graph --format svg|png runs its dot; the graph tests render every lab with it
   clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)
 )
 
