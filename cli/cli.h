@@ -111,8 +111,9 @@ void PrintReport(const engine::ExecReport& report, double seconds, const char* v
 /// From here on, the first SIGINT or SIGTERM sets the returned flag (hand it to the executor:
 /// no new action starts, running ones finish and are recorded) and says so on stderr; a second
 /// one ends the process at once with exit code 130 (the journal's intended entries let the next
-/// run continue). `verb` is the command to run again ("up", "down").
-const std::atomic<bool>& CatchInterrupts(const char* verb);
+/// run continue). `verb` is the command to run again ("up", "down"). `live_line`: a progress
+/// line is on the terminal, which the notes erase first rather than trail.
+const std::atomic<bool>& CatchInterrupts(const char* verb, bool live_line = false);
 /// The end of an interrupted command: "interrupted: N of M actions done; run 'lab VERB' again to
 /// continue" on stderr; the exit code is 130 (128 + SIGINT, as a shell reports Ctrl-C).
 void ReportInterrupted(const engine::ExecReport& report, const char* verb);

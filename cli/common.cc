@@ -74,7 +74,9 @@ engine::EngineOptions EngineOptionsFor(const Globals& g) {
 
 bool RequireRoot(const char* verb, const char* why) {
   if (::geteuid() == 0) return true;
-  std::fprintf(stderr, "lab %s: needs root (%s)\n", verb, why);
+  // As JSON logs: the same words in "msg" ("lab up: needs root (...)").
+  if (JsonLogs()) spdlog::error("lab {}: needs root ({})", verb, why);
+  else std::fprintf(stderr, "lab %s: needs root (%s)\n", verb, why);
   return false;
 }
 
@@ -365,10 +367,19 @@ void OnInterrupt(int) {
 
 }  // namespace
 
-const std::atomic<bool>& CatchInterrupts(const char* verb) {
+const std::atomic<bool>& CatchInterrupts(const char* verb, bool live_line) {
   static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
-  g_first_note = std::string("lab: interrupted: finishing the actions under way, starting no more (again to stop at once)\n");
-  g_second_note = std::string("lab: interrupted again: stopping now; run 'lab ") + verb + "' again to continue\n";
+  const std::string clear = live_line ? "\r\033[K" : "";
+  const std::string first = "interrupted: finishing the actions under way, starting no more (again to stop at once)";
+  const std::string second = std::string("interrupted again: stopping now; run 'lab ") + verb + "' again to continue";
+  if (JsonLogs()) {
+    // Written by the handler, which cannot read the clock safely: a JSON line without "ts".
+    g_first_note = nlohmann::json{{"level", "warning"}, {"msg", first}}.dump() + "\n";
+    g_second_note = nlohmann::json{{"level", "error"}, {"msg", second}}.dump() + "\n";
+  } else {
+    g_first_note = clear + "lab: " + first + "\n";
+    g_second_note = clear + "lab: " + second + "\n";
+  }
   struct sigaction sa {};
   sa.sa_handler = OnInterrupt;
   sa.sa_flags = SA_RESTART;  // the kernel work under way is not cut short by EINTR

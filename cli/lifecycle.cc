@@ -46,7 +46,7 @@ void AddCheckpointListing(CLI::App& app, CLI::App& checkpoint, Globals& g) {
     if (!engine) return;
     auto all = engine::ListCheckpoints(*engine, LabName(*lab), *vm);
     if (!all) {
-      std::fprintf(stderr, "lab: %s\n", all.message().c_str());
+      spdlog::error("{}", all.message());
       return;
     }
     auto taken = [](int64_t t) {
@@ -88,7 +88,7 @@ void AddCheckpointListing(CLI::App& app, CLI::App& checkpoint, Globals& g) {
     if (!engine) return;
     auto lines = engine::RemoveCheckpoint(*engine, LabName(*rlab), *rvm, *rname);
     if (!lines) {
-      std::fprintf(stderr, "lab: %s\n", lines.message().c_str());
+      spdlog::error("{}", lines.message());
       return;
     }
     for (const auto& line : *lines) std::printf("  %s\n", line.c_str());
@@ -115,7 +115,7 @@ CLI::App* AddOne(CLI::App& app, Globals& g, engine::LifecycleOp op, const char* 
     if (optional_name) {
       if (cmd->got_subcommand("rm")) return;
       if (lab->empty() || req->machine.empty()) {
-        std::fprintf(stderr, "lab: usage: lab checkpoint LAB MACHINE [NAME] (or lab checkpoint rm LAB MACHINE NAME)\n");
+        spdlog::error("usage: lab checkpoint LAB MACHINE [NAME] (or lab checkpoint rm LAB MACHINE NAME)");
         g_exit_code = 2;
         return;
       }
@@ -130,9 +130,9 @@ CLI::App* AddOne(CLI::App& app, Globals& g, engine::LifecycleOp op, const char* 
     auto t0 = std::chrono::steady_clock::now();
     auto r = engine::RunLifecycle(*engine, *req, StepPrinter(g, out));
     if (r)
-      for (const auto& w : r->warnings) std::fprintf(stderr, "lab: warning: %s\n", w.c_str());
+      for (const auto& w : r->warnings) spdlog::warn("{}", w);
     if (!r) {
-      std::fprintf(stderr, "lab: %s\n", r.message().c_str());
+      spdlog::error("{}", r.message());
       return;
     }
     for (const auto& line : r->lines) std::printf("  %s\n", line.c_str());

@@ -26,7 +26,7 @@ void AddLink(CLI::App& app, Globals& g) {
     req->up = *state == "up";
     auto r = engine::SetLink(*engine, *req);
     if (!r) {
-      std::fprintf(stderr, "lab: %s\n", r.message().c_str());
+      spdlog::error("{}", r.message());
       return;
     }
     Out out = MakeOut(g);

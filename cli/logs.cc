@@ -18,12 +18,11 @@ void AddLogs(CLI::App& app, Globals& g) {
     const std::string name = LabName(lab);
     auto text = engine->Logs(name, machine);
     if (!text) {
-      std::fprintf(stderr, "lab: %s\n", text.message().c_str());
+      spdlog::error("{}", text.message());
       return;
     }
     if (text->empty())
-      std::fprintf(stderr, "lab: nothing logged for '%s': it has no run: commands, or they have not run yet\n",
-                   machine.c_str());
+      spdlog::info("nothing logged for '{}': it has no run: commands, or they have not run yet", machine);
     std::fwrite(text->data(), 1, text->size(), stdout);
     g_exit_code = 0;
   });

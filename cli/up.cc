@@ -59,7 +59,7 @@ void AddUp(CLI::App& app, Globals& g) {
     auto t0 = std::chrono::steady_clock::now();
     auto progress = std::make_shared<Progress>(Progress::ForTerminal(g.verbose, g.quiet, JsonLogs()));
     engine::ExecOptions exec = StepPrinter(g, out, progress);
-    exec.interrupt = &CatchInterrupts("up");
+    exec.interrupt = &CatchInterrupts("up", progress->live());
     auto result = engine->Up(
         *lab,
         [&](const engine::Plan& plan) {
@@ -136,7 +136,7 @@ void AddDown(CLI::App& app, Globals& g) {
     auto t0 = std::chrono::steady_clock::now();
     auto progress = std::make_shared<Progress>(Progress::ForTerminal(g.verbose, g.quiet, JsonLogs()));
     engine::ExecOptions exec = StepPrinter(g, out, progress);
-    exec.interrupt = &CatchInterrupts("down");
+    exec.interrupt = &CatchInterrupts("down", progress->live());
     auto result = engine->Down(
         name,
         [&](const engine::Plan& plan) {

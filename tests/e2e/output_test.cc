@@ -167,7 +167,7 @@ TEST_CASE("On a terminal up and down show one live progress line and the plan as
   // No line per action, and the plan as counts per kind of change.
   CHECK(up.out.find("\n  made ") == std::string::npos);
   CHECK(std::regex_search(up.out, std::regex(R"(\+ +create +1 network, 1 host, 3 VMs, 1 NIC, 2 switches, 3 adapters)")));
-  CHECK(up.out.find("VM 'nested1' (on middle)") == std::string::npos);  // the list is --plan-detail's
+  CHECK(up.out.find("+    VM 'nested1' (on middle)") == std::string::npos);  // the list is --plan-detail's
   CHECK(up.out.find("Plan: 17 to add, 0 to change, 0 to destroy.") != std::string::npos);
   CHECK(up.out.find("Apply complete") != std::string::npos);
 
@@ -183,7 +183,7 @@ TEST_CASE("On a terminal up and down show one live progress line and the plan as
   INFO(detail.out);
   REQUIRE(detail.code == 0);
   pids = InitPids(sb, "nested-nat");
-  CHECK(detail.out.find("VM 'nested1'") != std::string::npos);
+  CHECK(detail.out.find("+    VM 'nested1' (on middle)") != std::string::npos);
   CHECK(detail.out.find("create   ") == std::string::npos);
   TakeDownLeavingNothing(sb, "nested-nat", pids);
 
