@@ -21,6 +21,7 @@
 #include "hv/kernel/doctor.h"
 #include "hv/qemu/agent_client.h"
 #include "hv/qemu/command.h"
+#include "hv/qemu/doctor.h"
 #include "hv/qemu/initramfs.h"
 #include "hv/qemu/kernel.h"
 #include "hv/qemu/process.h"
@@ -349,6 +350,23 @@ TEST_CASE("QEMU's command line says +svm or -svm explicitly and wires the agent 
   CHECK(join(QemuArgv(c)).find("-cpu qemu64,-svm,+arat ") != std::string::npos);
   c.accel = Accel::kKvm;
   CHECK(join(QemuArgv(c)).find("-accel kvm -cpu host,-vmx,-svm ") != std::string::npos);
+}
+
+TEST_CASE("The qemu driver uses KVM only where doctor's probe runs a standard guest, and TCG always exposes SVM", "[hv][qemu]") {
+  kernel::Capability usable{"/dev/kvm", kernel::kCapUsable, "", "", false};
+  kernel::Capability unusable{"/dev/kvm", kernel::kCapUnusable, "", "", false};
+  kernel::Capability nested_on{"kvm nested", kernel::kCapOk, "kvm_intel nested=Y", "", false};
+  kernel::Capability nested_off{"kvm nested", kernel::kCapMissing, "kvm_intel nested=N", "echo options", false};
+  CHECK(JudgeAccel(usable).detail.rfind("kvm", 0) == 0);
+  auto tcg = JudgeAccel(unusable);
+  CHECK(tcg.detail.rfind("tcg", 0) == 0);
+  CHECK(JudgeExposure(tcg, nested_off, "flags : fpu").state == kernel::kCapOk);
+  auto kvm = JudgeAccel(usable);
+  CHECK(JudgeExposure(kvm, nested_on, "flags : fpu vmx ept").state == kernel::kCapOk);
+  auto off = JudgeExposure(kvm, nested_off, "flags : fpu vmx ept");
+  CHECK(off.state == kernel::kCapMissing);
+  CHECK(off.fix == "echo options");
+  CHECK(JudgeExposure(kvm, nested_on, "flags : fpu sse").state == kernel::kCapMissing);
 }
 
 bool Has(const std::vector<std::string>& flags, const std::string& f) {
