@@ -46,6 +46,7 @@ void AddInternal(CLI::App& app, Globals& g) {
       return;
     }
     std::printf("%s %s %s %.0f ms\n", floor ? "floor" : "agent", kvm ? "kvm" : "tcg", r->kernel.c_str(), r->ready_ms);
+    for (const auto& line : r->init_lines) std::fprintf(stderr, "  %s\n", line.c_str());
   });
 }
 

@@ -59,6 +59,9 @@ Result<BootResult> BootOnce(const BootOptions& o) {
   }
   r.ready_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   Status stopped = StopQemu(*p, 0, 3000);
+  std::ifstream console(p->console_log());
+  for (std::string line; std::getline(console, line);)
+    if (line.rfind("lab-guest-init:", 0) == 0) r.init_lines.push_back(line);
   fs::remove_all(o.run_dir, ec);
   LAB_RETURN_IF_ERROR(st);
   LAB_RETURN_IF_ERROR(stopped);

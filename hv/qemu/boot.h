@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "hv/qemu/process.h"
@@ -24,6 +25,7 @@ struct BootOptions {
 struct BootResult {
   std::string kernel;  // the guest's release
   double ready_ms = 0;  // from QEMU's start to the floor's marker on the console / the agent's ping reply
+  std::vector<std::string> init_lines;  // what lab-guest-init printed on the console (with uptimes)
 };
 
 Result<BootResult> BootOnce(const BootOptions& options);

@@ -1,8 +1,8 @@
 // lab-guest-init: /init of a qemu VM's initramfs, and its agent.
 //
 // It mounts /proc, /sys and /dev (devtmpfs: there is no udev), loads the kernel modules listed in
-// /etc/lab/modules (the initramfs builder put them there in dependency order; one that fails, as
-// kvm_amd does where svm is hidden, is reported on the console and skipped), finds the
+// /etc/lab/modules (the initramfs builder put them there in dependency order, kvm's only for a
+// processor with svm or vmx; one that fails is reported on the console and skipped), finds the
 // virtio-serial port named `lab.agent` under /sys/class/virtio-ports and answers the agent
 // protocol (hv/agent/protocol.h) on it. The port is opened once read-write; EOF means the host side
 // is not connected (yet, or any more), so it waits and opens it again: the host may come and go.
@@ -23,7 +23,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -37,8 +39,11 @@ namespace {
 
 constexpr const char* kFloorMarker = "lab-floor-marker";
 
+/// A line on the console, with the guest's uptime (as the kernel's own log has it).
 void Say(const std::string& line) {
-  std::string s = "lab-guest-init: " + line + "\n";
+  std::string up;
+  if (std::ifstream u("/proc/uptime"); u >> up) up = "[" + up + "] ";
+  std::string s = "lab-guest-init: " + up + line + "\n";
   if (::write(2, s.data(), s.size()) < 0) {
   }
 }
@@ -61,16 +66,45 @@ void Mounts() {
   ::mount("tmpfs", "/tmp", "tmpfs", 0, nullptr);
 }
 
+/// The processor's flags, from /proc/cpuinfo's first "flags" line.
+std::vector<std::string> CpuFlags() {
+  std::vector<std::string> flags;
+  std::istringstream info(Slurp("/proc/cpuinfo"));
+  for (std::string line; std::getline(info, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) flags.push_back(w);
+    break;
+  }
+  return flags;
+}
+
+/// Loads /etc/lab/modules in order: "PATH" always, "PATH FLAG|FLAG" only when the processor has
+/// one of the flags (kvm_amd needs svm: without it, its 1.2 s of loading under TCG is for nothing).
 void LoadModules() {
+  Say("loading modules");
+  std::vector<std::string> flags = CpuFlags();
   std::ifstream list("/etc/lab/modules");
-  for (std::string path; std::getline(list, path);) {
-    if (path.empty()) continue;
+  for (std::string line; std::getline(list, line);) {
+    std::istringstream words(line);
+    std::string path, needs;
+    if (!(words >> path)) continue;
+    if (words >> needs) {
+      bool any = false;
+      std::istringstream alternatives(needs);
+      for (std::string f; std::getline(alternatives, f, '|');)
+        any = any || std::find(flags.begin(), flags.end(), f) != flags.end();
+      if (!any) continue;
+    }
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       Say("module " + path + ": " + strerror(errno));
       continue;
     }
+    auto t0 = std::chrono::steady_clock::now();
     if (::syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST) Say("module " + path + ": " + strerror(errno));
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (ms >= 100) Say(path.substr(path.rfind('/') + 1) + " took " + std::to_string(static_cast<int>(ms)) + " ms");
     ::close(fd);
   }
 }
@@ -95,13 +129,7 @@ lab::hv::agent::PingReply Ping() {
   utsname u{};
   ::uname(&u);
   p.kernel = u.release;
-  std::istringstream info(Slurp("/proc/cpuinfo"));
-  for (std::string line; std::getline(info, line);) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line.substr(line.find(':') + 1));
-    for (std::string w; words >> w;) p.cpu_flags.push_back(w);
-    break;
-  }
+  p.cpu_flags = CpuFlags();
   p.kvm = ::access("/dev/kvm", F_OK) == 0;
   return p;
 }
@@ -206,6 +234,9 @@ bool WriteAll(int fd, const std::string& s) {
         if (!line.empty()) ok = WriteAll(fd, Answer(line));
       }
       if (!ok) break;
+      // pid 1 adopts what commands left running: reap the ones that ended.
+      while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
     }
     ::close(fd);
     ::usleep(50000);

@@ -159,8 +159,40 @@ std::vector<std::string> ModuleDepends(std::string_view ko) {
   return deps;
 }
 
-std::vector<std::string> GuestModuleRoots() {
-  return {"virtio_pci", "virtio_console", "virtio_net", "virtio_blk", "crc32c_generic", "ext4", "kvm_amd", "kvm_intel"};
+std::vector<ModuleRoot> GuestModuleRoots() {
+  return {{"virtio_pci", {}}, {"virtio_console", {}}, {"virtio_net", {}},   {"virtio_blk", {}},
+          {"crc32c_generic", {}}, {"ext4", {}},     {"kvm_amd", {"svm"}}, {"kvm_intel", {"vmx"}}};
+}
+
+Result<std::string> ModuleLoadList(const std::string& modules_dir, const std::string& release,
+                                   const std::vector<ModuleRoot>& roots, std::vector<std::string>* files) {
+  std::vector<std::string> names;
+  for (const auto& r : roots) names.push_back(r.name);
+  auto order = ModuleClosure(modules_dir, names);
+  if (!order.ok()) return order.status();
+  // Each module's flags: the union over the roots that pull it in; none when any root needs none.
+  std::map<std::string, std::set<std::string>> needs;
+  std::set<std::string> always;
+  for (const auto& r : roots) {
+    auto closure = ModuleClosure(modules_dir, {r.name});
+    if (!closure.ok()) return closure.status();
+    for (const auto& m : *closure) {
+      if (r.needs_flag.empty()) always.insert(m);
+      for (const auto& f : r.needs_flag) needs[m].insert(f);
+    }
+  }
+  std::string list;
+  for (const auto& m : *order) {
+    list += "/lib/modules/" + release + "/" + m;
+    if (!always.count(m) && needs.count(m)) {
+      std::string alternatives;
+      for (const auto& f : needs[m]) alternatives += (alternatives.empty() ? "" : "|") + f;
+      list += " " + alternatives;
+    }
+    list += "\n";
+  }
+  if (files) *files = *order;
+  return list;
 }
 
 Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, const std::vector<std::string>& roots) {
@@ -226,24 +258,22 @@ Status BuildInitramfs(const GuestKernel& kernel, const std::string& guest_init, 
     return Status::Error("cannot read the guest init " + guest_init + " (build the lab-guest-init target)");
   e.push_back(std::move(init));
 
-  auto modules = ModuleClosure(kernel.modules, GuestModuleRoots());
-  if (!modules.ok()) return modules.status().Prefixed("initramfs for " + kernel.release);
+  std::vector<std::string> modules;
+  auto load_order = ModuleLoadList(kernel.modules, kernel.release, GuestModuleRoots(), &modules);
+  if (!load_order.ok()) return load_order.status().Prefixed("initramfs for " + kernel.release);
   std::string prefix = "lib/modules/" + kernel.release + "/";
   std::set<std::string> dirs;
-  std::string load_order;
-  for (const auto& rel : *modules) {
+  for (const auto& rel : modules)
     for (fs::path p = fs::path(prefix + rel).parent_path(); !p.empty() && p.string() + "/" != prefix; p = p.parent_path())
       dirs.insert(p.string());
-    load_order += "/" + prefix + rel + "\n";
-  }
   e.push_back({Kind::kDirectory, prefix.substr(0, prefix.size() - 1), "", 0755});
   for (const auto& d : dirs) e.push_back({Kind::kDirectory, d, "", 0755});  // sorted: parents first
-  for (const auto& rel : *modules) {
+  for (const auto& rel : modules) {
     CpioEntry m{Kind::kFile, prefix + rel, "", 0644};
     if (!ReadFile(kernel.modules + "/" + rel, &m.data)) return ErrnoStatus("cannot read module " + rel);
     e.push_back(std::move(m));
   }
-  e.push_back({Kind::kFile, "etc/lab/modules", load_order, 0644});
+  e.push_back({Kind::kFile, "etc/lab/modules", *load_order, 0644});
 
   if (!busybox.empty()) {
     CpioEntry bb{Kind::kFile, "bin/busybox", "", 0755};

@@ -37,12 +37,22 @@ std::vector<std::string> ModuleDepends(std::string_view ko);
 /// modules.builtin) is left out; a root that is neither is an error naming it.
 Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, const std::vector<std::string>& roots);
 
+/// A module the guest needs, and the processor flags it is loaded for (none: always).
+struct ModuleRoot {
+  std::string name;
+  std::vector<std::string> needs_flag;  // any of them
+};
 /// The modules a qemu VM's initramfs carries: virtio transport, console, network and block, ext4
-/// with crc32c, and kvm (loaded only where the processor exposes svm or vmx).
-std::vector<std::string> GuestModuleRoots();
+/// with crc32c, and kvm_amd (for svm) / kvm_intel (for vmx).
+std::vector<ModuleRoot> GuestModuleRoots();
+
+/// /etc/lab/modules for `roots`: one line per module of their closures, in load order, as
+/// "/lib/modules/RELEASE/PATH" plus " FLAG|FLAG" when only roots that need a flag pull it in.
+Result<std::string> ModuleLoadList(const std::string& modules_dir, const std::string& release,
+                                   const std::vector<ModuleRoot>& roots, std::vector<std::string>* files);
 
 /// Builds the initramfs for `kernel` at `out`: `guest_init` (the lab-guest-init binary) as /init,
-/// the closure of GuestModuleRoots() under /lib/modules/<release>/ listed in load order in
+/// the closure of GuestModuleRoots() under /lib/modules/<release>/ with ModuleLoadList as
 /// /etc/lab/modules, /dev/console, and `busybox` (a static busybox, "" for none) as /bin/busybox
 /// with a link for each of its applets.
 Status BuildInitramfs(const GuestKernel& kernel, const std::string& guest_init, const std::string& busybox,

@@ -206,7 +206,7 @@ std::string Module(const std::string& fields) {
   return elf;
 }
 
-TEST_CASE("The module closure loads each module after what its .modinfo depends on", "[hv][qemu]") {
+TEST_CASE("The module closure loads each module after what its .modinfo depends on, kvm only for svm or vmx", "[hv][qemu]") {
   std::string dir = testing::TempDir("lab-modules");
   auto put = [&](const std::string& rel, const std::string& depends) {
     fs::create_directories(fs::path(dir + "/kernel/" + rel).parent_path());
@@ -229,6 +229,23 @@ TEST_CASE("The module closure loads each module after what its .modinfo depends 
   CHECK(*order == std::vector<std::string>{"kernel/fs/mbcache.ko", "kernel/crypto/crc32c_generic.ko", "kernel/fs/jbd2/jbd2.ko",
                                            "kernel/lib/crc16.ko", "kernel/fs/ext4/ext4.ko", "kernel/drivers/failover.ko",
                                            "kernel/drivers/net_failover.ko", "kernel/drivers/virtio_net.ko"});
+  // kvm's modules are loaded only for a processor with the flag their root needs.
+  put("arch/x86/kvm/kvm.ko", "irqbypass");
+  put("virt/lib/irqbypass.ko", "");
+  put("arch/x86/kvm/kvm-amd.ko", "kvm");
+  put("arch/x86/kvm/kvm-intel.ko", "kvm");
+  std::vector<std::string> files;
+  auto list = ModuleLoadList(dir, "6.1.0-9", {{"jbd2", {}}, {"kvm_amd", {"svm"}}, {"kvm_intel", {"vmx"}}}, &files);
+  REQUIRE(list.ok());
+  CHECK(*list ==
+        "/lib/modules/6.1.0-9/kernel/crypto/crc32c_generic.ko\n"
+        "/lib/modules/6.1.0-9/kernel/fs/jbd2/jbd2.ko\n"
+        "/lib/modules/6.1.0-9/kernel/virt/lib/irqbypass.ko svm|vmx\n"
+        "/lib/modules/6.1.0-9/kernel/arch/x86/kvm/kvm.ko svm|vmx\n"
+        "/lib/modules/6.1.0-9/kernel/arch/x86/kvm/kvm-amd.ko svm\n"
+        "/lib/modules/6.1.0-9/kernel/arch/x86/kvm/kvm-intel.ko vmx\n");
+  CHECK(files.size() == 6);
+
   auto missing = ModuleClosure(dir, {"virtio_blk"});
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.message().find("'virtio_blk'") != std::string::npos);
