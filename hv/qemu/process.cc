@@ -67,12 +67,16 @@ std::string Tail(const std::string& path, size_t max) {
   return t;
 }
 
-/// Waits until the process is gone (reaping it when it is our child), at most `ms`.
+/// Waits until the process is gone, at most `ms`. Our own child is gone once reaped: a QEMU whose
+/// main thread has exited shows as a zombie while its other threads still end, and cannot be
+/// reaped before they have. Another's (a QEMU an earlier lab started) is gone when it is no longer
+/// running.
 bool WaitGone(const QemuProcess& p, int ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(ms);
   for (;;) {
-    ::waitpid(p.pid, nullptr, WNOHANG);  // ours: reap it; not ours: ECHILD, harmless
-    if (!IsRunning(p)) return true;
+    int r = ::waitpid(p.pid, nullptr, WNOHANG);
+    if (r == p.pid) return true;
+    if (r < 0 && errno == ECHILD && !IsRunning(p)) return true;
     if (Clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -176,7 +180,7 @@ Status StopQemu(const QemuProcess& p, int powerdown_ms, int quit_ms) {
     if (IsRunning(p)) ::kill(p.pid, SIGKILL);
     if (!WaitGone(p, 5000)) return Status::Error("QEMU (pid " + std::to_string(p.pid) + ") survived SIGKILL");
   } else {
-    ::waitpid(p.pid, nullptr, WNOHANG);
+    (void)WaitGone(p, 5000);  // our child that exited by itself: reaped here
   }
   RemoveFiles(p);
   return Status::Ok();

@@ -463,6 +463,7 @@ TEST_CASE("Two guests boot from Debian's kernel, one with svm exposed and one hi
   for (const auto& g : guests) {
     REQUIRE(StopQemu(g, 1000, 3000).ok());
     CHECK_FALSE(IsRunning(g));
+    INFO("pid " << g.pid << " recorded start " << g.start_time << " now state " << ReadProcStat(g.pid).state << " start " << ReadProcStat(g.pid).start_time);
     CHECK_FALSE(ReadProcStat(g.pid).found);
     CHECK_FALSE(fs::exists(g.qmp_socket()));
     CHECK_FALSE(fs::exists(g.agent_socket()));
