@@ -2,9 +2,12 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -286,6 +289,17 @@ Status UnpackDeb(const std::string& deb, const std::vector<std::string>& prefixe
   return st;
 }
 
+void RemoveStaleFetches(const std::string& cache_dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(cache_dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind(".fetch-", 0) != 0) continue;
+    int pid = std::atoi(name.c_str() + 7);
+    std::error_code ignored;
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) fs::remove_all(e.path(), ignored);
+  }
+}
+
 Result<GuestKernel> FetchKernel(const std::string& cache_dir, const std::string& meta_package) {
   auto pkg = ResolveKernelPackage(meta_package);
   if (!pkg.ok()) {
@@ -296,6 +310,7 @@ Result<GuestKernel> FetchKernel(const std::string& cache_dir, const std::string&
 
   std::error_code ec;
   fs::create_directories(cache_dir, ec);
+  RemoveStaleFetches(cache_dir);
   fs::path tmp = fs::path(cache_dir) / (".fetch-" + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp / "deb", ec);

@@ -64,6 +64,10 @@ std::optional<GuestKernel> AnyCachedKernel(const std::string& cache_dir);
 /// outside `dest`.
 Status UnpackDeb(const std::string& deb, const std::vector<std::string>& prefixes, const std::string& dest);
 
+/// Removes the `.fetch-PID` directories of fetches whose process is gone (killed mid-download), so
+/// the next fetch starts that entry afresh. Those of running fetches stay.
+void RemoveStaleFetches(const std::string& cache_dir);
+
 /// The guest kernel: the cache entry of the version apt offers now for `meta_package`, or the
 /// package downloaded (`apt-get download`), unpacked and its vmlinux extracted into a new entry.
 /// When apt cannot resolve the package, the newest cached entry, if any.

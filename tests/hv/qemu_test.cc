@@ -130,6 +130,20 @@ TEST_CASE("A kernel without the PVH note is refused with an error that names the
   CHECK(no_payload.message().find("no compressed kernel payload") != std::string::npos);
 }
 
+TEST_CASE("A kernel fetch killed halfway leaves nothing the next fetch trips on", "[hv][qemu]") {
+  std::string cache = testing::TempDir("lab-kernels");
+  // A pid that cannot be running (above pid_max's ceiling) and our own, still running.
+  fs::create_directories(cache + "/.fetch-99999999/tree");
+  std::string ours = cache + "/.fetch-" + std::to_string(::getpid());
+  fs::create_directories(ours);
+  fs::create_directories(cache + "/linux-image-x_1");  // incomplete: no vmlinux
+  RemoveStaleFetches(cache);
+  CHECK_FALSE(fs::exists(cache + "/.fetch-99999999"));
+  CHECK(fs::exists(ours));
+  CHECK_FALSE(AnyCachedKernel(cache).has_value());
+  fs::remove_all(cache);
+}
+
 TEST_CASE("The initramfs's newc cpio reads back with libarchive: files, modes, links, devices", "[hv][qemu]") {
   std::string dir = testing::TempDir("lab-cpio");
   std::string path = dir + "/initrd.gz";
