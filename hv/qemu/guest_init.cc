@@ -211,10 +211,14 @@ bool WriteAll(int fd, const std::string& s) {
     ::usleep(20000);
   }
   Say("agent on " + port);
+  // Without a host on the other end the port reads EOF at once (and polls as hung up), so it is
+  // looked at again after a pause that grows to 250 ms: an idle guest with no lab connected stays
+  // nearly idle, and a host that connects is answered within that.
+  useconds_t pause = 20000;
   for (;;) {
     int fd = ::open(port.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) {
-      ::usleep(100000);
+      ::usleep(250000);
       continue;
     }
     std::string pending;
@@ -226,6 +230,7 @@ bool WriteAll(int fd, const std::string& s) {
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n <= 0) break;  // the host side is gone (or not there yet): reopen
       pending.append(buf, static_cast<size_t>(n));
+      pause = 20000;
       size_t nl;
       bool ok = true;
       while (ok && (nl = pending.find('\n')) != std::string::npos) {
@@ -239,7 +244,8 @@ bool WriteAll(int fd, const std::string& s) {
       }
     }
     ::close(fd);
-    ::usleep(50000);
+    ::usleep(pause);
+    pause = std::min<useconds_t>(pause * 2, 250000);
   }
 }
 

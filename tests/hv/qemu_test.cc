@@ -473,6 +473,13 @@ TEST_CASE("Two guests boot from Debian's kernel, one with svm exposed and one hi
     } else {
       CHECK(uname->exit_code == 127);
     }
+    // The host goes away and comes back (as lab does between commands): the agent answers again.
+    { AgentClient gone = std::move(*agent); }
+    auto back = AgentClient::Connect(guests[i].agent_socket(), 5000);
+    REQUIRE(back.ok());
+    auto again = back->Ping(30000);
+    REQUIRE(again.ok());
+    CHECK(again->kernel == kernel->release);
   }
   for (const auto& g : guests) {
     REQUIRE(StopQemu(g, 1000, 3000).ok());
