@@ -3,6 +3,7 @@
 
 #include "cli/cli.h"
 #include "hv/kernel/doctor.h"
+#include "hv/qemu/doctor.h"
 
 namespace lab::cli {
 
@@ -14,6 +15,8 @@ void AddDoctor(CLI::App& app, Globals& g) {
                 "state is usable, unusable or missing");
   cmd->callback([&g] {
     auto caps = hv::kernel::Diagnose(InitPath());
+    // The qemu driver's lines (all optional) follow the partitions', judged from their /dev/kvm.
+    for (auto& c : hv::qemu::Diagnose(caps, g.state_dir)) caps.push_back(std::move(c));
     bool ok = hv::kernel::AllRequiredPresent(caps);
     g_exit_code = ok ? 0 : 1;
     if (json) {

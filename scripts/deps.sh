@@ -8,6 +8,8 @@ packages=(
   libyaml-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
   dnsmasq-base ccache
+  libarchive-dev   # the qemu driver: the kernel .deb, its payload, the initramfs (hv/qemu/)
+  qemu-system-x86 busybox-static   # the qemu driver's tests boot real guests (busybox: commands in them)
   dpkg-dev file   # the Debian package (cpack -G DEB: dpkg-shlibdeps finds its Depends)
   graphviz        # lab graph --format svg|png runs its dot; the graph tests render every lab with it
   clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -67,4 +68,35 @@ TEST_CASE("lab doctor --json is an array of capabilities", "[root][cli]") {
     }
   }
   CHECK(kvm);
+}
+
+TEST_CASE("lab doctor --json reports what the qemu driver needs, judged from its own /dev/kvm verdict", "[root][cli]") {
+  LAB_REQUIRE_ROOT("lab doctor");
+  std::string state = lab::testing::TempDir("lab-doctor-state");
+  auto [code, out] = RunDoctor("--json --state-dir " + state);
+  INFO(out);
+  CHECK(code == 0);
+  auto doc = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(doc.is_array());
+  std::map<std::string, nlohmann::json> rows;
+  for (const auto& c : doc) rows[c["name"]] = c;
+  for (const char* name : {"qemu", "qemu accelerator", "qemu nested", "vhost-net", "vhost-vsock", "guest kernel"}) {
+    INFO(name);
+    REQUIRE(rows.count(name));
+    CHECK(rows[name]["required"] == false);  // partitions run without any of it
+  }
+  bool qemu_here = false;
+  for (const char* dir : {"/usr/bin/", "/usr/local/bin/", "/bin/"})
+    qemu_here = qemu_here || ::access((std::string(dir) + "qemu-system-x86_64").c_str(), X_OK) == 0;
+  CHECK((rows["qemu"]["state"] == "ok") == qemu_here);
+  // KVM only where the /dev/kvm line says a standard guest runs under it.
+  std::string accel = rows["qemu accelerator"]["detail"];
+  CHECK((accel.rfind("kvm", 0) == 0) == (rows["/dev/kvm"]["state"] == "usable"));
+  if (accel.rfind("tcg", 0) == 0) CHECK(rows["qemu nested"]["state"] == "ok");  // TCG emulates SVM
+  struct stat st;
+  CHECK((rows["vhost-net"]["state"] == "ok") == (::stat("/dev/vhost-net", &st) == 0));
+  CHECK((rows["vhost-vsock"]["state"] == "ok") == (::stat("/dev/vhost-vsock", &st) == 0));
+  // A fresh state directory has no kernel cached: it is at most fetchable.
+  CHECK(rows["guest kernel"]["detail"].get<std::string>().find("cached in") == std::string::npos);
+  ::rmdir(state.c_str());
 }

@@ -1,0 +1,64 @@
+// The agent protocol: how lab on the host talks to its agent inside a qemu VM, over the
+// virtio-serial port named `lab.agent`. Both ends use this file (hv/qemu/agent_client.cc on the
+// host, hv/qemu/guest_init.cc in the guest), so they cannot disagree on a field.
+//
+// Wire: one JSON object per line, each way. Every message carries "v" (kVersion); a request names
+// its "op", a reply says "ok" and, when not ok, "error". A peer that speaks another version gets
+// an error reply naming both versions, never a guess.
+//
+//   {"v":1,"op":"ping"}
+//     -> {"v":1,"ok":true,"kernel":"<uname -r>","cpu_flags":["fpu",...,"svm"],"kvm":true}
+//   {"v":1,"op":"exec","argv":["uname","-r"]}
+//     -> {"v":1,"ok":true,"exit_code":0,"output":"6.1.0-57-amd64\n"}
+//
+// Version 1 is this slice: the hypervisor API (hv/hypervisor.h) is to become requests here.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace lab::hv::agent {
+
+inline constexpr int kVersion = 1;
+/// The virtio-serial port's name, as QEMU's `virtserialport name=` and the guest's
+/// /sys/class/virtio-ports/*/name see it.
+inline constexpr const char* kPortName = "lab.agent";
+
+/// What the guest says of itself.
+struct PingReply {
+  std::string kernel;                  // uname -r
+  std::vector<std::string> cpu_flags;  // /proc/cpuinfo's flags of the first processor
+  bool kvm = false;                    // /dev/kvm exists: a hypervisor can run inside
+};
+
+/// What a command run in the guest left.
+struct ExecReply {
+  int exit_code = 0;  // 127: not found; 128+N: killed by signal N
+  std::string output;  // stdout and stderr together
+};
+
+/// One request as the guest reads it.
+struct Request {
+  std::string op;                 // "ping", "exec"
+  std::vector<std::string> argv;  // exec
+};
+
+nlohmann::json PingRequest();
+nlohmann::json ExecRequest(const std::vector<std::string>& argv);
+
+/// A request line; an error (to be sent back with ErrorReply) when it is not JSON, speaks another
+/// version, or lacks what its op needs.
+Result<Request> ParseRequest(const std::string& line);
+
+nlohmann::json ToJson(const PingReply& reply);
+nlohmann::json ToJson(const ExecReply& reply);
+nlohmann::json ErrorReply(const std::string& message);
+
+/// The replies as the host reads them; a reply with "ok": false is an error with its message.
+Result<PingReply> ParsePingReply(const nlohmann::json& reply);
+Result<ExecReply> ParseExecReply(const nlohmann::json& reply);
+
+}  // namespace lab::hv::agent
