@@ -19,11 +19,22 @@ std::string When(int64_t secs) {
   return buf;
 }
 
+/// "1.9 MiB": sizes of trees are never round.
+std::string Size(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
 void PrintRows(const std::vector<engine::ImageRow>& rows) {
   std::printf("%-20s %-12s %-15s %9s  %-16s  %s\n", "NAME", "KEY", "KIND", "SIZE", "BUILT", "USED BY");
   for (const auto& r : rows)
     std::printf("%-20s %-12s %-15s %9s  %-16s  %s\n", r.name.c_str(), r.key.substr(0, 12).c_str(), r.kind.c_str(),
-                FormatSize(r.size).c_str(), When(r.created).c_str(),
+                Size(r.size).c_str(), When(r.created).c_str(),
                 r.used_by.empty() ? "-" : Join(r.used_by, ", ").c_str());
 }
 
@@ -64,7 +75,7 @@ void AddImage(CLI::App& app, Globals& g) {
       return;
     }
     std::printf("image '%s' is %s (%s)\n", row->name.c_str(), row->key.substr(0, 12).c_str(),
-                FormatSize(row->size).c_str());
+                Size(row->size).c_str());
     g_exit_code = 0;
   });
 
@@ -82,7 +93,7 @@ void AddImage(CLI::App& app, Globals& g) {
       return;
     }
     std::printf("removed image '%s' (%s, %s)\n", row->name.c_str(), row->key.substr(0, 12).c_str(),
-                FormatSize(row->size).c_str());
+                Size(row->size).c_str());
     g_exit_code = 0;
   });
 
@@ -102,10 +113,10 @@ void AddImage(CLI::App& app, Globals& g) {
     }
     uint64_t bytes = 0;
     for (const auto& r : *removed) {
-      std::printf("removed image '%s' (%s, %s)\n", r.name.c_str(), r.key.substr(0, 12).c_str(), FormatSize(r.size).c_str());
+      std::printf("removed image '%s' (%s, %s)\n", r.name.c_str(), r.key.substr(0, 12).c_str(), Size(r.size).c_str());
       bytes += r.size;
     }
-    std::printf("Pruned %zu image%s, %s.\n", removed->size(), removed->size() == 1 ? "" : "s", FormatSize(bytes).c_str());
+    std::printf("Pruned %zu image%s, %s.\n", removed->size(), removed->size() == 1 ? "" : "s", Size(bytes).c_str());
     g_exit_code = 0;
   });
 }

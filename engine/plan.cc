@@ -332,7 +332,11 @@ VmChangeDecision DecideVmChange(const Resource& before, const Resource& after, c
   // A saved VM loses its saved state to the stop, and the plan says so (Hyper-V asks for
   // Remove-VMSavedState before a change that needs the VM off).
   const std::string unsaved = saved ? "; saved state removed: Remove-VMSavedState" : "";
-  if (!OnlySettingsDiffer(before.spec, after.spec)) {
+  if (before.spec.value("image_key", std::string()) != after.spec.value("image_key", std::string()) ||
+      before.spec.value("image", std::string()) != after.spec.value("image", std::string())) {
+    // Never a silent swap: the VM restarts on the new image, its own writable layer over it.
+    d.how = "remake on the new image: stop, start (its disk is kept, over the new image)" + unsaved;
+  } else if (!OnlySettingsDiffer(before.spec, after.spec)) {
     d.how = "only while the VM is off: stop, set, start (its disk is kept)" + unsaved;
   } else if (restart) {
     d.how = cp.reason + " (its disk is kept)" + unsaved;

@@ -123,9 +123,29 @@ TEST_CASE("VMs on images run their image's software, keep their writes and see n
   CHECK(changed.out.find("image changed") != std::string::npos);
   CHECK(changed.out.find("client") != std::string::npos);
 
+  // The cache's commands: an image a lab uses cannot be removed.
+  Run ls = sb.Lab("image ls");
+  INFO(ls.out);
+  CHECK(ls.out.find("web ") != std::string::npos);
+  CHECK(ls.out.find("imgs") != std::string::npos);
+  Run rm = sb.Lab("image rm web");
+  INFO(rm.out);
+  CHECK(rm.code == 1);
+  CHECK(rm.out.find("is used by lab imgs; nothing was removed") != std::string::npos);
+
   TakeDownLeavingNothing(sb, "imgs", pids);
   // Only the cache is left: the two images, and nothing else of the lab's disks.
   size_t entries = 0;
   for (const auto& e : fs::directory_iterator(sb.state + "/images/sha256")) entries += e.is_directory() ? 1 : 0;
   CHECK(entries == 2);
+  // Unused now: an import by hand, then prune removes every unused image.
+  Run imported = sb.Lab("image import " + sb.dir + "/web-layout --name again");
+  INFO(imported.out);
+  CHECK(imported.code == 0);
+  CHECK(imported.out.find("image 'again' is ") != std::string::npos);
+  Run pruned = sb.Lab("image prune");
+  INFO(pruned.out);
+  CHECK(pruned.code == 0);
+  CHECK(pruned.out.find("Pruned 3 images") != std::string::npos);
+  CHECK(sb.Lab("image ls").out.find("No images in the cache.") != std::string::npos);
 }
