@@ -74,8 +74,10 @@ void AddImage(CLI::App& app, Globals& g) {
       std::fprintf(stderr, "lab: %s\n", row.message().c_str());
       return;
     }
-    std::printf("image '%s' is %s (%s)\n", row->name.c_str(), row->key.substr(0, 12).c_str(),
-                Size(row->size).c_str());
+    // The cache is content-addressed: the same content imported under another name is one entry.
+    std::string same = row->name == import_name ? "" : ", already in the cache as '" + row->name + "'";
+    std::printf("image '%s' is %s (%s%s)\n", import_name.c_str(), row->key.substr(0, 12).c_str(),
+                Size(row->size).c_str(), same.c_str());
     g_exit_code = 0;
   });
 

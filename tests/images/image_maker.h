@@ -52,7 +52,7 @@ inline std::vector<Item> ExpectedTree(const std::string& marker) {
   std::string bb = Busybox();
   if (!bb.empty()) {
     t.push_back({"bin/busybox", bb, false, 0755});
-    for (const char* applet : {"sh", "cat", "ls", "echo", "id", "touch", "rm", "mkdir", "test", "hostname"})
+    for (const char* applet : {"sh", "cat", "ls", "echo", "id", "touch", "rm", "mkdir", "test", "hostname", "readlink"})
       t.push_back({std::string("bin/") + applet, "busybox", true});
   } else {
     t.push_back({"bin/sh", "#!/bin/false\n", false, 0755});
