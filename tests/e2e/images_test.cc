@@ -101,6 +101,17 @@ TEST_CASE("VMs on images run their image's software, keep their writes and see n
   INFO(start.out);
   REQUIRE(start.code == 0);
   CHECK(Out(sb, "web", "cat /usr/bin/written") == "kept\n");
+  // A checkpoint covers its writable layer; the image is shared and stays as it is.
+  Run cp = sb.Lab("checkpoint imgs web before");
+  INFO(cp.out);
+  REQUIRE(cp.code == 0);
+  Out(sb, "web", "sh -c 'rm /usr/bin/written && echo later > /etc/image-name'");
+  Run restore = sb.Lab("restore imgs web before");
+  INFO(restore.out);
+  REQUIRE(restore.code == 0);
+  CHECK(Out(sb, "web", "cat /usr/bin/written") == "kept\n");
+  CHECK(Out(sb, "web", "cat /etc/image-name") == "web\n");
+  CHECK(Out(sb, "middle", "cat /etc/image-name") == "web\n");  // the same image, untouched
 
   // lab runs inside the middle VM from /opt/lab, though its image has no lab and no libraries.
   Run inner = sb.Lab("exec imgs middle -- lab --version");
