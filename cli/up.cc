@@ -17,8 +17,11 @@ void AddUp(CLI::App& app, Globals& g) {
   static bool no_restart = false;
   static bool force = false;
   static bool plan_detail = false;
+  static bool refresh_images = false;
   cmd->add_option("FILE", file, "lab file")->required();
   cmd->add_flag("--plan-detail", plan_detail, "on a terminal, list every action of the plan (off a terminal it always is)");
+  cmd->add_flag("--refresh-images", refresh_images,
+                "resolve the packages of Debian images again (a newer resolution is a new image: its VMs are remade)");
   cmd->add_flag("--force", force, "apply this file to a lab that is up from another file of the same 'lab:' name");
   cmd->add_flag("--no-restart", no_restart, "refuse a plan that would stop and start a running VM");
   cmd->add_option("-j,--jobs", g.jobs, "actions run at once, at least 1 (default: cores)")->check(JobsValidator());
@@ -60,6 +63,9 @@ void AddUp(CLI::App& app, Globals& g) {
     auto progress = std::make_shared<Progress>(Progress::ForTerminal(g.verbose, g.quiet, JsonLogs()));
     engine::ExecOptions exec = StepPrinter(g, out, progress);
     exec.interrupt = &CatchInterrupts("up", progress->live());
+    exec.refresh_images = refresh_images;
+    if (!g.quiet)
+      exec.on_image = [progress](const std::string& line) { progress->Print(line); };
     auto result = engine->Up(
         *lab,
         [&](const engine::Plan& plan) {

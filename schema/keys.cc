@@ -2,14 +2,17 @@
 
 namespace lab::schema::keys {
 
-const std::vector<std::string> kLab = {"lab", "format", "compatibility", "defaults", "networks", "hosts", "checks", "x-*"};
+const std::vector<std::string> kLab = {"lab",   "format", "compatibility", "defaults", "networks",
+                                       "images", "image",  "hosts",         "checks",   "x-*"};
 const std::vector<std::string> kDefaults = {"version", "generation", "processor", "memory"};
 const std::vector<std::string> kNetwork = {"subnet", "gateway", "dns_records", "uplink"};
-const std::vector<std::string> kHost = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname"};
+const std::vector<std::string> kHost = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname", "image"};
 const std::vector<std::string> kHostProcessor = {"vendor"};
 const std::vector<std::string> kNic = {"network", "ip", "gateway", "dns", "mac"};
 const std::vector<std::string> kVm = {"version", "generation", "processor", "memory", "security", "adapters",
-                                      "switches", "vms", "run", "run_timeout", "hostname"};
+                                      "switches", "vms", "run", "run_timeout", "hostname", "image"};
+const std::vector<std::string> kImage = {"debian",   "from",  "rootfs", "oci",  "docker_archive", "variant",
+                                         "packages", "files", "run",    "slim", "mirror"};
 const std::vector<std::string> kProcessor = {"count", "expose_virtualization_extensions"};
 const std::vector<std::string> kMemory = {"startup", "dynamic", "minimum", "maximum"};
 const std::vector<std::string> kSecurity = {"virtualization_based_security"};
@@ -30,6 +33,7 @@ std::vector<std::string> Paths() {
   add("defaults.processor", kProcessor);
   add("defaults.memory", kMemory);
   add("networks.NAME", kNetwork);
+  add("images.NAME", kImage);
   add("hosts.NAME", kHost);
   add("hosts.NAME.processor", kHostProcessor);
   add("hosts.NAME.nics.NAME", kNic);

@@ -15,6 +15,7 @@ namespace lab::schema::keys {
 extern const std::vector<std::string> kLab;            // the file's top level
 extern const std::vector<std::string> kDefaults;       // defaults: (per-VM settings)
 extern const std::vector<std::string> kNetwork;        // networks.NAME
+extern const std::vector<std::string> kImage;          // images.NAME
 extern const std::vector<std::string> kHost;           // hosts.NAME
 extern const std::vector<std::string> kHostProcessor;  // hosts.NAME.processor
 extern const std::vector<std::string> kNic;            // hosts.NAME.nics.NAME

@@ -7,6 +7,8 @@ packages=(
   g++ cmake make pkg-config
   libyaml-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
+  libarchive-dev libssl-dev   # machine images: imports (tar, OCI, docker save) and their sha256
+  busybox-static   # the tests' small images, made offline
   dnsmasq-base ccache
   libarchive-dev   # the qemu driver: the kernel .deb, its payload, the initramfs (hv/qemu/)
   qemu-system-x86 busybox-static   # the qemu driver's tests boot real guests (busybox: commands in them)

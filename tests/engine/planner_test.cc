@@ -411,3 +411,48 @@ TEST_CASE("Exposing a running VM's virtualization extensions plans stop, set, st
   REQUIRE(restarts.size() == 1);
   CHECK(restarts[0].find("VM 'nested1'") == 0);
 }
+
+TEST_CASE("A VM on an image carries its key and layers, and a changed image restarts it on the new one",
+          "[engine][images]") {
+  std::string text = R"(lab: img
+networks:
+  lan: {subnet: 10.1.0.0/24}
+images:
+  web: {rootfs: ./web.tar}
+hosts:
+  hv1:
+    nics:
+      Ethernet: {network: lan, ip: 10.1.0.11/24}
+    switches:
+      External: {type: external, nics: [Ethernet]}
+    vms:
+      web:
+        image: web
+        adapters: [{switch: External, ip: 10.1.0.20/24}]
+      plain:
+        adapters: [{switch: External, ip: 10.1.0.21/24}]
+)";
+  auto lab = ParseLab(text);
+  lab::engine::MachineImages v1 = {{"web", {std::string(64, 'a'), {"/cache/a/rootfs"}}}};
+  lab::engine::MachineImages v2 = {{"web", {std::string(64, 'b'), {"/cache/b/rootfs"}}}};
+  auto before = Desired(lab, kUid, {}, &v1);
+  const auto& web = Find(before, "partition/web").spec;
+  CHECK(web.value("image", "") == "web");
+  CHECK(web.value("image_key", "") == std::string(64, 'a'));
+  CHECK(web["image_layers"] == nlohmann::json::array({"/cache/a/rootfs"}));
+  // A machine on the host's software keeps the spec it always had.
+  CHECK_FALSE(Find(before, "partition/plain").spec.contains("image"));
+  // The same image: nothing to do.
+  CHECK(ComputePlan(Desired(lab, kUid, {}, &v1), Recorded(before), {}).actions.empty());
+  // Another image: the VM restarts on it, and the plan says why.
+  Plan plan = ComputePlan(Desired(lab, kUid, {}, &v2), Recorded(before), {});
+  auto by = ByKey(plan);
+  REQUIRE(by.count("partition/web"));
+  CHECK_FALSE(by.count("partition/plain"));
+  const Action& vm = *by["partition/web"];
+  CHECK(vm.type == ActionType::kReplace);
+  CHECK(vm.reason.find("image changed aaaaaaaaaaaa -> bbbbbbbbbbbb") != std::string::npos);
+  CHECK(vm.reason.find("new image") != std::string::npos);
+  // Only what lives in that VM goes with it.
+  for (const auto& [key, a] : by) CHECK((key == "partition/web" || a->within == "partition/web"));
+}
