@@ -4,7 +4,7 @@ namespace lab::schema::keys {
 
 const std::vector<std::string> kLab = {"lab",   "format", "compatibility", "defaults", "networks",
                                        "images", "image",  "hosts",         "checks",   "x-*"};
-const std::vector<std::string> kDefaults = {"version", "generation", "processor", "memory"};
+const std::vector<std::string> kDefaults = {"version", "generation", "processor", "memory", "image"};
 const std::vector<std::string> kNetwork = {"subnet", "gateway", "dns_records", "uplink"};
 const std::vector<std::string> kHost = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname", "image"};
 const std::vector<std::string> kHostProcessor = {"vendor"};

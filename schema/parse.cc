@@ -425,6 +425,10 @@ class Decoder {
     }
     if (auto n = r.Get("run")) m.run = ReadStringList(ctx_, *n, r.KeyLoc("run"), what + " run");
     m.image = lab.default_image;
+    if (!host && defaults_image_) {
+      m.image = *defaults_image_;
+      m.image_loc = defaults_image_loc_;
+    }
     if (auto n = r.Get("image")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("image"), what + " image")) {
         m.image = *s;
@@ -567,6 +571,14 @@ class Decoder {
     if (!r.ok()) return;
     DecodeVmSettings(r, defaults_);
     defaults_startup_ok_ = startup_ok_;
+    // Every VM's image unless it names its own (hosts keep the lab's `image:`).
+    if (auto n = r.Get("image")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("image"), "defaults image")) {
+        defaults_image_ = *s;
+        defaults_image_loc_ = r.ValueLoc("image");
+        ctx_.image_refs.push_back({*s, "defaults", defaults_image_loc_});
+      }
+    }
   }
 
   /// Starts VM `m` (at `path`) from the defaults: their values, and their positions, so that a
@@ -949,6 +961,8 @@ class Decoder {
 
   ParseContext& ctx_;
   Machine defaults_;                  // the VM settings of `defaults:` (Machine's own defaults without it)
+  std::optional<std::string> defaults_image_;  // `defaults: {image: ...}`: every VM's image unless it names one
+  Loc defaults_image_loc_;
   bool defaults_startup_ok_ = true;   // defaults' memory.startup was read (or not written)
   bool startup_ok_ = true;            // the VM being read has a readable memory.startup
   std::map<std::string, Seen> machines_seen_;   // folded name -> first seen

@@ -200,3 +200,25 @@ TEST_CASE("Top-level x- keys are ignored: the place for anchors", "[schema]") {
   auto bad = Parse(Lab("y-anything: 1\n"), "unit.yaml");
   CHECK_FALSE(bad.ok());
 }
+
+TEST_CASE("An image in defaults is every VM's unless it names its own; hosts keep the lab's", "[schema]") {
+  std::string text = Lab("images:\n"
+                         "  tools: {rootfs: tools.tar}\n"
+                         "  web: {rootfs: web.tar}\n"
+                         "defaults:\n"
+                         "  image: tools\n");
+  // `plain` names its own image.
+  text.replace(text.find("      plain:\n"), std::string("      plain:\n").size(), "      plain:\n        image: web\n");
+  auto r = Parse(text, "unit.yaml");
+  INFO(Messages(r));
+  REQUIRE(r.lab);
+  CHECK(r.lab->FindMachine("middle")->image == "tools");
+  CHECK(r.lab->FindMachine("nested")->image == "tools");
+  CHECK(r.lab->FindMachine("plain")->image == "web");
+  CHECK(r.lab->FindMachine("hv1")->image == "host");
+
+  // An unknown image in defaults is reported where defaults names it.
+  auto bad = Parse(Lab("defaults:\n  image: nope\n"), "unit.yaml");
+  REQUIRE_FALSE(bad.lab);
+  CHECK(Messages(bad).find("unit.yaml:3:10:") != std::string::npos);
+}
