@@ -10,6 +10,7 @@ packages=(
   dnsmasq-base ccache
   dpkg-dev file   # the Debian package (cpack -G DEB: dpkg-shlibdeps finds its Depends)
   clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)
+  mmdebstrap   # machine images built from Debian's packages (debian: images; their [root] test)
 )
 
 missing=()
