@@ -31,6 +31,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -130,6 +131,30 @@ Simulation ParseSimulation(std::string_view apt_output) {
   return sim;
 }
 
+namespace {
+
+// The closest of `known` to a misspelt package name: the smallest edit distance (as
+// ClosestMatch judges plausible), ties going to the longest common prefix ("nginx-lite" is
+// nginx-light, not nginx-core).
+std::optional<std::string> ClosestPackage(const std::string& word, const std::vector<std::string>& known) {
+  std::optional<std::string> best;
+  size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1, best_prefix = 0;
+  for (const std::string& c : known) {
+    if (c.size() > word.size() + best_distance || word.size() > c.size() + best_distance) continue;
+    size_t d = EditDistance(word, c);
+    size_t prefix = 0;
+    while (prefix < c.size() && prefix < word.size() && c[prefix] == word[prefix]) ++prefix;
+    if (d < best_distance || (d == best_distance && best && prefix > best_prefix)) {
+      best_distance = d;
+      best_prefix = prefix;
+      best = c;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 std::string UnknownPackagesError(const schema::Image& spec, const std::string& lab_file,
                                  const std::vector<std::string>& unknown, const std::vector<std::string>& known) {
   std::string out;
@@ -143,7 +168,7 @@ std::string UnknownPackagesError(const schema::Image& spec, const std::string& l
       if (spec.packages[i] == name && i < spec.package_locs.size()) d.loc = spec.package_locs[i];
     d.message = "image '" + spec.name + "': package '" + name + "' is not in " + where;
     std::string bare = name.substr(0, name.find('='));
-    if (auto close = ClosestMatch(bare, known); close && *close != bare)
+    if (auto close = ClosestPackage(bare, known); close && *close != bare)
       d.message += "; did you mean '" + *close + "'?";
     else
       d.message += "; check its name (apt-cache policy " + bare + ") or remove it from packages:";
@@ -365,14 +390,17 @@ Result<int> RunIsolated(const std::function<int()>& body, int log_fd,
 
 // Runs the tool argv[0] (found on the tools' PATH) isolated as above.
 Result<int> RunTool(const std::vector<std::string>& argv, int log_fd,
-                    const std::function<void(const std::string&)>& on_line) {
+                    const std::function<void(const std::string&)>& on_line,
+                    const std::vector<std::string>& extra_env = {}) {
   std::string exe = FindTool(argv.at(0));
   if (exe.empty())
     return Status::Error("'" + argv[0] + "' is not installed; install the Debian package " +
                          (argv[0] == "mmdebstrap" ? std::string("mmdebstrap") : std::string("apt")) +
                          " (apt-get install " + argv[0] + ")");
   CArgs args(argv);
-  CArgs env(ToolEnv());
+  std::vector<std::string> env_items = ToolEnv();
+  env_items.insert(env_items.end(), extra_env.begin(), extra_env.end());
+  CArgs env(env_items);
   const char* path = exe.c_str();
   return RunIsolated([&]() -> int {
     ::execve(path, args.get(), env.get());
@@ -488,13 +516,13 @@ Result<AptDir> PrepareAptDir(const fs::path& root, const std::vector<std::string
 
 // Runs apt-get (APT_CONFIG = the dir's) with `args`; its output into `output`, and the log.
 Result<int> AptGet(const AptDir& apt, const std::vector<std::string>& args, int log_fd, std::string* output) {
-  std::vector<std::string> argv = {"apt-get", "-o", "Debug::NoLocking=false"};
+  std::vector<std::string> argv = {"apt-get"};
   argv.insert(argv.end(), args.begin(), args.end());
-  // APT_CONFIG by option, so the child's environment stays the fixed one.
-  argv.insert(argv.begin() + 1, {"-c", apt.conf.string()});
+  // APT_CONFIG, not -c: apt then reads no configuration of the host's (/etc/apt/apt.conf.d),
+  // as mmdebstrap does, so the host's settings change neither the lists nor the resolution.
   return RunTool(argv, log_fd, [&](const std::string& line) {
     if (output) *output += line + "\n";
-  });
+  }, {"APT_CONFIG=" + apt.conf.string()});
 }
 
 Status UpdateLists(const AptDir& apt, const std::string& image, const LogFile& log) {
@@ -617,7 +645,8 @@ std::string Narrow(const std::string& suite, const std::string& what) {
 // The apt-get -s install arguments of a debian: image: mmdebstrap's variant as patterns (see
 // its run_download/run_install) plus the packages.
 Result<std::vector<std::string>> VariantPatterns(const schema::Image& spec) {
-  const std::string& v = spec.variant;
+  const std::string v = spec.variant == "debootstrap" ? "important" : spec.variant;
+  if (v == "extract" || v == "custom") return std::vector<std::string>{};  // the packages alone
   std::vector<std::string> out = {Narrow(spec.suite, "?essential")};
   if (v == "essential") return out;
   if (v == "apt") return std::vector<std::string>{Narrow(spec.suite, "?essential"), "apt"};
@@ -629,7 +658,7 @@ Result<std::vector<std::string>> VariantPatterns(const schema::Image& spec) {
     out.push_back(Narrow(spec.suite, "?and(?or(~prequired,~pimportant,~pstandard),?not(?essential))"));
   else
     return Status::Error("image '" + spec.name + "': variant '" + v +
-                         "' is not one lab builds; use minbase, required, important, standard, buildd, apt or essential");
+                         "' is not one lab builds; use minbase, required, important, standard, buildd, apt, essential, extract or custom");
   if (v == "buildd") out.push_back("build-essential");
   return out;
 }

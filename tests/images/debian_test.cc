@@ -143,7 +143,7 @@ TEST_CASE("An unknown package is reported at its line and column with the image 
   Image img = WebImage();
   img.packages = {"nginx-lite", "curl"};
   std::string err = debian::UnknownPackagesError(img, "labs/images-web.yaml", {"nginx-lite"},
-                                                 {"curl", "nginx-light", "nginx-full"});
+                                                 {"curl", "nginx-core", "nginx-light", "nginx-full"});
   CHECK(err ==
         "labs/images-web.yaml:7:18: error: image 'web': package 'nginx-lite' is not in Debian bookworm; "
         "did you mean 'nginx-light'?");
