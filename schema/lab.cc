@@ -62,6 +62,17 @@ const char* ToString(CheckKind k) {
   return "?";
 }
 
+const char* ToString(ImageKind k) {
+  switch (k) {
+    case ImageKind::kDebian: return "debian";
+    case ImageKind::kFrom: return "from";
+    case ImageKind::kRootfs: return "rootfs";
+    case ImageKind::kOci: return "oci";
+    case ImageKind::kDockerArchive: return "docker_archive";
+  }
+  return "?";
+}
+
 std::string Check::Describe() const {
   std::string s = from + " " + ToString(kind) + " " + target;
   if (expect_address) s += " = " + expect_address->ToString();
@@ -85,6 +96,12 @@ const Machine* Lab::FindMachine(const std::string& machine) const {
 const Network* Lab::FindNetwork(const std::string& network) const {
   for (const auto& n : networks)
     if (n.name == network) return &n;
+  return nullptr;
+}
+
+const Image* Lab::FindImage(const std::string& image) const {
+  for (const auto& i : images)
+    if (i.name == image) return &i;
   return nullptr;
 }
 

@@ -114,6 +114,39 @@ struct Memory {
   uint64_t maximum = 0;                 // bytes, dynamic only (0 = not set)
 };
 
+/// How an image is made (DESIGN.md "Images"): built from Debian's packages, layered on another
+/// image, or imported from a directory/tar, an OCI image layout or a `docker save` tar.
+enum class ImageKind { kDebian, kFrom, kRootfs, kOci, kDockerArchive };
+/// The lab-file key of the kind: "debian", "from", "rootfs", "oci", "docker_archive".
+const char* ToString(ImageKind k);
+
+/// The name a machine without `image:` runs on: the host's own software (today's behaviour).
+inline constexpr const char* kHostImage = "host";
+
+/// One entry of the top-level `images:` map: plain data, as written (paths relative to the lab
+/// file are kept as written; images/ resolves them). Exactly one kind is set.
+struct Image {
+  std::string name;                     // [a-z0-9][a-z0-9._-]{0,63}, not "host"
+  ImageKind kind = ImageKind::kDebian;
+  // debian:
+  std::string suite;                    // debian: bookworm
+  std::string variant = "minbase";      // mmdebstrap --variant
+  std::string mirror;                   // "" = mmdebstrap's default mirror
+  bool slim = false;                    // no docs, man pages, locales
+  // debian: and from: (one more layer over the parent)
+  std::string from;                     // from: the parent image's name
+  std::vector<std::string> packages;
+  std::vector<Loc> package_locs;        // where each package is written (build-time errors)
+  std::map<std::string, std::string> files;  // DEST in the image -> SRC (relative to the lab file)
+  std::map<std::string, Loc> file_locs; // DEST -> where its entry is written
+  std::vector<std::string> run;         // build steps, each run in a chroot of the image
+  // rootfs: / oci: / docker_archive:
+  std::string path;                     // the directory, tar, OCI layout dir or docker-save tar
+  std::string ref;                      // oci: DIR:REF, the manifest's org.opencontainers.image.ref.name
+  Loc loc;                              // the image's name in `images:`
+  Loc kind_loc;                         // the value of its kind's key
+};
+
 enum class MachineKind { kHost, kVm };
 
 /// Names compare as Windows compares them, ignoring (ASCII) case: "DC01" and "dc01" are one name.
@@ -143,6 +176,10 @@ struct Machine {
   std::vector<std::string> vms;         // names of its child VMs, in file order
   std::vector<std::string> run;         // commands run inside once the machine is up
   int run_timeout_ms = 60000;           // run_timeout: each command's time limit
+  /// The image it runs on: its own `image:`, else the lab's `image:`, else kHostImage. Always
+  /// the name of an entry of Lab::images or kHostImage in a valid lab.
+  std::string image = kHostImage;
+  Loc image_loc;                        // where `image:` is written ({0,0} when inherited)
   Loc loc;
 
   const Switch* FindSwitch(const std::string& switch_name) const;
@@ -174,11 +211,16 @@ struct Lab {
   /// (current Hyper-V: Windows Server 2022 / Windows 11 hosts, nesting on Intel and AMD).
   std::string compatibility = "v8";
   std::vector<Network> networks;
+  /// The top-level `images:`, in file order; `from:` parents always resolve and never cycle.
+  std::vector<Image> images;
+  std::string default_image = kHostImage;  // the top-level `image:`
   std::vector<Machine> machines;        // pre-order: parents before children
   std::vector<Check> checks;
 
   const Machine* FindMachine(const std::string& machine) const;
   const Network* FindNetwork(const std::string& network) const;
+  /// The image named `image` (exact name), nullptr when none (or kHostImage).
+  const Image* FindImage(const std::string& image) const;
 };
 
 struct LoadResult {

@@ -52,6 +52,8 @@ std::string FirstInterface(const Machine& m) {
 
 class Decoder {
  public:
+  Loc default_image_loc_;
+
   explicit Decoder(ParseContext& ctx) : ctx_(ctx) {}
 
   void DecodeLab(const yaml::Node& root, Lab& lab) {
@@ -59,7 +61,7 @@ class Decoder {
       ctx_.Error(Loc{1, 1}, "the lab file is empty; it needs at least 'lab: NAME' and 'hosts:'");
       return;
     }
-    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, {"lab", "format", "compatibility", "networks", "hosts", "checks"});
+    MapReader r(ctx_, root, "", "lab file", Loc{1, 1}, {"lab", "format", "compatibility", "networks", "images", "image", "hosts", "checks"});
     if (!r.ok()) return;
     if (auto n = r.Require("lab", "the lab's name, e.g. lab: my-lab")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("lab"), "lab")) {
@@ -93,6 +95,18 @@ class Decoder {
     if (auto n = r.Get("networks")) {
       if (ExpectMap(*n, r.KeyLoc("networks"), "networks"))
         for (auto& e : Entries(ctx_, *n, "networks")) DecodeNetwork(e, lab);
+    }
+    // Images before machines, wherever they are written: machines name them.
+    if (auto n = r.Get("images")) {
+      if (ExpectMap(*n, r.KeyLoc("images"), "images"))
+        for (auto& e : Entries(ctx_, *n, "images")) DecodeImage(e, lab);
+    }
+    if (auto n = r.Get("image")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("image"), "image")) {
+        lab.default_image = *s;
+        default_image_loc_ = r.ValueLoc("image");
+        ctx_.image_refs.push_back({*s, "the lab's image", default_image_loc_});
+      }
     }
     if (auto n = r.Require("hosts", "the lab's physical machines, e.g. hosts: {hv1: {nics: ...}}")) {
       if (n->IsNull()) ctx_.Error(r.KeyLoc("hosts"), "hosts: a lab needs at least one host");
@@ -168,6 +182,159 @@ class Decoder {
     lab.networks.push_back(std::move(net));
   }
 
+  /// One entry of `images:`. Exactly one of the kinds' keys; keys of another kind are refused
+  /// naming the kind they belong to. References (`from:`, machines' `image:`) are checked by
+  /// Validate once every image is read.
+  void DecodeImage(const Entry& e, Lab& lab) {
+    Image img;
+    img.name = e.key;
+    img.loc = e.key_loc;
+    std::string what = "image " + Q(e.key);
+    if (auto why = CheckImageName(e.key); !why.empty()) ctx_.Error(e.key_loc, "image name " + Q(e.key) + " " + why);
+    static const std::vector<std::string> kKeys = {"debian", "from", "rootfs", "oci", "docker_archive", "variant",
+                                                   "packages", "files", "run", "slim", "mirror"};
+    std::string path = "images." + e.key;
+    MapReader r(ctx_, e.value, path, what, e.key_loc, kKeys);
+    if (!r.ok()) return;
+    static const std::vector<std::pair<const char*, ImageKind>> kKinds = {{"debian", ImageKind::kDebian},
+                                                                         {"from", ImageKind::kFrom},
+                                                                         {"rootfs", ImageKind::kRootfs},
+                                                                         {"oci", ImageKind::kOci},
+                                                                         {"docker_archive", ImageKind::kDockerArchive}};
+    std::vector<const char*> given;
+    for (const auto& [key, kind] : kKinds) {
+      if (!r.Has(key)) continue;
+      given.push_back(key);
+      if (given.size() > 1) continue;
+      img.kind = kind;
+      img.kind_loc = r.ValueLoc(key);
+      auto value = ReadString(ctx_, *r.Get(key), r.KeyLoc(key), what + " " + key);
+      if (!value) continue;
+      if (value->empty()) {
+        ctx_.Error(r.ValueLoc(key), what + ": " + key + " is empty; give " +
+                                        (kind == ImageKind::kDebian ? std::string("a suite, e.g. debian: bookworm")
+                                         : kind == ImageKind::kFrom ? std::string("the parent image's name")
+                                                                     : std::string("a path, relative to the lab file")));
+        continue;
+      }
+      switch (kind) {
+        case ImageKind::kDebian: img.suite = *value; break;
+        case ImageKind::kFrom: img.from = *value; break;
+        case ImageKind::kOci: {
+          // DIR:REF, where REF has no '/': "./layouts/web:1.0" is the layout dir with ref 1.0.
+          size_t colon = value->rfind(':');
+          if (colon != std::string::npos && value->find('/', colon) == std::string::npos && colon > 0) {
+            img.path = value->substr(0, colon);
+            img.ref = value->substr(colon + 1);
+          } else {
+            img.path = *value;
+          }
+          break;
+        }
+        case ImageKind::kRootfs:
+        case ImageKind::kDockerArchive: img.path = *value; break;
+      }
+    }
+    if (given.empty()) {
+      ctx_.Error(e.key_loc, what + ": says neither how to build it nor where to import it from; give exactly one of "
+                                   "debian: SUITE, from: IMAGE, rootfs: PATH, oci: DIR[:REF] or docker_archive: FILE");
+      ctx_.broken_images.insert(e.key);
+    } else if (given.size() > 1) {
+      ctx_.Error(r.KeyLoc(given[1]), what + ": has both " + given[0] + ": and " + given[1] +
+                                         ":; an image is made one way: keep exactly one of debian, from, rootfs, "
+                                         "oci, docker_archive");
+    }
+    bool debian = img.kind == ImageKind::kDebian, layered = debian || img.kind == ImageKind::kFrom;
+    // Keys that belong to another kind: named with the kind they need.
+    for (const char* key : {"variant", "slim", "mirror"}) {
+      if (r.Has(key) && !debian && !given.empty())
+        ctx_.Error(r.KeyLoc(key), what + ": " + key + " applies to images built with debian: only; remove it (a " +
+                                      ToString(img.kind) + ": image " +
+                                      (img.kind == ImageKind::kFrom ? "takes it from its parent)" : "is imported as is)"));
+    }
+    for (const char* key : {"packages", "files", "run"}) {
+      if (r.Has(key) && !layered && !given.empty())
+        ctx_.Error(r.KeyLoc(key), what + ": " + key + " applies to images built with debian: or from: only; an " +
+                                      ToString(img.kind) + ": image is imported as is: declare another image with "
+                                      "from: " + e.key + " and put " + key + " there");
+    }
+    if (auto n = r.Get("variant")) {
+      static const std::vector<std::string> kVariants = {"extract", "custom", "essential", "apt", "required",
+                                                         "minbase", "buildd", "important", "debootstrap", "standard"};
+      if (auto v = ReadString(ctx_, *n, r.KeyLoc("variant"), what + " variant")) {
+        if (std::find(kVariants.begin(), kVariants.end(), *v) != kVariants.end()) {
+          img.variant = *v;
+        } else {
+          auto close = ClosestMatch(*v, kVariants);
+          ctx_.Error(r.ValueLoc("variant"), what + ": variant " + Q(*v) + " is not an mmdebstrap variant; " +
+                                                (close ? "did you mean " + Q(*close) + "? " : std::string()) +
+                                                "use minbase (the default), required, important, standard or buildd");
+        }
+      }
+    }
+    if (auto n = r.Get("slim"))
+      if (auto b = ReadBool(ctx_, *n, r.KeyLoc("slim"), what + " slim")) img.slim = *b;
+    if (auto n = r.Get("mirror")) {
+      if (auto m = ReadString(ctx_, *n, r.KeyLoc("mirror"), what + " mirror")) {
+        if (m->rfind("http://", 0) != 0 && m->rfind("https://", 0) != 0 && m->rfind("file:/", 0) != 0)
+          ctx_.Error(r.ValueLoc("mirror"), what + ": mirror " + Q(*m) +
+                                               " is not a URL; use http://, https:// or file:/, e.g. "
+                                               "http://snapshot.debian.org/archive/debian/20240101T000000Z");
+        else
+          img.mirror = *m;
+      }
+    }
+    if (auto n = r.Get("packages")) {
+      if (!n->IsSequence()) {
+        ctx_.Error(LocOf(*n, r.KeyLoc("packages")), what + ": packages: expected a list of Debian package names, "
+                                                         "like [iproute2, curl]");
+      } else {
+        for (size_t i = 0; i < n->size(); ++i) {
+          Loc at = LocOf((*n)[i], r.KeyLoc("packages"));
+          auto p = ReadString(ctx_, (*n)[i], at, what + " packages");
+          if (!p) continue;
+          if (!IsPackageSpec(*p)) {
+            ctx_.Error(at, what + ": " + Q(*p) + " is not a Debian package name; use lower-case letters, digits and "
+                                                 "+ - . (optionally =VERSION or /RELEASE), e.g. iproute2");
+            continue;
+          }
+          img.packages.push_back(*p);
+          img.package_locs.push_back(at);
+        }
+      }
+    }
+    if (auto n = r.Get("files")) {
+      if (ExpectMap(*n, r.KeyLoc("files"), what + " files")) {
+        for (auto& f : Entries(ctx_, *n, what + " files")) {
+          if (f.key.empty() || f.key[0] != '/') {
+            ctx_.Error(f.key_loc, what + ": files: destination " + Q(f.key) +
+                                      " is not an absolute path in the image; write it like /etc/motd: motd.txt");
+            continue;
+          }
+          if (auto src = ReadString(ctx_, f.value, f.key_loc, what + " files " + Q(f.key))) {
+            img.files[f.key] = *src;
+            img.file_locs[f.key] = f.key_loc;
+          }
+        }
+      }
+    }
+    if (auto n = r.Get("run")) img.run = ReadStringList(ctx_, *n, r.KeyLoc("run"), what + " run");
+    lab.images.push_back(std::move(img));
+  }
+
+  /// A Debian package as apt takes it: NAME[=VERSION|/RELEASE], the name in Debian policy's form.
+  static bool IsPackageSpec(const std::string& s) {
+    size_t end = s.find_first_of("=/");
+    std::string name = s.substr(0, end);
+    if (name.size() < 2 || (!std::islower(static_cast<unsigned char>(name[0])) && !std::isdigit(static_cast<unsigned char>(name[0]))))
+      return false;
+    for (char c : name)
+      if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '+' ||
+            c == '-' || c == '.'))
+        return false;
+    return end == std::string::npos || end + 1 < s.size();
+  }
+
   /// The VMs under a machine's node, at every depth (an estimate for reserving: counts what the
   /// decoder may still refuse). Recursion is bounded by the YAML depth limit.
   static size_t CountMachines(const yaml::Node& machine) {
@@ -204,9 +371,9 @@ class Decoder {
     m.depth = depth;
     m.loc = e.key_loc;
     // The same for every machine: built once, not once per machine of a 10,000-VM lab.
-    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname"};
+    static const std::vector<std::string> kHostKeys = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname", "image"};
     static const std::vector<std::string> kVmKeys = {"version", "generation", "processor", "memory", "security",
-                                                     "adapters", "switches", "vms", "run", "run_timeout", "hostname"};
+                                                     "adapters", "switches", "vms", "run", "run_timeout", "hostname", "image"};
     static const std::map<std::string, std::string> kMisplacedOnHost = [] {
       std::map<std::string, std::string> out;
       for (const char* k : {"memory", "version", "generation", "security"})
@@ -257,6 +424,14 @@ class Decoder {
       }
     }
     if (auto n = r.Get("run")) m.run = ReadStringList(ctx_, *n, r.KeyLoc("run"), what + " run");
+    m.image = lab.default_image;
+    if (auto n = r.Get("image")) {
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("image"), what + " image")) {
+        m.image = *s;
+        m.image_loc = r.ValueLoc("image");
+        ctx_.image_refs.push_back({*s, what, m.image_loc});
+      }
+    }
     if (auto n = r.Get("run_timeout"))
       if (auto v = ReadDuration(ctx_, *n, r.KeyLoc("run_timeout"), what + " run_timeout")) m.run_timeout_ms = *v;
 

@@ -374,6 +374,18 @@ std::string PathJoin(const std::string& path, const std::string& key) {
 
 std::string CheckNetworkName(const std::string& name) { return CheckName(name, 32, true); }
 
+std::string CheckImageName(const std::string& name) {
+  static const std::string kRule = "use 1 to 64 lower-case letters, digits, '.', '_' and '-', starting with a letter or digit";
+  if (name == kHostImage) return "is reserved for the host's own software (a machine without image:); pick another name";
+  if (name.empty() || name.size() > 64) return "is " + std::to_string(name.size()) + " characters long; " + kRule;
+  for (size_t i = 0; i < name.size(); ++i) {
+    auto u = static_cast<unsigned char>(name[i]);
+    bool ok = std::islower(u) || std::isdigit(u) || (i > 0 && (name[i] == '.' || name[i] == '_' || name[i] == '-'));
+    if (!ok) return "has the character '" + std::string(1, name[i]) + "' there; " + kRule;
+  }
+  return "";
+}
+
 std::string CheckHyperVName(const std::string& name) {
   static const std::string kRule =
       "use 1 to 100 characters, without control characters or any of / \\ : * ? \" < > | (as Hyper-V takes names)";

@@ -70,6 +70,14 @@ struct ParseContext {
   std::set<std::string> misspelled;
   /// (VM, index in Machine::adapters) -> dotted path of the adapter ("...adapters[1]").
   std::map<std::pair<std::string, size_t>, std::string> adapter_paths;
+  /// Images whose kind could not be read: references to them are not checked further.
+  std::set<std::string> broken_images;
+  /// Every `image:` written (the lab's and machines'): the name, who wrote it, where.
+  struct ImageRef {
+    std::string image, who;
+    Loc loc;
+  };
+  std::vector<ImageRef> image_refs;
   /// Dotted path of each entry of Lab::checks ("checks[3]").
   std::vector<std::string> check_paths;
 
@@ -177,6 +185,8 @@ std::string CheckMachineName(const std::string& name);
 std::string CheckSwitchName(const std::string& name);
 /// NICs and adapters: CheckHyperVName, and not "lo" in any case.
 std::string CheckInterfaceName(const std::string& name);
+/// Images: [a-z0-9][a-z0-9._-]{0,63} and not "host" (the host's own software).
+std::string CheckImageName(const std::string& name);
 /// A computer name (hostname:): [A-Za-z0-9-]{1,63}, not starting or ending with '-'.
 std::string CheckComputerName(const std::string& name);
 

@@ -120,9 +120,62 @@ class Validator {
     MachineOverlaps();
     Macs();
     Checks();
+    Images();
   }
 
  private:
+  /// `from:` parents exist and never cycle; every `image:` names an image of the file (or host).
+  void Images() {
+    std::vector<std::string> names;
+    for (const auto& i : lab_.images) names.push_back(i.name);
+    auto unknown = [&](const std::string& name, Loc at, const std::string& who, const std::string& role) {
+      auto close = ClosestMatch(name, names);
+      ctx_.Error(at, who + ": " + role + " " + Q(name) + " is not an image of this lab; " +
+                         (close ? "did you mean " + Q(*close) + "? " : std::string()) +
+                         (names.empty() ? std::string("declare it under images: (e.g. images: {") + name +
+                                              ": {debian: bookworm}}) or use host"
+                                        : "declare it under images: or use one of: " + Join(names, ", ") + " (or host)"));
+    };
+    for (const auto& i : lab_.images) {
+      if (i.kind != ImageKind::kFrom || i.from.empty()) continue;
+      if (!lab_.FindImage(i.from)) {
+        if (i.from == kHostImage)
+          ctx_.Error(i.kind_loc, "image " + Q(i.name) + ": from: host is the host's own software, not an image "
+                                 "that can be layered; build a base image (debian: bookworm) and use from: it");
+        else
+          unknown(i.from, i.kind_loc, "image " + Q(i.name), "from:");
+        continue;
+      }
+      // Walk the parents: a chain that comes back to this image is a cycle, reported once at
+      // the first image of it in file order.
+      std::vector<std::string> chain = {i.name};
+      const Image* at = lab_.FindImage(i.from);
+      while (at && at->kind == ImageKind::kFrom) {
+        if (std::find(chain.begin(), chain.end(), at->name) != chain.end()) {
+          if (at->name == i.name && IsFirstOfCycle(i.name, chain)) {
+            std::string loop;
+            for (const auto& c : chain) loop += c + " -> ";
+            ctx_.Error(i.kind_loc, "image " + Q(i.name) + ": from: makes a cycle (" + loop + i.name +
+                                       "); one of them must be built with debian: or imported");
+          }
+          break;
+        }
+        chain.push_back(at->name);
+        at = lab_.FindImage(at->from);
+      }
+    }
+    for (const auto& ref : ctx_.image_refs) {
+      if (ref.image == kHostImage || lab_.FindImage(ref.image) || ctx_.broken_images.count(ref.image)) continue;
+      unknown(ref.image, ref.loc, ref.who, "image");
+    }
+  }
+
+  bool IsFirstOfCycle(const std::string& name, const std::vector<std::string>& cycle) const {
+    for (const auto& i : lab_.images)
+      if (std::find(cycle.begin(), cycle.end(), i.name) != cycle.end()) return i.name == name;
+    return true;
+  }
+
   std::string PathOf(const Machine& m) const {
     auto it = ctx_.machine_path.find(m.name);
     return it == ctx_.machine_path.end() ? m.name : it->second;

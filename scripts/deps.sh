@@ -7,6 +7,8 @@ packages=(
   g++ cmake make pkg-config
   libyaml-dev libcli11-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev catch2
   libnl-3-dev libnl-route-3-dev libnftables-dev libseccomp-dev
+  libarchive-dev libssl-dev   # machine images: imports (tar, OCI, docker save) and their sha256
+  busybox-static   # the tests' small images, made offline
   dnsmasq-base ccache
   dpkg-dev file   # the Debian package (cpack -G DEB: dpkg-shlibdeps finds its Depends)
   clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)

@@ -88,6 +88,15 @@ constexpr std::array<const char*, Store::kSchemaVersion> kMigrations = {
         machine TEXT NOT NULL,
         PRIMARY KEY(lab, machine));
     )sql",
+    // 3 -> 4: which labs run on which cached images (lab image rm refuses an image in use).
+    R"sql(
+      CREATE TABLE image_uses(
+        lab TEXT NOT NULL REFERENCES labs(name) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        image TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        PRIMARY KEY(lab, key));
+    )sql",
 };
 
 int64_t NowSeconds() { return NowMillis() / 1000; }
@@ -502,6 +511,38 @@ Status Store::SetStopped(const std::string& lab, const std::string& machine, boo
   st->Bind(lab, machine);
   return impl.Run(*st, "recording that '" + machine + "' of lab '" + lab + "' is " +
                            (stopped ? "stopped" : "no longer stopped"));
+}
+
+Status Store::SetImageUses(const std::string& lab, const std::vector<ImageUse>& uses) {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  Impl& impl = *impl_;
+  LAB_RETURN_IF_ERROR(impl.Exec("BEGIN IMMEDIATE", "recording the images of lab '" + lab + "'"));
+  auto done = [&](Status st) {
+    (void)impl.Exec(st.ok() ? "COMMIT" : "ROLLBACK", "recording the images of lab '" + lab + "'");
+    return st;
+  };
+  auto del = impl.Prepare("DELETE FROM image_uses WHERE lab = ?");
+  if (!del) return done(del.status());
+  del->Bind(lab);
+  if (Status st = impl.Run(*del, "recording the images of lab '" + lab + "'"); !st.ok()) return done(st);
+  const int64_t now = NowSeconds();
+  for (const auto& u : uses) {
+    auto ins = impl.Prepare("INSERT INTO image_uses(lab, key, image, since) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING");
+    if (!ins) return done(ins.status());
+    ins->Bind(lab, u.key, u.image, now);
+    if (Status st = impl.Run(*ins, "recording that lab '" + lab + "' uses image '" + u.image + "'"); !st.ok())
+      return done(st);
+  }
+  return done(Status::Ok());
+}
+
+std::vector<ImageUse> Store::ImageUses() {
+  std::lock_guard<std::mutex> guard(impl_->mu);
+  std::vector<ImageUse> out;
+  auto st = impl_->Prepare("SELECT lab, key, image, since FROM image_uses ORDER BY key, lab");
+  if (!st) return out;
+  while (st->Step() == SQLITE_ROW) out.push_back(ImageUse{st->Text(0), st->Text(1), st->Text(2), st->Int(3)});
+  return out;
 }
 
 std::vector<LabRecord> Store::ListLabs() {

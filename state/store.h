@@ -63,6 +63,14 @@ struct Snapshot {
   std::set<std::string> stopped;
 };
 
+/// A lab running on a cached image (images/cache.h): recorded by `lab up`, forgotten with the lab.
+struct ImageUse {
+  std::string lab;
+  std::string key;        // the image's cache key
+  std::string image;      // its name in the lab file
+  int64_t since = 0;      // unix seconds
+};
+
 class Store;
 
 /// Holds a lab's lock until destroyed. Move-only; the Store that made it must outlive it.
@@ -96,7 +104,7 @@ class Store {
   static Result<std::unique_ptr<Store>> OpenReadOnly(const std::string& dir);
   ~Store();
 
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
   int schema_version() const;
 
   /// The lab record and its resources; an empty Snapshot when the lab is unknown.
@@ -114,6 +122,11 @@ class Store {
   /// Records that the user stopped `machine` (lab stop), or forgets it (lab start). Forgotten
   /// with the lab.
   Status SetStopped(const std::string& lab, const std::string& machine, bool stopped);
+
+  /// Replaces the images the lab runs on (one transaction). Needs the lab's record.
+  Status SetImageUses(const std::string& lab, const std::vector<ImageUse>& uses);
+  /// Every lab's images, by key.
+  std::vector<ImageUse> ImageUses();
 
   /// Journals an action as intended; returns its id. With `pending`, writes that record in the
   /// same transaction, before the object is made (its facts saying it is pending): an object

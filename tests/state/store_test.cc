@@ -529,8 +529,8 @@ TEST_CASE("A version-1 database is migrated forward with its labs kept", "[state
     auto store = OpenOrFail(dir.path);
     PutLab(*store, "alpha");
   }
-  // What a version-1 store looked like: no placements, no stopped VMs, no lab file text.
-  Sql(dir.Db(), "DROP TABLE placements; DROP TABLE stopped; ALTER TABLE labs DROP COLUMN source; "
+  // What a version-1 store looked like: no placements, no stopped VMs, no lab file text, no images.
+  Sql(dir.Db(), "DROP TABLE placements; DROP TABLE stopped; DROP TABLE image_uses; ALTER TABLE labs DROP COLUMN source; "
                 "UPDATE schema_version SET version = 1");
   auto store = OpenOrFail(dir.path);
   CHECK(store->schema_version() == Store::kSchemaVersion);
@@ -667,4 +667,23 @@ TEST_CASE("A read-only open creates nothing where there is no state, and reads t
   auto broken = Store::OpenReadOnly(bad.path);
   REQUIRE_FALSE(broken);
   CHECK(broken.message().find(bad.Db()) != std::string::npos);
+}
+
+TEST_CASE("Store records which images a lab uses and forgets them with the lab", "[state][images]") {
+  StateDir dir;
+  auto store = Store::Open(dir.path);
+  REQUIRE(store.ok());
+  lab::state::LabRecord rec;
+  rec.name = "one";
+  rec.file = "/x.yaml";
+  REQUIRE((*store)->PutLab(rec).ok());
+  REQUIRE((*store)->SetImageUses("one", {{"one", std::string(64, 'a'), "web", 0}, {"one", std::string(64, 'b'), "tools", 0}}).ok());
+  REQUIRE((*store)->SetImageUses("one", {{"one", std::string(64, 'a'), "web", 0}}).ok());
+  auto uses = (*store)->ImageUses();
+  REQUIRE(uses.size() == 1);
+  CHECK(uses[0].lab == "one");
+  CHECK(uses[0].image == "web");
+  CHECK(uses[0].since > 0);
+  REQUIRE((*store)->DeleteLab("one").ok());
+  CHECK((*store)->ImageUses().empty());
 }
