@@ -525,7 +525,16 @@ Result<int> AptGet(const AptDir& apt, const std::vector<std::string>& args, int 
   }, {"APT_CONFIG=" + apt.conf.string()});
 }
 
+// The apt dirs this process brought up to date already: a lab's images that share their
+// sources (a from: image and its parent, two debian: images of one suite) ask the mirror once.
+std::mutex updated_mu;
+std::set<std::string> updated;
+
 Status UpdateLists(const AptDir& apt, const std::string& image, const LogFile& log) {
+  {
+    std::lock_guard<std::mutex> g(updated_mu);
+    if (updated.count(apt.dir.string())) return Status::Ok();
+  }
   std::string out;
   auto rc = AptGet(apt, {"update", "-q", "--error-on=any"}, log.fd(), &out);
   if (!rc.ok()) return rc.status();
@@ -537,6 +546,8 @@ Status UpdateLists(const AptDir& apt, const std::string& image, const LogFile& l
                          "/etc/apt/sources.list failed (is the mirror reachable? set mirror: to one that is)" +
                          errors);
   }
+  std::lock_guard<std::mutex> g(updated_mu);
+  updated.insert(apt.dir.string());
   return Status::Ok();
 }
 
@@ -778,7 +789,10 @@ Status SnapshotLists(const AptDir& apt, const fs::path& to) {
     if (!e.is_regular_file()) continue;
     std::string n = e.path().filename().string();
     if (n == "lock") continue;
-    fs::copy_file(e.path(), to / n, fs::copy_options::overwrite_existing, ec);
+    // A hard link where the cache and the staging dir share a filesystem: apt's update replaces
+    // lists by rename, so the snapshot keeps what was resolved against. A copy elsewhere.
+    fs::create_hard_link(e.path(), to / n, ec);
+    if (ec) fs::copy_file(e.path(), to / n, fs::copy_options::overwrite_existing, ec);
     if (ec) return Status::Error("cannot copy apt's lists to " + to.string() + ": " + ec.message());
   }
   fs::create_directories(to / "partial", ec);
@@ -964,8 +978,10 @@ Status BuildLayer(const schema::Image& spec, const std::vector<fs::path>& parent
     LayerStep s;
     s.announce = "lab: installing " + Join(spec.packages, " ") + "\n";
     s.exe = "/usr/bin/apt-get";
+    // apt's caches in memory only: written, they would be two files of tens of MiB in the layer.
     std::vector<std::string> argv = {"apt-get", "install", "-y", "-q", "--no-install-recommends",
-                                     "-o", "APT::Install-Recommends=false", "-o", "Acquire::Languages=none"};
+                                     "-o", "APT::Install-Recommends=false", "-o", "Acquire::Languages=none",
+                                     "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="};
     argv.insert(argv.end(), spec.packages.begin(), spec.packages.end());
     s.argv = CArgs(argv);
     s.env = CArgs(env);
