@@ -701,7 +701,6 @@ Result<std::string> ResolveDebian(const schema::Image& spec, const std::vector<f
   LogFile log(progress.log);
   std::vector<std::string> installs;
   if (spec.kind == schema::ImageKind::kDebian || !spec.packages.empty()) {
-    Step(progress, log, "resolving");
     fs::path root = CacheRoot(progress, {});
     std::string tmp_root;
     if (root.empty()) {
