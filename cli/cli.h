@@ -104,6 +104,8 @@ int RunComplete(const CLI::App& app, const Globals& g, std::vector<std::string> 
 void AddLifecycle(CLI::App& app, Globals& g);
 void AddLink(CLI::App& app, Globals& g);
 void AddLogs(CLI::App& app, Globals& g);
+/// `lab image ls|import|rm|prune` (cli/image.cc).
+void AddImage(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.
 extern int g_exit_code;

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   AddLink(app, g);
   AddCompletion(app, g);
   AddLogs(app, g);
+  AddImage(app, g);
   AddInternal(app, g);
 
   // `lab [GLOBAL FLAGS] __complete WORD...`: the words are partial, so not for CLI11 to parse.

@@ -14,7 +14,10 @@ void AddUp(CLI::App& app, Globals& g) {
   static bool check = false;
   static bool no_restart = false;
   static bool force = false;
+  static bool refresh_images = false;
   cmd->add_option("FILE", file, "lab file")->required();
+  cmd->add_flag("--refresh-images", refresh_images,
+                "resolve the packages of Debian images again (a newer resolution is a new image: its VMs are remade)");
   cmd->add_flag("--force", force, "apply this file to a lab that is up from another file of the same 'lab:' name");
   cmd->add_flag("--no-restart", no_restart, "refuse a plan that would stop and start a running VM");
   cmd->add_option("-j,--jobs", g.jobs, "actions run at once, at least 1 (default: cores)")->check(JobsValidator());
@@ -55,6 +58,12 @@ void AddUp(CLI::App& app, Globals& g) {
     auto t0 = std::chrono::steady_clock::now();
     engine::ExecOptions exec = StepPrinter(g, out);
     exec.interrupt = &CatchInterrupts("up");
+    exec.refresh_images = refresh_images;
+    if (!g.quiet)
+      exec.on_image = [](const std::string& line) {
+        std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+      };
     auto result = engine->Up(
         *lab,
         [&](const engine::Plan& plan) {

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "images/images.h"
+
 #include "engine/link.h"
 #include "engine/facts.h"
 #include "engine/placement.h"
@@ -117,7 +119,8 @@ void HoldStopped(Plan& plan, const schema::Lab& lab, const state::Snapshot& snap
 }  // namespace
 
 Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv,
-                     const std::vector<state::JournalEntry>& interrupted, bool shown_only) {
+                     const std::vector<state::JournalEntry>& interrupted, bool shown_only,
+                     const MachineImages* images) {
   // The file as `lab move` placed its VMs; the file itself (not a copy of it) when nothing moved.
   std::optional<Placed> placed;
   if (!snap.placements.empty()) placed = ApplyPlacements(file_lab, snap.placements);
@@ -139,7 +142,7 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
     auto r = Resource::FromRecordJson(key, rec->second.spec);
     return r && r->kind == Kind::kPartition && hv.PartitionSaved(r->spec.get<hv::PartitionSpec>(), rec->second.facts);
   };
-  Plan plan = ComputePlan(Desired(lab, uid, needs_spec), snap, Observe(hv, snap, interrupted), options);
+  Plan plan = ComputePlan(Desired(lab, uid, needs_spec, images), snap, Observe(hv, snap, interrupted), options);
   HoldStopped(plan, lab, snap);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
   RuleReport rules = CheckRules(lab);
@@ -149,12 +152,41 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   return plan;
 }
 
+Result<MachineImages> Engine::MakeImages(const schema::Lab& lab, bool make, const ExecOptions& exec,
+                                         std::vector<std::string>* notes) {
+  MachineImages out;
+  bool any = false;
+  for (const auto& m : lab.machines) any = any || m.image != schema::kHostImage;
+  if (!any) return out;  // a lab on the host's software never looks at the cache
+  images::Cache cache(options_.state_dir);
+  images::EnsureOptions o;
+  o.make = make;
+  o.refresh = exec.refresh_images;
+  o.progress = exec.on_image;
+  auto made = images::EnsureImages(lab, cache, o);
+  if (!made) return made.status();
+  for (const auto& [name, r] : *made) {
+    MachineImage mi;
+    mi.key = r.key;
+    for (const auto& l : r.layers) mi.layers.push_back(l.string());
+    out[name] = mi;
+    if (!r.cached && notes)
+      notes->push_back("image '" + name + "' is made first (" + (r.kind == "debian" || r.kind == "from" ? "build " : "import ") +
+                       r.source + ")");
+  }
+  return out;
+}
+
 Result<Plan> Engine::PlanUp(const schema::Lab& lab) {
   auto snap = store_->Load(lab.name);
   if (!snap) return snap.status();
   std::string uid = snap->lab ? snap->lab->uid : NewUid();
   auto hv = MakeHypervisor(lab.name, uid);
-  Plan plan = PlanFor(lab, uid, *snap, *hv, {}, /*shown_only=*/true);
+  std::vector<std::string> image_notes;
+  auto images = MakeImages(lab, /*make=*/false, {}, &image_notes);
+  if (!images) return images.status();
+  Plan plan = PlanFor(lab, uid, *snap, *hv, {}, /*shown_only=*/true, &*images);
+  plan.notes.insert(plan.notes.begin(), image_notes.begin(), image_notes.end());
   if (snap->lab && !snap->resources.empty() && std::filesystem::path(snap->lab->file).is_absolute() &&
       !SameFile(snap->lab->file, AbsolutePath(lab.file)))
     plan.notes.insert(plan.notes.begin(), "lab '" + lab.name + "' is up from another file, " + snap->lab->file +
@@ -201,9 +233,12 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   auto hv = MakeHypervisor(lab.name, rec.uid);
   ApplyResult out;
   out.note = lock->takeover_note();
+  // The images first (each under its own lock in the cache): the plan compares their keys.
+  auto images = MakeImages(lab, /*make=*/!only, exec, nullptr);
+  if (!images) return images.status();
   // Under the lock: actions still intended were begun by a process that died (killed mid-run).
   auto interrupted = store_->Intended(lab.name);
-  out.plan = PlanFor(lab, rec.uid, *snap, *hv, interrupted);
+  out.plan = PlanFor(lab, rec.uid, *snap, *hv, interrupted, false, &*images);
   if (only) out.plan = Restrict(out.plan, *only);
   if (on_plan) on_plan(out.plan);
   if (!out.plan.refusals.empty())
@@ -219,6 +254,17 @@ Result<ApplyResult> Engine::Up(const schema::Lab& lab, const std::function<void(
   // What they left behind has been remade: they need no redoing any more.
   if (out.report.ok() && !interrupted.empty() && !only)
     LAB_RETURN_IF_ERROR(store_->SettleInterrupted(lab.name, interrupted.back().id));
+  // Which images the lab runs on: `lab image rm` refuses them, `lab image prune` keeps them.
+  if (out.report.ok() && !only) {
+    std::vector<state::ImageUse> uses;
+    images::Cache cache(options_.state_dir);
+    for (const auto& [name, mi] : *images) {
+      if (mi.key.empty()) continue;
+      uses.push_back(state::ImageUse{lab.name, mi.key, name, 0});
+      cache.Touch(mi.key);
+    }
+    LAB_RETURN_IF_ERROR(store_->SetImageUses(lab.name, uses));
+  }
   // A VM the user stopped that has left the lab is forgotten: one of that name added later is new.
   if (out.report.ok() && !only)
     for (const auto& name : snap->stopped)

@@ -16,6 +16,7 @@
 #include "engine/checks.h"
 #include "engine/executor.h"
 #include "engine/plan.h"
+#include "engine/resources.h"
 #include "hv/hypervisor.h"
 #include "schema/lab.h"
 #include "state/store.h"
@@ -97,6 +98,14 @@ struct RecordedLab {
   std::vector<std::string> warnings;
 };
 
+/// One image of the cache as `lab image ls` shows it.
+struct ImageRow {
+  std::string name, key, kind, source;
+  uint64_t size = 0;
+  int64_t created = 0, last_used = 0;     // unix seconds
+  std::vector<std::string> used_by;       // labs up on it (or on an image over it)
+};
+
 class Engine {
  public:
   static Result<std::unique_ptr<Engine>> Open(EngineOptions options);
@@ -136,6 +145,18 @@ class Engine {
   /// Fails only when neither loads.
   Result<RecordedLab> Recorded(const std::string& lab);
 
+  /// The image cache (lab image ...), newest state: what is there and which labs use it.
+  std::vector<ImageRow> Images();
+  /// Imports PATH (a directory, a tar, an OCI layout or a `docker save` tar) as image `name`;
+  /// an import already cached is found, not made again.
+  Result<ImageRow> ImportImage(const std::string& path, const std::string& name,
+                               const std::function<void(const std::string&)>& progress);
+  /// Removes an image by name or key (prefix); refused while a lab uses it or an image is
+  /// layered on it, naming them.
+  Result<ImageRow> RemoveImage(const std::string& name_or_key);
+  /// Removes the images no lab uses and none has used for `days` days; returns them.
+  Result<std::vector<ImageRow>> PruneImages(int days);
+
   /// For verbs built on the engine's parts (lifecycle): the store and a hypervisor for a lab.
   state::Store& store() { return *store_; }
   std::unique_ptr<hv::Hypervisor> MakeHypervisor(const std::string& lab, const std::string& uid);
@@ -149,8 +170,15 @@ class Engine {
   /// The plan for `lab` with the rules model's verdicts (refusals, notes) on it; `interrupted`
   /// are actions a killed run left intended. `shown_only`: the plan will not be applied, so the
   /// resources it creates need no spec.
+  /// `images`: the lab's images as the cache holds them (MakeImages); machines on an image not
+  /// in it are planned with the image's name only.
   Plan PlanFor(const schema::Lab& lab, const std::string& uid, const state::Snapshot& snap, hv::Hypervisor& hv,
-               const std::vector<state::JournalEntry>& interrupted = {}, bool shown_only = false);
+               const std::vector<state::JournalEntry>& interrupted = {}, bool shown_only = false,
+               const MachineImages* images = nullptr);
+  /// The images the lab's machines use, made first when `make` (lab up), only looked up when
+  /// not (lab plan: each image still to make is a note of `notes`).
+  Result<MachineImages> MakeImages(const schema::Lab& lab, bool make, const ExecOptions& exec,
+                                   std::vector<std::string>* notes);
   /// Removes what carries the mark of `lab` with `uid`: "<mark> (N processes, M mounts)".
   /// `found`: whether there was any process or mount to remove.
   static Result<std::string> SweepOne(const EngineOptions& options, const std::string& lab, const std::string& uid,

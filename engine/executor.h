@@ -47,6 +47,11 @@ struct ExecOptions {
   /// Set from outside (a SIGINT or SIGTERM handler) to stop the run: no action starts once it is
   /// set; those running finish and are recorded, as usual. Null = never.
   const std::atomic<bool>* interrupt = nullptr;
+  /// `lab up` makes the images its machines need before planning: a line per step ("image
+  /// 'web': importing rootfs ./web.tar"). May be empty.
+  std::function<void(const std::string& line)> on_image;
+  /// Resolve Debian images' packages again (lab up --refresh-images) instead of their pins.
+  bool refresh_images = false;
 };
 
 /// The facts recorded for a resource while it is being made (with BeginAction): the object may

@@ -1,6 +1,7 @@
 #include "engine/export.h"
 
 #include <algorithm>
+#include <set>
 #include <vector>
 
 #include "base/text.h"
@@ -112,6 +113,19 @@ class Exporter {
   }
 
  private:
+  /// The images machines run on, in the order of the lab file's images:.
+  std::vector<std::string> ImagesUsed() const {
+    std::vector<std::string> out;
+    for (const auto& image : lab_.images)
+      for (const auto& m : lab_.machines)
+        if (m.image == image.name) {
+          out.push_back(image.name);
+          break;
+        }
+    return out;
+  }
+  bool UsesImages() const { return !ImagesUsed().empty(); }
+
   std::vector<std::string> HostNames() const {
     std::vector<std::string> names;
     for (const auto& m : lab_.machines)
@@ -160,6 +174,14 @@ class Exporter {
     s_.Line("    # same folder must hold its nested VMs' disks. Empty: the VMs are made without disks, and");
     s_.Line("    # the script stops there (a guest needs an operating system for PowerShell Direct).");
     s_.Line("    [string] $VhdDirectory = '',");
+    if (UsesImages()) {
+      s_.Line("    # The lab's images (lab image ls): one parent disk each, in -VhdDirectory. Each VM on an image");
+      s_.Line("    # gets a differencing disk over it (New-VHD -Differencing -ParentPath); a middle VM gets a");
+      s_.Line("    # copy of its nested VMs' parents (Copy-VMFile).");
+      std::vector<std::string> entries;
+      for (const auto& name : ImagesUsed()) entries.push_back(Q(name) + " = " + Q(name + ".vhdx"));
+      s_.Line("    [hashtable] $ParentDisks = @{ " + Join(entries, "; ") + " },");
+    }
     s_.Line("    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.");
     s_.Line("    [int] $WaitMinutes = 20");
     s_.Line(")");
@@ -418,6 +440,14 @@ class Exporter {
     const std::string vhd = "(Join-Path $VhdDirectory " + Q(vm.name + ".vhdx") + ")";
     s.Comment("VM '" + vm.name + "' on '" + parent.name + "': made and configured while it is off.");
     s.Line("$disk = if ($VhdDirectory) { @{ VHDPath = " + vhd + " } } else { @{ NoVHD = $true } }");
+    if (vm.image != schema::kHostImage) {
+      // Hyper-V's parent VHDX and differencing disk: the image is shared, the VM's writes are its own.
+      s.Comment("Its disk: a differencing disk over the parent disk of image '" + vm.image + "'.");
+      s.Open("if ($VhdDirectory -and -not (Test-Path " + vhd + ")) {");
+      s.Line("New-VHD -Path " + vhd + " -ParentPath (Join-Path $VhdDirectory $ParentDisks[" + Q(vm.image) +
+             "]) -Differencing");
+      s.Close();
+    }
     s.Open("if (-not (Get-VM -Name " + name + " -ErrorAction SilentlyContinue)) {");
     // -Version only as the file says; otherwise the host's default configuration version.
     s.Line("New-VM -Name " + name + " -Generation " + std::to_string(vm.generation) + " -MemoryStartupBytes " +
@@ -499,6 +529,22 @@ class Exporter {
       s.Close();
     }
 
+    std::set<std::string> nested_images;
+    for (const auto& child : vm.vms)
+      if (const Machine* c = lab_.FindMachine(child); c && c->image != schema::kHostImage) nested_images.insert(c->image);
+    if (!nested_images.empty()) {
+      s.Comment("The parent disks of its nested VMs' images, copied into it (Copy-VMFile needs the Guest Service");
+      s.Comment("Interface).");
+      s.Line("Enable-VMIntegrationService -VMName " + name + " -Name 'Guest Service Interface'");
+      for (const auto& image : nested_images) {
+        s.Line("$parent = Join-Path $VhdDirectory $ParentDisks[" + Q(image) + "]");
+        s.Open("if ($VhdDirectory -and -not (Invoke-Command -VMName " + name +
+               " -Credential $Credential -ScriptBlock { Test-Path $using:parent })) {");
+        s.Line("Copy-VMFile -Name " + name + " -SourcePath $parent -DestinationPath $parent -FileSource Host "
+               "-CreateFullPath");
+        s.Close();
+      }
+    }
     bool by_mac = vm.generation < 2 && NeedsNaming(vm);
     Script inside(s.indent() + 1);
     Body(vm, inside);
@@ -519,6 +565,7 @@ class Exporter {
       // disks and patience.
       s.Line("$Credential = $using:Credential");
       s.Line("$VhdDirectory = $using:VhdDirectory");
+      if (UsesImages()) s.Line("$ParentDisks = $using:ParentDisks");
       s.Line("$WaitMinutes = $using:WaitMinutes");
     }
     s.Blank();

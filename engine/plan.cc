@@ -25,7 +25,7 @@ const std::map<std::string, std::string>& FileKeys(Kind kind) {
         {"memory_bytes", "memory.startup"}, {"dynamic_memory", "memory.dynamic"},
         {"expose_virtualization_extensions", "processor.expose_virtualization_extensions"},
         {"parent_exposes", "parent's processor.expose_virtualization_extensions"}, {"version", "version"},
-        {"hosts_file", ""}}},
+        {"hosts_file", ""}, {"image", "image"}, {"image_key", "image changed"}, {"image_layers", ""}}},
       {Kind::kNic, {{"machine", ""}, {"name", ""}, {"port", ""}}},
       {Kind::kSwitch,
        {{"owner", ""}, {"ifname", ""}, {"uplinks", "nics"}, {"management_port", "allow_management_os"},
@@ -52,6 +52,7 @@ std::string FileValue(Kind kind, const std::string& field, const json& v) {
     uint64_t bytes = v.is_number_unsigned() ? v.get<uint64_t>() : 0;
     return bytes == 0 ? "" : FormatSize(bytes);
   }
+  if (kind == Kind::kPartition && field == "image_key" && v.is_string()) return v.get<std::string>().substr(0, 12);
   if (kind == Kind::kRun && field == "timeout_ms" && v.is_number()) {
     int ms = v.get<int>();
     return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";

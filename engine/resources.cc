@@ -43,6 +43,7 @@ struct Builder {
   const schema::Lab& lab;
   std::string uid;
   const NeedsSpec& needs_spec;
+  const MachineImages* images;
   std::vector<Resource> out;
   /// Machines by name, once: lookups per VM and per adapter scanned the whole list.
   std::unordered_map<std::string_view, const Machine*> machines;
@@ -128,6 +129,14 @@ struct Builder {
       p.version = host ? "" : m.version;
       p.hosts_file = HostsFile(m);
       if (Computer(m) != m.name) p.hostname = Computer(m);
+      if (m.image != schema::kHostImage) {
+        p.image = m.image;
+        if (images)
+          if (auto it = images->find(m.image); it != images->end()) {
+            p.image_key = it->second.key;
+            p.image_layers = it->second.layers;
+          }
+      }
       return p;
     };
     std::string pkey = KeyOf("partition", m.name);
@@ -328,8 +337,9 @@ std::string DefaultMac(const std::string& lab, const std::string& machine, const
   return "00:15:5d:" + h.substr(0, 2) + ":" + h.substr(2, 2) + ":" + h.substr(4, 2);
 }
 
-std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid, const NeedsSpec& needs_spec) {
-  Builder b{lab, uid, needs_spec, {}, {}, {}};
+std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid, const NeedsSpec& needs_spec,
+                              const MachineImages* images) {
+  Builder b{lab, uid, needs_spec, images, {}, {}, {}};
   b.Build();
   // Dependency order: a stable topological sort (file order among independent resources), as
   // indices first; then the resources are moved, not copied (each holds its spec as JSON).

@@ -39,9 +39,20 @@ std::string DefaultMac(const std::string& lab, const std::string& machine, const
 /// Whether the spec of the resource with this key is needed (see Desired).
 using NeedsSpec = std::function<bool(const std::string& key)>;
 
+/// An image as the machines on it need it: its cache key and overlay layers (topmost first).
+struct MachineImage {
+  std::string key;
+  std::vector<std::string> layers;
+};
+/// Image name -> what the cache holds for it (images::EnsureImages).
+using MachineImages = std::map<std::string, MachineImage>;
+
 /// The lab's resources in dependency order. With `needs_spec`, a resource it says no to keeps a
 /// null spec: a plan that is only shown needs no spec for what it would create, and building
 /// the spec JSON is most of the cost of planning a big lab. A plan that is applied needs them all.
-std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid, const NeedsSpec& needs_spec = {});
+/// A machine on an image gets its key and layers from `images` (without it, or for an image not
+/// in it yet, only the image's name).
+std::vector<Resource> Desired(const schema::Lab& lab, const std::string& uid, const NeedsSpec& needs_spec = {},
+                              const MachineImages* images = nullptr);
 
 }  // namespace lab::engine

@@ -9,6 +9,7 @@
 // anything else in a namespace.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -131,6 +132,7 @@ class LinuxHypervisor final : public Hypervisor {
   // --- partitions -----------------------------------------------------------------------
   Result<std::string> CreatePartition(const PartitionSpec& s) override {
     LAB_RETURN_IF_ERROR(Prepare());
+    if (!s.image_layers.empty()) LAB_RETURN_IF_ERROR(PrepareImages());
     auto cfg = MachineConfig(s);
     cfg.memory_limit = s.memory_bytes;
     cfg.cpu_count = s.processor_count;
@@ -749,6 +751,39 @@ class LinuxHypervisor final : public Hypervisor {
     return prepare_status_;
   }
 
+  /// Readies what machines on images need, once: lab's small layer over their images and /opt/lab
+  /// with lab's libraries (kernel::EnsureToolsForImages), both kept under the image cache.
+  Status PrepareImages() {
+    std::call_once(images_prepared_, [this] {
+      images_status_ = kernel::EnsureImageBaseLayer(ImageBaseDir());
+      if (images_status_.ok())
+        images_status_ = kernel::EnsureToolsForImages(ToolsForImagesDir(), LabBinary(), ctx_.init_path);
+    });
+    return images_status_;
+  }
+  std::string ImageBaseDir() const { return ctx_.state_root + "/images/lab-layer-1"; }
+  /// lab next to lab-init (the build tree), else this process's own binary (an installed lab).
+  std::string LabBinary() const {
+    fs::path beside = fs::path(ctx_.init_path).parent_path() / "lab";
+    std::error_code ec;
+    if (fs::exists(beside, ec)) return beside.string();
+    return fs::read_symlink("/proc/self/exe", ec).string();
+  }
+  /// One directory per build of lab and lab-init (by their identity and mtime): a new lab gets
+  /// new tools, running VMs keep the ones they were started with.
+  std::string ToolsForImagesDir() const {
+    std::string id;
+    for (const std::string& f : {LabBinary(), ctx_.init_path}) {
+      struct stat st {};
+      if (::stat(f.c_str(), &st) == 0)
+        id += std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+              std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ";";
+    }
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016zx", std::hash<std::string>{}(id));
+    return ctx_.state_root + "/images/tools/" + hex;
+  }
+
   std::string LabRun() const { return ctx_.run_root + "/" + ctx_.Mark(); }
   /// STATE/logs/<lab>/<machine>.log: by the lab's name, so `lab logs` finds it without the mark.
   std::string RunLogPath(const std::string& machine) const {
@@ -830,6 +865,11 @@ class LinuxHypervisor final : public Hypervisor {
     // Set-VMProcessor -ExposeVirtualizationExtensions, enforced by the kernel (seccomp).
     c.allow_nesting = s.is_host || s.expose_virtualization_extensions;
     c.parent_allows_nesting = s.parent().empty() || s.parent_exposes;
+    if (!s.image_layers.empty()) {
+      c.image_layers = s.image_layers;
+      c.base_dir = ImageBaseDir();
+      c.tools_dir = ToolsForImagesDir();
+    }
     return c;
   }
   kernel::PartitionConfig NetworkConfig(const std::string& name) const {
@@ -980,6 +1020,8 @@ class LinuxHypervisor final : public Hypervisor {
   mutable std::vector<int> held_networks_;     // hold_network: closed by the destructor
   std::optional<Fd> run_lock_;
   Status prepare_status_;
+  std::once_flag images_prepared_;
+  Status images_status_;
 };
 
 }  // namespace

@@ -71,6 +71,12 @@ void to_json(json& j, const PartitionSpec& s) {
   // labs recorded before the field existed stay the same.
   if (!s.parent_exposes) j["parent_exposes"] = false;
   if (!s.hostname.empty() && s.hostname != s.name) j["hostname"] = s.hostname;
+  // Only on an image: a machine on the host's software keeps the spec (and hash) it had.
+  if (!s.image.empty()) {
+    j["image"] = s.image;
+    j["image_key"] = s.image_key;
+    j["image_layers"] = s.image_layers;
+  }
 }
 void from_json(const json& j, PartitionSpec& s) {
   Get(j, "name", s.name);
@@ -84,6 +90,9 @@ void from_json(const json& j, PartitionSpec& s) {
   Get(j, "hosts_file", s.hosts_file);
   s.parent_exposes = j.value("parent_exposes", true);
   s.hostname = j.value("hostname", std::string());
+  s.image = j.value("image", std::string());
+  s.image_key = j.value("image_key", std::string());
+  s.image_layers = j.value("image_layers", std::vector<std::string>());
 }
 
 void to_json(json& j, const NicSpec& s) {

@@ -50,6 +50,12 @@ struct PartitionSpec {
   /// The computer name (/etc/hostname, and the name the lab's DNS answers): "" means `name`,
   /// which it is for every machine named [a-z0-9-] (so older records keep their hashes).
   std::string hostname;
+  /// The machine's image (DESIGN.md "Images"): "" = the host's own software. `image_key` is its
+  /// cache key (a changed image changes the spec: the VM is remade on it), `image_layers` the
+  /// overlay lower dirs, topmost first, under the state dir's image cache.
+  std::string image;
+  std::string image_key;
+  std::vector<std::string> image_layers;
 
   const std::string& parent() const;    // "" for a host
   /// The computer name: `hostname`, else `name`.

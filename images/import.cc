@@ -443,6 +443,40 @@ Result<std::string> SourceDigest(const schema::Image& spec, const fs::path& lab_
   }
 }
 
+Result<schema::Image> DetectImport(const fs::path& path, const std::string& name) {
+  schema::Image spec;
+  spec.name = name;
+  spec.path = fs::absolute(path).string();
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    spec.kind = fs::exists(path / "index.json", ec) ? schema::ImageKind::kOci : schema::ImageKind::kRootfs;
+    return spec;
+  }
+  if (!fs::exists(path, ec)) return Status::Error(path.string() + " does not exist; give a directory, a tar, an OCI "
+                                                  "layout or a `docker save` tar");
+  spec.kind = schema::ImageKind::kRootfs;
+  struct archive* in = archive_read_new();
+  archive_read_support_filter_all(in);
+  archive_read_support_format_tar(in);
+  archive_read_support_format_gnutar(in);
+  if (archive_read_open_filename(in, path.c_str(), 1 << 16) == ARCHIVE_OK) {
+    struct archive_entry* e = nullptr;
+    while (archive_read_next_header(in, &e) == ARCHIVE_OK) {
+      auto n = CleanName(archive_entry_pathname(e));
+      if (n && *n == "manifest.json") {
+        spec.kind = schema::ImageKind::kDockerArchive;
+        break;
+      }
+    }
+  } else {
+    std::string why = archive_error_string(in) ? archive_error_string(in) : "unreadable";
+    archive_read_free(in);
+    return Status::Error(path.string() + ": not a tar archive (" + why + ")");
+  }
+  archive_read_free(in);
+  return spec;
+}
+
 Status ApplyLayer(const fs::path& layer, const fs::path& dest) { return Unpack(layer, dest, true, ""); }
 
 Status ImportTree(const schema::Image& spec, const fs::path& lab_dir, const fs::path& dest) {

@@ -29,6 +29,11 @@ Result<std::string> SourceDigest(const schema::Image& spec, const fs::path& lab_
 /// Unpacks the import `spec` into `dest` (made, must not exist): the image's whole tree.
 Status ImportTree(const schema::Image& spec, const fs::path& lab_dir, const fs::path& dest);
 
+/// What `lab image import PATH` makes of PATH: an OCI layout (a directory with index.json), a
+/// `docker save` tar (a tar with manifest.json at its top), or a rootfs (any other directory or
+/// tar). An error when PATH does not exist.
+Result<schema::Image> DetectImport(const fs::path& path, const std::string& name);
+
 /// Applies one layer tar (any compression) over `dest`, whiteouts included.
 Status ApplyLayer(const fs::path& layer, const fs::path& dest);
 

@@ -147,6 +147,10 @@ struct Image {
   Loc kind_loc;                         // the value of its kind's key
 };
 
+/// "" when `name` can name an image ([a-z0-9][a-z0-9._-]{0,63}, not "host"), else the reason
+/// and the fix.
+std::string CheckImageName(const std::string& name);
+
 enum class MachineKind { kHost, kVm };
 
 /// Names compare as Windows compares them, ignoring (ASCII) case: "DC01" and "dc01" are one name.

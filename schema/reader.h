@@ -185,8 +185,6 @@ std::string CheckMachineName(const std::string& name);
 std::string CheckSwitchName(const std::string& name);
 /// NICs and adapters: CheckHyperVName, and not "lo" in any case.
 std::string CheckInterfaceName(const std::string& name);
-/// Images: [a-z0-9][a-z0-9._-]{0,63} and not "host" (the host's own software).
-std::string CheckImageName(const std::string& name);
 /// A computer name (hostname:): [A-Za-z0-9-]{1,63}, not starting or ending with '-'.
 std::string CheckComputerName(const std::string& name);
 

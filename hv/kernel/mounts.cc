@@ -179,6 +179,56 @@ Status BuildBaseLayer(const std::string& dir) {
   return Status::Ok();
 }
 
+/// Lab's own small layer over an image: the mount points a start needs and the links of the
+/// files lab manages (/etc/hostname, /etc/hosts, /etc/resolv.conf) into the partition's /run.
+/// Nothing of the machine: the image brings /etc, /usr and everything else.
+Status BuildImageBaseLayer(const std::string& dir) {
+  LAB_RETURN_IF_ERROR(MakeDirs(dir));
+  struct Dir {
+    const char* path;
+    mode_t mode;
+  };
+  for (Dir d : {Dir{"proc", 0555}, Dir{"sys", 0555}, Dir{"dev", 0755}, Dir{"run", 0755}, Dir{"tmp", 01777},
+                Dir{"etc", 0755}, Dir{"opt", 0755}, Dir{"opt/lab", 0755}, Dir{"var", 0755}, Dir{"var/lib", 0755},
+                Dir{"var/lib/lab", 0700}}) {
+    std::string p = dir + "/" + d.path;
+    if (::mkdir(p.c_str(), d.mode) != 0 && errno != EEXIST) return ErrnoStatus("image base layer: mkdir " + p);
+    ::chmod(p.c_str(), d.mode);
+  }
+  for (const char* name : kRuntimeConfigFiles) {
+    std::string here = dir + "/etc/" + name;
+    std::string target = std::string("../") + kRuntimeConfigDir + "/" + name;
+    if (::symlink(target.c_str(), here.c_str()) != 0 && errno != EEXIST)
+      return ErrnoStatus("image base layer: symlink " + here);
+  }
+  return Status::Ok();
+}
+
+/// Builds a layer with `build` aside and renames it into place once.
+Status EnsureLayer(const std::string& base_dir, Status (*build)(const std::string&)) {
+  struct stat st;
+  if (::stat(base_dir.c_str(), &st) == 0) return Status::Ok();
+  std::string parent = base_dir.substr(0, base_dir.rfind('/'));
+  if (!parent.empty()) LAB_RETURN_IF_ERROR(MakeDirs(parent).Prefixed("base layer"));
+  // Built aside and renamed into place: a concurrent caller or an interrupted build never leaves
+  // a half-made base behind the final name.
+  std::string tmp = base_dir + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(::gettid());
+  (void)RemoveTree(tmp);
+  Status built = build(tmp);
+  if (!built.ok()) {
+    (void)RemoveTree(tmp);
+    return built.Prefixed(base_dir);
+  }
+  if (::rename(tmp.c_str(), base_dir.c_str()) != 0) {
+    int err = errno;
+    (void)RemoveTree(tmp);
+    if ((err == EEXIST || err == ENOTEMPTY) && ::stat(base_dir.c_str(), &st) == 0) return Status::Ok();
+    errno = err;
+    return ErrnoStatus("base layer " + base_dir + ": rename into place");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool IsMountPoint(const std::string& path) {
@@ -259,28 +309,8 @@ Status ReleaseRunRoot(const std::string& run_root) {
   return Status::Ok();
 }
 
-Status EnsureBaseLayer(const std::string& base_dir) {
-  struct stat st;
-  if (::stat(base_dir.c_str(), &st) == 0) return Status::Ok();
-  std::string parent = base_dir.substr(0, base_dir.rfind('/'));
-  if (!parent.empty()) LAB_RETURN_IF_ERROR(MakeDirs(parent).Prefixed("base layer"));
-  // Built aside and renamed into place: a concurrent caller or an interrupted build never leaves
-  // a half-made base behind the final name.
-  std::string tmp = base_dir + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(::gettid());
-  (void)RemoveTree(tmp);
-  Status built = BuildBaseLayer(tmp);
-  if (!built.ok()) {
-    (void)RemoveTree(tmp);
-    return built.Prefixed(base_dir);
-  }
-  if (::rename(tmp.c_str(), base_dir.c_str()) != 0) {
-    int err = errno;
-    (void)RemoveTree(tmp);
-    if ((err == EEXIST || err == ENOTEMPTY) && ::stat(base_dir.c_str(), &st) == 0) return Status::Ok();
-    errno = err;
-    return ErrnoStatus("base layer " + base_dir + ": rename into place");
-  }
-  return Status::Ok();
-}
+Status EnsureBaseLayer(const std::string& base_dir) { return EnsureLayer(base_dir, BuildBaseLayer); }
+
+Status EnsureImageBaseLayer(const std::string& base_dir) { return EnsureLayer(base_dir, BuildImageBaseLayer); }
 
 }  // namespace lab::hv::kernel

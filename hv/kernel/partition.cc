@@ -445,7 +445,11 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
   // B binds from (the disk's lab/ does), and the overlay took hold of it as its lower layer before
   // covering it, in B's namespace only.
   p.root = c.base_dir;
-  p.overlay_opts = "lowerdir=" + c.base_dir + ",upperdir=" + c.disk_dir + "/upper,workdir=" + c.disk_dir + "/work";
+  // On an image, lab's small layer over the image's layers (topmost first): the machine's own
+  // /etc and /usr are nowhere in the overlay.
+  std::string lower = c.base_dir;
+  for (const auto& layer : c.image_layers) lower += ":" + layer;
+  p.overlay_opts = "lowerdir=" + lower + ",upperdir=" + c.disk_dir + "/upper,workdir=" + c.disk_dir + "/work";
   for (const auto& [inside, content] : c.files) {
     FileToWrite f;
     std::string rel = inside;
@@ -473,8 +477,9 @@ RootPlan MakeRootPlan(const PartitionConfig& c) {
     f.content = content;
     p.files.push_back(std::move(f));
   }
-  p.binds_ro.push_back({"/usr", p.root + "/usr"});
+  if (c.image_layers.empty()) p.binds_ro.push_back({"/usr", p.root + "/usr"});
   for (const char* top : {"bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
+    if (!c.image_layers.empty()) break;
     struct stat st;
     std::string machine = std::string("/") + top;
     // A split-/usr machine: the base has an empty directory, filled by a read-only bind.
@@ -827,6 +832,10 @@ Result<ProcessId> StartPartition(const PartitionConfig& config) {
       config.machine.empty() || config.init_path.empty())
     return Status::Error(what + ": start: run_dir, disk_dir, base_dir, cgroup, machine and init_path are required");
   if (!Exists(config.base_dir)) return Status::Error(what + ": base layer " + config.base_dir + " does not exist");
+  for (const auto& layer : config.image_layers)
+    if (!Exists(layer))
+      return Status::Error(what + ": its image's layer " + layer +
+                           " is not in the image cache any more; lab up makes the image again and remakes the VM");
   // Handles still mounted: a previous start was not destroyed; stacking new ones would leak it.
   if (IsMountPoint(NsPath(config.run_dir, "net")) || IsMountPoint(NsPath(config.run_dir, "mnt")))
     return Status::Error(what + ": already has namespace handles under " + config.run_dir +

@@ -78,7 +78,12 @@ struct PartitionConfig {
   /// 1,000 partitions up.
   std::string run_root;
   std::string disk_dir;           // e.g. /var/lib/lab/disks/<lab>-<uid>/<machine> (upper/, work/)
-  std::string base_dir;           // read-only base layer (EnsureBaseLayer)
+  std::string base_dir;           // read-only base layer (EnsureBaseLayer, or EnsureImageBaseLayer on an image)
+  /// The machine's image: its overlay lower dirs, topmost first, below base_dir (lab's own small
+  /// layer of mount points and /etc links). Empty = the host's software: base_dir holds a copy
+  /// of the machine's /etc and /usr is bound read-only. On an image nothing of the machine's
+  /// /usr or /etc is visible, and the root is writable everywhere (/usr included).
+  std::vector<std::string> image_layers;
   std::string cgroup;             // relative, e.g. "lab/<lab>-<uid>/hv1/middle" (parent's path + name)
   /// Destroy leaves the (empty) cgroup for the caller, who removes the lab's whole cgroup tree
   /// once every partition is gone: a memory cgroup going offline walks the reclaim lists of every
@@ -100,7 +105,8 @@ struct PartitionConfig {
   uint64_t memory_limit = 0;      // bytes; 0 = none
   int cpu_count = 0;              // CPU quota in whole CPUs; 0 = none
   std::string init_path;          // the lab-init binary
-  /// Directory of lab's binaries (`lab`, `lab-init`), bound read-only at /opt/lab inside so the
+  /// Directory of lab's binaries (`lab`, `lab-init`; on an image, with the shared libraries and
+  /// loader they need: EnsureToolsForImages), bound read-only at /opt/lab inside so the
   /// hypervisor inside a VM is lab itself. "" = not bound.
   std::string tools_dir;
   /// This partition may create namespaces (a host, a network, or a VM whose virtualization
@@ -141,6 +147,15 @@ Status ReleaseRunRoot(const std::string& run_root);
 /// Builds the shared read-only base layer at `base_dir` once (skeleton dirs, /etc copied from the
 /// machine, merged-/usr symlinks). Idempotent and safe against concurrent callers.
 Status EnsureBaseLayer(const std::string& base_dir);
+/// Builds lab's own small layer over images at `base_dir` once: mount points and the links of
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf into the partition's /run; nothing of the
+/// machine's /etc or /usr. Idempotent and safe against concurrent callers.
+Status EnsureImageBaseLayer(const std::string& base_dir);
+/// Makes `dir` hold lab (bin/lab), lab-init and the shared libraries lab has loaded with their
+/// loader (lib/), and `dir`/lab, a wrapper that runs bin/lab through that loader: lab runs
+/// inside a VM whose image has none of them (its /opt/lab). `lab_binary`: the running lab's
+/// executable; `init_path`: lab-init. Built aside, renamed into place; kept while unchanged.
+Status EnsureToolsForImages(const std::string& dir, const std::string& lab_binary, const std::string& init_path);
 
 /// Creates and starts a partition; returns its init process. On failure nothing of it is left.
 Result<ProcessId> StartPartition(const PartitionConfig& config);

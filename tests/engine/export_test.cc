@@ -51,7 +51,66 @@ size_t Pos(const std::string& script, const std::string& needle, size_t from = 0
   return pos;
 }
 
+/// VMs on two images, one of them nested inside a middle VM on the other.
+const char* kImagesLab = R"(lab: imgs
+networks:
+  lan: {subnet: 10.41.0.0/24}
+images:
+  web: {rootfs: ./web.tar}
+  tools: {oci: ./tools:1.0}
+  unused: {rootfs: ./unused.tar}
+hosts:
+  hv1:
+    nics:
+      Ethernet: {network: lan, ip: 10.41.0.11/24}
+    switches:
+      External: {type: external, nics: [Ethernet]}
+    vms:
+      web:
+        image: web
+        adapters: [{switch: External, ip: 10.41.0.20/24}]
+      middle:
+        image: web
+        processor: {expose_virtualization_extensions: true}
+        adapters: [{switch: External, ip: 10.41.0.30/24}]
+        switches:
+          Inner: {type: internal, ip: 192.168.41.1/24}
+        vms:
+          nested:
+            image: tools
+            adapters: [{switch: Inner, ip: 192.168.41.2/24}]
+          plain:
+            adapters: [{switch: Inner, ip: 192.168.41.3/24}]
+)";
+
 }  // namespace
+
+TEST_CASE("Export makes each image a parent disk and each VM on one a differencing disk over it",
+          "[engine][export]") {
+  std::string ps = ExportPowerShell(ParseLab(kImagesLab));
+  INFO(ps);
+  // The parent disks, one per image a machine uses (not 'unused').
+  CHECK(ps.find("[hashtable] $ParentDisks = @{ 'web' = 'web.vhdx'; 'tools' = 'tools.vhdx' },") != std::string::npos);
+  // A differencing disk per VM on an image, before its New-VM.
+  size_t diff = Pos(ps, "New-VHD -Path (Join-Path $VhdDirectory 'web.vhdx') -ParentPath (Join-Path $VhdDirectory "
+                        "$ParentDisks['web']) -Differencing");
+  CHECK(diff < Pos(ps, "New-VM -Name 'web'"));
+  Pos(ps, "New-VHD -Path (Join-Path $VhdDirectory 'middle.vhdx') -ParentPath (Join-Path $VhdDirectory "
+          "$ParentDisks['web']) -Differencing");
+  Pos(ps, "New-VHD -Path (Join-Path $VhdDirectory 'nested.vhdx') -ParentPath (Join-Path $VhdDirectory "
+          "$ParentDisks['tools']) -Differencing");
+  // A VM on the host's software keeps its prepared disk.
+  CHECK(ps.find("New-VHD -Path (Join-Path $VhdDirectory 'plain.vhdx')") == std::string::npos);
+  // The nested VM's parent is copied into the middle VM before the nested VM is made there.
+  size_t copy = Pos(ps, "Copy-VMFile -Name 'middle' -SourcePath $parent -DestinationPath $parent -FileSource Host");
+  CHECK(Pos(ps, "$parent = Join-Path $VhdDirectory $ParentDisks['tools']") < copy);
+  CHECK(copy < Pos(ps, "New-VM -Name 'nested'"));
+  CHECK(Pos(ps, "$ParentDisks = $using:ParentDisks") < Pos(ps, "New-VM -Name 'nested'"));
+  // A lab without images is exported as before: no parent disks at all.
+  std::string plain = ExportPowerShell(LoadLab("nested-nat"));
+  CHECK(plain.find("ParentDisks") == std::string::npos);
+  CHECK(plain.find("New-VHD") == std::string::npos);
+}
 
 TEST_CASE("Every lab file exports exactly the PowerShell script in its golden file", "[engine][export]") {
   const char* update = std::getenv("LAB_UPDATE_GOLDEN");
@@ -560,6 +619,9 @@ TEST_CASE("Every lab's script parses as PowerShell, by tree-sitter's PowerShell 
     files.push_back(dir + "/" + name + ".ps1");
     REQUIRE(lab::WriteFileAtomic(files.back(), ExportPowerShell(LoadLab(name))));
   }
+  // And a lab on images (parent disks, differencing disks, Copy-VMFile).
+  files.push_back(dir + "/images.ps1");
+  REQUIRE(lab::WriteFileAtomic(files.back(), ExportPowerShell(ParseLab(kImagesLab))));
   auto [code, out] = check(files);
   INFO(out);
   CHECK(code == 0);
