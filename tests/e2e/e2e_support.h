@@ -205,7 +205,8 @@ inline bool ArchiveReachable() {
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      std::string req = "HEAD /debian/dists/bookworm/InRelease HTTP/1.0\r\nHost: deb.debian.org\r\n\r\n";
+      // HTTP/1.1: some mirrors and proxies refuse 1.0 (426 Upgrade Required).
+      std::string req = "HEAD /debian/dists/bookworm/InRelease HTTP/1.1\r\nHost: deb.debian.org\r\nConnection: close\r\n\r\n";
       char buf[64] = {};
       if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()) &&
           ::recv(fd, buf, sizeof buf - 1, 0) > 12)
