@@ -218,10 +218,18 @@ inline bool ArchiveReachable() {
   return ok;
 }
 
-/// The image cache every sandbox of this test run shares (one Debian build for all cases).
+/// The image cache every sandbox of this test run shares (one Debian build for all cases),
+/// removed when the run ends.
 inline std::string SharedImageCache() {
-  static std::string dir = lab::testing::TempDir("lab-e2e-images");
-  return dir;
+  struct Dir {
+    std::string path = lab::testing::TempDir("lab-e2e-images");
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static Dir dir;
+  return dir.path;
 }
 
 /// Makes the sandbox's STATE/images the shared image cache (a symlink).
