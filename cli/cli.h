@@ -141,6 +141,8 @@ void AddLink(CLI::App& app, Globals& g);
 void AddLogs(CLI::App& app, Globals& g);
 /// `lab image ls|import|rm|prune` (cli/image.cc).
 void AddImage(CLI::App& app, Globals& g);
+/// `lab image build` and `lab image update` (cli/image_build.cc): call after AddImage.
+void AddImageBuild(CLI::App& app, Globals& g);
 
 /// Set by a verb's callback: the process exit code.
 extern int g_exit_code;

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   AddLogs(app, g);
   AddImage(app, g);
   AddInternal(app, g);
+  AddImageBuild(app, g);  // after AddImage: joins its `lab image` group
 
   // `lab [GLOBAL FLAGS] __complete WORD...`: the words are partial, so not for CLI11 to parse.
   for (int i = 1; i < argc; ++i) {

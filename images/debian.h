@@ -25,6 +25,10 @@ inline constexpr const char* kDebianBuilderVersion = "debian-1";
 struct BuildProgress {
   std::function<void(const std::string& step)> step;  // may be empty
   std::filesystem::path log;                           // the build log (appended to)
+  /// STATE/images: where the builder keeps apt's package lists per set of sources (debian/apt/)
+  /// and the .deb cache every build shares (debian/debs/). "" = next to the staging dir
+  /// (staging is STATE/images/tmp/...) for a build, a private temporary dir for a resolve.
+  std::filesystem::path cache_root;
 };
 
 /// The exact inputs apt would install for `spec` (a debian: image, or a from: image over

@@ -63,13 +63,16 @@ class Maker {
       auto digest = SourceDigest(*spec, lab_dir_, cache_);
       if (!digest) return digest.status();
       out.key = ImageKey(*spec, parent_key, builder, *digest);
-    } else if (auto pinned = cache_.Pinned(pin); pinned && !options_.refresh) {
+    } else if (auto pinned = cache_.Pinned(pin);
+               pinned && !options_.refresh && (!options_.make || cache_.Lookup(*pinned))) {
+      // A pin whose entry is gone (removed, or its build killed) is resolved again below: the
+      // build asks the archive anyway, and the key must name what it installs.
       out.key = *pinned;
     } else if (options_.make) {
       Say("image " + Q(name) + ": resolving packages");
       BuildProgress progress{options_.progress ? [this, name](const std::string& s) { Say("image " + Q(name) + ": " + s); }
                                                : std::function<void(const std::string&)>(),
-                             {}};
+                             {}, cache_.root()};
       auto r = ResolveDebian(*spec, parent_layers, lab_.file, progress);
       if (!r) return r.status();
       resolved = *r;
@@ -116,7 +119,7 @@ class Maker {
       BuildProgress progress{options_.progress
                                  ? [this, n = spec.name](const std::string& s) { Say("image " + Q(n) + ": " + s); }
                                  : std::function<void(const std::string&)>(),
-                             *staging / "build.log"};
+                             *staging / "build.log", cache_.root()};
       st = BuildDebian(spec, parent_layers, *staging, lab_.file, progress);
     }
     if (st.ok()) st = cache_.Commit(*staging, out.key, meta);

@@ -15,6 +15,7 @@ packages=(
   dpkg-dev file   # the Debian package (cpack -G DEB: dpkg-shlibdeps finds its Depends)
   graphviz        # lab graph --format svg|png runs its dot; the graph tests render every lab with it
   clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)
+  mmdebstrap   # machine images built from Debian's packages (debian: images; their [root] test)
 )
 
 missing=()

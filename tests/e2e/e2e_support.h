@@ -2,7 +2,9 @@
 // anything a lab left on the machine.
 #pragma once
 
+#include <netdb.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -187,4 +189,62 @@ inline void TakeDownLeavingNothing(const Sandbox& sb, const std::string& lab, co
   CHECK(left.empty());
 }
 
+/// Whether deb.debian.org answers an HTTP HEAD of bookworm's InRelease with 200 within 5 s: the
+/// tests that build Debian images (the only ones that reach outside the machine) need it.
+inline bool ArchiveReachable() {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo("deb.debian.org", "80", &hints, &res) != 0) return false;
+  bool ok = false;
+  for (addrinfo* a = res; a && !ok; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      // HTTP/1.1: some mirrors and proxies refuse 1.0 (426 Upgrade Required).
+      std::string req = "HEAD /debian/dists/bookworm/InRelease HTTP/1.1\r\nHost: deb.debian.org\r\nConnection: close\r\n\r\n";
+      char buf[64] = {};
+      if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()) &&
+          ::recv(fd, buf, sizeof buf - 1, 0) > 12)
+        ok = std::string(buf).find(" 200") != std::string::npos;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return ok;
+}
+
+/// The image cache every sandbox of this test run shares (one Debian build for all cases),
+/// removed when the run ends.
+inline std::string SharedImageCache() {
+  struct Dir {
+    std::string path = lab::testing::TempDir("lab-e2e-images");
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static Dir dir;
+  return dir.path;
+}
+
+/// Makes the sandbox's STATE/images the shared image cache (a symlink).
+inline void ShareImages(const Sandbox& sb) {
+  fs::create_directories(sb.state);
+  fs::create_symlink(SharedImageCache(), sb.state + "/images");
+}
+
 }  // namespace lab::testing::e2e
+
+/// Returns from a test (printing SKIP) when the Debian archive does not answer.
+#define LAB_REQUIRE_ARCHIVE()                                                                      \
+  do {                                                                                             \
+    if (!::lab::testing::e2e::ArchiveReachable()) {                                                \
+      std::printf("SKIP: the Debian archive (deb.debian.org) is unreachable: no Debian build\n");  \
+      return;                                                                                      \
+    }                                                                                              \
+  } while (0)

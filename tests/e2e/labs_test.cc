@@ -18,7 +18,15 @@ TEST_CASE("Every lab in labs/ comes up, passes its checks, re-applies as a no-op
   REQUIRE(files.size() >= 2);
   for (const auto& file : files) {
     DYNAMIC_SECTION(fs::path(file).filename().string()) {
+      // A lab on Debian-built images needs the archive for its first build; its builds are
+      // shared with the other tests of this run.
+      bool debian = std::regex_search(lab::ReadFile(file).value_or(""), std::regex("\n\\s+debian:"));
+      if (debian && !ArchiveReachable()) {
+        std::printf("SKIP: %s: the Debian archive (deb.debian.org) is unreachable: no Debian build\n", file.c_str());
+        continue;
+      }
       Sandbox sb;
+      if (debian) ShareImages(sb);
       std::string name = LabNameOf(file);
       REQUIRE_FALSE(name.empty());
       Run v = sb.Lab("validate " + file);
