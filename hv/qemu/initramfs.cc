@@ -15,19 +15,13 @@
 #include <set>
 #include <sstream>
 
+#include "hv/qemu/bytes.h"
 #include "hv/qemu/command.h"
 
 namespace lab::hv::qemu {
 namespace fs = std::filesystem;
 
 namespace {
-
-template <typename T>
-T Load(std::string_view data, size_t at) {
-  T v{};
-  if (at + sizeof(T) <= data.size()) std::memcpy(&v, data.data() + at, sizeof(T));
-  return v;
-}
 
 bool ReadFile(const std::string& path, std::string* out) {
   std::ifstream in(path, std::ios::binary);

@@ -14,19 +14,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "hv/qemu/bytes.h"
 #include "hv/qemu/command.h"
 
 namespace lab::hv::qemu {
 namespace fs = std::filesystem;
 
 namespace {
-
-template <typename T>
-T Load(std::string_view data, size_t at) {
-  T v{};
-  if (at + sizeof(T) <= data.size()) std::memcpy(&v, data.data() + at, sizeof(T));
-  return v;
-}
 
 struct Magic {
   const char* name;

@@ -27,7 +27,8 @@ using lab::testing::Src;
 
 struct Run {
   int code = -1;
-  std::string out;  // stdout and stderr together
+  std::string out;  // stdout and stderr together (Lab), stdout alone (LabApart)
+  std::string err;  // stderr (LabApart only)
 };
 
 /// A private state and run directory, so tests never meet the machine's own labs.
@@ -66,8 +67,21 @@ struct Sandbox {
   }
 
   Run Lab(const std::string& args, const std::string& env = "") const {
-    std::string cmd = env + " LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR +
-                      "/lab --no-color " + args + " 2>&1";
+    return Popen(env + " LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR + "/lab --no-color " +
+                 args + " 2>&1");
+  }
+
+  /// `lab ARGS` with stdout and stderr apart (neither a terminal).
+  Run LabApart(const std::string& args) const {
+    const std::string err_file = dir + "/stderr";
+    Run r = Popen("LAB_STATE_DIR=" + state + " LAB_RUN_DIR=" + run + " " + LAB_BINARY_DIR + "/lab --no-color " + args +
+                  " 2>" + err_file);
+    std::ifstream in(err_file);
+    r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return r;
+  }
+
+  Run Popen(const std::string& cmd) const {
     Run r;
     FILE* p = ::popen(cmd.c_str(), "r");
     REQUIRE(p != nullptr);

@@ -10,32 +10,9 @@ using namespace lab::testing::e2e;
 
 namespace {
 
-/// `lab ARGS` in the sandbox with stdout and stderr apart.
-struct Split {
-  int code = -1;
-  std::string out, err;
-};
-
-Split LabApart(const Sandbox& sb, const std::string& args) {
-  const std::string err_file = sb.dir + "/stderr";
-  std::string cmd = "LAB_STATE_DIR=" + sb.state + " LAB_RUN_DIR=" + sb.run + " " + LAB_BINARY_DIR +
-                    "/lab --no-color " + args + " 2>" + err_file;
-  Split s;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = ::fread(buf, 1, sizeof buf, p)) > 0) s.out.append(buf, n);
-  int st = ::pclose(p);
-  s.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  s.err = lab::ReadFile(err_file).value_or("");
-  sb.RecordOwned();
-  return s;
-}
-
 /// Runs `lab ARGS` and parses its stdout as JSON.
 nlohmann::json LabJson(const Sandbox& sb, const std::string& args, int expect_code) {
-  Split s = LabApart(sb, args);
+  Run s = sb.LabApart(args);
   INFO("lab " << args << "\nstdout:\n" << s.out << "\nstderr:\n" << s.err);
   CHECK(s.code == expect_code);
   auto j = nlohmann::json::parse(s.out, nullptr, false);
@@ -141,7 +118,7 @@ TEST_CASE("validate --json gives each diagnostic's file, line, column, severity,
 
 TEST_CASE("plan --json of a bad file prints the diagnostics as JSON on stdout and exits 1", "[cli]") {
   Sandbox sb;
-  Split s = LabApart(sb, "plan --json " + Src("tests/schema/golden/many-mistakes.yaml"));
+  Run s = sb.LabApart("plan --json " + Src("tests/schema/golden/many-mistakes.yaml"));
   INFO(s.out << s.err);
   CHECK(s.code == 1);
   auto j = nlohmann::json::parse(s.out, nullptr, false);
@@ -150,7 +127,7 @@ TEST_CASE("plan --json of a bad file prints the diagnostics as JSON on stdout an
   CHECK(j["diagnostics"].size() == 10);
   CHECK(j["diagnostics"][0]["severity"] == "error");
   // With --detailed-exitcode a bad file is still 1, not 2 ("changes").
-  CHECK(LabApart(sb, "plan --json --detailed-exitcode " + Src("tests/schema/golden/many-mistakes.yaml")).code == 1);
+  CHECK(sb.LabApart("plan --json --detailed-exitcode " + Src("tests/schema/golden/many-mistakes.yaml")).code == 1);
 }
 
 TEST_CASE("status --json gives addresses as objects, null parents for hosts, MACs, switches, links and drift",

@@ -9,29 +9,6 @@ using namespace lab::testing::e2e;
 
 namespace {
 
-struct Split {
-  int code = -1;
-  std::string out, err;
-};
-
-/// `lab ARGS` in the sandbox, stdout and stderr apart (neither a terminal).
-Split LabApart(const Sandbox& sb, const std::string& args) {
-  const std::string err_file = sb.dir + "/stderr";
-  std::string cmd = "LAB_STATE_DIR=" + sb.state + " LAB_RUN_DIR=" + sb.run + " " + LAB_BINARY_DIR +
-                    "/lab --no-color " + args + " 2>" + err_file;
-  Split s;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = ::fread(buf, 1, sizeof buf, p)) > 0) s.out.append(buf, n);
-  int st = ::pclose(p);
-  s.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  s.err = lab::ReadFile(err_file).value_or("");
-  sb.RecordOwned();
-  return s;
-}
-
 /// `lab ARGS` in the sandbox on a pseudo-terminal made here (stdout and stderr both on it, as in
 /// a user's shell): its exit code and everything it wrote, control characters included.
 Run OnTerminal(const Sandbox& sb, const std::string& args) {
@@ -75,18 +52,18 @@ TEST_CASE("lab up -v shows each step's timings, check -v the probes, and plain u
   Sandbox sb;
   const std::string file = Src("labs/nested-nat.yaml");
 
-  Split plain = LabApart(sb, "up " + file);
+  Run plain = sb.LabApart("up " + file);
   INFO(plain.out << plain.err);
   REQUIRE(plain.code == 0);
   CHECK_FALSE(std::regex_search(plain.err, kStepTiming));
   CHECK(plain.err.find("debug:") == std::string::npos);
   CHECK(plain.out.find("  made VM 'middle'") != std::string::npos);  // the plain lines as before
   auto pids = InitPids(sb, "nested-nat");
-  Split plain_check = LabApart(sb, "check nested-nat");
+  Run plain_check = sb.LabApart("check nested-nat");
   CHECK(plain_check.err.find("debug:") == std::string::npos);
   TakeDownLeavingNothing(sb, "nested-nat", pids);
 
-  Split verbose = LabApart(sb, "up -v " + file);
+  Run verbose = sb.LabApart("up -v " + file);
   INFO(verbose.out << verbose.err);
   REQUIRE(verbose.code == 0);
   CHECK(std::regex_search(verbose.err, kStepTiming));
@@ -97,7 +74,7 @@ TEST_CASE("lab up -v shows each step's timings, check -v the probes, and plain u
   // stdout is the same as without -v.
   CHECK(verbose.out.find("  made VM 'middle'") != std::string::npos);
   pids = InitPids(sb, "nested-nat");
-  Split check = LabApart(sb, "check nested-nat -v");
+  Run check = sb.LabApart("check nested-nat -v");
   INFO(check.err);
   CHECK(check.code == 0);
   CHECK(check.err.find("debug: check 1: inside 'nested1': ping www.example.test") != std::string::npos);
@@ -108,14 +85,14 @@ TEST_CASE("--log-format json makes every line on stderr a JSON object with ts, l
   LAB_REQUIRE_ROOT("bringing up a lab");
   Sandbox sb;
   const std::string file = Src("labs/nested-nat.yaml");
-  Split up = LabApart(sb, "up -v --log-format json " + file);
+  Run up = sb.LabApart("up -v --log-format json " + file);
   INFO(up.out << up.err);
   REQUIRE(up.code == 0);
   auto pids = InitPids(sb, "nested-nat");
   // Down as well, and a command that fails: an error is a JSON line too.
-  Split bad = LabApart(sb, "status no-such-lab --log-format json");
+  Run bad = sb.LabApart("status no-such-lab --log-format json");
   CHECK(bad.code == 1);
-  Split down = LabApart(sb, "down nested-nat -v --log-format json");
+  Run down = sb.LabApart("down nested-nat -v --log-format json");
   INFO(down.out << down.err);
   CHECK(down.code == 0);
   size_t debug = 0, errors = 0;
@@ -137,7 +114,7 @@ TEST_CASE("--log-format json makes every line on stderr a JSON object with ts, l
   CHECK(errors == 1);
   CHECK(down.err.find("\"delete partition/middle: ") != std::string::npos);
   // A bad lab file's diagnostics are JSON lines with their position.
-  Split invalid = LabApart(sb, "plan --log-format json " + Src("tests/schema/golden/many-mistakes.yaml"));
+  Run invalid = sb.LabApart("plan --log-format json " + Src("tests/schema/golden/many-mistakes.yaml"));
   CHECK(invalid.code == 1);
   auto first = nlohmann::json::parse(lab::Split(invalid.err, '\n')[0], nullptr, false);
   REQUIRE(first.is_object());
@@ -188,7 +165,7 @@ TEST_CASE("On a terminal up and down show one live progress line and the plan as
   TakeDownLeavingNothing(sb, "nested-nat", pids);
 
   // Off a terminal: the plain lines as before, no carriage return, the whole plan.
-  Split plain = LabApart(sb, "up " + file);
+  Run plain = sb.LabApart("up " + file);
   INFO(plain.out);
   REQUIRE(plain.code == 0);
   pids = InitPids(sb, "nested-nat");
