@@ -177,9 +177,10 @@ class Exporter {
     if (UsesImages()) {
       s_.Line("    # The lab's images (lab image ls): one parent disk each, in -VhdDirectory. Each VM on an image");
       s_.Line("    # gets a differencing disk over it (New-VHD -Differencing -ParentPath); a middle VM gets a");
-      s_.Line("    # copy of its nested VMs' parents (Copy-VMFile).");
+      s_.Line("    # copy of its nested VMs' parents (Copy-VMFile). Parents are BASE_<image>.vhdx (as AutomatedLab");
+      s_.Line("    # names its base disks), never a VM's own NAME.vhdx: a VM named as its image keeps both.");
       std::vector<std::string> entries;
-      for (const auto& name : ImagesUsed()) entries.push_back(Q(name) + " = " + Q(name + ".vhdx"));
+      for (const auto& name : ImagesUsed()) entries.push_back(Q(name) + " = " + Q("BASE_" + name + ".vhdx"));
       s_.Line("    [hashtable] $ParentDisks = @{ " + Join(entries, "; ") + " },");
     }
     s_.Line("    # How long one wait (a guest booting, restarting, installing Hyper-V) may take.");

@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -90,7 +92,7 @@ TEST_CASE("Export makes each image a parent disk and each VM on one a differenci
   std::string ps = ExportPowerShell(ParseLab(kImagesLab));
   INFO(ps);
   // The parent disks, one per image a machine uses (not 'unused').
-  CHECK(ps.find("[hashtable] $ParentDisks = @{ 'web' = 'web.vhdx'; 'tools' = 'tools.vhdx' },") != std::string::npos);
+  CHECK(ps.find("[hashtable] $ParentDisks = @{ 'web' = 'BASE_web.vhdx'; 'tools' = 'BASE_tools.vhdx' },") != std::string::npos);
   // A differencing disk per VM on an image, before its New-VM.
   size_t diff = Pos(ps, "New-VHD -Path (Join-Path $VhdDirectory 'web.vhdx') -ParentPath (Join-Path $VhdDirectory "
                         "$ParentDisks['web']) -Differencing");
@@ -407,7 +409,12 @@ TEST_CASE("Every New-* and Add-* of every lab's script runs only where the Get-*
           std::string guard = Trimmed(code[i - 1].second);
           INFO("guard: " << guard);
           CHECK(guard.rfind("if (", 0) == 0);
-          CHECK(guard.find("Get-" + noun + " ") != std::string::npos);
+          // A disk is a file: its guard is Test-Path of the same path (there is no Get-VHD of a
+          // path that does not exist yet without an error).
+          if (noun == "VHD")
+            CHECK(guard.find("Test-Path") != std::string::npos);
+          else
+            CHECK(guard.find("Get-" + noun + " ") != std::string::npos);
           CHECK(guard.ends_with("{"));
           CHECK(Indent(code[i].second) == Indent(code[i - 1].second) + 4);
         }
@@ -632,4 +639,21 @@ TEST_CASE("Every lab's script parses as PowerShell, by tree-sitter's PowerShell 
   CHECK(broken_code == 1);
   CHECK(broken_out.find("broken.ps1:") != std::string::npos);
   fs::remove_all(dir);
+}
+
+TEST_CASE("No VM's differencing disk has the file name of a parent disk, even when a VM is named as its image",
+          "[engine][export]") {
+  const std::regex parent(R"('([^']+\.vhdx)')"), child(R"(New-VHD -Path \(Join-Path \$VhdDirectory '([^']+)'\))");
+  for (const auto& name : LabNames()) {
+    std::string ps = ExportPowerShell(LoadLab(name));
+    std::set<std::string> parents;
+    if (auto at = ps.find("$ParentDisks = @{"); at != std::string::npos) {
+      std::string line = ps.substr(at, ps.find('\n', at) - at);
+      for (std::sregex_iterator it(line.begin(), line.end(), parent), end; it != end; ++it) parents.insert((*it)[1]);
+    }
+    for (std::sregex_iterator it(ps.begin(), ps.end(), child), end; it != end; ++it) {
+      INFO(name << ": New-VHD " << (*it)[1]);
+      CHECK(parents.count((*it)[1]) == 0);
+    }
+  }
 }
