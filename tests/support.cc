@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 namespace lab::testing {
@@ -75,9 +76,21 @@ std::optional<std::string> KvmStateByQemu() {
     utsname u{};
     if (::uname(&u) == 0) kernel = std::string("/boot/vmlinuz-") + u.release;
   }
+  if (::access(kernel.c_str(), R_OK) != 0) {
+    // No kernel of the host's own (a container or a minimal machine has no /boot): the guest
+    // kernel the qemu tests fetched (tests/hv/qemu_test.cc's cache), booted as PVH vmlinux.
+    const char* env = std::getenv("LAB_TEST_KERNEL_CACHE");
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(env ? env : "/var/tmp/lab-test-kernels", ec))
+      if (::access((e.path() / "vmlinux").c_str(), R_OK) == 0) {
+        kernel = (e.path() / "vmlinux").string();
+        break;
+      }
+  }
   if (qemu.empty() || ::access(kernel.c_str(), R_OK) != 0) return std::nullopt;
   // The kernel alone, no disk: it panics for want of a root file system long after the marker.
-  std::string cmd = "timeout 60 " + qemu + " -accel kvm -m 256 -display none -nodefaults -no-reboot -serial stdio"
+  // A standard guest under a usable KVM prints its banner within a second or two.
+  std::string cmd = "timeout 20 " + qemu + " -accel kvm -m 256 -display none -nodefaults -no-reboot -serial stdio"
                     " -kernel '" + kernel + "' -append 'console=ttyS0 earlyprintk=ttyS0 panic=-1' 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return std::nullopt;
