@@ -36,8 +36,11 @@ std::vector<std::string> QemuArgv(const QemuConfig& c) {
   std::string accel = c.accel == Accel::kKvm ? "kvm" : "tcg,tb-size=" + std::to_string(c.tb_size_mib);
   std::string run = c.run_dir;
   std::string append = "console=ttyS0 panic=-1 quiet";
+  if (c.root == RootKind::k9p) append += " lab.root=9p";
+  if (c.root == RootKind::kDisk) append += " lab.root=disk";
+  if (!c.agent_binary.empty()) append += " lab.agent=" + c.agent_binary;
   if (!c.append.empty()) append += " " + c.append;
-  return {c.binary,
+  std::vector<std::string> argv = {c.binary,
           "-nodefaults", "-no-user-config", "-display", "none",
           "-machine", "q35",
           "-accel", accel,
@@ -51,8 +54,30 @@ std::vector<std::string> QemuArgv(const QemuConfig& c) {
           "-chardev", "socket,id=agent,server=on,wait=off,path=" + run + "/agent.sock",
           "-device", "virtio-serial-pci,id=vser",
           "-device", std::string("virtserialport,chardev=agent,name=") + agent::kPortName,
+          "-device", "virtio-rng-pci,id=rng",
           "-qmp", "unix:" + run + "/qmp.sock,server=on,wait=off",
           "-serial", "file:" + run + "/console.log"};
+  auto add = [&argv](std::string a, std::string b) {
+    argv.push_back(std::move(a));
+    argv.push_back(std::move(b));
+  };
+  if (c.root == RootKind::k9p) {
+    add("-fsdev", "local,id=labroot,path=" + c.root_dir + ",security_model=none,readonly=on,multidevs=remap");
+    add("-device", "virtio-9p-pci,fsdev=labroot,mount_tag=labroot");
+  } else if (c.root == RootKind::kDisk) {
+    add("-blockdev", "driver=file,filename=" + c.disk + ",node-name=disk-file,cache.direct=off");
+    add("-blockdev", "driver=qcow2,file=disk-file,node-name=disk");
+    add("-device", "virtio-blk-pci,drive=disk,id=vda");
+  }
+  if (c.balloon) add("-device", "virtio-balloon-pci,id=balloon");
+  for (int i = 1; i <= c.hotplug_ports; ++i)
+    add("-device", "pcie-root-port,id=rp" + std::to_string(i) + ",chassis=" + std::to_string(i) + ",bus=pcie.0");
+  for (const auto& n : c.nics) {
+    add("-netdev", "tap,id=" + n.id + ",fd=" + std::to_string(n.tap_fd) + ",vhost=off");
+    add("-device", "virtio-net-pci,netdev=" + n.id + ",id=" + n.id + ",mac=" + n.mac + ",bus=rp" + std::to_string(n.port));
+  }
+  if (!c.incoming.empty()) add("-incoming", c.incoming);
+  return argv;
 }
 
 namespace {

@@ -19,6 +19,22 @@ namespace lab::hv::qemu {
 /// How QEMU runs a guest: KVM where lab doctor finds it usable for a standard guest, else TCG.
 enum class Accel { kKvm, kTcg };
 
+/// A network adapter present when QEMU starts (a VM started from a saved state must have the
+/// devices it was saved with; a running VM gets its adapters by hotplug: hv/qemu/control.h).
+struct NicAtStart {
+  std::string id;   // netdev and device id ("n" + the port's name)
+  int tap_fd = -1;  // an open tap (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), inherited by QEMU
+  std::string mac;
+  int port = 0;     // the pcie-root-port it sits on (1..hotplug_ports)
+};
+
+/// What the guest's root filesystem is (the guest init reads `lab.root=` from the command line).
+enum class RootKind {
+  kNone,  // the initramfs only (bench, tests of the init)
+  k9p,    // `image: host`: root_dir exported read-only over virtio-9p (tag "labroot"), a tmpfs over it
+  kDisk,  // the VM's own qcow2 (disk) over its image's read-only disk: virtio-blk, node "disk"
+};
+
 /// A guest's machine, as plain data.
 struct QemuConfig {
   std::string binary = "qemu-system-x86_64";
@@ -34,6 +50,18 @@ struct QemuConfig {
   std::string run_dir;  // the VM's sockets, logs and pid file (must exist)
   int nice = 0;         // scheduling niceness of the QEMU process
   int tb_size_mib = 64;  // TCG: cap of the translated-code cache
+  RootKind root = RootKind::kNone;
+  std::string root_dir = "/";  // k9p: the host directory the guest sees as its root (read-only)
+  std::string disk;            // kDisk: the VM's qcow2 (its backing file is the image's disk)
+  /// PCIe root ports for adapters plugged while the VM runs (q35 hotplugs on root ports only).
+  int hotplug_ports = 8;
+  std::vector<NicAtStart> nics;
+  bool balloon = true;         // a virtio-balloon (dynamic memory, Set-VMMemory at run time)
+  /// `-incoming URI`: start paused, waiting for a saved state ("exec:cat FILE") or a live
+  /// migration ("defer", then migrate-incoming over QMP). "" = boot.
+  std::string incoming;
+  /// The guest's `lab` binary (the agent) and what it needs: lab.agent=PATH on the command line.
+  std::string agent_binary;
 };
 
 /// The command line for `config` (argv[0] is config.binary).
