@@ -27,6 +27,10 @@ struct LabContext {
   std::string run_root = "/run/lab";    // namespace handles, partition roots
   std::string state_root = "/var/lib/lab";  // disks (writable layers), base layer
   std::string init_path;                // the lab-init binary
+  /// The qemu VMs this hypervisor runs inside, outermost first: empty on the real machine; in a
+  /// qemu VM's agent, that VM's chain (its `within` and itself). The last is the machine whose
+  /// root namespaces the agent's partition driver sees as that machine.
+  std::vector<std::string> inside;
   /// "<lab>-<uid>": the name every object path of the lab contains.
   std::string Mark() const { return lab + "-" + uid; }
 };

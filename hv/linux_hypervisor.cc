@@ -333,6 +333,16 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   Status RepairAdapter(const AdapterSpec& s) override {
+    if (TapSide(s))
+      return InNs(MachineRun(s.owner), [&](Netlink& nl) { return nl.SetUp(s.port); }).Prefixed(Called(s));
+    if (GuestSide(s))
+      return AsWritten(InNs(MachineRun(s.vm),
+                            [&](Netlink& nl) -> Status {
+                              LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
+                              return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+                            }),
+                       s)
+          .Prefixed(Called(s));
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
       LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
       return ConfigureAddress(nl, s.name, s.ip, s.gateway);
@@ -353,13 +363,15 @@ class LinuxHypervisor final : public Hypervisor {
   // --- after Move-VM --------------------------------------------------------------------
   Status AnnounceAdapter(const AdapterSpec& s, const std::vector<BridgeAt>& flush) override {
     const std::string what = "announce " + Called(s);
-    if (!fs::exists(kernel::NsPath(MachineRun(s.vm), "net"))) return Status::Ok();  // not running
+    // A qemu VM's tap side only flushes the switches; its guest side announces.
+    if (!TapSide(s) && !fs::exists(kernel::NsPath(MachineRun(s.vm), "net"))) return Status::Ok();  // not running
     for (const auto& b : flush) {
       if (!fs::exists(kernel::NsPath(MachineRun(b.owner), "net"))) continue;  // gone with its owner
       LAB_RETURN_IF_ERROR(InNs(MachineRun(b.owner), [&](Netlink& nl) -> Status {
                             return nl.FlushFdb(b.ifname, s.mac).status();
                           }).Prefixed(what));
     }
+    if (TapSide(s)) return Status::Ok();
     auto ns = NetNs::Open(kernel::NsPath(MachineRun(s.vm), "net"));
     if (!ns) return ns.status().Prefixed(what);
     std::optional<Ipv4> address;
@@ -424,8 +436,63 @@ class LinuxHypervisor final : public Hypervisor {
   }
 
   // --- VM network adapters --------------------------------------------------------------
+  // An adapter of a qemu VM has two halves (hv/qemu/driver.h): its switch port, a tap the qemu
+  // driver made in the owner and handed to QEMU (TapSide: this driver filters it and makes it a
+  // port of the bridge), and the guest's virtio NIC with the adapter's MAC, which the VM's own
+  // agent names and addresses (GuestSide: this driver runs inside that VM).
+  bool GuestSide(const AdapterSpec& s) const {
+    return s.vm_driver == "qemu" && !ctx_.inside.empty() && ctx_.inside.back() == s.vm;
+  }
+  bool TapSide(const AdapterSpec& s) const { return s.vm_driver == "qemu" && !GuestSide(s); }
+
+  /// The guest's NIC with the adapter's MAC (it appears once QEMU has plugged it: waits up to
+  /// `wait_ms`), renamed to the adapter's name, marked, up and addressed.
+  Status AdoptGuestNic(const AdapterSpec& s, int wait_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    return InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
+      std::string mac = s.mac;
+      for (auto& c : mac) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      for (;;) {
+        auto links = nl.Links();
+        if (!links) return links.status();
+        for (const auto& l : *links) {
+          if (l.mac != mac) continue;
+          if (l.name != s.name) {
+            LAB_RETURN_IF_ERROR(nl.SetUp(l.name, false));
+            LAB_RETURN_IF_ERROR(nl.Rename(l.name, s.name));
+          }
+          LAB_RETURN_IF_ERROR(nl.AddAltName(s.name, Mark("adapter." + s.vm + "." + s.name)));
+          LAB_RETURN_IF_ERROR(AddAlias(nl, s.name, s.alias));
+          LAB_RETURN_IF_ERROR(nl.SetUp(s.name));
+          return ConfigureAddress(nl, s.name, s.ip, s.gateway);
+        }
+        if (std::chrono::steady_clock::now() >= deadline)
+          return Status::Error("no network adapter with MAC " + s.mac + " appeared in the VM within " +
+                               Seconds(wait_ms) + " (QEMU plugged it; is the guest's PCIe hotplug working?)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+
   Result<std::string> ConnectAdapter(const AdapterSpec& s) override {
     const std::string what = Called(s);
+    if (GuestSide(s)) {
+      LAB_RETURN_IF_ERROR(AsWritten(AdoptGuestNic(s, 20000), s).Prefixed(what));
+      return std::string("{}");
+    }
+    if (TapSide(s)) {
+      // The tap exists (the qemu driver made it here and holds it open); filtered before it joins.
+      auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
+      if (!owner_ns) return owner_ns.status().Prefixed(what);
+      Status st = ApplyPortFilter(s, *owner_ns);
+      if (st.ok())
+        st = InNs(MachineRun(s.owner), [&](Netlink& nl) -> Status {
+          LAB_RETURN_IF_ERROR(nl.AddAltName(s.port, Mark("port." + s.vm + "." + s.name)));
+          return nl.AttachUp(s.port, s.switch_ifname);
+        });
+      if (!st.ok()) return AsWritten(st, s).Prefixed(what);
+      return std::string("{}");
+    }
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     Status st = InNs(MachineRun(s.vm), [&](Netlink& nl) -> Status {
@@ -453,6 +520,14 @@ class LinuxHypervisor final : public Hypervisor {
 
   Status RemoveAdapter(const AdapterSpec& s, const std::string&) override {
     const std::string what = Called(s);
+    if (GuestSide(s)) return Status::Ok();  // the NIC leaves with QEMU's unplug
+    if (TapSide(s)) {
+      if (!fs::exists(kernel::NsPath(MachineRun(s.owner), "net"))) return Status::Ok();
+      LAB_RETURN_IF_ERROR(WithPortTable(s.owner, [&](const NetNs& ns) {
+                            return kernel::UnfilterPortSourceMac(ns, PortTable(), s.port, s.mac);
+                          }).Prefixed(what));
+      return DeleteLinkIn(MachineRun(s.owner), s.port).Prefixed(what);
+    }
     // An owner gone took the filter along.
     if (fs::exists(kernel::NsPath(MachineRun(s.owner), "net")))
       LAB_RETURN_IF_ERROR(WithPortTable(s.owner, [&](const NetNs& ns) {
@@ -463,9 +538,16 @@ class LinuxHypervisor final : public Hypervisor {
 
   Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& facts) override {
     const std::string what = Called(s);
+    if (GuestSide(s)) {
+      Status st = InNs(MachineRun(s.vm),
+                       [&](Netlink& nl) { return ReplaceAddress(MachineRun(s.vm), nl, s.name, s.ip, s.gateway); });
+      LAB_RETURN_IF_ERROR(AsWritten(st, s).Prefixed(what));
+      return facts;
+    }
     auto owner_ns = NetNs::Open(kernel::NsPath(MachineRun(s.owner), "net"));
     if (!owner_ns) return owner_ns.status().Prefixed(what);
     LAB_RETURN_IF_ERROR(ApplyPortFilter(s, *owner_ns).Prefixed(what));
+    if (TapSide(s)) return facts;
     Status st =
         InNs(MachineRun(s.vm), [&](Netlink& nl) { return ReplaceAddress(MachineRun(s.vm), nl, s.name, s.ip, s.gateway); });
     LAB_RETURN_IF_ERROR(AsWritten(st, s).Prefixed(what));

@@ -56,7 +56,15 @@ struct PartitionSpec {
   std::string image;
   std::string image_key;
   std::vector<std::string> image_layers;
+  /// How the VM is made real (DESIGN.md "Two drivers"): "" = a partition, "qemu" = a guest of
+  /// its own in a QEMU process. `within`: the qemu VMs it is made inside (its QEMU process or
+  /// its namespaces live there): its strict ancestors with driver qemu.
+  std::string driver;
+  /// The qemu VMs this object lives inside, outermost first (empty: on the real machine). A call
+  /// for it goes to the agent of the first of them (hv/agent/remote.h), which goes on inward.
+  std::vector<std::string> within;
 
+  bool IsQemu() const { return driver == "qemu"; }
   const std::string& parent() const;    // "" for a host
   /// The computer name: `hostname`, else `name`.
   const std::string& ComputerName() const { return hostname.empty() ? name : hostname; }
@@ -92,6 +100,8 @@ struct SwitchSpec {
   /// -EnableEmbeddedTeaming (SET): the uplinks are one team, switch independent, every member
   /// active; each port of the switch is bound to one member (hv/team.h).
   bool embedded_teaming = false;
+  /// The qemu VMs the switch lives inside: the owner's ancestors-or-self with driver qemu.
+  std::vector<std::string> within;
 };
 
 /// Add-VMNetworkAdapter + Connect-VMNetworkAdapter: a veth with `name` inside the VM and `port`
@@ -108,6 +118,11 @@ struct AdapterSpec {
   bool mac_address_spoofing = false;
   std::optional<Cidr> ip;
   std::optional<Ipv4> gateway;
+  /// The VM's driver ("" = partition, "qemu": the adapter is a tap on the owner's bridge and a
+  /// virtio NIC of the guest). `within`: where its port is made: the owner's ancestors-or-self
+  /// with driver qemu.
+  std::string vm_driver;
+  std::vector<std::string> within;
   /// The adapter's name as written in the lab file, which every message shows.
   const std::string& Written() const { return alias.empty() ? name : alias; }
 };
@@ -122,12 +137,14 @@ struct NatSpec {
   /// address), forwarding to the owner's own DNS servers.
   std::optional<Ipv4> dns_proxy;
   std::vector<std::string> owner_lineage;  // dns_proxy: the owner's lineage (its cgroup)
+  std::vector<std::string> within;         // the owner's ancestors-or-self with driver qemu
 };
 
 /// DNS client settings of one machine (Set-DnsClientServerAddress): its resolv.conf.
 struct DnsSpec {
   std::string machine;
   std::vector<Ipv4> servers;
+  std::vector<std::string> within;  // the machine's ancestors-or-self with driver qemu
 };
 
 /// The stand-in "outside world" services at a network's gateway: DNS (dnsmasq) with the lab's
@@ -146,6 +163,7 @@ struct RunSpec {
   bool is_host = false;
   std::vector<std::string> commands;
   int timeout_ms = 60000;               // per command (run_timeout)
+  std::vector<std::string> within;      // the machine's ancestors-or-self with driver qemu
 };
 
 void to_json(nlohmann::json& j, const NetworkSpec& s);

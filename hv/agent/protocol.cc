@@ -8,6 +8,12 @@ json PingRequest() { return {{"v", kVersion}, {"op", "ping"}}; }
 
 json ExecRequest(const std::vector<std::string>& argv) { return {{"v", kVersion}, {"op", "exec"}, {"argv", argv}}; }
 
+json HvRequest(const std::string& method, json args) {
+  return {{"v", kVersion}, {"op", "hv"}, {"method", method}, {"args", std::move(args)}};
+}
+
+json HvReply(json result) { return {{"v", kVersion}, {"ok", true}, {"result", std::move(result)}}; }
+
 Result<Request> ParseRequest(const std::string& line) {
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Status::Error("agent: a request must be one JSON object per line");
@@ -27,7 +33,14 @@ Result<Request> ParseRequest(const std::string& line) {
     }
     return r;
   }
-  return Status::Error("agent: unknown op '" + r.op + "' (this agent knows ping, exec)");
+  if (r.op == "hv") {
+    if (!j.contains("method") || !j["method"].is_string()) return Status::Error("agent: hv needs a \"method\"");
+    r.method = j["method"].get<std::string>();
+    r.args = j.value("args", json::object());
+    if (!r.args.is_object()) return Status::Error("agent: hv's \"args\" must be an object");
+    return r;
+  }
+  return Status::Error("agent: unknown op '" + r.op + "' (this agent knows ping, exec, hv)");
 }
 
 json ToJson(const PingReply& reply) {
@@ -65,6 +78,11 @@ Result<PingReply> ParsePingReply(const json& reply) {
   } catch (const json::exception& e) {
     return Status::Error(std::string("agent: malformed ping reply: ") + e.what());
   }
+}
+
+Result<json> ParseHvReply(const json& reply) {
+  LAB_RETURN_IF_ERROR(CheckReply(reply));
+  return reply.value("result", json());
 }
 
 Result<ExecReply> ParseExecReply(const json& reply) {

@@ -11,7 +11,12 @@
 //   {"v":1,"op":"exec","argv":["uname","-r"]}
 //     -> {"v":1,"ok":true,"exit_code":0,"output":"6.1.0-57-amd64\n"}
 //
-// Version 1 is this slice: the hypervisor API (hv/hypervisor.h) is to become requests here.
+//   {"v":2,"op":"hv","method":"CreateSwitch","args":{"spec":{...}}}
+//     -> {"v":2,"ok":true,"result":"<facts>"}
+// "hv" is the hypervisor API (hv/hypervisor.h) as requests: one per method, its arguments as
+// JSON (hv/agent/remote.h has both ends: the client stub and the agent's dispatch).
+//
+// Version 1 knew ping and exec; version 2 adds hv.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -22,7 +27,7 @@
 
 namespace lab::hv::agent {
 
-inline constexpr int kVersion = 1;
+inline constexpr int kVersion = 2;
 /// The virtio-serial port's name, as QEMU's `virtserialport name=` and the guest's
 /// /sys/class/virtio-ports/*/name see it.
 inline constexpr const char* kPortName = "lab.agent";
@@ -42,12 +47,19 @@ struct ExecReply {
 
 /// One request as the guest reads it.
 struct Request {
-  std::string op;                 // "ping", "exec"
+  std::string op;                 // "ping", "exec", "hv"
   std::vector<std::string> argv;  // exec
+  std::string method;             // hv: the Hypervisor method
+  nlohmann::json args;            // hv: its arguments (an object)
 };
 
 nlohmann::json PingRequest();
 nlohmann::json ExecRequest(const std::vector<std::string>& argv);
+nlohmann::json HvRequest(const std::string& method, nlohmann::json args);
+/// The reply to an hv request that went through: its result (null for a method without one).
+nlohmann::json HvReply(nlohmann::json result);
+/// An hv reply's result; an error with the agent's message when it was refused.
+Result<nlohmann::json> ParseHvReply(const nlohmann::json& reply);
 
 /// A request line; an error (to be sent back with ErrorReply) when it is not JSON, speaks another
 /// version, or lacks what its op needs.

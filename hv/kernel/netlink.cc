@@ -794,6 +794,18 @@ Status Netlink::MoveLink(const std::string& name, const NetNs& target, const std
   return Status::Ok();
 }
 
+Status Netlink::Rename(const std::string& name, const std::string& new_name) {
+  auto index = IndexOf(*this, "rename link", name);
+  if (!index.ok()) return index.status();
+  auto orig = LinkByIndex(*index);
+  if (!orig.ok()) return orig.status();
+  LinkPtr changes(rtnl_link_alloc());
+  rtnl_link_set_name(changes.get(), new_name.c_str());
+  int err = rtnl_link_change(sock_, orig->get(), changes.get(), 0);
+  if (err < 0) return Status::Error("rename link '" + name + "' to '" + new_name + "': " + ErrorText(err));
+  return Status::Ok();
+}
+
 Result<std::vector<LinkInfo>> Netlink::Links() {
   std::vector<LinkInfo> links;
   int err = Dump(

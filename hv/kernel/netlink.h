@@ -123,6 +123,8 @@ class Netlink {
   Status DeleteDefaultRoute(int index);
   /// Deletes a link by name (absent = ok).
   Status DeleteLink(const std::string& name);
+  /// Renames link `name` (which must be down) to `new_name` in this namespace.
+  Status Rename(const std::string& name, const std::string& new_name);
   /// Moves link `name` into namespace `target`, renaming it to `new_name` when non-empty.
   Status MoveLink(const std::string& name, const NetNs& target, const std::string& new_name = "");
 

@@ -347,10 +347,20 @@ TEST_CASE("The agent protocol refuses other versions, unknown ops and malformed 
   auto exec = agent::ParseRequest(agent::ExecRequest({"uname", "-r"}).dump());
   REQUIRE(exec.ok());
   CHECK(exec->argv == std::vector<std::string>{"uname", "-r"});
-  CHECK(agent::ParseRequest(R"({"v":2,"op":"ping"})").message().find("version 2 is not this agent's version 1") !=
+  CHECK(agent::ParseRequest(R"({"v":1,"op":"ping"})").message().find("version 1 is not this agent's version 2") !=
         std::string::npos);
-  CHECK(agent::ParseRequest(R"({"v":1,"op":"reboot"})").message().find("unknown op 'reboot'") != std::string::npos);
-  CHECK_FALSE(agent::ParseRequest(R"({"v":1,"op":"exec","argv":[]})").ok());
+  CHECK(agent::ParseRequest(R"({"v":2,"op":"reboot"})").message().find("unknown op 'reboot'") != std::string::npos);
+  CHECK_FALSE(agent::ParseRequest(R"({"v":2,"op":"exec","argv":[]})").ok());
+  CHECK_FALSE(agent::ParseRequest(R"({"v":2,"op":"hv"})").ok());
+  CHECK_FALSE(agent::ParseRequest(R"({"v":2,"op":"hv","method":"CreateSwitch","args":[1]})").ok());
+  auto hv = agent::ParseRequest(agent::HvRequest("CreateSwitch", {{"spec", {{"name", "x"}}}}).dump());
+  REQUIRE(hv.ok());
+  CHECK(hv->method == "CreateSwitch");
+  CHECK(hv->args["spec"]["name"] == "x");
+  auto result = agent::ParseHvReply(agent::HvReply("{}"));
+  REQUIRE(result.ok());
+  CHECK(*result == "{}");
+  CHECK(agent::ParseHvReply(agent::ErrorReply("VM 'x': no")).message() == "VM 'x': no");
   CHECK_FALSE(agent::ParseRequest("not json").ok());
   auto refused = agent::ParsePingReply(agent::ErrorReply("agent: nope"));
   REQUIRE_FALSE(refused.ok());
