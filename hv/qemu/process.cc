@@ -147,6 +147,10 @@ Result<QemuProcess> StartQemu(const QemuConfig& config, int timeout_ms) {
     ::dup2(null, 0);
     ::dup2(null, 1);
     ::dup2(log, 2);
+    // The adapters' taps are lab's with O_CLOEXEC (hv/qemu/control.h OpenTap): inherited by QEMU
+    // alone, never by anything else lab runs.
+    for (const auto& n : config.nics)
+      if (n.tap_fd >= 0) ::fcntl(n.tap_fd, F_SETFD, 0);
     ::execv(exe.c_str(), ptrs.data());
     ::_exit(127);
   }

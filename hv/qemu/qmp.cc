@@ -87,9 +87,30 @@ Status QmpClient::Handshake(int timeout_ms) {
   return caps.status();
 }
 
-Status QmpClient::Send(const json& message) {
+Status QmpClient::Send(const json& message, int fd) {
   std::string line = message.dump() + "\n";
   size_t done = 0;
+  if (fd >= 0) {
+    // The fd rides on the first chunk; QEMU's monitor collects it with recvmsg before it parses
+    // the command that names it.
+    iovec iov{line.data(), line.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return ErrnoStatus("QMP: QEMU closed its monitor");
+    done = static_cast<size_t>(n);
+  }
   while (done < line.size()) {
     ssize_t n = ::send(fd_, line.data() + done, line.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
@@ -126,11 +147,15 @@ Result<json> QmpClient::ReadMessage(int timeout_ms) {
 }
 
 Result<json> QmpClient::Execute(const std::string& command, const json& arguments, int timeout_ms) {
+  return ExecuteWithFd(command, arguments, -1, timeout_ms);
+}
+
+Result<json> QmpClient::ExecuteWithFd(const std::string& command, const json& arguments, int fd, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   uint64_t id = next_id_++;
   json request = {{"execute", command}, {"id", id}};
   if (!arguments.is_null()) request["arguments"] = arguments;
-  LAB_RETURN_IF_ERROR(Send(request).Prefixed(command));
+  LAB_RETURN_IF_ERROR(Send(request, fd).Prefixed(command));
   for (;;) {
     auto msg = ReadMessage(MsUntil(deadline));
     if (!msg.ok() && (MsUntil(deadline) == 0 || msg.message().find("did not answer") != std::string::npos))
@@ -175,6 +200,11 @@ Result<std::string> QmpClient::QueryStatus() {
 }
 
 Status QmpClient::SystemPowerdown() { return Execute("system_powerdown").status(); }
+
+Status QmpClient::GetFd(int fd, const std::string& name) {
+  if (fd < 0) return Status::Error("QMP getfd " + name + ": no open file to pass");
+  return ExecuteWithFd("getfd", {{"fdname", name}}, fd).status();
+}
 
 Status QmpClient::Quit() {
   auto r = Execute("quit", nullptr, 2000);

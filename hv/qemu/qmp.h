@@ -36,6 +36,11 @@ class QmpClient {
   /// an error when QEMU answers with "error", closes the socket, or is silent for `timeout_ms`.
   Result<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments = nullptr,
                                  int timeout_ms = 5000);
+  /// The same, with the open file `fd` passed along as SCM_RIGHTS ancillary data of the message
+  /// (QEMU keeps the last fd a message brought for the command that takes it: getfd, add-fd). The
+  /// caller keeps its own `fd`: the kernel gives QEMU a duplicate.
+  Result<nlohmann::json> ExecuteWithFd(const std::string& command, const nlohmann::json& arguments, int fd,
+                                       int timeout_ms = 5000);
 
   /// The events received so far, oldest first; they are no longer kept.
   std::deque<nlohmann::json> TakeEvents();
@@ -48,6 +53,9 @@ class QmpClient {
   Result<std::string> QueryStatus();
   /// system_powerdown: the ACPI power button.
   Status SystemPowerdown();
+  /// getfd: hands QEMU a duplicate of `fd` under `name`, for a later command that names it
+  /// (netdev_add's "fd"). QEMU closes it when that command consumes it, or on closefd.
+  Status GetFd(int fd, const std::string& name);
   /// quit: QEMU exits at once (the guest is not asked). QEMU may close the socket before replying.
   Status Quit();
 
@@ -56,7 +64,8 @@ class QmpClient {
   Status Handshake(int timeout_ms);
   /// The next message, from the buffer or the socket, within the deadline.
   Result<nlohmann::json> ReadMessage(int timeout_ms);
-  Status Send(const nlohmann::json& message);
+  /// Writes one message; `fd` >= 0 travels with its first byte as SCM_RIGHTS.
+  Status Send(const nlohmann::json& message, int fd = -1);
 
   int fd_ = -1;
   std::string buffer_;
