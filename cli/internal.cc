@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
+#include "hv/agent/guest.h"
 #include "hv/kernel/doctor.h"
 #include "hv/kernel/probe.h"
 #include "hv/qemu/boot.h"
@@ -22,6 +24,16 @@ void AddInternal(CLI::App& app, Globals& g) {
   cmd->callback([] {
     auto ip = Ipv4::Parse(addr);
     g_exit_code = ip ? hv::kernel::RunWhoamiServer(*ip, port) : 2;
+  });
+
+  // The agent inside a qemu VM (hv/agent/guest.h), started by the guest's init.
+  auto* agent = app.add_subcommand("__guest-agent", "");
+  agent->group("");
+  agent->callback([] {
+    hv::agent::GuestAgentOptions o;
+    if (const char* port = std::getenv("LAB_AGENT_PORT")) o.port = port;
+    o.init_path = InitPath();
+    g_exit_code = hv::agent::RunGuestAgent(o);
   });
 
   // bench/qemu-boot.sh: one qemu guest booted and timed (hv/qemu/boot.h).

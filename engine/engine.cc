@@ -60,7 +60,7 @@ std::string NewUid() {
 Result<std::unique_ptr<Engine>> Engine::Open(EngineOptions options) {
   auto store = options.read_only ? state::Store::OpenReadOnly(options.state_dir) : state::Store::Open(options.state_dir);
   if (!store) return store.status();
-  if (!options.hypervisor) options.hypervisor = [](const hv::LabContext& c) { return hv::MakeLinuxHypervisor(c); };
+  if (!options.hypervisor) options.hypervisor = [](const hv::LabContext& c) { return hv::MakeHypervisor(c); };
   return std::unique_ptr<Engine>(new Engine(std::move(options), std::move(*store)));
 }
 
@@ -375,7 +375,7 @@ Result<std::string> Engine::SweepOne(const EngineOptions& options, const std::st
   if (found) *found = !swept.empty();
   // The lab's top-level directories and cgroups are gone; this releases what labs share.
   auto factory = options.hypervisor ? options.hypervisor
-                                    : HypervisorFactory([](const hv::LabContext& c) { return hv::MakeLinuxHypervisor(c); });
+                                    : HypervisorFactory([](const hv::LabContext& c) { return hv::MakeHypervisor(c); });
   LAB_RETURN_IF_ERROR(factory(ctx)->RemoveLabRoot());
   return ctx.Mark() + " (" + swept.Describe() + ")";
 }

@@ -31,6 +31,9 @@ struct LabContext {
   /// qemu VM's agent, that VM's chain (its `within` and itself). The last is the machine whose
   /// root namespaces the agent's partition driver sees as that machine.
   std::vector<std::string> inside;
+  /// In a qemu VM on the host's software: the real machine's state directory as the guest sees it
+  /// (read-only), where guest kernels and initramfs images are found for qemu VMs inside. "" = none.
+  std::string shared_state;
   /// "<lab>-<uid>": the name every object path of the lab contains.
   std::string Mark() const { return lab + "-" + uid; }
 };
@@ -330,5 +333,8 @@ class Hypervisor {
 
 /// The Linux realization (kernel isolation).
 std::unique_ptr<Hypervisor> MakeLinuxHypervisor(const LabContext& ctx);
+/// A lab's hypervisor with both drivers: partitions by the Linux realization, qemu VMs by QEMU,
+/// and what lives inside a qemu VM through its agent (hv/qemu/driver.h).
+std::unique_ptr<Hypervisor> MakeHypervisor(const LabContext& ctx);
 
 }  // namespace lab::hv

@@ -14,6 +14,7 @@
 #include "base/text.h"
 #include "hv/kernel/lifecycle.h"
 #include "hv/kernel/partition.h"
+#include "hv/qemu/process.h"
 #include "hv/kernel/partition_internal.h"
 
 namespace lab::hv {
@@ -113,6 +114,13 @@ Status SweepLab(const LabContext& ctx, Swept* swept) {
     note(kernel::ThawCgroupTree(cgroup));
     kernel::CgroupKillAll(cgroup);
   }
+  // qemu VMs: each QEMU recorded under run/q/<vm>/qemu.pid, by that pid and its start time.
+  std::error_code ec;
+  for (const auto& vm : std::filesystem::directory_iterator(run + "/q", ec))
+    if (auto p = qemu::FindQemu(vm.path().string())) {
+      note(qemu::StopQemu(*p, 0, 3000));
+      ++procs;
+    }
   auto mounts = MountsUnder({run, disks});
   for (const auto& m : mounts)
     if (::umount2(m.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0 && errno != EINVAL && errno != ENOENT)

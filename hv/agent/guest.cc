@@ -1,0 +1,223 @@
+#include "hv/agent/guest.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/text.h"
+#include "hv/agent/protocol.h"
+#include "hv/agent/remote.h"
+#include "hv/hypervisor.h"
+
+namespace lab::hv::agent {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr long kOverlayMagic = 0x794c7630;
+constexpr long k9pMagic = 0x01021997;
+
+std::string Slurp(const std::string& path) {
+  auto text = ReadFile(path);
+  return text ? *text : std::string();
+}
+
+std::string FindPort(const std::string& name) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/sys/class/virtio-ports", ec)) {
+    std::string n = Slurp(e.path().string() + "/name");
+    while (!n.empty() && (n.back() == '\n' || n.back() == '\0')) n.pop_back();
+    if (n == name) return "/dev/" + e.path().filename().string();
+  }
+  return "";
+}
+
+PingReply Ping() {
+  PingReply p;
+  utsname u{};
+  ::uname(&u);
+  p.kernel = u.release;
+  std::istringstream in(Slurp("/proc/cpuinfo"));
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    auto colon = line.find(':');
+    if (colon == std::string::npos) break;
+    std::istringstream words(line.substr(colon + 1));
+    for (std::string w; words >> w;) p.cpu_flags.push_back(w);
+    break;
+  }
+  p.kvm = ::access("/dev/kvm", F_OK) == 0;
+  return p;
+}
+
+ExecReply Exec(const std::vector<std::string>& argv) {
+  ExecReply r;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ExecReply{126, std::string("pipe: ") + std::strerror(errno) + "\n"};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> ptrs;
+    for (const auto& a : argv) ptrs.push_back(const_cast<char*>(a.c_str()));
+    ptrs.push_back(nullptr);
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    int null = ::open("/dev/null", O_RDONLY);
+    if (null >= 0) ::dup2(null, 0);
+    ::setsid();
+    ::execvp(ptrs[0], ptrs.data());
+    std::string msg = argv[0] + ": " + std::strerror(errno) + "\n";
+    if (::write(2, msg.data(), msg.size()) < 0) {
+    }
+    ::_exit(errno == ENOENT ? 127 : 126);
+  }
+  ::close(fds[1]);
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    r.output.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (pid < 0) return ExecReply{126, std::string("fork: ") + std::strerror(errno) + "\n"};
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+/// lab's state inside the guest must be a filesystem an overlay can have its upper layer on (the
+/// nested VMs' disks): not the guest's overlay root, not 9p.
+void PrepareState(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  struct statfs st {};
+  if (::statfs(dir.c_str(), &st) != 0) return;
+  if (static_cast<long>(st.f_type) == kOverlayMagic || static_cast<long>(st.f_type) == k9pMagic) {
+    if (::mount("lab-state", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
+      std::fprintf(stderr, "lab agent: cannot mount a tmpfs on %s: %s\n", dir.c_str(), std::strerror(errno));
+  }
+}
+
+class Agent {
+ public:
+  explicit Agent(GuestAgentOptions o) : options_(std::move(o)) {}
+
+  Hypervisor& For(const json& ctx) {
+    std::string key = ctx.dump();
+    auto& hv = hypervisors_[key];
+    if (!hv) {
+      LabContext c;
+      c.lab = ctx.value("lab", "");
+      c.uid = ctx.value("uid", "");
+      c.inside = ctx.value("inside", std::vector<std::string>());
+      c.shared_state = ctx.value("shared_state", "");
+      c.run_root = "/run/lab";
+      c.state_root = kState;
+      c.init_path = options_.init_path;
+      hv = MakeHypervisor(c);
+    }
+    return *hv;
+  }
+
+  json Answer(const std::string& line) {
+    auto req = ParseRequest(line);
+    if (!req.ok()) return ErrorReply(req.message());
+    if (req->op == "ping") return ToJson(Ping());
+    if (req->op == "exec") return ToJson(Exec(req->argv));
+    json ctx = req->args.value("ctx", json::object());
+    if (ctx.value("lab", "").empty() || ctx.value("uid", "").empty())
+      return ErrorReply("agent: an hv request must name its lab (ctx)");
+    auto r = Dispatch(For(ctx), req->method, req->args);
+    if (!r) return ErrorReply(r.message());
+    return HvReply(*r);
+  }
+
+  static constexpr const char* kState = "/var/lib/lab";
+
+ private:
+  GuestAgentOptions options_;
+  std::map<std::string, std::unique_ptr<Hypervisor>> hypervisors_;
+};
+
+bool WriteAll(int fd, const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+int RunGuestAgent(const GuestAgentOptions& options) {
+  std::string port = options.port;
+  for (int i = 0; port.empty() && i < 500; ++i) {
+    port = FindPort(kPortName);
+    if (port.empty()) ::usleep(20000);
+  }
+  if (port.empty()) {
+    std::fprintf(stderr, "lab agent: no virtio-serial port named %s\n", kPortName);
+    return 1;
+  }
+  PrepareState(Agent::kState);
+  Agent agent(options);
+  std::fprintf(stderr, "lab agent: serving on %s\n", port.c_str());
+  useconds_t pause = 20000;
+  for (;;) {
+    int fd = ::open(port.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      ::usleep(250000);
+      continue;
+    }
+    std::string pending;
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, -1) < 0 && errno != EINTR) break;
+      char buf[65536];
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) break;  // the host side is gone (or not there yet): reopen
+      pending.append(buf, static_cast<size_t>(n));
+      pause = 20000;
+      size_t nl;
+      bool ok = true;
+      while (ok && (nl = pending.find('\n')) != std::string::npos) {
+        std::string line = pending.substr(0, nl);
+        pending.erase(0, nl + 1);
+        if (line.empty()) continue;
+        json reply = agent.Answer(line);
+        ok = WriteAll(fd, reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+      }
+      if (!ok) break;
+      while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+    }
+    ::close(fd);
+    ::usleep(pause);
+    pause = std::min<useconds_t>(pause * 2, 250000);
+  }
+}
+
+}  // namespace lab::hv::agent

@@ -1,0 +1,706 @@
+#include "hv/qemu/driver.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "base/proc.h"
+#include "base/text.h"
+#include "hv/agent/protocol.h"
+#include "hv/agent/remote.h"
+#include "hv/kernel/doctor.h"
+#include "hv/kernel/partition.h"
+#include "hv/linux_observe.h"
+#include "hv/qemu/agent_client.h"
+#include "hv/qemu/control.h"
+#include "hv/qemu/doctor.h"
+#include "hv/qemu/initramfs.h"
+#include "hv/qemu/kernel.h"
+#include "hv/qemu/process.h"
+#include "hv/qemu/qmp.h"
+
+namespace lab::hv {
+
+std::unique_ptr<Hypervisor> MakeLinuxHypervisor(const LabContext& ctx);
+
+namespace qemu {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+/// A guest's boot under software emulation on a loaded 2-core machine takes 5-20 s; ten at once
+/// take longer.
+constexpr int kBootMs = 300000;
+constexpr int kQuitMs = 5000;
+
+json ParseFacts(const std::string& facts) {
+  json j = json::parse(facts, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+Status WriteFile(const std::string& path, const std::string& text) {
+  if (!WriteFileAtomic(path, text)) return ErrnoStatus("cannot write " + path);
+  return Status::Ok();
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string Tail(const std::string& path, size_t lines) {
+  auto all = Split(ReadAll(path), '\n');
+  while (!all.empty() && all.back().empty()) all.pop_back();
+  if (all.size() > lines) all.erase(all.begin(), all.end() - static_cast<long>(lines));
+  std::string out;
+  for (const auto& l : all) out += "\n    " + l;
+  return out;
+}
+
+/// This process's own binary (the guest runs the same file, which it sees through its root).
+std::string SelfBinary() {
+  std::error_code ec;
+  return fs::read_symlink("/proc/self/exe", ec).string();
+}
+
+class Router final : public Hypervisor {
+ public:
+  explicit Router(LabContext ctx) : ctx_(std::move(ctx)), local_(MakeLinuxHypervisor(ctx_)) {}
+
+  // --- where things are ------------------------------------------------------------------
+  /// The agent a chain of qemu VMs (absolute, outermost first) is reached through from here:
+  /// null when the chain is this hypervisor's own (the object is here).
+  Hypervisor* Route(const std::vector<std::string>& within) {
+    size_t n = ctx_.inside.size();
+    if (within.size() <= n) return nullptr;
+    return &Guest(within[n]).remote();
+  }
+  Hypervisor& At(const std::vector<std::string>& within) {
+    Hypervisor* r = Route(within);
+    return r ? *r : *local_;
+  }
+  /// The chain a machine's own objects live in: its `within`, and itself when it is a qemu VM.
+  static std::vector<std::string> Home(const PartitionSpec& m) {
+    auto h = m.within;
+    if (m.IsQemu()) h.push_back(m.name);
+    return h;
+  }
+  /// The guest side of a qemu VM's adapter: inside the VM.
+  static std::vector<std::string> GuestChain(const AdapterSpec& s) {
+    auto h = s.within;
+    h.push_back(s.vm);
+    return h;
+  }
+  /// This hypervisor runs inside `s` (it is the agent's own VM).
+  bool IsSelf(const PartitionSpec& s) const { return !ctx_.inside.empty() && ctx_.inside.back() == s.name; }
+  /// A qemu VM whose QEMU runs at this level.
+  bool Here(const PartitionSpec& s) const { return s.IsQemu() && s.within.size() == ctx_.inside.size(); }
+
+  std::string RunDir(const std::string& vm) const { return ctx_.run_root + "/" + ctx_.Mark() + "/q/" + KernelPathName(vm); }
+  std::string DiskDir(const std::string& vm) const {
+    return ctx_.state_root + "/disks/" + ctx_.Mark() + "/q/" + KernelPathName(vm);
+  }
+  std::string MachineRun(const std::string& m) const { return ctx_.run_root + "/" + ctx_.Mark() + "/m/" + KernelPathName(m); }
+
+  // --- the agents of the qemu VMs at this level ------------------------------------------
+  struct GuestLink {
+    std::string vm;
+    std::string socket;
+    std::mutex mu;
+    std::optional<AgentClient> client;
+    std::unique_ptr<Hypervisor> hv;
+    Hypervisor& remote() { return *hv; }
+  };
+
+  GuestLink& Guest(const std::string& vm) {
+    std::lock_guard lock(guests_mu_);
+    auto& g = guests_[vm];
+    if (!g) {
+      g = std::make_unique<GuestLink>();
+      g->vm = vm;
+      g->socket = RunDir(vm) + "/agent.sock";
+      auto inside = ctx_.inside;
+      inside.push_back(vm);
+      json context = {{"lab", ctx_.lab}, {"uid", ctx_.uid}, {"inside", inside},
+                      {"shared_state", ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state}};
+      GuestLink* link = g.get();
+      g->hv = agent::MakeRemoteHypervisor(
+          [link, context](const json& request, int timeout_ms) -> Result<json> {
+            json req = request;
+            if (req.value("op", "") == "hv") req["args"]["ctx"] = context;
+            return Send(*link, req, timeout_ms);
+          },
+          vm);
+    }
+    return *g;
+  }
+
+  static Result<json> Send(GuestLink& g, const json& request, int timeout_ms) {
+    std::lock_guard lock(g.mu);
+    if (!g.client) {
+      auto c = AgentClient::Connect(g.socket, std::min(timeout_ms, 5000));
+      if (!c) return c.status();
+      g.client.emplace(std::move(*c));
+    }
+    auto reply = g.client->Call(request, timeout_ms);
+    // A reply that did not come may still come: the connection is not used again.
+    if (!reply) g.client.reset();
+    return reply;
+  }
+
+  /// Waits until the VM's agent answers (the guest is up), at most `timeout_ms`.
+  Result<agent::PingReply> WaitAgent(const std::string& vm, int timeout_ms) {
+    GuestLink& g = Guest(vm);
+    auto reply = Send(g, agent::PingRequest(), timeout_ms);
+    if (!reply) return reply.status();
+    return agent::ParsePingReply(*reply);
+  }
+
+  // --- qemu VMs at this level --------------------------------------------------------------
+  std::optional<QemuProcess> ProcessOf(const PartitionSpec& s, const std::string& facts) const {
+    json q = ParseFacts(facts).value("qemu", json::object());
+    QemuProcess p;
+    p.run_dir = RunDir(s.name);
+    p.pid = q.value("pid", 0);
+    p.start_time = q.value("start_time", uint64_t{0});
+    if (p.pid <= 0) {
+      auto found = FindQemu(p.run_dir);
+      if (!found) return std::nullopt;
+      return *found;
+    }
+    return p;
+  }
+
+  Result<GuestKernel> Kernel() {
+    std::lock_guard lock(boot_mu_);
+    if (!kernel_) {
+      auto k = FetchKernel(KernelCacheDir(ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state));
+      if (!k) return k.status().Prefixed("the guest kernel");
+      kernel_ = *k;
+    }
+    return *kernel_;
+  }
+
+  std::string GuestInit() const {
+    fs::path beside = fs::path(ctx_.init_path).parent_path() / "lab-guest-init";
+    return beside.string();
+  }
+
+  /// The initramfs for `k` and this lab-guest-init, built once per (kernel, init) under the
+  /// state directory and kept: every qemu VM boots the same file.
+  Result<std::string> Initramfs(const GuestKernel& k) {
+    std::lock_guard lock(boot_mu_);
+    std::string init = GuestInit();
+    auto bytes = ReadFile(init);
+    if (!bytes) return Status::Error("lab-guest-init not found at " + init + " (build it: it sits beside lab-init)");
+    std::string busybox = StaticBusybox();
+    std::string key = k.release + "-" + Hex(Fnv1a64(*bytes + "|" + busybox), 16);
+    std::string dir = ctx_.state_root + "/qemu/initramfs";
+    std::string path = dir + "/" + key + ".img";
+    if (fs::exists(path)) return path;
+    if (!ctx_.shared_state.empty()) {
+      std::string shared = ctx_.shared_state + "/qemu/initramfs/" + key + ".img";
+      if (fs::exists(shared)) return shared;
+    }
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    std::string aside = path + ".tmp-" + std::to_string(::getpid());
+    LAB_RETURN_IF_ERROR(BuildInitramfs(k, init, busybox, aside).Prefixed("the guest initramfs"));
+    if (::rename(aside.c_str(), path.c_str()) != 0) return ErrnoStatus("rename " + aside);
+    return path;
+  }
+
+  Result<std::string> CreateQemuVm(const PartitionSpec& s) {
+    const std::string what = "VM '" + s.name + "'";
+    if (!s.image.empty())
+      return Status::Error(what + ": a qemu VM on image '" + s.image +
+                           "' needs the image's disk, which this version cannot make yet; use image: host");
+    auto kernel = Kernel();
+    if (!kernel) return kernel.status().Prefixed(what);
+    auto initrd = Initramfs(*kernel);
+    if (!initrd) return initrd.status().Prefixed(what);
+    LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root).Prefixed(what));
+    std::string run = RunDir(s.name);
+    std::error_code ec;
+    fs::create_directories(run, ec);
+    if (ec) return Status::Error(what + ": cannot create " + run + ": " + ec.message());
+    {
+      std::ofstream(run + "/name") << s.name;
+    }
+    // An earlier QEMU of this VM (a run killed after starting it) is ended first.
+    if (auto old = FindQemu(run)) (void)StopQemu(*old, 0, kQuitMs);
+
+    QemuConfig c;
+    c.accel = ChosenAccel() == "kvm" ? Accel::kKvm : Accel::kTcg;
+    c.expose_virtualization_extensions = s.expose_virtualization_extensions;
+    c.processors = std::max(1, s.processor_count);
+    c.memory_mib = static_cast<int>(std::max<uint64_t>(s.memory_bytes >> 20, 128));
+    c.kernel = kernel->vmlinux;
+    c.initrd = *initrd;
+    c.run_dir = run;
+    c.root = RootKind::k9p;
+    c.root_dir = "/";
+    c.agent_binary = SelfBinary();
+    auto p = StartQemu(c);
+    if (!p) return p.status().Prefixed(what);
+    // From here the VM exists: an error below stops it again.
+    auto fail = [&](const Status& st) -> Status {
+      {
+        std::lock_guard lock(guests_mu_);
+        guests_.erase(s.name);
+      }
+      (void)StopQemu(*p, 0, kQuitMs);
+      return Status::Error(st.Prefixed(what).message() + "; its console said:" + Tail(p->console_log(), 8));
+    };
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(s.name);  // a new QEMU: a new connection
+    }
+    auto ping = WaitAgent(s.name, kBootMs);
+    if (!ping) return fail(ping.status().Prefixed("its agent did not answer"));
+    // The guest takes on its identity (computer name, hosts file) and readies the partition
+    // driver inside it.
+    auto adopted = Guest(s.name).remote().CreatePartition(s);
+    if (!adopted) return fail(adopted.status());
+    return json{{"qemu", {{"pid", p->pid}, {"start_time", p->start_time}}},
+                {"accel", c.accel == Accel::kKvm ? "kvm" : "tcg"},
+                {"kernel", ping->kernel}}
+        .dump();
+  }
+
+  Status RemoveQemuVm(const PartitionSpec& s, const std::string& facts, bool keep_disk) {
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(s.name);
+    }
+    if (auto p = ProcessOf(s, facts)) LAB_RETURN_IF_ERROR(StopQemu(*p, keep_disk ? 15000 : 0, kQuitMs).Prefixed("VM '" + s.name + "'"));
+    std::string run = RunDir(s.name);
+    if (auto p = FindQemu(run)) LAB_RETURN_IF_ERROR(StopQemu(*p, 0, kQuitMs).Prefixed("VM '" + s.name + "'"));
+    if (!keep_disk) {
+      LAB_RETURN_IF_ERROR(kernel::RemoveTree(run).Prefixed("VM '" + s.name + "'"));
+      LAB_RETURN_IF_ERROR(kernel::RemoveTree(DiskDir(s.name)).Prefixed("VM '" + s.name + "'"));
+    }
+    return Status::Ok();
+  }
+
+  bool QemuRunning(const PartitionSpec& s, const std::string& facts) const {
+    auto p = ProcessOf(s, facts);
+    return p && IsRunning(*p);
+  }
+
+  /// The guest's own side of CreatePartition: this hypervisor runs inside `s`.
+  Result<std::string> AdoptSelf(const PartitionSpec& s) {
+    const std::string what = "VM '" + s.name + "' (inside)";
+    LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root).Prefixed(what));
+    std::string ns = MachineRun(s.name) + "/ns";
+    std::error_code ec;
+    fs::create_directories(ns, ec);
+    if (ec) return Status::Error(what + ": cannot create " + ns + ": " + ec.message());
+    // The guest's own namespaces cannot be bind-mounted inside themselves: the handles are links
+    // to pid 1's, which open the same namespaces.
+    for (const char* kind : {"net", "mnt", "uts", "ipc", "pid"}) {
+      std::string link = ns + "/" + kind;
+      ::unlink(link.c_str());
+      if (::symlink((std::string("/proc/1/ns/") + kind).c_str(), link.c_str()) != 0) return ErrnoStatus(what + ": symlink " + link);
+    }
+    std::string name = s.ComputerName();
+    if (::sethostname(name.c_str(), name.size()) != 0) return ErrnoStatus(what + ": sethostname");
+    LAB_RETURN_IF_ERROR(WriteFile("/etc/hostname", name + "\n").Prefixed(what));
+    LAB_RETURN_IF_ERROR(WriteFile("/etc/hosts", s.hosts_file).Prefixed(what));
+    LAB_RETURN_IF_ERROR(WriteFile("/etc/resolv.conf", ResolvConf({})).Prefixed(what));
+    return std::string("{}");
+  }
+
+  /// Facts of this guest's own machine as the partition driver reads them: its init is pid 1.
+  static std::string SelfFacts() {
+    return json{{"init", {{"pid", 1}, {"start_time", ReadProcStat(1).start_time}}}}.dump();
+  }
+
+  // --- networks and hosts: always on the real machine ------------------------------------
+  Result<std::string> CreateNetwork(const NetworkSpec& s) override { return local_->CreateNetwork(s); }
+  Status RemoveNetwork(const NetworkSpec& s, const std::string& f) override { return local_->RemoveNetwork(s, f); }
+  Result<std::string> CreateNic(const NicSpec& s) override { return local_->CreateNic(s); }
+  Status RemoveNic(const NicSpec& s, const std::string& f) override { return local_->RemoveNic(s, f); }
+  Result<std::string> SetNicAddress(const NicSpec& s, const std::string& f) override { return local_->SetNicAddress(s, f); }
+  Status RepairNic(const NicSpec& s) override { return local_->RepairNic(s); }
+  Result<std::string> StartStandIn(const StandInSpec& s) override { return local_->StartStandIn(s); }
+  Status StopStandIn(const StandInSpec& s, const std::string& f) override { return local_->StopStandIn(s, f); }
+  bool StandInRunning(const StandInSpec& s, const std::string& f) override { return local_->StandInRunning(s, f); }
+
+  // --- partitions and qemu VMs --------------------------------------------------------------
+  Result<std::string> CreatePartition(const PartitionSpec& s) override {
+    if (IsSelf(s)) return AdoptSelf(s);
+    if (Hypervisor* r = Route(s.within)) return r->CreatePartition(s);
+    if (s.IsQemu()) return CreateQemuVm(s);
+    return local_->CreatePartition(s);
+  }
+  /// Removal of something inside a qemu VM that is going (the lab is torn down) or gone: it goes
+  /// with the VM.
+  bool GoesWithItsVm(const std::vector<std::string>& within) const {
+    return tearing_down_ && within.size() > ctx_.inside.size();
+  }
+  Status RemovePartition(const PartitionSpec& s, const std::string& f) override {
+    if (IsSelf(s)) return Status::Ok();
+    if (GoesWithItsVm(s.within)) return Status::Ok();
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemovePartition(s, f));
+    if (s.IsQemu()) return RemoveQemuVm(s, f, false);
+    return local_->RemovePartition(s, f);
+  }
+  bool PartitionRunning(const PartitionSpec& s, const std::string& f) override {
+    if (IsSelf(s)) return true;
+    if (Hypervisor* r = Route(s.within)) return r->PartitionRunning(s, f);
+    if (s.IsQemu()) return QemuRunning(s, f);
+    return local_->PartitionRunning(s, f);
+  }
+  Status StopPartition(const PartitionSpec& s, const std::string& f) override {
+    if (Hypervisor* r = Route(s.within)) return r->StopPartition(s, f);
+    if (s.IsQemu()) return RemoveQemuVm(s, f, true);
+    return local_->StopPartition(s, f);
+  }
+  Status NoStateOnHostImage(const PartitionSpec& s, const std::string& op) const {
+    return Status::Error("VM '" + s.name + "' cannot " + op +
+                         ": it is a qemu VM on the host's software (image: host, a read-only 9p view with "
+                         "its changes in memory), which QEMU cannot save, checkpoint or migrate; give it an "
+                         "image (images:)");
+  }
+  Result<std::string> SetPartitionMemory(const PartitionSpec& s, const std::string& f) override {
+    if (Hypervisor* r = Route(s.within)) return r->SetPartitionMemory(s, f);
+    if (s.IsQemu()) {
+      auto p = ProcessOf(s, f);
+      if (!p || !IsRunning(*p)) return Status::Error("VM '" + s.name + "': cannot change memory: it is not running");
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return qmp.status().Prefixed("VM '" + s.name + "'");
+      LAB_RETURN_IF_ERROR(SetBalloon(*qmp, s.memory_bytes).Prefixed("VM '" + s.name + "': Set-VMMemory"));
+      return f;
+    }
+    return local_->SetPartitionMemory(s, f);
+  }
+  Status SavePartition(const PartitionSpec& s, const std::string& f) override {
+    if (Hypervisor* r = Route(s.within)) return r->SavePartition(s, f);
+    if (s.IsQemu()) return NoStateOnHostImage(s, "be saved (Save-VM)");
+    return local_->SavePartition(s, f);
+  }
+  Status ResumePartition(const PartitionSpec& s, const std::string& f) override {
+    if (Hypervisor* r = Route(s.within)) return r->ResumePartition(s, f);
+    if (s.IsQemu()) return NoStateOnHostImage(s, "be resumed from a saved state");
+    return local_->ResumePartition(s, f);
+  }
+  bool PartitionSaved(const PartitionSpec& s, const std::string& f) override {
+    if (IsSelf(s)) return false;
+    if (Hypervisor* r = Route(s.within)) return r->PartitionSaved(s, f);
+    if (s.IsQemu()) return false;
+    return local_->PartitionSaved(s, f);
+  }
+  Status CreateCheckpoint(const PartitionSpec& s, const std::string& f, const std::string& name) override {
+    if (Hypervisor* r = Route(s.within)) return r->CreateCheckpoint(s, f, name);
+    if (s.IsQemu()) return NoStateOnHostImage(s, "take checkpoints (Checkpoint-VM)");
+    return local_->CreateCheckpoint(s, f, name);
+  }
+  Status RestoreCheckpoint(const PartitionSpec& s, const std::string& name) override {
+    if (Hypervisor* r = Route(s.within)) return r->RestoreCheckpoint(s, name);
+    if (s.IsQemu()) return NoStateOnHostImage(s, "restore checkpoints");
+    return local_->RestoreCheckpoint(s, name);
+  }
+  std::vector<std::string> Checkpoints(const PartitionSpec& s) override {
+    if (Hypervisor* r = Route(s.within)) return r->Checkpoints(s);
+    if (s.IsQemu()) return {};
+    return local_->Checkpoints(s);
+  }
+  Result<std::vector<CheckpointInfo>> CheckpointDetails(const PartitionSpec& s) override {
+    if (Hypervisor* r = Route(s.within)) return r->CheckpointDetails(s);
+    if (s.IsQemu()) return std::vector<CheckpointInfo>{};
+    return local_->CheckpointDetails(s);
+  }
+  Status RemoveCheckpoint(const PartitionSpec& s, const std::string& name) override {
+    if (Hypervisor* r = Route(s.within)) return r->RemoveCheckpoint(s, name);
+    if (s.IsQemu()) return NoStateOnHostImage(s, "remove checkpoints");
+    return local_->RemoveCheckpoint(s, name);
+  }
+
+  // --- run: commands ------------------------------------------------------------------------
+  Result<std::string> RunCommands(const RunSpec& s) override {
+    Hypervisor* r = Route(s.within);
+    if (!r) return local_->RunCommands(s);
+    auto facts = r->RunCommands(s);
+    // The log is kept here too, so `lab logs` reads it without the guest.
+    if (auto log = r->RunLog(s.machine); log.ok()) (void)WriteRunLogCopy(s.machine, *log);
+    return facts;
+  }
+  std::string RunLogCopy(const std::string& machine) const {
+    return ctx_.state_root + "/logs/" + ctx_.Mark() + "-q/" + KernelPathName(machine) + ".log";
+  }
+  Status WriteRunLogCopy(const std::string& machine, const std::string& text) {
+    std::error_code ec;
+    fs::create_directories(fs::path(RunLogCopy(machine)).parent_path(), ec);
+    return WriteFile(RunLogCopy(machine), text);
+  }
+  Status ClearRunLog(const RunSpec& s) override {
+    ::unlink(RunLogCopy(s.machine).c_str());
+    std::error_code ec;
+    fs::remove(fs::path(RunLogCopy(s.machine)).parent_path(), ec);  // only when empty
+    if (GoesWithItsVm(s.within)) return Status::Ok();
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->ClearRunLog(s));
+    return local_->ClearRunLog(s);
+  }
+  Result<std::string> RunLog(const std::string& machine) override {
+    if (fs::exists(RunLogCopy(machine))) return ReadAll(RunLogCopy(machine));
+    return local_->RunLog(machine);
+  }
+
+  // --- switches, adapters, NAT, DNS ---------------------------------------------------------
+  Result<std::string> CreateSwitch(const SwitchSpec& s) override { return At(s.within).CreateSwitch(s); }
+  Status RemoveSwitch(const SwitchSpec& s, const std::string& f) override {
+    if (GoesWithItsVm(s.within)) return Status::Ok();
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveSwitch(s, f));
+    return local_->RemoveSwitch(s, f);
+  }
+  Result<std::string> SetSwitch(const SwitchSpec& s, const std::string& f) override { return At(s.within).SetSwitch(s, f); }
+  Status RepairSwitch(const SwitchSpec& s) override { return At(s.within).RepairSwitch(s); }
+
+  /// The root port a tap of `vm` is plugged on: the lowest free one, remembered in its run dir.
+  Result<int> TakePort(const std::string& vm, const std::string& id) {
+    std::lock_guard lock(ports_mu_);
+    std::string path = RunDir(vm) + "/ports.json";
+    json ports = ParseFacts(ReadAll(path));
+    if (ports.contains(id)) return ports[id].get<int>();
+    std::set<int> used;
+    for (const auto& [k, v] : ports.items()) used.insert(v.get<int>());
+    for (int i = 1; i <= QemuConfig{}.hotplug_ports; ++i)
+      if (!used.count(i)) {
+        ports[id] = i;
+        LAB_RETURN_IF_ERROR(WriteFile(path, ports.dump()));
+        return i;
+      }
+    return Status::Error("VM '" + vm + "' has no free slot for another network adapter (at most " +
+                         std::to_string(QemuConfig{}.hotplug_ports) + ")");
+  }
+  void FreePort(const std::string& vm, const std::string& id) {
+    std::lock_guard lock(ports_mu_);
+    std::string path = RunDir(vm) + "/ports.json";
+    json ports = ParseFacts(ReadAll(path));
+    if (!ports.contains(id)) return;
+    ports.erase(id);
+    (void)WriteFile(path, ports.dump());
+  }
+  static std::string NicId(const AdapterSpec& s) { return "n" + s.port; }
+
+  Result<std::string> ConnectAdapter(const AdapterSpec& s) override {
+    if (Hypervisor* r = Route(s.within)) return r->ConnectAdapter(s);
+    if (s.vm_driver != "qemu") return local_->ConnectAdapter(s);
+    const std::string what = "adapter '" + s.Written() + "' of VM '" + s.vm + "'";
+    auto qemu = FindQemu(RunDir(s.vm));
+    if (!qemu) return qemu.status().Prefixed(what);
+    auto port = TakePort(s.vm, NicId(s));
+    if (!port) return port.status().Prefixed(what);
+    // The tap: made in the owner, a port of the switch there, then handed to QEMU.
+    auto tap = OpenTap(kernel::NsPath(MachineRun(s.owner), "net"), s.port, "");
+    if (!tap) return tap.status().Prefixed(what);
+    auto undo = [&](const Status& st) -> Status {
+      (void)local_->RemoveAdapter(s, "{}");
+      FreePort(s.vm, NicId(s));
+      return st;
+    };
+    auto made = local_->ConnectAdapter(s);
+    if (!made) return undo(made.status());
+    auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000);
+    if (!qmp) return undo(qmp.status().Prefixed(what));
+    Status plugged = PlugNic(*qmp, NicAtStart{NicId(s), tap->fd(), s.mac, *port});
+    if (!plugged.ok()) return undo(plugged.Prefixed(what + ": Add-VMNetworkAdapter"));
+    tap->Close();  // QEMU holds it now: when QEMU goes, the tap goes
+    // The guest's side: its NIC with this MAC gets the adapter's name and address.
+    auto inside = At(GuestChain(s)).ConnectAdapter(s);
+    if (!inside) {
+      (void)UnplugNic(*qmp, NicId(s), 5000);
+      return undo(inside.status());
+    }
+    return json{{"port", *port}}.dump();
+  }
+  Status RemoveAdapter(const AdapterSpec& s, const std::string& f) override {
+    if (GoesWithItsVm(s.within)) return Status::Ok();
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveAdapter(s, f));
+    if (s.vm_driver != "qemu") return local_->RemoveAdapter(s, f);
+    if (!tearing_down_)
+      if (auto qemu = FindQemu(RunDir(s.vm)))
+        if (auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000))
+          LAB_RETURN_IF_ERROR(UnplugNic(*qmp, NicId(s), 10000)
+                                  .Prefixed("adapter '" + s.Written() + "' of VM '" + s.vm + "': Remove-VMNetworkAdapter"));
+    FreePort(s.vm, NicId(s));
+    return local_->RemoveAdapter(s, f);
+  }
+  Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& f) override {
+    if (Hypervisor* r = Route(s.within)) return r->SetAdapter(s, f);
+    auto here = local_->SetAdapter(s, f);
+    if (!here || s.vm_driver != "qemu") return here;
+    return At(GuestChain(s)).SetAdapter(s, f);
+  }
+  Status RepairAdapter(const AdapterSpec& s) override {
+    if (Hypervisor* r = Route(s.within)) return r->RepairAdapter(s);
+    LAB_RETURN_IF_ERROR(local_->RepairAdapter(s));
+    if (s.vm_driver != "qemu") return Status::Ok();
+    return At(GuestChain(s)).RepairAdapter(s);
+  }
+  Status AnnounceAdapter(const AdapterSpec& s, const std::vector<BridgeAt>& flush) override {
+    if (Hypervisor* r = Route(s.within)) return r->AnnounceAdapter(s, flush);
+    LAB_RETURN_IF_ERROR(local_->AnnounceAdapter(s, flush));
+    if (s.vm_driver != "qemu") return Status::Ok();
+    return At(GuestChain(s)).AnnounceAdapter(s, {});
+  }
+  Status SetLink(const PartitionSpec& m, const std::string& ifname, bool up) override {
+    return At(Home(m)).SetLink(m, ifname, up);
+  }
+  Result<std::vector<TeamMember>> ReconcileTeam(const SwitchSpec& s, const std::vector<TeamPort>& ports) override {
+    if (Route(s.within)) return Status::Error("switch '" + s.name + "': SET switches inside qemu VMs are not supported yet");
+    return local_->ReconcileTeam(s, ports);
+  }
+  Result<std::vector<TeamMember>> ObserveTeam(const SwitchSpec& s, const std::vector<TeamPort>& ports) override {
+    if (Route(s.within)) return Status::Error("switch '" + s.name + "': SET switches inside qemu VMs are not supported yet");
+    return local_->ObserveTeam(s, ports);
+  }
+
+  Result<std::string> CreateNat(const NatSpec& s) override { return At(s.within).CreateNat(s); }
+  Status RemoveNat(const NatSpec& s, const std::string& f) override {
+    if (GoesWithItsVm(s.within)) return Status::Ok();
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveNat(s, f));
+    return local_->RemoveNat(s, f);
+  }
+  Result<std::string> SetDns(const DnsSpec& s) override { return At(s.within).SetDns(s); }
+  Status ClearDns(const DnsSpec& s, const std::string& f) override {
+    if (GoesWithItsVm(s.within)) return Status::Ok();
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->ClearDns(s, f));
+    return local_->ClearDns(s, f);
+  }
+
+  /// A removal inside a qemu VM whose QEMU is gone succeeded: what was inside went with it.
+  Status Forgiving(const std::vector<std::string>& within, Status st) {
+    if (st.ok()) return st;
+    const std::string& vm = within[ctx_.inside.size()];
+    if (!FindQemu(RunDir(vm)).ok()) return Status::Ok();
+    return st;
+  }
+
+  // --- drift --------------------------------------------------------------------------------
+  Drift Observe(const ObserveRequest& r) override {
+    ObserveRequest here;
+    here.seen = r.seen;
+    std::map<std::string, ObserveRequest> inward;  // by the qemu VM at this level
+    Drift d;
+    auto to = [&](const std::vector<std::string>& within) -> ObserveRequest* {
+      if (within.size() <= ctx_.inside.size()) return &here;
+      return &inward[within[ctx_.inside.size()]];
+    };
+    here.networks = r.networks;
+    here.nics = r.nics;
+    here.standins = r.standins;
+    std::set<std::string> dead;  // qemu VMs at this level found not running
+    for (const auto& p : r.partitions) {
+      if (IsSelf(p.spec)) {
+        // Seen by the partition driver as the machine whose init is pid 1 (the guest itself);
+        // whether it runs is the host's to say.
+        here.partitions.push_back(Recorded<PartitionSpec>{p.key, p.spec, SelfFacts()});
+        self_keys_.insert(p.key);
+        continue;
+      }
+      if (Here(p.spec)) {
+        if (!QemuRunning(p.spec, p.facts)) {
+          auto proc = ProcessOf(p.spec, p.facts);
+          d[p.key] = "QEMU is not running" + (proc ? " (pid " + std::to_string(proc->pid) + " is gone)" : std::string());
+          dead.insert(p.spec.name);
+        } else {
+          inward[p.spec.name].partitions.push_back(p);  // its agent sees it as itself
+        }
+        continue;
+      }
+      to(p.spec.within)->partitions.push_back(p);
+    }
+    for (const auto& s : r.switches) to(s.spec.within)->switches.push_back(s);
+    for (const auto& a : r.adapters) {
+      if (a.spec.vm_driver == "qemu") {
+        // The tap side is not observed yet; the guest side is, inside the VM.
+        auto chain = GuestChain(a.spec);
+        to(chain)->adapters.push_back(a);
+        continue;
+      }
+      to(a.spec.within)->adapters.push_back(a);
+    }
+    for (const auto& n : r.nats) to(n.spec.within)->nats.push_back(n);
+    for (const auto& x : r.dns) to(x.spec.within)->dns.push_back(x);
+
+    Drift mine = local_->Observe(here);
+    for (auto& [k, f] : mine)
+      if (!self_keys_.count(k)) d[k] = f;
+    for (auto& [vm, req] : inward) {
+      if (dead.count(vm)) continue;  // what was inside went with it
+      req.seen = r.seen;
+      for (auto& [k, f] : Guest(vm).remote().Observe(req)) d[k] = f;
+    }
+    return d;
+  }
+
+  // --- inside machines ----------------------------------------------------------------------
+  Result<ProbeAnswer> Probe(const PartitionSpec& m, const ProbeRequest& p) override {
+    if (IsSelf(m)) return local_->Probe(m, p);
+    return At(Home(m)).Probe(m, p);
+  }
+  Result<int> Exec(const PartitionSpec& m, const ExecRequest& x) override {
+    if (IsSelf(m)) return local_->Exec(m, x);
+    if (x.tty && Route(Home(m)))
+      return Status::Error("VM '" + m.name + "': a terminal (-t) into a qemu VM is not supported yet; run without -t");
+    return At(Home(m)).Exec(m, x);
+  }
+
+  void TearingDownLab() override {
+    tearing_down_ = true;
+    local_->TearingDownLab();
+  }
+  Status RemoveLabRoot() override {
+    // The lab's qemu directories are empty by now (each VM removed its own).
+    std::error_code ec;
+    fs::remove(ctx_.run_root + "/" + ctx_.Mark() + "/q", ec);
+    fs::remove(ctx_.state_root + "/disks/" + ctx_.Mark() + "/q", ec);
+    return local_->RemoveLabRoot();
+  }
+
+ private:
+  LabContext ctx_;
+  std::unique_ptr<Hypervisor> local_;
+  std::mutex guests_mu_;
+  std::map<std::string, std::unique_ptr<GuestLink>> guests_;
+  std::mutex boot_mu_;
+  std::optional<GuestKernel> kernel_;
+  std::mutex ports_mu_;
+  std::set<std::string> self_keys_;
+  std::atomic<bool> tearing_down_{false};
+};
+
+}  // namespace
+
+std::string ChosenAccel() {
+  static const std::string chosen = [] {
+    if (const char* e = std::getenv("LAB_QEMU_ACCEL"); e && (std::string(e) == "kvm" || std::string(e) == "tcg"))
+      return std::string(e);
+    auto kvm = kernel::JudgeKvm(kernel::ProbeKvm(2000));
+    return std::string(kvm.state == kernel::kCapUsable ? "kvm" : "tcg");
+  }();
+  return chosen;
+}
+
+}  // namespace qemu
+
+std::unique_ptr<Hypervisor> MakeHypervisor(const LabContext& ctx) { return std::make_unique<qemu::Router>(ctx); }
+
+}  // namespace lab::hv
