@@ -3,6 +3,12 @@
 // Each spec says everything needed to make the object *and* to remove it again, so a lab can be
 // torn down from its recorded specs alone (without the lab file). Specs serialize to JSON for
 // the state store; the spec hash is the hash of that JSON.
+//
+// Drivers (DESIGN.md "Two drivers behind one API"): a VM is a partition or a qemu guest
+// (PartitionSpec::driver). Every spec of an object says in `within` the qemu VMs it lives inside,
+// outermost first, so that a call for it can be routed to the agent of the innermost one; empty
+// (and absent from the JSON, so records made before drivers keep their hashes) for everything
+// outside any qemu VM.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +62,11 @@ struct PartitionSpec {
   std::string image;
   std::string image_key;
   std::vector<std::string> image_layers;
+  /// How the VM is made real: "" = a partition (the default), "qemu" = a QEMU guest. Hosts: "".
+  std::string driver;
+  /// The qemu VMs among the machine's strict ancestors, outermost first: its QEMU process (or
+  /// its namespaces) lives inside those guests. Empty outside any qemu VM.
+  std::vector<std::string> within;
 
   const std::string& parent() const;    // "" for a host
   /// The computer name: `hostname`, else `name`.
@@ -92,6 +103,9 @@ struct SwitchSpec {
   /// -EnableEmbeddedTeaming (SET): the uplinks are one team, switch independent, every member
   /// active; each port of the switch is bound to one member (hv/team.h).
   bool embedded_teaming = false;
+  /// The qemu VMs among the owner's ancestors-or-self, outermost first (the bridge is inside the
+  /// innermost); empty outside any qemu VM.
+  std::vector<std::string> within;
 };
 
 /// Add-VMNetworkAdapter + Connect-VMNetworkAdapter: a veth with `name` inside the VM and `port`
@@ -108,6 +122,9 @@ struct AdapterSpec {
   bool mac_address_spoofing = false;
   std::optional<Cidr> ip;
   std::optional<Ipv4> gateway;
+  /// The qemu VMs among the switch owner's (the VM's parent's) ancestors-or-self, outermost
+  /// first: where the port (a veth end or a tap) is made. Empty outside any qemu VM.
+  std::vector<std::string> within;
   /// The adapter's name as written in the lab file, which every message shows.
   const std::string& Written() const { return alias.empty() ? name : alias; }
 };
@@ -122,12 +139,14 @@ struct NatSpec {
   /// address), forwarding to the owner's own DNS servers.
   std::optional<Ipv4> dns_proxy;
   std::vector<std::string> owner_lineage;  // dns_proxy: the owner's lineage (its cgroup)
+  std::vector<std::string> within;      // the qemu VMs among the owner's ancestors-or-self
 };
 
 /// DNS client settings of one machine (Set-DnsClientServerAddress): its resolv.conf.
 struct DnsSpec {
   std::string machine;
   std::vector<Ipv4> servers;
+  std::vector<std::string> within;      // the qemu VMs among the machine's ancestors-or-self
 };
 
 /// The stand-in "outside world" services at a network's gateway: DNS (dnsmasq) with the lab's
@@ -146,6 +165,7 @@ struct RunSpec {
   bool is_host = false;
   std::vector<std::string> commands;
   int timeout_ms = 60000;               // per command (run_timeout)
+  std::vector<std::string> within;      // the qemu VMs among the machine's ancestors-or-self
 };
 
 void to_json(nlohmann::json& j, const NetworkSpec& s);
