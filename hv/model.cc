@@ -836,7 +836,8 @@ const std::vector<Rule>& Rules() {
       {"intel-only", kEs, "An Intel processor with VT-x and EPT technology -- nesting is currently Intel-only.",
        "(English in the seed)", "v8, preview-10565", Enforcement::kSchema,
        "the lab file's host processor: {vendor: amd} (or a hardware driver reporting kAmd/kOther) with exposed "
-       "extensions is refused by schema, CheckLab and CheckTransition; ws2022 lifts it for AMD EPYC/Ryzen"},
+       "extensions is refused by schema, CheckLab and CheckTransition; a qemu VM is judged by the processor QEMU "
+       "offers (AMD under TCG, this machine's under KVM: QemuProcessor); ws2022 lifts it for AMD EPYC/Ryzen"},
       // Current Hyper-V (compatibility: ws2022), from Microsoft's current guide.
       {"ws2022-amd-version-10", kMicrosoftGuide, "VM configuration version 10.0 or greater",
        "(English in the guide, under \"AMD EPYC/Ryzen processor or later\": the host must be Windows Server 2022 / "
