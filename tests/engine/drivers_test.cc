@@ -281,3 +281,25 @@ TEST_CASE("The graph marks qemu VMs; the PowerShell export makes them as any VM"
     CHECK(d.find("(driver: qemu in the lab, a hardware VM as every Hyper-V VM)") != std::string::npos);
   }
 }
+
+TEST_CASE("Changing a VM's driver remakes it, and the plan says driver partition -> qemu", "[engine]") {
+  StateDir dir;
+  FakeHypervisor hv;
+  auto engine = OpenEngine(dir, hv, KvmIntel());
+  std::string partitions = QemuMiddle("", "9.0");
+  partitions.replace(partitions.find("driver: qemu"), 12, "driver: partition");
+  auto up = engine->Up(ParseLab(partitions), nullptr, ExecOptions{2, nullptr});
+  INFO(up.message());
+  REQUIRE(up);
+  auto plan = engine->PlanUp(ParseLab(QemuMiddle("", "9.0")));
+  REQUIRE(plan);
+  std::string text = lab::engine::RenderPlanText(*plan);
+  INFO(text);
+  CHECK(plan->refusals.empty());
+  CHECK(text.find("-/+  restart VM 'outer' (on hv1, qemu) (and 1 VM inside)") != std::string::npos);
+  // The nested VM now lives inside a guest: it goes with it.
+  CHECK(text.find("VM 'nested1' (on outer): within (none) -> outer") != std::string::npos);
+  CHECK(text.find("driver partition -> qemu") != std::string::npos);
+  CHECK(text.find("remake with the new driver: stop, remove, make") != std::string::npos);
+  CHECK(text.find("Plan: 0 to add, 0 to change, 0 to destroy.") == std::string::npos);
+}
