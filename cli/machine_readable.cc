@@ -89,6 +89,7 @@ nlohmann::json StatusJson(const engine::LabStatus& st) {
     nlohmann::json row{{"name", m.name},
                        {"kind", m.kind},
                        {"parent", OrNull(m.parent)},
+                       {"driver", OrNull(m.driver)},
                        {"state", m.state},
                        {"pid", m.pid},
                        {"addresses", addresses},

@@ -61,7 +61,9 @@ void AddStatus(CLI::App& app, Globals& g) {
         std::vector<std::string> addresses;
         for (const auto& a : m.addresses) addresses.push_back(a.find(" (") != std::string::npos ? out.Yellow(a) : a);
         std::string name = std::string(2 * depth, ' ') + m.name;
-        std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, name.c_str(), m.kind.c_str(), parent_w,
+        // A qemu VM's kind says its driver ("vm/qemu"); a partition, the default, is "vm".
+        std::string kind = m.driver == schema::kDriverQemu ? m.kind + "/" + m.driver : m.kind;
+        std::printf("%-*s %-8s %-*s %-8s %s\n", name_w, name.c_str(), kind.c_str(), parent_w,
                     m.parent.empty() ? "-" : m.parent.c_str(), state.c_str(), Join(addresses, ", ").c_str());
       }
       for (const auto& m : st->machines)

@@ -7,13 +7,13 @@
 
 namespace lab::cli {
 
-void AddValidate(CLI::App& app, Globals&) {
+void AddValidate(CLI::App& app, Globals& g) {
   auto* cmd = app.add_subcommand("validate", "check a lab file (no privileges needed)");
   static std::vector<std::string> files;
   static bool json = false;
   cmd->add_option("FILE", files, "lab files")->required();
   cmd->add_flag("--json", json, "diagnostics as JSON on stdout (docs/json.md)");
-  cmd->callback([] {
+  cmd->callback([&g] {
     g_exit_code = 0;
     std::vector<schema::Diagnostic> every;  // --json: of all the files, printed at the end
     for (const auto& f : files) {
@@ -22,7 +22,10 @@ void AddValidate(CLI::App& app, Globals&) {
       // `lab plan` would refuse or note), all in file order.
       std::vector<schema::Diagnostic> all = std::move(r.diagnostics);
       if (r.lab) {
-        auto rules = engine::RuleDiagnostics(*r.lab);
+        // A qemu VM is judged by the processor it will really get (hv/qemu_host.h).
+        hv::QemuHostFacts qemu;
+        if (engine::HasQemu(*r.lab)) qemu = hv::ProbeQemuHost(g.run_dir);
+        auto rules = engine::RuleDiagnostics(*r.lab, qemu);
         all.insert(all.end(), rules.begin(), rules.end());
         std::stable_sort(all.begin(), all.end(), [](const schema::Diagnostic& a, const schema::Diagnostic& b) {
           return std::pair{a.loc.line, a.loc.col} < std::pair{b.loc.line, b.loc.col};

@@ -188,7 +188,9 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   Plan plan = ComputePlan(Desired(lab, uid, needs_spec, images), snap, Observe(hv, snap, interrupted), options);
   HoldStopped(plan, lab, snap, hv);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
-  RuleReport rules = CheckRules(lab);
+  hv::QemuHostFacts qemu;
+  if (HasQemu(lab)) qemu = options_.qemu_host ? *options_.qemu_host : hv::ProbeQemuHost(options_.run_dir);
+  RuleReport rules = CheckRules(lab, qemu);
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
   plan.notes.insert(plan.notes.begin(), rules.warnings.begin(), rules.warnings.end());
   if (placed) plan.notes.insert(plan.notes.begin(), placed->notes.begin(), placed->notes.end());
@@ -487,6 +489,7 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       m.kind = r.kind == Kind::kNetwork ? "network" : (r.spec.value("is_host", false) ? "host" : "vm");
       auto lineage = r.spec.value("lineage", std::vector<std::string>{});
       m.parent = lineage.size() >= 2 ? lineage[lineage.size() - 2] : "";
+      if (m.kind == "vm") m.driver = r.spec.value("driver", std::string(schema::kDriverPartition));
       m.state = !alive ? "off" : (r.kind == Kind::kPartition && hv->PartitionSaved(r.spec.get<hv::PartitionSpec>(), facts) ? "saved" : "running");
       auto facts_json = nlohmann::json::parse(facts, nullptr, false);
       if (!facts_json.is_discarded() && facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);

@@ -18,6 +18,7 @@
 #include "engine/plan.h"
 #include "engine/resources.h"
 #include "hv/hypervisor.h"
+#include "hv/qemu_host.h"
 #include "schema/lab.h"
 #include "state/store.h"
 
@@ -32,6 +33,9 @@ struct EngineOptions {
   int jobs = 2;
   HypervisorFactory hypervisor;     // default: the Linux realization
   bool read_only = false;           // the state only read, nothing created (state::Store::OpenReadOnly)
+  /// What this machine offers qemu VMs (their accelerator and processor, for the rules): unset,
+  /// hv::ProbeQemuHost(run_dir) when a lab has a qemu VM; tests set it.
+  std::optional<hv::QemuHostFacts> qemu_host;
 };
 
 struct ApplyResult {
@@ -61,6 +65,7 @@ struct MachineStatus {
   std::string name;
   std::string kind;                 // host | vm | network
   std::string parent;
+  std::string driver;               // VMs: partition | qemu (the recorded spec's); "" for hosts and networks
   std::string state;                // running | missing
   /// "Ethernet 10.10.0.10/24" as found where the machine runs (as recorded otherwise), marked
   /// where it differs: "Ethernet 10.10.0.9/24 (recorded 10.10.0.10/24)", "... (link down)".

@@ -439,7 +439,10 @@ class Exporter {
   void MakeVm(const Machine& parent, const Machine& vm, Script& s) {
     const std::string name = Q(vm.name);
     const std::string vhd = "(Join-Path $VhdDirectory " + Q(vm.name + ".vhdx") + ")";
-    s.Comment("VM '" + vm.name + "' on '" + parent.name + "': made and configured while it is off.");
+    // Hyper-V has no drivers: every VM is a hardware VM, so a qemu VM is made as any other.
+    s.Comment("VM '" + vm.name + "' on '" + parent.name + "'" +
+              (vm.IsQemu() ? " (driver: qemu in the lab, a hardware VM as every Hyper-V VM)" : "") +
+              ": made and configured while it is off.");
     s.Line("$disk = if ($VhdDirectory) { @{ VHDPath = " + vhd + " } } else { @{ NoVHD = $true } }");
     if (vm.image != schema::kHostImage) {
       // Hyper-V's parent VHDX and differencing disk: the image is shared, the VM's writes are its own.

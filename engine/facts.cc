@@ -10,9 +10,15 @@ model::Profile ProfileOf(const schema::Lab& lab) {
   return model::ParseProfile(lab.compatibility).value_or(model::Profile::kV8);
 }
 
-model::LabFacts LabFactsOf(const schema::Lab& lab) {
+bool HasQemu(const schema::Lab& lab) {
+  return std::any_of(lab.machines.begin(), lab.machines.end(), [](const schema::Machine& m) { return m.IsQemu(); });
+}
+
+model::LabFacts LabFactsOf(const schema::Lab& lab, const hv::QemuHostFacts& qemu) {
   model::LabFacts f;
   f.profile = ProfileOf(lab);
+  f.accel = qemu.accel;
+  f.cpu = qemu.cpu;
   f.machines.reserve(lab.machines.size());
   for (const auto& m : lab.machines) {
     model::MachineFacts mf;
@@ -23,6 +29,7 @@ model::LabFacts LabFactsOf(const schema::Lab& lab) {
     mf.dynamic_memory = m.memory.dynamic;
     mf.version = m.version;
     mf.vbs = m.virtualization_based_security;
+    mf.qemu = m.IsQemu();
     if (mf.is_host)
       mf.vendor = m.processor.vendor == "intel" ? model::ProcessorVendor::kIntel
                   : m.processor.vendor == "amd" ? model::ProcessorVendor::kAmd
@@ -49,12 +56,37 @@ model::LabFacts LabFactsOf(const schema::Lab& lab) {
   return f;
 }
 
-RuleReport CheckRules(const schema::Lab& lab) {
+namespace {
+
+/// What this machine cannot give the lab's qemu VMs as asked, each at the setting: a processor
+/// count above the machine's runs (QEMU makes the threads) but the vCPUs share processors.
+struct QemuNote {
+  const schema::Machine* vm;
+  std::string message;
+};
+std::vector<QemuNote> QemuNotes(const schema::Lab& lab, const hv::QemuHostFacts& qemu) {
+  std::vector<QemuNote> out;
+  if (qemu.cpus <= 0) return out;
+  for (const auto& m : lab.machines) {
+    if (!m.IsQemu() || m.processor.count <= qemu.cpus) continue;
+    out.push_back({&m, "VM '" + m.name + "': processor.count " + std::to_string(m.processor.count) +
+                           " is more than this machine's " + std::to_string(qemu.cpus) +
+                           " processors: the qemu VM gets its virtual processors, but they share the real ones "
+                           "and run slower; set processor.count: " + std::to_string(qemu.cpus) +
+                           " or less (Set-VMProcessor -Count)"});
+  }
+  return out;
+}
+
+}  // namespace
+
+RuleReport CheckRules(const schema::Lab& lab, const hv::QemuHostFacts& qemu) {
   RuleReport out;
-  for (const auto& v : model::CheckLab(LabFactsOf(lab))) {
+  for (const auto& v : model::CheckLab(LabFactsOf(lab, qemu))) {
     std::string line = v.message + " [" + v.rule + "]";
     (v.severity == model::Severity::kError ? out.errors : out.warnings).push_back(std::move(line));
   }
+  for (auto& n : QemuNotes(lab, qemu)) out.warnings.push_back(std::move(n.message));
   return out;
 }
 
@@ -77,9 +109,12 @@ schema::Loc LocOf(const schema::Lab& lab, const model::Violation& v) {
 
 }  // namespace
 
-std::vector<schema::Diagnostic> RuleDiagnostics(const schema::Lab& lab) {
+std::vector<schema::Diagnostic> RuleDiagnostics(const schema::Lab& lab, const hv::QemuHostFacts& qemu) {
   std::vector<schema::Diagnostic> out;
-  for (const auto& v : model::CheckLab(LabFactsOf(lab)))
+  for (auto& n : QemuNotes(lab, qemu))
+    out.push_back(schema::Diagnostic{lab.file, n.vm->processor_count_loc, std::move(n.message),
+                                     schema::Severity::kWarning});
+  for (const auto& v : model::CheckLab(LabFactsOf(lab, qemu)))
     out.push_back(schema::Diagnostic{lab.file, LocOf(lab, v), v.message + " [" + v.rule + "]",
                                      v.severity == model::Severity::kError ? schema::Severity::kError
                                                                            : schema::Severity::kWarning});

@@ -44,9 +44,9 @@ class TreeWriter {
   std::string prefix_;
 };
 
-/// "2 vCPU, 1GiB static, v9.0, nested virtualization"
+/// "2 vCPU, 1GiB static, v9.0, nested virtualization"; a qemu VM says so first: "qemu, 2 vCPU, ..."
 std::string VmSettings(const Machine& m) {
-  return std::to_string(m.processor.count) + " vCPU, " + FormatSize(m.memory.startup) +
+  return std::string(m.IsQemu() ? "qemu, " : "") + std::to_string(m.processor.count) + " vCPU, " + FormatSize(m.memory.startup) +
          (m.memory.dynamic ? " dynamic" : "") + ", v" + m.version +
          (m.processor.expose_virtualization_extensions ? ", nested virtualization" : "");
 }
@@ -269,7 +269,7 @@ Topology BuildTopology(const Lab& lab) {
   }
   for (const auto& m : lab.machines) {
     bool host = m.kind == schema::MachineKind::kHost;
-    t.clusters.push_back({m.name, m.parent, (host ? "host " : "VM ") + m.name});
+    t.clusters.push_back({m.name, m.parent, (host ? "host " : "VM ") + m.name + (m.IsQemu() ? " (qemu)" : "")});
     // A VM's settings as a note in its box; a host has none, but an empty box is not drawn.
     if (!host)
       t.nodes.push_back({Kind::kMachine, MachineId(m.name), m.name, {VmSettings(m)}});

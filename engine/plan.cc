@@ -25,20 +25,25 @@ const std::map<std::string, std::string>& FileKeys(Kind kind) {
         {"memory_bytes", "memory.startup"}, {"dynamic_memory", "memory.dynamic"},
         {"expose_virtualization_extensions", "processor.expose_virtualization_extensions"},
         {"parent_exposes", "parent's processor.expose_virtualization_extensions"}, {"version", "version"},
-        {"hosts_file", ""}, {"image", "image"}, {"image_key", "image changed"}, {"image_layers", ""}}},
+        {"hosts_file", ""}, {"image", "image"}, {"image_key", "image changed"}, {"image_layers", ""},
+        {"driver", "driver"}, {"within", ""}}},
       {Kind::kNic, {{"machine", ""}, {"name", ""}, {"port", ""}}},
+      // within follows a driver: written on a VM above, which shows the change.
       {Kind::kSwitch,
        {{"owner", ""}, {"ifname", ""}, {"uplinks", "nics"}, {"management_port", "allow_management_os"},
-        {"forwarding", ""}}},
+        {"forwarding", ""}, {"within", ""}}},
       {Kind::kAdapter,
-       {{"vm", ""}, {"name", ""}, {"owner", "parent"}, {"switch_name", "switch"}, {"switch_ifname", ""}, {"port", ""}}},
+       {{"vm", ""}, {"name", ""}, {"owner", "parent"}, {"switch_name", "switch"}, {"switch_ifname", ""}, {"port", ""},
+        {"within", ""}}},
       {Kind::kNat,
        {{"owner", ""}, {"name", "nat.name"}, {"prefix", "nat.prefix"}, {"table", ""}, {"dns_proxy", "nat.dns_proxy"},
-        {"owner_lineage", ""}}},
-      {Kind::kDns, {{"machine", ""}, {"servers", "dns"}}},
+        {"owner_lineage", ""}, {"within", ""}}},
+      {Kind::kDns, {{"machine", ""}, {"servers", "dns"}, {"within", ""}}},
       {Kind::kNetwork, {{"name", ""}}},
       {Kind::kStandIn, {{"network", ""}, {"address", "gateway"}}},
-      {Kind::kRun, {{"machine", ""}, {"lineage", ""}, {"is_host", ""}, {"commands", "run"}, {"timeout_ms", "run_timeout"}}},
+      {Kind::kRun,
+       {{"machine", ""}, {"lineage", ""}, {"is_host", ""}, {"commands", "run"}, {"timeout_ms", "run_timeout"},
+        {"within", ""}}},
   };
   static const std::map<std::string, std::string> kNone;
   auto it = kKeys.find(kind);
@@ -47,6 +52,8 @@ const std::map<std::string, std::string>& FileKeys(Kind kind) {
 
 /// A spec value as the lab file writes it: "" for none, lists joined, sizes in units.
 std::string FileValue(Kind kind, const std::string& field, const json& v) {
+  // A spec without a driver is a partition's (the field is written for qemu VMs only).
+  if (kind == Kind::kPartition && field == "driver") return v.is_string() ? v.get<std::string>() : "partition";
   if (v.is_null()) return "";
   if (kind == Kind::kPartition && field == "memory_bytes") {
     uint64_t bytes = v.is_number_unsigned() ? v.get<uint64_t>() : 0;
@@ -332,7 +339,10 @@ VmChangeDecision DecideVmChange(const Resource& before, const Resource& after, c
   // A saved VM loses its saved state to the stop, and the plan says so (Hyper-V asks for
   // Remove-VMSavedState before a change that needs the VM off).
   const std::string unsaved = saved ? "; saved state removed: Remove-VMSavedState" : "";
-  if (before.spec.value("image_key", std::string()) != after.spec.value("image_key", std::string()) ||
+  if (before.spec.value("driver", std::string()) != after.spec.value("driver", std::string())) {
+    // Another driver is another kind of VM (a partition of this kernel, or a QEMU guest).
+    d.how = "remake with the new driver: stop, remove, make" + unsaved;
+  } else if (before.spec.value("image_key", std::string()) != after.spec.value("image_key", std::string()) ||
       before.spec.value("image", std::string()) != after.spec.value("image", std::string())) {
     // Never a silent swap: the VM restarts on the new image, its own writable layer over it.
     d.how = "remake on the new image: stop, start (its disk is kept, over the new image)" + unsaved;

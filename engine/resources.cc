@@ -82,6 +82,17 @@ struct Builder {
     return chain;
   }
 
+  /// The qemu VMs among `m`'s ancestors (and `m` itself with `self`), outermost first: the
+  /// guests an object of `m` lives inside (hv/spec.h `within`).
+  std::vector<std::string> Within(const Machine& m, bool self) const {
+    std::vector<std::string> out;
+    const Machine* p = self ? &m : (m.parent.empty() ? nullptr : FindMachine(m.parent));
+    for (; p; p = p->parent.empty() ? nullptr : FindMachine(p->parent))
+      if (p->IsQemu()) out.push_back(p->name);
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
   /// The external switch of `owner` binding interface `ifname`, if any.
   const schema::Switch* BindingSwitch(const Machine& owner, const std::string& ifname) const {
     for (const auto& sw : owner.switches)
@@ -129,6 +140,8 @@ struct Builder {
       p.version = host ? "" : m.version;
       p.hosts_file = HostsFile(m);
       if (Computer(m) != m.name) p.hostname = Computer(m);
+      if (m.IsQemu()) p.driver = schema::kDriverQemu;
+      p.within = Within(m, false);
       if (m.image != schema::kHostImage) {
         p.image = m.image;
         if (images)
@@ -143,7 +156,9 @@ struct Builder {
     std::vector<std::string> pdeps;
     if (!m.parent.empty()) pdeps.push_back(KeyOf("partition", m.parent));
     Add(Kind::kPartition, pkey, std::move(pdeps),
-        host ? "host '" + m.name + "'" : "VM '" + m.name + "' (on " + m.parent + ")", partition);
+        host ? "host '" + m.name + "'"
+             : "VM '" + m.name + "' (on " + m.parent + (m.IsQemu() ? ", qemu)" : ")"),
+        partition);
 
     // What the machine's run: commands wait for: it and its addresses, routes and DNS settings
     // (collected only for a machine that has some: a big lab plans thousands of machines).
@@ -193,6 +208,9 @@ struct Builder {
           s.ip = a.ip;
           s.gateway = a.gateway;
         }
+        // The port is made where the switch is: inside the owner.
+        s.within = Within(*owner, true);
+        if (m.IsQemu()) s.vm_driver = schema::kDriverQemu;
         return s;
       };
       add_dns(a.dns);
@@ -207,6 +225,7 @@ struct Builder {
       s.name = sw.name;
       s.type = schema::ToString(sw.type);
       s.ifname = Bridge(m, sw);
+      s.within = Within(m, true);
       std::vector<std::string> deps = {pkey};
       if (sw.type == SwitchType::kExternal) {
         for (const auto& up : sw.nics) s.uplinks.push_back(KernelIfname(up));
@@ -232,6 +251,7 @@ struct Builder {
           s);
       if (sw.nat) {
         hv::NatSpec n{m.name, sw.nat->name, sw.nat->prefix, "lab_" + uid + "_nat_" + ShortHash(m.name + "/" + sw.nat->name)};
+        n.within = Within(m, true);
         std::vector<std::string> nat_deps = {skey};
         if (sw.nat->dns_proxy) {
           // The proxy listens on vEthernet (NAME) and forwards to the owner's own DNS servers.
@@ -246,7 +266,7 @@ struct Builder {
     }
 
     if (!dns.empty()) {
-      hv::DnsSpec d{m.name, dns};
+      hv::DnsSpec d{m.name, dns, Within(m, true)};
       Add(Kind::kDns, KeyOf("dns", m.name), {pkey}, "DNS servers of '" + m.name + "'", d);
       if (runs) made.push_back(KeyOf("dns", m.name));
     }
@@ -255,7 +275,7 @@ struct Builder {
       // And the lab's stand-in services, so a command may resolve and fetch from "outside".
       for (const auto& n : lab.networks)
         if (n.gateway) made.push_back(KeyOf("standin", n.name));
-      hv::RunSpec s{m.name, Lineage(m), host, m.run, m.run_timeout_ms};
+      hv::RunSpec s{m.name, Lineage(m), host, m.run, m.run_timeout_ms, Within(m, true)};
       const size_t n = m.run.size();
       Add(Kind::kRun, KeyOf("run", m.name), std::move(made),
           std::string("run ") + (host ? "host '" : "VM '") + m.name + "' (" + std::to_string(n) + " command" +

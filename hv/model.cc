@@ -36,19 +36,26 @@ constexpr const char* kIntelOnly = "\"nesting is currently Intel-only\"";
 /// {rule id, message} of the refusal, or {nullptr, ""}. The seeds' profiles are Intel-only;
 /// ws2022 takes Intel (VT-x and EPT, version 8.0, checked by version-8-for-nesting) and AMD
 /// EPYC/Ryzen from configuration version 10.0 on.
-std::pair<const char*, std::string> ProcessorRefusal(ProcessorVendor vendor, Profile profile, const std::string& version) {
+/// `qemu_source` is where a qemu VM's processor comes from (LabFacts::ProcessorSourceOf), "" for
+/// a partition, whose processor is its host's.
+std::pair<const char*, std::string> ProcessorRefusal(ProcessorVendor vendor, Profile profile, const std::string& version,
+                                                     const std::string& qemu_source = "") {
   if (!HardwareNotIntel(vendor)) return {nullptr, ""};
   const char* what = vendor == ProcessorVendor::kAmd ? "an AMD processor" : "a processor neither Intel nor AMD";
+  std::string has = qemu_source.empty() ? std::string("its host has ") + what : qemu_source;
+  std::string elsewhere = qemu_source.empty() ? "run the VM on an Intel host"
+                                              : "run it where KVM passes an Intel processor through (lab doctor)";
   if (profile != Profile::kWs2022)
     return {"intel-only", std::string("expose_virtualization_extensions needs an Intel processor with VT-x and EPT (") +
-                              kIntelOnly + " under compatibility " + ToString(profile) + "), and its host has " + what +
-                              "; run the VM on an Intel host, use compatibility: ws2022 (Windows Server 2022 / "
+                              kIntelOnly + " under compatibility " + ToString(profile) + "), and " + has + "; " +
+                              elsewhere + ", use compatibility: ws2022 (Windows Server 2022 / "
                               "Windows 11 hosts nest on AMD EPYC/Ryzen from configuration version 10.0), or "
                               "Set-VMProcessor -ExposeVirtualizationExtensions $false"};
   if (vendor == ProcessorVendor::kOther)
     return {"ws2022-intel-or-amd",
             "expose_virtualization_extensions needs an Intel processor with VT-x and EPT or an AMD EPYC/Ryzen "
-            "processor, and its host has neither; run the VM on such a host or "
+            "processor, and " + (qemu_source.empty() ? std::string("its host has neither") : qemu_source) +
+            "; run the VM on such a host or "
             "Set-VMProcessor -ExposeVirtualizationExtensions $false"};
   if (VersionMajor(version) < 10)
     return {"ws2022-amd-version-10",
@@ -94,7 +101,8 @@ class Check {
             "its host runs Device Guard, and under compatibility preview-10565 a host with Device Guard cannot "
             "expose virtualization extensions to a guest; turn Device Guard off on the host or use "
             "compatibility: v8 (configuration version 8.0 runs nesting on hosts with VBS)");
-    if (auto [rule, message] = ProcessorRefusal(vm_.vendor, profile_, vm_.version); rule) Error(rule, message);
+    if (auto [rule, message] = ProcessorRefusal(vm_.vendor, profile_, vm_.version, vm_.processor_source); rule)
+      Error(rule, message);
     if (vm_.dynamic_memory) {
       if (preview())
         Error("dynamic-memory-off-for-nesting",
@@ -376,12 +384,80 @@ const MachineFacts* LabFacts::Find(const std::string& name) const {
   return nullptr;
 }
 
-ProcessorVendor LabFacts::VendorOf(const MachineFacts& m) const {
-  const MachineFacts* at = &m;
-  // Parents come before children, so the walk up ends at a host (or at a name not in the lab).
-  for (size_t hops = 0; at && !at->is_host && hops <= machines.size(); ++hops) at = Find(at->parent);
-  if (at && at->is_host && at->vendor != ProcessorVendor::kNone) return at->vendor;
-  return vendor;
+const char* ToString(Accelerator a) { return a == Accelerator::kKvm ? "kvm" : "tcg"; }
+
+ProcessorVendor QemuProcessor(Accelerator accel, ProcessorVendor underlying) {
+  // TCG implements AMD's SVM (with NPT) and not Intel's VMX: an emulated processor that can
+  // host a hypervisor is an AMD one, whatever the hardware under it.
+  return accel == Accelerator::kTcg ? ProcessorVendor::kAmd : underlying;
+}
+
+namespace {
+
+/// The first machine from `m` up (itself included) that gives its software a processor: a
+/// host or a qemu VM; nullptr when the walk leaves the lab. Parents come before children, so
+/// the walk ends.
+const MachineFacts* ProcessorGiver(const LabFacts& lab, const MachineFacts* m) {
+  for (size_t hops = 0; m && !m->is_host && !m->qemu && hops <= lab.machines.size(); ++hops) m = lab.Find(m->parent);
+  return m && (m->is_host || m->qemu) ? m : nullptr;
+}
+
+/// Where qemu VM `q`'s QEMU runs: the accelerator, and the qemu VM whose guest it runs in
+/// (nullptr: on the lab's machine itself).
+std::pair<Accelerator, const MachineFacts*> QemuRunsOn(const LabFacts& lab, const MachineFacts& q) {
+  const MachineFacts* parent = lab.Find(q.parent);
+  const MachineFacts* outer = parent ? ProcessorGiver(lab, parent) : nullptr;
+  if (!outer || outer->is_host) return {lab.accel, nullptr};
+  // Inside a guest, /dev/kvm exists only where that guest's extensions are exposed.
+  return {outer->expose_virtualization_extensions ? Accelerator::kKvm : Accelerator::kTcg, outer};
+}
+
+const char* VendorWords(ProcessorVendor v) {
+  switch (v) {
+    case ProcessorVendor::kIntel: return "an Intel processor";
+    case ProcessorVendor::kAmd: return "an AMD processor";
+    case ProcessorVendor::kOther: return "a processor neither Intel nor AMD";
+    case ProcessorVendor::kNone: break;
+  }
+  return "an unknown processor";
+}
+
+}  // namespace
+
+ProcessorVendor LabFacts::ProcessorOf(const MachineFacts& m) const {
+  const MachineFacts* at = ProcessorGiver(*this, &m);
+  // A qemu VM inside qemu VMs: each level's processor is the one its QEMU runs on (bounded by
+  // the lab's depth, as each step goes up at least one machine).
+  std::vector<const MachineFacts*> qemus;
+  for (size_t hops = 0; at && at->qemu && hops <= machines.size(); ++hops) {
+    qemus.push_back(at);
+    auto [accel, outer] = QemuRunsOn(*this, *at);
+    at = outer;
+    if (!outer) break;
+  }
+  ProcessorVendor v = vendor;
+  if (qemus.empty()) {
+    if (at && at->is_host && at->vendor != ProcessorVendor::kNone) v = at->vendor;
+    return v;
+  }
+  // From the outermost qemu VM (whose QEMU runs on this machine's real processor) inwards.
+  v = cpu;
+  for (auto it = qemus.rbegin(); it != qemus.rend(); ++it) v = QemuProcessor(QemuRunsOn(*this, **it).first, v);
+  return v;
+}
+
+ProcessorVendor LabFacts::VendorOf(const MachineFacts& m) const { return ProcessorOf(m); }
+
+std::string LabFacts::ProcessorSourceOf(const MachineFacts& m) const {
+  const MachineFacts* q = ProcessorGiver(*this, &m);
+  if (!q || !q->qemu) return "";
+  auto [accel, outer] = QemuRunsOn(*this, *q);
+  std::string why = accel == Accelerator::kTcg ? "QEMU's software emulation (TCG) offers only AMD SVM, not Intel VT-x"
+                    : outer ? "KVM inside qemu VM " + Q(outer->name) + " passes its processor through"
+                            : std::string("KVM passes this machine's processor through");
+  std::string gets = VendorWords(ProcessorOf(*q));
+  if (q == &m) return "as a qemu VM it gets " + gets + ": " + why;
+  return "it runs inside qemu VM " + Q(q->name) + ", which gets " + gets + ": " + why;
 }
 
 namespace {
@@ -461,7 +537,8 @@ class LabCheck {
     if (lab_.profile == Profile::kPreview10565 && host_guard)
       Error("device-guard-host", what + "is refused under compatibility preview-10565: " + Q(vm.parent) +
                                      " runs Device Guard; turn it off there or use compatibility: v8");
-    if (auto [rule, message] = ProcessorRefusal(lab_.VendorOf(vm), lab_.profile, vm.version); rule)
+    if (auto [rule, message] = ProcessorRefusal(lab_.VendorOf(vm), lab_.profile, vm.version, lab_.ProcessorSourceOf(vm));
+        rule)
       Error(rule, Vm(vm.name) + message);
   }
 
@@ -580,6 +657,7 @@ VmFacts VmFactsOf(const LabFacts& lab, const MachineFacts& vm, State state, bool
   const MachineFacts* parent = lab.Find(vm.parent);
   f.host_device_guard = parent && (parent->is_host ? lab.host_device_guard : parent->vbs);
   f.vendor = lab.VendorOf(vm);
+  f.processor_source = lab.ProcessorSourceOf(vm);
   return f;
 }
 
@@ -758,7 +836,8 @@ const std::vector<Rule>& Rules() {
       {"intel-only", kEs, "An Intel processor with VT-x and EPT technology -- nesting is currently Intel-only.",
        "(English in the seed)", "v8, preview-10565", Enforcement::kSchema,
        "the lab file's host processor: {vendor: amd} (or a hardware driver reporting kAmd/kOther) with exposed "
-       "extensions is refused by schema, CheckLab and CheckTransition; ws2022 lifts it for AMD EPYC/Ryzen"},
+       "extensions is refused by schema, CheckLab and CheckTransition; a qemu VM is judged by the processor QEMU "
+       "offers (AMD under TCG, this machine's under KVM: QemuProcessor); ws2022 lifts it for AMD EPYC/Ryzen"},
       // Current Hyper-V (compatibility: ws2022), from Microsoft's current guide.
       {"ws2022-amd-version-10", kMicrosoftGuide, "VM configuration version 10.0 or greater",
        "(English in the guide, under \"AMD EPYC/Ryzen processor or later\": the host must be Windows Server 2022 / "

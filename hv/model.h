@@ -71,6 +71,17 @@ const char* ToString(Operation op);
 /// hardware virtualization (the Linux realization: kernel isolation), so the vendor is moot.
 enum class ProcessorVendor { kNone, kIntel, kAmd, kOther };
 
+/// How QEMU runs a qemu VM's processor: KVM (the processor of the machine QEMU runs on, passed
+/// through) or TCG (software emulation).
+enum class Accelerator { kTcg, kKvm };
+const char* ToString(Accelerator a);
+
+/// The processor a qemu VM's guest sees, so the one its virtualization extensions come from:
+/// under TCG an AMD one whatever the hardware (QEMU emulates AMD SVM with NPT, not Intel VMX);
+/// under KVM `underlying`, the processor of the machine QEMU runs on (Intel VT-x with EPT or
+/// AMD-V). Pure: the engine finds the accelerator and the processor (engine/facts.h).
+ProcessorVendor QemuProcessor(Accelerator accel, ProcessorVendor underlying);
+
 /// One VM as the rules see it.
 struct VmFacts {
   std::string name;
@@ -85,6 +96,9 @@ struct VmFacts {
   /// The machine the VM runs on (host or middle VM) has Device Guard / VBS enabled.
   bool host_device_guard = false;
   ProcessorVendor vendor = ProcessorVendor::kNone;
+  /// A qemu VM: where its processor comes from (LabFacts::ProcessorSourceOf), which refusals
+  /// about the processor say; "" for a partition (its host's processor).
+  std::string processor_source;
 };
 
 enum class Severity {
@@ -161,6 +175,8 @@ struct MachineFacts {
   std::vector<SwitchFacts> switches;       // switches it owns
   /// Hosts: the processor (the lab file's `processor: {vendor: ...}`); kNone leaves LabFacts::vendor.
   ProcessorVendor vendor = ProcessorVendor::kNone;
+  /// VMs: `driver: qemu`, a QEMU guest whose processor is QemuProcessor's (LabFacts::ProcessorOf).
+  bool qemu = false;
 };
 
 struct LabFacts {
@@ -168,10 +184,25 @@ struct LabFacts {
   ProcessorVendor vendor = ProcessorVendor::kNone;  // the hosts' processor where a host does not say
   bool host_device_guard = false;      // the physical hosts run Device Guard
   std::vector<MachineFacts> machines;  // parents before children
+  /// Where qemu VMs run on this machine (only read when the lab has one): the accelerator QEMU
+  /// gets here, and the real processor KVM would pass through (/proc/cpuinfo's vendor_id). A
+  /// host's `processor: {vendor: ...}` is the processor partitions simulate; a qemu VM gets a
+  /// real one.
+  Accelerator accel = Accelerator::kTcg;
+  ProcessorVendor cpu = ProcessorVendor::kNone;
 
   const MachineFacts* Find(const std::string& name) const;
-  /// The processor a machine's extensions come from: that of the physical host it runs on.
+  /// The processor a machine's extensions come from (ProcessorOf).
   ProcessorVendor VendorOf(const MachineFacts& m) const;
+  /// The processor the software of `m` runs on: a host's own; a partition's parent's (one
+  /// kernel); a qemu VM's QemuProcessor: under `accel` on `cpu` when its QEMU runs outside any
+  /// qemu VM, else inside the nearest qemu VM Q above it, under KVM on Q's processor when Q
+  /// exposes its extensions (TCG otherwise).
+  ProcessorVendor ProcessorOf(const MachineFacts& m) const;
+  /// Where the processor of `m` comes from when a qemu VM gives it (`m` or one above it), as a
+  /// clause of a refusal: "as a qemu VM it gets an AMD processor: QEMU's software emulation
+  /// (TCG) offers only AMD SVM, not Intel VT-x"; "" when a host gives it.
+  std::string ProcessorSourceOf(const MachineFacts& m) const;
 };
 
 /// Every rule of the lab's static configuration: nesting (exposed parents, static memory,

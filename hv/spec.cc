@@ -33,6 +33,13 @@ json Addrs(const std::vector<Ipv4>& v) {
   for (auto ip : v) a.push_back(ip.ToString());
   return a;
 }
+/// `within` is written only when the object lives inside a qemu VM, so that every record made
+/// before drivers existed keeps its spec (and hash).
+void PutWithin(json& j, const std::vector<std::string>& within) {
+  if (!within.empty()) j["within"] = within;
+}
+std::vector<std::string> GetWithin(const json& j) { return j.value("within", std::vector<std::string>()); }
+
 std::vector<Ipv4> Addrs(const json& j) {
   std::vector<Ipv4> out;
   if (j.is_array())
@@ -77,9 +84,9 @@ void to_json(json& j, const PartitionSpec& s) {
     j["image_key"] = s.image_key;
     j["image_layers"] = s.image_layers;
   }
-  // Only for what the qemu driver makes: partition labs keep their specs (and hashes).
+  // Only for qemu VMs and what is inside them: partitions keep the spec (and hash) they had.
   if (!s.driver.empty()) j["driver"] = s.driver;
-  if (!s.within.empty()) j["within"] = s.within;
+  PutWithin(j, s.within);
 }
 void from_json(const json& j, PartitionSpec& s) {
   Get(j, "name", s.name);
@@ -97,7 +104,7 @@ void from_json(const json& j, PartitionSpec& s) {
   s.image_key = j.value("image_key", std::string());
   s.image_layers = j.value("image_layers", std::vector<std::string>());
   s.driver = j.value("driver", std::string());
-  s.within = j.value("within", std::vector<std::string>());
+  s.within = GetWithin(j);
 }
 
 void to_json(json& j, const NicSpec& s) {
@@ -124,7 +131,7 @@ void to_json(json& j, const SwitchSpec& s) {
        {"forwarding", s.forwarding}};
   // Only for SET switches, so the specs (and hashes) of other switches stay as they were.
   if (s.embedded_teaming) j["embedded_teaming"] = true;
-  if (!s.within.empty()) j["within"] = s.within;
+  PutWithin(j, s.within);
 }
 void from_json(const json& j, SwitchSpec& s) {
   Get(j, "owner", s.owner);
@@ -137,7 +144,7 @@ void from_json(const json& j, SwitchSpec& s) {
   Get(j, "gateway", s.gateway);
   Get(j, "forwarding", s.forwarding);
   s.embedded_teaming = j.value("embedded_teaming", false);
-  s.within = j.value("within", std::vector<std::string>());
+  s.within = GetWithin(j);
 }
 
 void to_json(json& j, const AdapterSpec& s) {
@@ -153,12 +160,12 @@ void to_json(json& j, const AdapterSpec& s) {
        {"gateway", Opt(s.gateway)}};
   if (!s.alias.empty()) j["alias"] = s.alias;
   if (!s.vm_driver.empty()) j["vm_driver"] = s.vm_driver;
-  if (!s.within.empty()) j["within"] = s.within;
+  PutWithin(j, s.within);
 }
 void from_json(const json& j, AdapterSpec& s) {
   s.alias = j.value("alias", std::string());
   s.vm_driver = j.value("vm_driver", std::string());
-  s.within = j.value("within", std::vector<std::string>());
+  s.within = GetWithin(j);
   Get(j, "vm", s.vm);
   Get(j, "name", s.name);
   Get(j, "owner", s.owner);
@@ -175,7 +182,7 @@ void to_json(json& j, const NatSpec& s) {
   j = {{"owner", s.owner}, {"name", s.name}, {"prefix", s.prefix.ToString()}, {"table", s.table}};
   // Only when asked for, so NATs without a proxy keep their spec (and hash).
   if (s.dns_proxy) j["dns_proxy"] = s.dns_proxy->ToString(), j["owner_lineage"] = s.owner_lineage;
-  if (!s.within.empty()) j["within"] = s.within;
+  PutWithin(j, s.within);
 }
 void from_json(const json& j, NatSpec& s) {
   Get(j, "owner", s.owner);
@@ -184,17 +191,17 @@ void from_json(const json& j, NatSpec& s) {
   Get(j, "table", s.table);
   Get(j, "dns_proxy", s.dns_proxy);
   Get(j, "owner_lineage", s.owner_lineage);
-  s.within = j.value("within", std::vector<std::string>());
+  s.within = GetWithin(j);
 }
 
 void to_json(json& j, const DnsSpec& s) {
   j = {{"machine", s.machine}, {"servers", Addrs(s.servers)}};
-  if (!s.within.empty()) j["within"] = s.within;
+  PutWithin(j, s.within);
 }
 void from_json(const json& j, DnsSpec& s) {
   Get(j, "machine", s.machine);
   s.servers = Addrs(j.value("servers", json::array()));
-  s.within = j.value("within", std::vector<std::string>());
+  s.within = GetWithin(j);
 }
 
 void to_json(json& j, const StandInSpec& s) {
@@ -213,7 +220,7 @@ void from_json(const json& j, StandInSpec& s) {
 void to_json(json& j, const RunSpec& s) {
   j = {{"machine", s.machine},   {"lineage", s.lineage},       {"is_host", s.is_host},
        {"commands", s.commands}, {"timeout_ms", s.timeout_ms}};
-  if (!s.within.empty()) j["within"] = s.within;
+  PutWithin(j, s.within);
 }
 void from_json(const json& j, RunSpec& s) {
   Get(j, "machine", s.machine);
@@ -221,7 +228,7 @@ void from_json(const json& j, RunSpec& s) {
   Get(j, "is_host", s.is_host);
   Get(j, "commands", s.commands);
   Get(j, "timeout_ms", s.timeout_ms);
-  s.within = j.value("within", std::vector<std::string>());
+  s.within = GetWithin(j);
 }
 
 }  // namespace lab::hv

@@ -3,6 +3,12 @@
 // Each spec says everything needed to make the object *and* to remove it again, so a lab can be
 // torn down from its recorded specs alone (without the lab file). Specs serialize to JSON for
 // the state store; the spec hash is the hash of that JSON.
+//
+// Drivers (DESIGN.md "Two drivers behind one API"): a VM is a partition or a qemu guest
+// (PartitionSpec::driver). Every spec of an object says in `within` the qemu VMs it lives inside,
+// outermost first, so that a call for it can be routed to the agent of the innermost one; empty
+// (and absent from the JSON, so records made before drivers keep their hashes) for everything
+// outside any qemu VM.
 #pragma once
 
 #include <cstdint>

@@ -4,12 +4,12 @@ namespace lab::schema::keys {
 
 const std::vector<std::string> kLab = {"lab",   "format", "compatibility", "defaults", "networks",
                                        "images", "image",  "hosts",         "checks",   "x-*"};
-const std::vector<std::string> kDefaults = {"version", "generation", "processor", "memory", "image"};
+const std::vector<std::string> kDefaults = {"driver", "version", "generation", "processor", "memory", "image"};
 const std::vector<std::string> kNetwork = {"subnet", "gateway", "dns_records", "uplink"};
 const std::vector<std::string> kHost = {"processor", "nics", "switches", "vms", "run", "run_timeout", "hostname", "image"};
 const std::vector<std::string> kHostProcessor = {"vendor"};
 const std::vector<std::string> kNic = {"network", "ip", "gateway", "dns", "mac"};
-const std::vector<std::string> kVm = {"version", "generation", "processor", "memory", "security", "adapters",
+const std::vector<std::string> kVm = {"driver", "version", "generation", "processor", "memory", "security", "adapters",
                                       "switches", "vms", "run", "run_timeout", "hostname", "image"};
 const std::vector<std::string> kImage = {"debian",   "from",  "rootfs", "oci",  "docker_archive", "variant",
                                          "packages", "files", "run",    "slim", "mirror"};

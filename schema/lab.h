@@ -161,6 +161,14 @@ std::string FoldCase(std::string_view s);
 /// "" when nothing is left (the file must then set hostname:).
 std::string ComputerNameOf(std::string_view name);
 
+/// How a VM is made real (DESIGN.md "Two drivers behind one API"): a partition of the host's
+/// kernel (the default) or a QEMU guest with its own kernel and a real processor.
+inline constexpr const char* kDriverPartition = "partition";
+inline constexpr const char* kDriverQemu = "qemu";
+
+/// The smallest memory.startup of a qemu VM: a Linux guest does not boot with less.
+inline constexpr uint64_t kQemuMinMemory = 128ull << 20;
+
 struct Machine {
   std::string name;                     // as written, any name Hyper-V takes ("135. Nested Virtualization 2022")
   std::string hostname;                 // its computer name: hostname: if given, else ComputerNameOf(name)
@@ -168,6 +176,8 @@ struct Machine {
   std::string parent;                   // "" for hosts; the VM's host or middle VM otherwise
   int depth = 0;                        // 0 host, 1 VM on a host, 2 nested VM, ...
   // VM settings (hosts keep the defaults and memory.startup = 0: unlimited).
+  /// kDriverPartition or kDriverQemu (`driver:`, else `defaults: driver:`); hosts: partition.
+  std::string driver = kDriverPartition;
   std::string version = "9.0";          // configuration version ("10.0" by default under ws2022)
   bool version_given = false;           // the file wrote version: (else Hyper-V's default applies)
   int generation = 2;
@@ -184,9 +194,12 @@ struct Machine {
   /// the name of an entry of Lab::images or kHostImage in a valid lab.
   std::string image = kHostImage;
   Loc image_loc;                        // where `image:` is written ({0,0} when inherited)
+  Loc driver_loc;                       // where its driver is written (its own or the defaults'); else loc
+  Loc processor_count_loc;              // where processor.count is written (or the defaults'); else loc
   Loc loc;
 
   const Switch* FindSwitch(const std::string& switch_name) const;
+  bool IsQemu() const { return driver == kDriverQemu; }
 };
 
 enum class CheckKind { kPing, kResolve, kTcp, kHttp };

@@ -375,6 +375,9 @@ class Decoder {
       for (const char* k : {"memory", "version", "generation", "security"})
         out[k] = std::string("hosts are physical machines: ") + Q(k) +
                  " applies to VMs only; remove it (a host uses its whole hardware)";
+      out["driver"] =
+          "hosts are physical machines: 'driver' applies to VMs only (a host is neither a partition nor a QEMU "
+          "guest); remove it and set driver: on the host's VMs, or defaults: {driver: qemu} for every VM";
       out["adapters"] =
           "hosts are physical machines: they have NICs, not adapters; use nics: {Ethernet: {network: NAME, ip: ...}}";
       return out;
@@ -391,6 +394,8 @@ class Decoder {
       ApplyDefaults(path, m);
       DecodeVmSettings(r, m);
       CheckMemoryOrder(what, path, m);
+      m.driver_loc = ctx_.At(path + ".driver", m.loc);
+      m.processor_count_loc = ctx_.At(path + ".processor.count", m.loc);
     }
     // Without version:, a VM has its host's default configuration version: 10.0 on the Windows
     // Server 2022 / Windows 11 hosts of compatibility ws2022, 9.0 otherwise.
@@ -481,6 +486,20 @@ class Decoder {
 
   void DecodeVmSettings(MapReader& r, Machine& m) {
     const std::string& what = r.what();
+    if (auto n = r.Get("driver")) {
+      static const std::vector<std::string> kDrivers = {kDriverPartition, kDriverQemu};
+      if (auto s = ReadString(ctx_, *n, r.KeyLoc("driver"), what + " driver")) {
+        if (std::find(kDrivers.begin(), kDrivers.end(), *s) != kDrivers.end()) {
+          m.driver = *s;
+        } else {
+          auto close = ClosestMatch(*s, kDrivers);
+          ctx_.Error(r.ValueLoc("driver"),
+                     what + ": driver " + Q(*s) + " is not a driver; " +
+                         (close ? "did you mean " + Q(*close) + "? " : std::string()) +
+                         "use partition (kernel isolation, the default) or qemu (a QEMU guest with its own kernel)");
+        }
+      }
+    }
     if (auto n = r.Get("version")) {
       if (auto s = ReadString(ctx_, *n, r.KeyLoc("version"), what + " version")) {
         if (auto v = ParseVersion(*s)) {
@@ -584,6 +603,7 @@ class Decoder {
   /// Starts VM `m` (at `path`) from the defaults: their values, and their positions, so that a
   /// rule broken by a default points at the default as written.
   void ApplyDefaults(const std::string& path, Machine& m) {
+    m.driver = defaults_.driver;
     m.version = defaults_.version;
     m.version_given = defaults_.version_given;
     m.generation = defaults_.generation;

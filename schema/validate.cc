@@ -111,6 +111,7 @@ class Validator {
         for (const auto& nic : m.nics) CheckNic(m, nic);
       } else {
         Nesting(m);
+        if (m.IsQemu()) Qemu(m);
         for (size_t i = 0; i < m.adapters.size(); ++i) CheckAdapter(m, i);
       }
       Switches(m);
@@ -182,6 +183,15 @@ class Validator {
   }
   static std::string Who(const Machine& m) { return (m.kind == MachineKind::kHost ? "host " : "VM ") + Q(m.name); }
 
+  /// What a QEMU guest needs that a partition does not: memory a Linux kernel boots in.
+  void Qemu(const Machine& vm) {
+    if (vm.memory.startup >= kQemuMinMemory) return;
+    ctx_.Error(ctx_.At(PathOf(vm) + ".memory.startup", vm.loc),
+               "VM " + Q(vm.name) + ": memory.startup " + FormatSize(vm.memory.startup) +
+                   " is too little for a qemu VM (driver: qemu): a Linux guest does not boot in it; give it at least "
+                   "128MB, e.g. memory: {startup: 512MiB} (Set-VMMemory -StartupBytes 512MB), or use driver: partition");
+  }
+
   void Nesting(const Machine& vm) {
     std::string path = PathOf(vm);
     const Machine* parent = lab_.FindMachine(vm.parent);
@@ -218,10 +228,13 @@ class Validator {
     int major = std::stoi(vm.version.substr(0, dot));
     // The processor (hv/model.h rules intel-only, ws2022-amd-version-10): the seeds' profiles are
     // Intel-only; ws2022 nests on AMD EPYC/Ryzen from configuration version 10.0.
+    // A qemu VM (or a VM inside one) runs on the processor QEMU really offers, not on the lab
+    // file's host processor: the rules model judges it (engine/facts.h), so the walk stops there.
     const Machine* host = &vm;
-    for (size_t hops = 0; host && host->kind != MachineKind::kHost && hops <= lab_.machines.size(); ++hops)
+    for (size_t hops = 0; host && host->kind != MachineKind::kHost && !host->IsQemu() && hops <= lab_.machines.size();
+         ++hops)
       host = lab_.FindMachine(host->parent);
-    if (host && host->processor.vendor == "amd" && profile_known) {
+    if (host && host->kind == MachineKind::kHost && host->processor.vendor == "amd" && profile_known) {
       if (lab_.compatibility != "ws2022")
         ctx_.Error(ctx_.At(path + ".processor.expose_virtualization_extensions", vm.loc),
                    what + "needs an Intel processor with VT-x and EPT (\"nesting is currently Intel-only\" under "
