@@ -213,15 +213,16 @@ Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms) {
 
 Status Resume(QmpClient& qmp, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  // While an incoming state loads, cont only says "run once loaded".
-  LAB_RETURN_IF_ERROR(qmp.Execute("cont").status().Prefixed("Start-VM"));
+  // While an incoming state loads, cont only means "run once loaded", and QEMU forgets it when the
+  // state says the VM was paused (Save-VM pauses first): cont again once it is loaded.
   for (;;) {
     auto status = qmp.QueryStatus();
     if (!status.ok()) return status.status().Prefixed("Start-VM (the saved state did not load?)");
     if (*status == "running") return Status::Ok();
+    if (*status != "inmigrate") LAB_RETURN_IF_ERROR(qmp.Execute("cont").status().Prefixed("Start-VM"));
     if (MsUntil(deadline) == 0)
       return Status::Error("Start-VM: the VM is still " + *status + " after " + std::to_string(timeout_ms) + " ms");
-    Pause(5);
+    if (*status == "inmigrate") Pause(5);
   }
 }
 
