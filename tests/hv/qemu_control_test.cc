@@ -486,6 +486,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   REQUIRE(saved.ok());
   CHECK(fs::file_size(state) > 1000000);
   CHECK_FALSE(fs::exists(state + ".part"));
+  { QmpClient gone = std::move(qmp_a); }  // QEMU's monitor serves one client: StopQemu's quit
   REQUIRE(StopQemu(a, 0, 5000).ok());
   CHECK_FALSE(Link(ns, "tq0").has_value());  // QEMU died: its tap with it
 
@@ -548,6 +549,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   CHECK(moved->downtime_ms > 0);
   CHECK(moved->downtime_ms <= moved->total_ms);
   WARN("Move-VM: total " << moved->total_ms << " ms, downtime " << moved->downtime_ms << " ms");
+  { QmpClient gone = std::move(qmp_b); }
   REQUIRE(StopQemu(b, 0, 5000).ok());
   auto agent_c = agent_of(c, 60000);
   CHECK(Sh(agent_c, "kill -0 " + sleeper + " && echo alive") == "alive\n");
@@ -555,6 +557,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   CHECK(ShUntil(agent_c, "ip neigh flush dev " + nic + "; ping -c 1 -W 2 10.20.0.1", 30000));
   CHECK(Link(other_ns, "tq0")->rx_packets > 0);
 
+  { QmpClient gone = std::move(qmp_c); }
   for (const auto& p : started) REQUIRE(StopQemu(p, 0, 5000).ok());
   CHECK_FALSE(Link(ns, "tq0").has_value());
   CHECK_FALSE(Link(other_ns, "tq0").has_value());
