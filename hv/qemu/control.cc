@@ -1,11 +1,13 @@
 #include "hv/qemu/control.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -49,7 +51,7 @@ Result<json> WaitMigration(QmpClient& qmp, Clock::time_point deadline) {
 /// Runs a snapshot-* job: the command, then query-jobs until it is concluded, its error, job-dismiss.
 Status RunJob(QmpClient& qmp, const std::string& command, json arguments, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  static uint64_t serial = 0;
+  static std::atomic<uint64_t> serial = 0;
   std::string job = "lab-" + command + "-" + std::to_string(::getpid()) + "-" + std::to_string(++serial);
   arguments["job-id"] = job;
   LAB_RETURN_IF_ERROR(qmp.Execute(command, arguments).status());
@@ -182,6 +184,8 @@ Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms) {
   std::string part = file + ".part";
   std::error_code ec;
   std::filesystem::remove(part, ec);
+  struct stat older {};
+  bool had_older = ::stat(file.c_str(), &older) == 0;
   auto status = qmp.QueryStatus();
   if (!status.ok()) return status.status().Prefixed("Save-VM");
   bool was_running = *status == "running";
@@ -204,7 +208,11 @@ Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms) {
     (void)qmp.Execute("migrate_cancel");
     return undo(done.status().Prefixed("QMP migrate to " + file));
   }
-  while (!std::filesystem::exists(file)) {
+  // Done when `file` is the part file renamed (another inode than an older save's).
+  for (;;) {
+    struct stat now {};
+    if (::stat(file.c_str(), &now) == 0 && !(had_older && now.st_dev == older.st_dev && now.st_ino == older.st_ino))
+      break;
     if (MsUntil(deadline) == 0) return undo(Status::Error("QEMU completed, but " + file + " was not written in time"));
     Pause(5);
   }

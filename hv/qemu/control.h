@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -75,8 +76,9 @@ Status UnplugNic(QmpClient& qmp, const std::string& id, int timeout_ms);
 
 /// Save-VM: pauses the VM, raises the migration bandwidth cap, and migrates its state to `file`
 /// (through `exec:`: QEMU 7.2 has no file: URI; written aside as FILE.part and renamed into place
-/// once complete), within `timeout_ms`. On success the VM stays paused (the caller quits QEMU);
-/// on error it runs again if it ran before, and no `file` is left.
+/// once complete, so an older `file` stays whole until the new one replaces it), within
+/// `timeout_ms`. On success the VM stays paused (the caller quits QEMU); on error it runs again if
+/// it ran before, and no part file is left.
 Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms);
 
 /// The QemuConfig::incoming that starts a VM from a state SaveToFile wrote: "exec:cat 'FILE'".

@@ -73,8 +73,7 @@ class Run {
       LAB_RETURN_IF_ERROR(Resume(vm->qmp, 60000));
       round.restore_running_ms = MsSince(t);
       LAB_RETURN_IF_ERROR(Alive(vm->p, "Start-VM from the saved state"));
-      round.restore_agent_ms = MsSince(t);
-      fs::remove(state);
+      round.restore_agent_ms = MsSince(t);  // the file stays: the next round's Save-VM replaces it
 
       t = Clock::now();
       LAB_RETURN_IF_ERROR(SaveCheckpoint(vm->qmp, "bench", 120000));
