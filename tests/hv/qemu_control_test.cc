@@ -407,6 +407,13 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   };
   const std::string mac = "52:54:00:20:20:01";
   std::vector<QemuProcess> started;
+  // A failed REQUIRE leaves nothing running: the QEMUs this test started go by their pids.
+  struct StopAll {
+    std::vector<QemuProcess>& started;
+    ~StopAll() {
+      for (const auto& p : started) (void)StopQemu(p, 0, 3000);
+    }
+  } stop_all{started};
   auto start = [&](const QemuConfig& c) {
     auto p = StartQemu(c);
     INFO(p.message());
@@ -470,7 +477,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   }
   CHECK(actual == uint64_t{256} << 20);
   uint64_t total_ballooned = mem_total_kib(agent_a);
-  CHECK(total_before - total_ballooned >= 120 * 1024);
+  CHECK(total_ballooned + 120 * 1024 <= total_before);
   REQUIRE(SetBalloon(qmp_a, uint64_t{384} << 20).ok());
 
   // Save-VM with an adapter and a running process, then Start-VM from the file with a new tap.
@@ -550,7 +557,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   INFO(moved.message());
   REQUIRE(moved.ok());
   CHECK(moved->total_ms > 0);
-  CHECK(moved->downtime_ms > 0);
+  CHECK(moved->downtime_ms >= 0);
   CHECK(moved->downtime_ms <= moved->total_ms);
   WARN("Move-VM: total " << moved->total_ms << " ms, downtime " << moved->downtime_ms << " ms");
   { QmpClient gone = std::move(qmp_b); }
