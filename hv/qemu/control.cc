@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "base/deadline.h"
 #include "base/quote.h"
 #include "hv/kernel/netlink.h"
 
@@ -22,11 +23,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int MsUntil(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left > 0 ? static_cast<int>(left) : 0;
-}
 
 void Pause(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
