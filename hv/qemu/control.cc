@@ -260,6 +260,8 @@ Result<std::vector<std::string>> ListCheckpoints(QmpClient& qmp) {
 
 // ---- Move-VM ----
 
+std::string MigrationUri(const std::string& run_dir) { return "unix:" + run_dir + "/migrate.sock"; }
+
 Result<MigrationStats> MigrateTo(QmpClient& from, QmpClient& to, const std::string& uri, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   auto fail = [&](const Status& error) -> Result<MigrationStats> {

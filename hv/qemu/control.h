@@ -109,10 +109,15 @@ struct MigrationStats {
   uint64_t transferred = 0; // bytes ("ram"/"transferred")
 };
 
+/// The URI a VM's live migration goes through: "unix:RUN_DIR/migrate.sock" under the source's
+/// run directory.
+std::string MigrationUri(const std::string& run_dir);
+
 /// Move-VM of a running VM: `to` is a QEMU started with incoming "defer" and the same devices
 /// (its taps may be in another namespace); migrate-incoming `uri` on it ("unix:PATH", a socket
 /// under the VM's run directory), migrate to `uri` on `from`, and up to `timeout_ms` until the
-/// source says completed and the destination runs. The source stays paused (the caller quits it).
+/// source says completed and the destination runs (QEMU removes its unix socket once connected).
+/// The source stays paused (the caller quits it).
 /// On error the migration is cancelled and the source runs on.
 Result<MigrationStats> MigrateTo(QmpClient& from, QmpClient& to, const std::string& uri, int timeout_ms);
 

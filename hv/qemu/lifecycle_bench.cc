@@ -87,7 +87,7 @@ class Run {
       auto dest = Start("defer");
       if (!dest.ok()) return dest.status();
       t = Clock::now();
-      auto moved = MigrateTo(vm->qmp, dest->qmp, "unix:" + vm->p.run_dir + "/migrate.sock", 120000);
+      auto moved = MigrateTo(vm->qmp, dest->qmp, MigrationUri(vm->p.run_dir), 120000);
       if (!moved.ok()) return moved.status();
       round.migrate_ms = MsSince(t);
       round.migrate_total_ms = moved->total_ms;

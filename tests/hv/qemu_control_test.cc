@@ -423,14 +423,16 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   };
   auto connect = [](const QemuProcess& p) {
     auto qmp = QmpClient::Connect(p.qmp_socket(), 5000);
+    INFO(qmp.message());
     REQUIRE(qmp.ok());
     return std::move(qmp).value();
   };
   auto agent_of = [](const QemuProcess& p, int timeout_ms) {
     auto agent = AgentClient::Connect(p.agent_socket(), 5000);
+    INFO(agent.message());
     REQUIRE(agent.ok());
     auto ping = agent->Ping(timeout_ms);
-    INFO(p.console_log());
+    INFO(p.console_log() << ": " << ping.message());
     REQUIRE(ping.ok());
     return std::move(agent).value();
   };
@@ -498,7 +500,9 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   CHECK(fs::file_size(state) > 1000000);
   CHECK_FALSE(fs::exists(state + ".part"));
   { QmpClient gone = std::move(qmp_a); }  // QEMU's monitor serves one client: StopQemu's quit
-  REQUIRE(StopQemu(a, 0, 5000).ok());
+  auto stopped_a = StopQemu(a, 0, 5000);
+  INFO(stopped_a.message());
+  REQUIRE(stopped_a.ok());
   CHECK_FALSE(Link(ns, "tq0").has_value());  // QEMU died: its tap with it
 
   QemuConfig restore = in("b");
@@ -553,15 +557,18 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   QemuProcess c = start(dest);
   tap_c.Close();
   auto qmp_c = connect(c);
-  auto moved = MigrateTo(qmp_b, qmp_c, "unix:" + b.run_dir + "/migrate.sock", 120000);
+  auto moved = MigrateTo(qmp_b, qmp_c, MigrationUri(b.run_dir), 120000);
   INFO(moved.message());
   REQUIRE(moved.ok());
+  CHECK_FALSE(fs::exists(b.run_dir + "/migrate.sock"));
   CHECK(moved->total_ms > 0);
   CHECK(moved->downtime_ms >= 0);
   CHECK(moved->downtime_ms <= moved->total_ms);
   WARN("Move-VM: total " << moved->total_ms << " ms, downtime " << moved->downtime_ms << " ms");
   { QmpClient gone = std::move(qmp_b); }
-  REQUIRE(StopQemu(b, 0, 5000).ok());
+  auto stopped_b = StopQemu(b, 0, 5000);
+  INFO(stopped_b.message());
+  REQUIRE(stopped_b.ok());
   auto agent_c = agent_of(c, 60000);
   CHECK(Sh(agent_c, "kill -0 " + sleeper + " && echo alive") == "alive\n");
   CHECK(Uptime(agent_c) >= uptime_restored);
