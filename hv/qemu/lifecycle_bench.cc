@@ -49,11 +49,9 @@ class Run {
     auto t = Clock::now();
     auto vm = Start("");
     if (!vm.ok()) return vm.status();
-    auto agent = AgentClient::Connect(vm->p.agent_socket(), 5000);
-    if (!agent.ok()) return agent.status();
-    LAB_RETURN_IF_ERROR(agent->Ping(180000).status());
+    LAB_RETURN_IF_ERROR(vm->agent.Ping(180000).status());
     r.boot_ms = MsSince(t);
-    auto sleeper = agent->Exec({"sh", "-c", "sleep 1000000 </dev/null >/dev/null 2>&1 & echo $!"}, 30000);
+    auto sleeper = vm->agent.Exec({"sh", "-c", "sleep 1000000 </dev/null >/dev/null 2>&1 & echo $!"}, 30000);
     if (!sleeper.ok()) return sleeper.status();
     if (sleeper->exit_code != 0) return Status::Error("the guest cannot start a process: " + sleeper->output);
     sleeper_ = sleeper->output.substr(0, sleeper->output.find('\n'));
@@ -72,7 +70,7 @@ class Run {
       if (!vm.ok()) return vm.status();
       LAB_RETURN_IF_ERROR(Resume(vm->qmp, 60000));
       round.restore_running_ms = MsSince(t);
-      LAB_RETURN_IF_ERROR(Alive(vm->p, "Start-VM from the saved state"));
+      LAB_RETURN_IF_ERROR(Alive(*vm, "Start-VM from the saved state"));
       round.restore_agent_ms = MsSince(t);  // the file stays: the next round's Save-VM replaces it
 
       t = Clock::now();
@@ -82,7 +80,7 @@ class Run {
       LAB_RETURN_IF_ERROR(LoadCheckpoint(vm->qmp, "bench", 120000));
       round.checkpoint_restore_ms = MsSince(t);
       LAB_RETURN_IF_ERROR(DeleteCheckpoint(vm->qmp, "bench", 120000));
-      LAB_RETURN_IF_ERROR(Alive(vm->p, "Restore-VMCheckpoint"));
+      LAB_RETURN_IF_ERROR(Alive(*vm, "Restore-VMCheckpoint"));
 
       auto dest = Start("defer");
       if (!dest.ok()) return dest.status();
@@ -94,7 +92,7 @@ class Run {
       round.downtime_ms = moved->downtime_ms;
       LAB_RETURN_IF_ERROR(Stop(*vm));
       vm = std::move(dest);
-      LAB_RETURN_IF_ERROR(Alive(vm->p, "Move-VM"));
+      LAB_RETURN_IF_ERROR(Alive(*vm, "Move-VM"));
       r.rounds.push_back(round);
     }
     return r;
@@ -104,6 +102,7 @@ class Run {
   struct Vm {
     QemuProcess p;
     QmpClient qmp;
+    AgentClient agent;
   };
 
   Result<Vm> Start(const std::string& incoming) {
@@ -117,7 +116,12 @@ class Run {
     started_.push_back(*p);
     auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
     if (!qmp.ok()) return qmp.status();
-    return Vm{*p, std::move(qmp).value()};
+    // The agent's socket gets its client before a saved state loads: the state says the host was
+    // connected, and a QEMU without a client there would tell the guest it hung up (its agent
+    // then reopens the port, and a request arriving in that instant is lost).
+    auto agent = AgentClient::Connect(p->agent_socket(), 5000);
+    if (!agent.ok()) return agent.status();
+    return Vm{*p, std::move(qmp).value(), std::move(agent).value()};
   }
 
   /// QEMU's monitor takes one client at a time: ours goes before StopQemu connects to quit it.
@@ -127,10 +131,8 @@ class Run {
   }
 
   /// The guest answers its agent and the process started after boot still runs.
-  Status Alive(const QemuProcess& p, const std::string& after) {
-    auto agent = AgentClient::Connect(p.agent_socket(), 5000);
-    if (!agent.ok()) return agent.status().Prefixed(after);
-    auto r = agent->Exec({"kill", "-0", sleeper_}, 60000);
+  Status Alive(Vm& vm, const std::string& after) {
+    auto r = vm.agent.Exec({"kill", "-0", sleeper_}, 60000);
     if (!r.ok()) return r.status().Prefixed(after);
     if (r->exit_code != 0) return Status::Error(after + ": the guest's process " + sleeper_ + " is gone");
     return Status::Ok();

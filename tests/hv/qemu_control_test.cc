@@ -427,21 +427,27 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
     REQUIRE(qmp.ok());
     return std::move(qmp).value();
   };
-  auto agent_of = [](const QemuProcess& p, int timeout_ms) {
+  // Connected as soon as QEMU runs, before any saved state loads: the state says the host was
+  // connected, and a QEMU whose agent socket has no client then tells the guest it hung up, whose
+  // agent reopens its port, and a request that lands in that instant is lost with the port's data.
+  auto agent_of = [](const QemuProcess& p) {
     auto agent = AgentClient::Connect(p.agent_socket(), 5000);
     INFO(agent.message());
     REQUIRE(agent.ok());
-    auto ping = agent->Ping(timeout_ms);
-    INFO(p.console_log() << ": " << ping.message());
-    REQUIRE(ping.ok());
     return std::move(agent).value();
+  };
+  auto ping = [](AgentClient& agent, const QemuProcess& p, int timeout_ms) {
+    auto reply = agent.Ping(timeout_ms);
+    INFO(p.console_log() << ": " << reply.message());
+    REQUIRE(reply.ok());
   };
   auto ns = ScratchNs();
 
   // Boot.
   QemuProcess a = start(in("a"));
   auto qmp_a = connect(a);
-  auto agent_a = agent_of(a, 180000);
+  auto agent_a = agent_of(a);
+  ping(agent_a, a, 180000);
 
   // Add-VMNetworkAdapter while it runs: the guest sees the MAC and pings the tap's namespace.
   {
@@ -512,10 +518,11 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   QemuProcess b = start(restore);
   tap_b.Close();
   auto qmp_b = connect(b);
+  auto agent_b = agent_of(b);
   auto resumed = Resume(qmp_b, 60000);
   INFO(resumed.message());
   REQUIRE(resumed.ok());
-  auto agent_b = agent_of(b, 60000);
+  ping(agent_b, b, 60000);
   CHECK(Sh(agent_b, "kill -0 " + sleeper + " && echo alive") == "alive\n");
   double uptime_restored = Uptime(agent_b);
   CHECK(uptime_restored >= uptime_saved);  // the same boot going on, not a new one
@@ -557,6 +564,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   QemuProcess c = start(dest);
   tap_c.Close();
   auto qmp_c = connect(c);
+  auto agent_c = agent_of(c);
   auto moved = MigrateTo(qmp_b, qmp_c, MigrationUri(b.run_dir), 120000);
   INFO(moved.message());
   REQUIRE(moved.ok());
@@ -569,7 +577,7 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   auto stopped_b = StopQemu(b, 0, 5000);
   INFO(stopped_b.message());
   REQUIRE(stopped_b.ok());
-  auto agent_c = agent_of(c, 60000);
+  ping(agent_c, c, 60000);
   CHECK(Sh(agent_c, "kill -0 " + sleeper + " && echo alive") == "alive\n");
   CHECK(Uptime(agent_c) >= uptime_restored);
   CHECK(ShUntil(agent_c, "ip neigh flush dev " + nic + "; ping -c 1 -W 2 10.20.0.1", 30000));
