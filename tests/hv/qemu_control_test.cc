@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -583,8 +584,13 @@ TEST_CASE("A running guest gets and loses an adapter, balloons, is saved to a fi
   CHECK(ShUntil(agent_c, "ip neigh flush dev " + nic + "; ping -c 1 -W 2 10.20.0.1", 30000));
   CHECK(Link(other_ns, "tq0")->rx_packets > 0);
 
+  // QEMU killed outright: its tap, held by nothing else, goes with it.
+  REQUIRE(Link(other_ns, "tq0").has_value());
+  REQUIRE(IsRunning(c));
+  ::kill(c.pid, SIGKILL);
   { QmpClient gone = std::move(qmp_c); }
-  for (const auto& p : started) REQUIRE(StopQemu(p, 0, 5000).ok());
+  for (const auto& p : started) REQUIRE(StopQemu(p, 0, 5000).ok());  // reaps it
+  CHECK_FALSE(IsRunning(c));
   CHECK_FALSE(Link(ns, "tq0").has_value());
   CHECK_FALSE(Link(other_ns, "tq0").has_value());
   fs::remove_all(dir);
