@@ -11,6 +11,7 @@
 #include "hv/kernel/doctor.h"
 #include "hv/kernel/probe.h"
 #include "hv/qemu/boot.h"
+#include "hv/qemu/lifecycle_bench.h"
 
 namespace lab::cli {
 
@@ -59,6 +60,38 @@ void AddInternal(CLI::App& app, Globals& g) {
     }
     std::printf("%s %s %s %.0f ms\n", floor ? "floor" : "agent", kvm ? "kvm" : "tcg", r->kernel.c_str(), r->ready_ms);
     for (const auto& line : r->init_lines) std::fprintf(stderr, "  %s\n", line.c_str());
+  });
+
+  // bench/qemu-lifecycle.sh: one guest through save, start from the file, checkpoint, restore and
+  // live migration, each timed (hv/qemu/lifecycle_bench.h). One line per round, KEY=VALUE.
+  auto* life = app.add_subcommand("__qemu-lifecycle", "");
+  life->group("");
+  static int rounds = 3;
+  life->add_option("--rounds", rounds);
+  life->callback([&g] {
+    hv::qemu::LifecycleOptions o;
+    o.state_dir = g.state_dir;
+    o.run_dir = g.run_dir + "/qemu-lifecycle-" + std::to_string(::getpid());
+    o.guest_init = (std::filesystem::path(InitPath()).parent_path() / "lab-guest-init").string();
+    o.rounds = rounds;
+    bool kvm = hv::kernel::JudgeKvm(hv::kernel::ProbeKvm(2000)).state == hv::kernel::kCapUsable;
+    o.accel = kvm ? hv::qemu::Accel::kKvm : hv::qemu::Accel::kTcg;
+    auto r = hv::qemu::MeasureLifecycle(o);
+    if (!r.ok()) {
+      std::fprintf(stderr, "lab __qemu-lifecycle: %s\n", r.message().c_str());
+      g_exit_code = 1;
+      return;
+    }
+    std::printf("boot %s %s boot_ms=%.0f\n", kvm ? "kvm" : "tcg", r->kernel.c_str(), r->boot_ms);
+    for (size_t i = 0; i < r->rounds.size(); ++i) {
+      const auto& x = r->rounds[i];
+      std::printf("round=%zu save_ms=%.0f state_mb=%.1f restore_running_ms=%.0f restore_agent_ms=%.0f "
+                  "checkpoint_ms=%.0f checkpoint_restore_ms=%.0f migrate_ms=%.0f migrate_total_ms=%lld "
+                  "downtime_ms=%lld\n",
+                  i + 1, x.save_ms, static_cast<double>(x.state_bytes) / 1e6, x.restore_running_ms,
+                  x.restore_agent_ms, x.checkpoint_ms, x.checkpoint_restore_ms, x.migrate_ms,
+                  static_cast<long long>(x.migrate_total_ms), static_cast<long long>(x.downtime_ms));
+    }
   });
 }
 

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <optional>
 
+#include "base/scm_rights.h"
 #include "base/text.h"
 #include "hv/kernel/partition.h"
 #include "hv/kernel/partition_internal.h"
@@ -255,19 +256,7 @@ bool ChildSendFd(int sock, int fd) {
   ChildReport r;
   r.err = 0;
   r.step[0] = 'p';
-  iovec iov{&r, sizeof r};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof r);
+  return SendWithFd(sock, &r, sizeof r, fd) == static_cast<ssize_t>(sizeof r);
 }
 
 // The first message of the child: a report, with a descriptor when it carries one (the pty's

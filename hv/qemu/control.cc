@@ -1,16 +1,19 @@
 #include "hv/qemu/control.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <thread>
 
+#include "base/deadline.h"
 #include "base/quote.h"
 #include "hv/kernel/netlink.h"
 
@@ -20,11 +23,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-int MsUntil(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left > 0 ? static_cast<int>(left) : 0;
-}
 
 void Pause(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
@@ -49,7 +47,7 @@ Result<json> WaitMigration(QmpClient& qmp, Clock::time_point deadline) {
 /// Runs a snapshot-* job: the command, then query-jobs until it is concluded, its error, job-dismiss.
 Status RunJob(QmpClient& qmp, const std::string& command, json arguments, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  static uint64_t serial = 0;
+  static std::atomic<uint64_t> serial = 0;
   std::string job = "lab-" + command + "-" + std::to_string(::getpid()) + "-" + std::to_string(++serial);
   arguments["job-id"] = job;
   LAB_RETURN_IF_ERROR(qmp.Execute(command, arguments).status());
@@ -182,6 +180,8 @@ Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms) {
   std::string part = file + ".part";
   std::error_code ec;
   std::filesystem::remove(part, ec);
+  struct stat older {};
+  bool had_older = ::stat(file.c_str(), &older) == 0;
   auto status = qmp.QueryStatus();
   if (!status.ok()) return status.status().Prefixed("Save-VM");
   bool was_running = *status == "running";
@@ -204,7 +204,11 @@ Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms) {
     (void)qmp.Execute("migrate_cancel");
     return undo(done.status().Prefixed("QMP migrate to " + file));
   }
-  while (!std::filesystem::exists(file)) {
+  // Done when `file` is the part file renamed (another inode than an older save's).
+  for (;;) {
+    struct stat now {};
+    if (::stat(file.c_str(), &now) == 0 && !(had_older && now.st_dev == older.st_dev && now.st_ino == older.st_ino))
+      break;
     if (MsUntil(deadline) == 0) return undo(Status::Error("QEMU completed, but " + file + " was not written in time"));
     Pause(5);
   }
@@ -213,15 +217,16 @@ Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms) {
 
 Status Resume(QmpClient& qmp, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  // While an incoming state loads, cont only says "run once loaded".
-  LAB_RETURN_IF_ERROR(qmp.Execute("cont").status().Prefixed("Start-VM"));
+  // While an incoming state loads, cont only means "run once loaded", and QEMU forgets it when the
+  // state says the VM was paused (Save-VM pauses first): cont again once it is loaded.
   for (;;) {
     auto status = qmp.QueryStatus();
     if (!status.ok()) return status.status().Prefixed("Start-VM (the saved state did not load?)");
     if (*status == "running") return Status::Ok();
+    if (*status != "inmigrate") LAB_RETURN_IF_ERROR(qmp.Execute("cont").status().Prefixed("Start-VM"));
     if (MsUntil(deadline) == 0)
       return Status::Error("Start-VM: the VM is still " + *status + " after " + std::to_string(timeout_ms) + " ms");
-    Pause(5);
+    if (*status == "inmigrate") Pause(5);
   }
 }
 
@@ -254,6 +259,8 @@ Result<std::vector<std::string>> ListCheckpoints(QmpClient& qmp) {
 }
 
 // ---- Move-VM ----
+
+std::string MigrationUri(const std::string& run_dir) { return "unix:" + run_dir + "/migrate.sock"; }
 
 Result<MigrationStats> MigrateTo(QmpClient& from, QmpClient& to, const std::string& uri, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);

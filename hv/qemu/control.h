@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -75,8 +76,9 @@ Status UnplugNic(QmpClient& qmp, const std::string& id, int timeout_ms);
 
 /// Save-VM: pauses the VM, raises the migration bandwidth cap, and migrates its state to `file`
 /// (through `exec:`: QEMU 7.2 has no file: URI; written aside as FILE.part and renamed into place
-/// once complete), within `timeout_ms`. On success the VM stays paused (the caller quits QEMU);
-/// on error it runs again if it ran before, and no `file` is left.
+/// once complete, so an older `file` stays whole until the new one replaces it), within
+/// `timeout_ms`. On success the VM stays paused (the caller quits QEMU); on error it runs again if
+/// it ran before, and no part file is left.
 Status SaveToFile(QmpClient& qmp, const std::string& file, int timeout_ms);
 
 /// The QemuConfig::incoming that starts a VM from a state SaveToFile wrote: "exec:cat 'FILE'".
@@ -107,10 +109,15 @@ struct MigrationStats {
   uint64_t transferred = 0; // bytes ("ram"/"transferred")
 };
 
+/// The URI a VM's live migration goes through: "unix:RUN_DIR/migrate.sock" under the source's
+/// run directory.
+std::string MigrationUri(const std::string& run_dir);
+
 /// Move-VM of a running VM: `to` is a QEMU started with incoming "defer" and the same devices
 /// (its taps may be in another namespace); migrate-incoming `uri` on it ("unix:PATH", a socket
 /// under the VM's run directory), migrate to `uri` on `from`, and up to `timeout_ms` until the
-/// source says completed and the destination runs. The source stays paused (the caller quits it).
+/// source says completed and the destination runs (QEMU removes its unix socket once connected).
+/// The source stays paused (the caller quits it).
 /// On error the migration is cancelled and the source runs on.
 Result<MigrationStats> MigrateTo(QmpClient& from, QmpClient& to, const std::string& uri, int timeout_ms);
 

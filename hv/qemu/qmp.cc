@@ -10,19 +10,13 @@
 #include <cstring>
 #include <thread>
 
+#include "base/deadline.h"
+#include "base/scm_rights.h"
+
 namespace lab::hv::qemu {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-namespace {
-
-int MsUntil(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left > 0 ? static_cast<int>(left) : 0;
-}
-
-}  // namespace
 
 QmpClient::QmpClient(QmpClient&& other) noexcept
     : fd_(other.fd_), buffer_(std::move(other.buffer_)), events_(std::move(other.events_)),
@@ -93,20 +87,8 @@ Status QmpClient::Send(const json& message, int fd) {
   if (fd >= 0) {
     // The fd rides on the first chunk; QEMU's monitor collects it with recvmsg before it parses
     // the command that names it.
-    iovec iov{line.data(), line.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
     ssize_t n;
-    do n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    do n = SendWithFd(fd_, line.data(), line.size(), fd);
     while (n < 0 && errno == EINTR);
     if (n <= 0) return ErrnoStatus("QMP: QEMU closed its monitor");
     done = static_cast<size_t>(n);
