@@ -255,7 +255,7 @@ std::string MountRoot(const std::string& kind) {
   if (::mount("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work") == 0)
     return "";
   // Without the overlay the host's tree stays read-only: the places programs write get a tmpfs.
-  Say("overlay over 9p refused (" + Errno() + "): read-only root with tmpfs on /etc/lab /var /root");
+  Say("overlay over 9p refused (" + Errno() + "): read-only root with tmpfs on /var and /root");
   if (::mount("/lower", "/newroot", nullptr, MS_BIND, nullptr) != 0) return "bind the 9p root: " + Errno();
   for (const char* d : {"/newroot/var", "/newroot/root"})
     if (::mount("tmpfs", d, "tmpfs", 0, "mode=755") != 0) Say(std::string("mount ") + d + ": " + Errno());
