@@ -1,6 +1,7 @@
 // The initramfs of a qemu VM: a gzip-compressed newc cpio with lab's guest init as /init, the
-// kernel modules the guest needs before it has a root disk (and everything they depend on), and
-// busybox's applets where the host has busybox-static.
+// kernel modules the guest needs (and everything they depend on: a Debian root has no modules of
+// the guest's kernel), listed by the phase the init loads them in, and busybox's applets where the
+// host has busybox-static.
 //
 // The Debian kernel package ships no modules.dep, so the dependency closure is computed from each
 // module's own `.modinfo` section (its `depends=` line), indexed over the package's module tree.
