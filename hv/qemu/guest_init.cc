@@ -67,8 +67,10 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kFloorMarker = "lab-floor-marker";
 /// Written by pid 1 once the background module loader is done (tests and the agent wait for it).
 constexpr const char* kModulesLoaded = "/run/lab/modules-loaded";
-/// 9p's message size: 512 KiB, what virtio's queue carries (the kernel clamps it if less).
-constexpr const char* k9pOptions = "trans=virtio,version=9p2000.L,msize=524288,cache=loose";
+/// The 9p root's mount options but its message size (`lab.9p_msize=BYTES` on the command line,
+/// for measuring; else k9pMsize: see docs/qemu.md).
+constexpr const char* k9pOptions = "trans=virtio,version=9p2000.L,cache=loose,msize=";
+constexpr const char* k9pMsize = "524288";
 
 /// A line on the console, with the guest's uptime (as the kernel's own log has it).
 void Say(const std::string& line) {
@@ -93,6 +95,7 @@ struct Cmdline {
   bool floor = false;
   std::string root;   // "", "9p", "disk"
   std::string agent;  // the agent program's path, "" = pid 1 answers the port itself
+  std::string msize = k9pMsize;
 };
 
 Cmdline ParseCmdline(const std::string& text) {
@@ -102,6 +105,7 @@ Cmdline ParseCmdline(const std::string& text) {
     if (w == "lab.floor") c.floor = true;
     if (w.rfind("lab.root=", 0) == 0) c.root = w.substr(9);
     if (w.rfind("lab.agent=", 0) == 0) c.agent = w.substr(10);
+    if (w.rfind("lab.9p_msize=", 0) == 0) c.msize = w.substr(13);
   }
   return c;
 }
@@ -238,7 +242,7 @@ bool WaitForPath(const std::string& path, int ms) {
 }
 
 /// Mounts the guest's root at /newroot; "" when done, else what failed.
-std::string MountRoot(const std::string& kind) {
+std::string MountRoot(const std::string& kind, const std::string& msize) {
   ::mkdir("/newroot", 0755);
   if (kind == "disk") {
     if (!WaitForPath("/dev/vda", 10000)) return "no /dev/vda (is the disk attached?)";
@@ -248,7 +252,8 @@ std::string MountRoot(const std::string& kind) {
   if (kind != "9p") return "unknown lab.root=" + kind + " (9p or disk)";
   ::mkdir("/lower", 0755);
   ::mkdir("/rw", 0755);
-  if (::mount("labroot", "/lower", "9p", MS_RDONLY, k9pOptions) != 0) return "mount 9p labroot: " + Errno();
+  std::string options = k9pOptions + msize;
+  if (::mount("labroot", "/lower", "9p", MS_RDONLY, options.c_str()) != 0) return "mount 9p labroot: " + Errno();
   if (::mount("tmpfs", "/rw", "tmpfs", 0, "mode=755") != 0) return "mount tmpfs for the overlay: " + Errno();
   ::mkdir("/rw/upper", 0755);
   ::mkdir("/rw/work", 0755);
@@ -593,7 +598,7 @@ int main() {
   // which remains mounted underneath the new root.
   pid_t loader = StartLateLoader();
   if (!cmd.root.empty()) {
-    std::string err = MountRoot(cmd.root);
+    std::string err = MountRoot(cmd.root, cmd.msize);
     if (err.empty()) err = SwitchRoot();
     if (err.empty())
       Say("root is lab.root=" + cmd.root);
