@@ -6,9 +6,9 @@
 //     then those of the root the kernel command line asks for: `lab.root=9p` (9p, overlay) or
 //     `lab.root=disk` (virtio_blk, ext4). A module that fails is reported on the console and
 //     skipped; one listed with CPU flags (kvm_amd: svm) is loaded only for a processor with one;
-//  3. a child (niced) loads the "late" modules in the background (networking, bridge, veth,
-//     nftables, tun, kvm, balloon, the ACPI power button) from the initramfs it keeps as its root;
-//     when it is done pid 1 writes kModulesLoaded and listens to the power button;
+//  3. a child (niced) loads the "button" modules (pid 1 then listens to the ACPI power button) and
+//     the "late" ones (networking, bridge, veth, nftables, tun, kvm, balloon) in the background,
+//     from the initramfs it keeps as its root; when it is done pid 1 writes kModulesLoaded;
 //  4. `lab.root=9p`: the host tree exported with mount tag `labroot` is mounted read-only and made
 //     writable by an overlay whose upper is a tmpfs; `lab.root=disk`: /dev/vda (ext4) read-write.
 //     Then switch_root to it (the initramfs stays underneath: the module loader still reads it);
@@ -219,17 +219,29 @@ void ChildDefaults() {
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
-/// The "late" phase in a niced child, so that the agent is not kept waiting by it. The child's
-/// root stays the initramfs (where the module files are) after pid 1 switches root.
-pid_t StartLateLoader() {
+/// The "button" and "late" phases in a niced child, so that the agent is not kept waiting by
+/// them. The child's root stays the initramfs (where the module files are) after pid 1 switches
+/// root. It writes a byte to *button_ready (a pipe pid 1 polls) once the power button is loaded.
+pid_t StartLateLoader(int* button_ready) {
+  int fds[2];
+  *button_ready = -1;
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    Say("pipe: " + Errno());
+    fds[0] = fds[1] = -1;
+  }
   pid_t pid = ::fork();
   if (pid == 0) {
     ChildDefaults();
     ::setpriority(PRIO_PROCESS, 0, 10);
+    LoadPhase("button");
+    if (fds[1] >= 0 && ::write(fds[1], "b", 1) < 0) {
+    }
     LoadPhase("late");
     ::_exit(0);
   }
   if (pid < 0) Say("fork the module loader: " + Errno());
+  if (fds[1] >= 0) ::close(fds[1]);
+  *button_ready = fds[0];
   return pid;
 }
 
@@ -429,7 +441,8 @@ bool WriteAll(int fd, const std::string& s) {
 /// reaps every child, and powers off when asked.
 class Supervisor {
  public:
-  Supervisor(const Cmdline& cmd, pid_t loader, std::string port) : cmd_(cmd), loader_(loader), port_(std::move(port)) {}
+  Supervisor(const Cmdline& cmd, pid_t loader, int button_ready, std::string port)
+      : cmd_(cmd), loader_(loader), button_ready_(button_ready), port_(std::move(port)) {}
 
   [[noreturn]] void Run() {
     sigset_t set;
@@ -439,7 +452,7 @@ class Supervisor {
     Reap();  // a child that ended before the signalfd existed
     if (!cmd_.agent.empty()) StartAgent();
     for (;;) {
-      std::vector<pollfd> fds = {{sigfd_, POLLIN, 0}};
+      std::vector<pollfd> fds = {{sigfd_, POLLIN, 0}, {button_ready_, POLLIN, 0}};
       for (int b : buttons_) fds.push_back({b, POLLIN, 0});
       if (port_fd_ >= 0) fds.push_back({port_fd_, POLLIN, 0});
       int timeout = -1;
@@ -453,7 +466,8 @@ class Supervisor {
       if (cmd_.agent.empty() && port_fd_ < 0) until(reopen_at_);
       if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR) Say("poll: " + Errno());
       if (fds[0].revents & POLLIN) Signals();
-      for (size_t i = 1; i <= buttons_.size(); ++i)
+      if (fds[1].revents & (POLLIN | POLLHUP)) ButtonLoaded();
+      for (size_t i = 2; i < 2 + buttons_.size(); ++i)
         if (fds[i].revents & POLLIN) Button(fds[i].fd);
       if (port_fd_ >= 0 && (fds.back().revents & (POLLIN | POLLHUP | POLLERR))) PortReadable();
       now = Clock::now();
@@ -478,7 +492,6 @@ class Supervisor {
       if (pid == loader_) {
         loader_ = 0;
         std::ofstream(kModulesLoaded) << "ok\n";
-        buttons_ = OpenPowerButtons();
       } else if (pid == agent_) {
         agent_ = 0;
         auto ran = Clock::now() - agent_started_;
@@ -492,6 +505,13 @@ class Supervisor {
         pause_ms_ = std::min(pause_ms_ * 2, 1000);
       }
     }
+  }
+
+  /// The loader says the button's modules are in (or it ended: the pipe hangs up).
+  void ButtonLoaded() {
+    ::close(button_ready_);
+    button_ready_ = -1;  // poll ignores a negative fd
+    buttons_ = OpenPowerButtons();
   }
 
   void Button(int fd) {
@@ -561,6 +581,7 @@ class Supervisor {
 
   Cmdline cmd_;
   pid_t loader_;
+  int button_ready_;
   std::string port_;
   int sigfd_ = -1;
   std::vector<int> buttons_;
@@ -596,7 +617,8 @@ int main() {
   if (!cmd.root.empty()) LoadPhase(cmd.root == "disk" ? "disk" : "9p");
   // Forked before the switch: the loader's root stays the initramfs (where the module files are),
   // which remains mounted underneath the new root.
-  pid_t loader = StartLateLoader();
+  int button_ready = -1;
+  pid_t loader = StartLateLoader(&button_ready);
   if (!cmd.root.empty()) {
     std::string err = MountRoot(cmd.root, cmd.msize);
     if (err.empty()) err = SwitchRoot();
@@ -606,5 +628,5 @@ int main() {
       Say("root (lab.root=" + cmd.root + "): " + err + "; staying in the initramfs");
   }
   RootMounts();
-  Supervisor(cmd, loader, WaitForPort()).Run();
+  Supervisor(cmd, loader, button_ready, WaitForPort()).Run();
 }

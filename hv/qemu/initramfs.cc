@@ -231,12 +231,14 @@ std::vector<ModuleRoot> GuestModuleRoots() {
       // An image's disk: ext4 needs crc32c_generic on a processor without SSE4.2 (qemu64).
       {"virtio_blk", {}, "disk"}, {"crc32c_generic", {}, "disk"}, {"ext4", {}, "disk"},
   };
-  // In the background once the agent runs: adapters, lab's partition driver inside the guest
-  // (bridges, veth, nftables NAT and bridge-family filters, overlay roots), QEMU inside it (tun,
-  // kvm), dynamic memory, entropy, and the power button Stop-VM presses (ACPI button + evdev).
+  // In the background once the agent runs: first the power button Stop-VM presses (ACPI button +
+  // evdev), then adapters, lab's partition driver inside the guest (bridges, veth, nftables NAT and
+  // bridge-family filters, overlay roots), QEMU inside it (tun, kvm), dynamic memory, entropy.
+  roots.push_back({"button", {}, "button"});
+  roots.push_back({"evdev", {}, "button"});
   // crc32c_generic first: libcrc32c (nf_tables, nf_nat) and ext4 ask the crypto API for "crc32c"
   // when they load, a soft dependency .modinfo's depends= does not list.
-  for (const char* m : {"crc32c_generic", "virtio_net", "virtio_balloon", "virtio_rng", "button", "evdev", "overlay", "bridge", "veth",
+  for (const char* m : {"crc32c_generic", "virtio_net", "virtio_balloon", "virtio_rng", "overlay", "bridge", "veth",
                         "tun", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct", "nft_meta_bridge",
                         "9pnet_virtio", "9p", "virtio_blk", "ext4"})
     roots.push_back({m, {}, "late"});

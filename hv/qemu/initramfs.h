@@ -42,10 +42,12 @@ Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, c
 ///   "boot"  before anything else: what the agent's port needs (virtio transport and console);
 ///   "9p"    when `lab.root=9p`, before the root is mounted (9p over virtio, overlay);
 ///   "disk"  when `lab.root=disk`, before the root is mounted (virtio_blk, ext4);
-///   "late"  in the background once the agent runs: networking, what lab's partition driver needs
-///           inside (bridge, veth, nftables with NAT and the bridge family, overlay), QEMU's needs
-///           (tun, kvm), balloon, entropy, and the ACPI power button.
-inline constexpr const char* kModulePhases[] = {"boot", "9p", "disk", "late"};
+///   "button" in the background, first: the ACPI power button and its event device (Stop-VM is
+///           heard as soon as can be);
+///   "late"  in the background then: networking, what lab's partition driver needs inside
+///           (bridge, veth, nftables with NAT and the bridge family, overlay), QEMU's needs (tun,
+///           kvm), balloon and entropy.
+inline constexpr const char* kModulePhases[] = {"boot", "9p", "disk", "button", "late"};
 
 /// A module the guest needs, the phase it is loaded in, and the processor flags it is loaded for
 /// (none: always).
