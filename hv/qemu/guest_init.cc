@@ -454,7 +454,9 @@ class Supervisor {
     for (;;) {
       std::vector<pollfd> fds = {{sigfd_, POLLIN, 0}, {button_ready_, POLLIN, 0}};
       for (int b : buttons_) fds.push_back({b, POLLIN, 0});
-      if (port_fd_ >= 0) fds.push_back({port_fd_, POLLIN, 0});
+      size_t buttons_end = fds.size();  // buttons_ may grow below, the poll set does not
+      bool port_polled = port_fd_ >= 0;
+      if (port_polled) fds.push_back({port_fd_, POLLIN, 0});
       int timeout = -1;
       auto now = Clock::now();
       auto until = [&](Clock::time_point t) {
@@ -467,9 +469,9 @@ class Supervisor {
       if (::poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR) Say("poll: " + Errno());
       if (fds[0].revents & POLLIN) Signals();
       if (fds[1].revents & (POLLIN | POLLHUP)) ButtonLoaded();
-      for (size_t i = 2; i < 2 + buttons_.size(); ++i)
+      for (size_t i = 2; i < buttons_end; ++i)
         if (fds[i].revents & POLLIN) Button(fds[i].fd);
-      if (port_fd_ >= 0 && (fds.back().revents & (POLLIN | POLLHUP | POLLERR))) PortReadable();
+      if (port_polled && (fds.back().revents & (POLLIN | POLLHUP | POLLERR))) PortReadable();
       now = Clock::now();
       if (restart_pending_ && now >= restart_at_) StartAgent();
       if (cmd_.agent.empty() && port_fd_ < 0 && now >= reopen_at_) OpenPort();

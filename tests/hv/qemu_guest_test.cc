@@ -328,6 +328,9 @@ table bridge labfilter {
   }
 }
 EOF
+    test -c /dev/net/tun && echo "tun: ok"
+    mkdir -p /tmp/o/l /tmp/o/u /tmp/o/w /tmp/o/m &&
+      mount -t overlay overlay -o lowerdir=/tmp/o/l,upperdir=/tmp/o/u,workdir=/tmp/o/w /tmp/o/m && echo "overlay: ok"
     touch /etc/lab-written && echo "root writable: ok"
     ip -o link show lo | grep -q 'UP' && echo "lo: up"
     for m in /dev/pts /dev/shm /tmp /run /sys/fs/cgroup; do
@@ -399,6 +402,8 @@ EOF
     }
     CHECK(all.find("bridge and veth: ok\n") != std::string::npos);
     CHECK(all.find("nft rules: 2\n") != std::string::npos);
+    CHECK(all.find("tun: ok\n") != std::string::npos);
+    CHECK(all.find("overlay: ok\n") != std::string::npos);
     CHECK(all.find("root writable: ok\n") != std::string::npos);
     CHECK(all.find("lo: up\n") != std::string::npos);
     CHECK(all.find("mounted /dev/pts devpts\n") != std::string::npos);
