@@ -201,6 +201,21 @@ TEST_CASE("An image's disk is ext4 of its merged layers with lab's tools, made o
   CHECK(missing.message().find(dir + "/nope") != std::string::npos);
   CHECK_FALSE(fs::exists(cache + "/img2.raw"));
 
+  // Two labs asking for the same new image at once: one builds, the other waits and finds it.
+  Result<std::string> first = Status::Error("not run"), second = Status::Error("not run");
+  std::thread a([&] { first = EnsureImageDisk(cache, "img3", layers, ""); });
+  std::thread b([&] { second = EnsureImageDisk(cache, "img3", layers, ""); });
+  a.join();
+  b.join();
+  REQUIRE(first.ok());
+  REQUIRE(second.ok());
+  CHECK(*first == *second);
+  CHECK(DebugfsLs(*first, "/etc").find(" added") != std::string::npos);
+  for (const auto& e : fs::directory_iterator(cache)) {
+    std::string n = e.path().filename().string();
+    CHECK((n.rfind("img1+tools-0123.", 0) == 0 || n == "img3.raw" || n == "img3.lock" || n == "img2.lock"));
+  }
+
   std::string vm = dir + "/vm.qcow2";
   REQUIRE(CreateVmDisk(vm, *raw).ok());
   auto info = RunCommand({"qemu-img", "info", "--output=json", vm}, 30000);
