@@ -29,6 +29,7 @@
 #include "hv/qemu/kernel.h"
 #include "hv/qemu/process.h"
 #include "hv/qemu/qmp.h"
+#include "tests/hv/qemu_support.h"
 #include "tests/support.h"
 
 namespace lab::hv::qemu {
@@ -37,16 +38,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-/// The Debian kernel the qemu tests share (cached across runs), or nothing: the caller SKIPs.
-std::optional<GuestKernel> TestKernel() {
-  const char* cache_env = std::getenv("LAB_TEST_KERNEL_CACHE");
-  auto kernel = FetchKernel(cache_env ? cache_env : "/var/tmp/lab-test-kernels");
-  if (!kernel.ok()) {
-    WARN("SKIP: no guest kernel: " + kernel.message());
-    return std::nullopt;
-  }
-  return *kernel;
-}
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
@@ -62,7 +53,7 @@ void Write(const std::string& path, const std::string& data, unsigned mode = 064
 }
 
 TEST_CASE("The guest's modules load the agent's port first and lab's needs inside the guest in the background", "[hv][qemu]") {
-  auto kernel = TestKernel();
+  auto kernel = testing::TestKernel();
   if (!kernel) return;
   std::vector<std::string> files;
   auto list = ModuleLoadList(kernel->modules, kernel->release, GuestModuleRoots(), &files);
@@ -274,16 +265,6 @@ bool PowersOffOnButton(const QemuProcess& p, int timeout_ms) {
   return false;
 }
 
-/// Waits (at most 3 minutes of TCG) for the guest init's background module loader to be done.
-bool WaitModulesLoaded(AgentClient& agent) {
-  for (int i = 0; i < 1800; ++i) {
-    auto r = agent.Exec({"cat", "/run/lab/modules-loaded"}, 30000);
-    if (!r.ok()) return false;
-    if (r->exit_code == 0) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
 
 TEST_CASE("Guests boot on the host's tree over 9p with a supervised agent and on an image's disk, and power off on the button", "[root][hv][qemu]") {
   LAB_REQUIRE_ROOT("booting qemu guests");
@@ -295,7 +276,7 @@ TEST_CASE("Guests boot on the host's tree over 9p with a supervised agent and on
     WARN("SKIP: the image guest needs busybox-static for its commands");
     return;
   }
-  auto kernel = TestKernel();
+  auto kernel = testing::TestKernel();
   if (!kernel) return;
   // Under /var/tmp: the 9p guest sees the host's tree, but its /tmp is its own tmpfs.
   std::string dir = "/var/tmp/lab-qemu-guest-XXXXXX";
@@ -398,7 +379,7 @@ EOF
     auto write = agent->Exec({"sh", "-c", "echo kept > /root/kept"}, 30000);
     REQUIRE(write.ok());
     CHECK(write->exit_code == 0);
-    REQUIRE(WaitModulesLoaded(*agent));
+    REQUIRE(testing::WaitModulesLoaded(*agent));
     CHECK(PowersOffOnButton(*image_vm, 60000));
     CHECK(StopQemu(*image_vm, 0, 3000).ok());
   }

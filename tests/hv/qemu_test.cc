@@ -26,6 +26,7 @@
 #include "hv/qemu/kernel.h"
 #include "hv/qemu/process.h"
 #include "hv/qemu/qmp.h"
+#include "tests/hv/qemu_support.h"
 #include "tests/support.h"
 
 namespace lab::hv::qemu {
@@ -412,16 +413,6 @@ bool Has(const std::vector<std::string>& flags, const std::string& f) {
   return std::find(flags.begin(), flags.end(), f) != flags.end();
 }
 
-/// Waits (at most 3 minutes of TCG) for the guest init's background module loader to be done.
-bool WaitModulesLoaded(AgentClient& agent) {
-  for (int i = 0; i < 1800; ++i) {
-    auto r = agent.Exec({"cat", "/run/lab/modules-loaded"}, 30000);
-    if (!r.ok()) return false;
-    if (r->exit_code == 0) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
 
 TEST_CASE("Two guests boot from Debian's kernel, one with svm exposed and one hidden, and answer their agent", "[root][hv][qemu]") {
   LAB_REQUIRE_ROOT("booting qemu guests");
@@ -429,14 +420,8 @@ TEST_CASE("Two guests boot from Debian's kernel, one with svm exposed and one hi
     WARN("SKIP: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
     return;
   }
-  // The kernel cache outlives the test (a download is 70 MB); LAB_TEST_KERNEL_CACHE moves it.
-  const char* cache_env = std::getenv("LAB_TEST_KERNEL_CACHE");
-  std::string cache = cache_env ? cache_env : "/var/tmp/lab-test-kernels";
-  auto kernel = FetchKernel(cache);
-  if (!kernel.ok()) {
-    WARN("SKIP: no guest kernel: " + kernel.message());
-    return;
-  }
+  auto kernel = testing::TestKernel();
+  if (!kernel) return;
   std::string dir = testing::TempDir("lab-qemu");
   std::string initrd = dir + "/initrd.gz";
   REQUIRE(BuildInitramfs(*kernel, std::string(LAB_BINARY_DIR) + "/lab-guest-init", StaticBusybox(), initrd).ok());
@@ -470,7 +455,7 @@ TEST_CASE("Two guests boot from Debian's kernel, one with svm exposed and one hi
     bool svm = Has(ping->cpu_flags, "svm"), vmx = Has(ping->cpu_flags, "vmx");
     // kvm is loaded in the background after the agent answers: /dev/kvm is judged once the init
     // says its modules are loaded (which takes busybox's cat to read).
-    bool loaded = !StaticBusybox().empty() && WaitModulesLoaded(*agent);
+    bool loaded = !StaticBusybox().empty() && testing::WaitModulesLoaded(*agent);
     if (loaded) {
       ping = agent->Ping(30000);
       REQUIRE(ping.ok());
