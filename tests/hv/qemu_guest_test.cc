@@ -119,7 +119,7 @@ std::vector<std::string> SyntheticImage(const std::string& dir) {
     fs::create_directories(lower + "/bin");
     fs::copy_file(bb, lower + "/bin/busybox");
     ::chmod((lower + "/bin/busybox").c_str(), 0755);
-    for (const char* applet : {"sh", "cat", "test", "ls", "sync", "echo"})
+    for (const char* applet : {"sh", "cat", "test", "ls", "sync", "echo", "kill"})
       fs::create_symlink("busybox", lower + "/bin/" + applet);
   }
   Write(upper + "/etc/added", "upper\n");
@@ -253,10 +253,8 @@ int ConnectUnix(const std::string& path) {
   return fd;
 }
 
-/// Presses the ACPI power button and waits for QEMU (our child) to exit by itself.
-bool PowersOffOnButton(const QemuProcess& p, int timeout_ms) {
-  auto qmp = QmpClient::Connect(p.qmp_socket(), 5000);
-  if (!qmp.ok() || !qmp->SystemPowerdown().ok()) return false;
+/// Waits for QEMU (our child) to exit by itself: the guest powered off.
+bool ExitsByItself(const QemuProcess& p, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (Clock::now() < deadline) {
     if (::waitpid(p.pid, nullptr, WNOHANG) == p.pid) return true;
@@ -265,8 +263,13 @@ bool PowersOffOnButton(const QemuProcess& p, int timeout_ms) {
   return false;
 }
 
+/// Presses the ACPI power button and waits for QEMU to exit by itself.
+bool PowersOffOnButton(const QemuProcess& p, int timeout_ms) {
+  auto qmp = QmpClient::Connect(p.qmp_socket(), 5000);
+  return qmp.ok() && qmp->SystemPowerdown().ok() && ExitsByItself(p, timeout_ms);
+}
 
-TEST_CASE("Guests boot on the host's tree over 9p with a supervised agent and on an image's disk, and power off on the button", "[root][hv][qemu]") {
+TEST_CASE("Guests boot on the host's tree over 9p with a supervised agent and on an image's disk, and power off on the button or SIGTERM", "[root][hv][qemu]") {
   LAB_REQUIRE_ROOT("booting qemu guests");
   if (FindInPath("qemu-system-x86_64").empty() || FindInPath("qemu-img").empty()) {
     WARN("SKIP: QEMU is not installed (apt-get install qemu-system-x86 qemu-utils)");
@@ -426,6 +429,10 @@ EOF
     auto kept = agent->Exec({"cat", "/root/kept"}, 30000);
     REQUIRE(kept.ok());
     CHECK(kept->output == "kept\n");
+    // pid 1 powers off on SIGTERM too (what a shutdown inside the guest sends it).
+    auto term = agent->Exec({"kill", "-TERM", "1"}, 30000);
+    REQUIRE(term.ok());
+    CHECK(ExitsByItself(*second, 60000));
   }
   CHECK(StopQemu(*second, 0, 3000).ok());
   CHECK(Sha256(*raw) == raw_hash);
