@@ -12,6 +12,8 @@ packages=(
   dnsmasq-base ccache
   libarchive-dev   # the qemu driver: the kernel .deb, its payload, the initramfs (hv/qemu/)
   qemu-system-x86 busybox-static   # the qemu driver's tests boot real guests (busybox: commands in them)
+  qemu-utils e2fsprogs   # the qemu driver: qcow2 disks of VMs (qemu-img), ext4 disks of images (mkfs.ext4 -d)
+  nftables   # the qemu guest test runs nft inside a guest whose root is the host tree (never from lab)
   dpkg-dev file   # the Debian package (cpack -G DEB: dpkg-shlibdeps finds its Depends)
   graphviz        # lab graph --format svg|png runs its dot; the graph tests render every lab with it
   clang-14 libclang-rt-14-dev   # the fuzzer and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)

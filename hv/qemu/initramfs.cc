@@ -153,77 +153,58 @@ std::vector<std::string> ModuleDepends(std::string_view ko) {
   return deps;
 }
 
-std::vector<ModuleRoot> GuestModuleRoots() {
-  return {{"virtio_pci", {}}, {"virtio_console", {}}, {"virtio_net", {}},   {"virtio_blk", {}},
-          {"crc32c_generic", {}}, {"ext4", {}},     {"kvm_amd", {"svm"}}, {"kvm_intel", {"vmx"}}};
-}
+namespace {
 
-Result<std::string> ModuleLoadList(const std::string& modules_dir, const std::string& release,
-                                   const std::vector<ModuleRoot>& roots, std::vector<std::string>* files) {
-  std::vector<std::string> names;
-  for (const auto& r : roots) names.push_back(r.name);
-  auto order = ModuleClosure(modules_dir, names);
-  if (!order.ok()) return order.status();
-  // Each module's flags: the union over the roots that pull it in; none when any root needs none.
-  std::map<std::string, std::set<std::string>> needs;
-  std::set<std::string> always;
-  for (const auto& r : roots) {
-    auto closure = ModuleClosure(modules_dir, {r.name});
-    if (!closure.ok()) return closure.status();
-    for (const auto& m : *closure) {
-      if (r.needs_flag.empty()) always.insert(m);
-      for (const auto& f : r.needs_flag) needs[m].insert(f);
-    }
-  }
-  std::string list;
-  for (const auto& m : *order) {
-    list += "/lib/modules/" + release + "/" + m;
-    if (!always.count(m) && needs.count(m)) {
-      std::string alternatives;
-      for (const auto& f : needs[m]) alternatives += (alternatives.empty() ? "" : "|") + f;
-      list += " " + alternatives;
-    }
-    list += "\n";
-  }
-  if (files) *files = *order;
-  return list;
-}
+/// The module tree of a kernel: each module's path by name, and what is built in.
+struct ModuleIndex {
+  std::string dir;
+  std::map<std::string, std::string> by_name;  // name -> path relative to dir
+  std::set<std::string> builtin;
+  std::map<std::string, std::vector<std::string>> depends;  // read once per module
+};
 
-Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, const std::vector<std::string>& roots) {
-  std::map<std::string, std::string> by_name;  // name -> path relative to modules_dir
+Result<ModuleIndex> IndexModules(const std::string& modules_dir) {
+  ModuleIndex index;
+  index.dir = modules_dir;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(fs::path(modules_dir) / "kernel", ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     std::string file = it->path().filename().string();
     if (file.find(".ko") == std::string::npos || !it->is_regular_file()) continue;
-    by_name[ModuleName(file)] = fs::relative(it->path(), modules_dir).string();
+    index.by_name[ModuleName(file)] = fs::relative(it->path(), modules_dir).string();
   }
-  if (by_name.empty()) return Status::Error("no kernel modules under " + modules_dir + "/kernel");
-  std::set<std::string> builtin;
+  if (index.by_name.empty()) return Status::Error("no kernel modules under " + modules_dir + "/kernel");
   std::ifstream list(fs::path(modules_dir) / "modules.builtin");
   for (std::string line; std::getline(list, line);)
-    builtin.insert(ModuleName(line.substr(line.rfind('/') + 1)));
+    index.builtin.insert(ModuleName(line.substr(line.rfind('/') + 1)));
+  return index;
+}
 
+Result<std::vector<std::string>> Closure(ModuleIndex& index, const std::vector<std::string>& roots) {
   std::vector<std::string> order;
   std::set<std::string> done, visiting;
   Status st;
   std::function<void(const std::string&, const std::string&)> visit = [&](const std::string& name,
                                                                         const std::string& needed_by) {
     if (!st.ok() || done.count(name) || visiting.count(name)) return;
-    auto found = by_name.find(name);
-    if (found == by_name.end()) {
-      if (!builtin.count(name))
+    auto found = index.by_name.find(name);
+    if (found == index.by_name.end()) {
+      if (!index.builtin.count(name))
         st = Status::Error("kernel module '" + name + "'" + (needed_by.empty() ? "" : " (needed by " + needed_by + ")") +
-                           " is neither under " + modules_dir + " nor built into the kernel");
+                           " is neither under " + index.dir + " nor built into the kernel");
       return;
     }
     visiting.insert(name);
-    std::string ko;
-    if (!ReadFile(modules_dir + "/" + found->second, &ko)) {
-      st = ErrnoStatus("cannot read " + found->second);
-      return;
+    auto deps = index.depends.find(name);
+    if (deps == index.depends.end()) {
+      std::string ko;
+      if (!ReadFile(index.dir + "/" + found->second, &ko)) {
+        st = ErrnoStatus("cannot read " + found->second);
+        return;
+      }
+      deps = index.depends.emplace(name, ModuleDepends(ko)).first;
     }
-    for (const auto& dep : ModuleDepends(ko)) visit(dep, name);
+    for (const auto& dep : deps->second) visit(dep, name);
     visiting.erase(name);
     done.insert(name);
     order.push_back(found->second);
@@ -231,6 +212,82 @@ Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, c
   for (const auto& root : roots) visit(root, "");
   if (!st.ok()) return st;
   return order;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, const std::vector<std::string>& roots) {
+  auto index = IndexModules(modules_dir);
+  if (!index.ok()) return index.status();
+  return Closure(*index, roots);
+}
+
+std::vector<ModuleRoot> GuestModuleRoots() {
+  std::vector<ModuleRoot> roots = {
+      // The agent's port: nothing else is needed before lab can talk to the guest.
+      {"virtio_pci", {}, "boot"}, {"virtio_console", {}, "boot"},
+      // `image: host`: the host's tree over 9p, made writable by an overlay.
+      {"9pnet_virtio", {}, "9p"}, {"9p", {}, "9p"}, {"overlay", {}, "9p"},
+      // An image's disk: ext4 needs crc32c_generic on a processor without SSE4.2 (qemu64).
+      {"virtio_blk", {}, "disk"}, {"crc32c_generic", {}, "disk"}, {"ext4", {}, "disk"},
+  };
+  // In the background once the agent runs: first the power button Stop-VM presses (ACPI button +
+  // evdev), then adapters, lab's partition driver inside the guest (bridges, veth, nftables NAT and
+  // bridge-family filters, overlay roots), QEMU inside it (tun, kvm), dynamic memory, entropy.
+  roots.push_back({"button", {}, "button"});
+  roots.push_back({"evdev", {}, "button"});
+  // crc32c_generic first: libcrc32c (nf_tables, nf_nat) and ext4 ask the crypto API for "crc32c"
+  // when they load, a soft dependency .modinfo's depends= does not list.
+  for (const char* m : {"crc32c_generic", "virtio_net", "virtio_balloon", "virtio_rng", "overlay", "bridge", "veth",
+                        "tun", "nf_tables", "nft_chain_nat", "nft_masq", "nft_nat", "nft_ct", "nft_meta_bridge",
+                        "9pnet_virtio", "9p", "virtio_blk", "ext4"})
+    roots.push_back({m, {}, "late"});
+  roots.push_back({"kvm_amd", {"svm"}, "late"});
+  roots.push_back({"kvm_intel", {"vmx"}, "late"});
+  return roots;
+}
+
+Result<std::string> ModuleLoadList(const std::string& modules_dir, const std::string& release,
+                                   const std::vector<ModuleRoot>& roots, std::vector<std::string>* files) {
+  auto index = IndexModules(modules_dir);
+  if (!index.ok()) return index.status();
+  std::string list;
+  std::vector<std::string> all;
+  std::set<std::string> seen;
+  for (const char* phase : kModulePhases) {
+    std::vector<ModuleRoot> in_phase;
+    for (const auto& r : roots)
+      if (r.phase == phase) in_phase.push_back(r);
+    if (in_phase.empty()) continue;
+    std::vector<std::string> names;
+    for (const auto& r : in_phase) names.push_back(r.name);
+    auto order = Closure(*index, names);
+    if (!order.ok()) return order.status();
+    // Each module's flags: the union over the roots that pull it in; none when any root needs none.
+    std::map<std::string, std::set<std::string>> needs;
+    std::set<std::string> always;
+    for (const auto& r : in_phase) {
+      auto closure = Closure(*index, {r.name});
+      if (!closure.ok()) return closure.status();
+      for (const auto& m : *closure) {
+        if (r.needs_flag.empty()) always.insert(m);
+        for (const auto& f : r.needs_flag) needs[m].insert(f);
+      }
+    }
+    list += std::string("[") + phase + "]\n";
+    for (const auto& m : *order) {
+      list += "/lib/modules/" + release + "/" + m;
+      if (!always.count(m) && needs.count(m)) {
+        std::string alternatives;
+        for (const auto& f : needs[m]) alternatives += (alternatives.empty() ? "" : "|") + f;
+        list += " " + alternatives;
+      }
+      list += "\n";
+      if (seen.insert(m).second) all.push_back(m);
+    }
+  }
+  if (files) *files = all;
+  return list;
 }
 
 std::string StaticBusybox() {

@@ -1,6 +1,7 @@
 // The initramfs of a qemu VM: a gzip-compressed newc cpio with lab's guest init as /init, the
-// kernel modules the guest needs before it has a root disk (and everything they depend on), and
-// busybox's applets where the host has busybox-static.
+// kernel modules the guest needs (and everything they depend on: a Debian root has no modules of
+// the guest's kernel), listed by the phase the init loads them in, and busybox's applets where the
+// host has busybox-static.
 //
 // The Debian kernel package ships no modules.dep, so the dependency closure is computed from each
 // module's own `.modinfo` section (its `depends=` line), indexed over the package's module tree.
@@ -37,17 +38,32 @@ std::vector<std::string> ModuleDepends(std::string_view ko);
 /// modules.builtin) is left out; a root that is neither is an error naming it.
 Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, const std::vector<std::string>& roots);
 
-/// A module the guest needs, and the processor flags it is loaded for (none: always).
+/// When the guest init loads a module (ModuleRoot::phase):
+///   "boot"  before anything else: what the agent's port needs (virtio transport and console);
+///   "9p"    when `lab.root=9p`, before the root is mounted (9p over virtio, overlay);
+///   "disk"  when `lab.root=disk`, before the root is mounted (virtio_blk, ext4);
+///   "button" in the background, first: the ACPI power button and its event device (Stop-VM is
+///           heard as soon as can be);
+///   "late"  in the background then: networking, what lab's partition driver needs inside
+///           (bridge, veth, nftables with NAT and the bridge family, overlay), QEMU's needs (tun,
+///           kvm), balloon and entropy.
+inline constexpr const char* kModulePhases[] = {"boot", "9p", "disk", "button", "late"};
+
+/// A module the guest needs, the phase it is loaded in, and the processor flags it is loaded for
+/// (none: always).
 struct ModuleRoot {
   std::string name;
   std::vector<std::string> needs_flag;  // any of them
+  std::string phase = "boot";
 };
-/// The modules a qemu VM's initramfs carries: virtio transport, console, network and block, ext4
-/// with crc32c, and kvm_amd (for svm) / kvm_intel (for vmx).
+/// The modules a qemu VM's initramfs carries, by phase (kModulePhases).
 std::vector<ModuleRoot> GuestModuleRoots();
 
-/// /etc/lab/modules for `roots`: one line per module of their closures, in load order, as
-/// "/lib/modules/RELEASE/PATH" plus " FLAG|FLAG" when only roots that need a flag pull it in.
+/// /etc/lab/modules for `roots`: for each phase that has roots (in kModulePhases' order), a line
+/// "[PHASE]" and then one line per module of the closure of that phase's roots, in load order, as
+/// "/lib/modules/RELEASE/PATH" plus " FLAG|FLAG" when only roots that need a flag pull it in. A
+/// module may be listed in several phases (9p and disk are alternatives; late needs what both
+/// may have loaded): the init loads each once. `files`: every module of every phase, once.
 Result<std::string> ModuleLoadList(const std::string& modules_dir, const std::string& release,
                                    const std::vector<ModuleRoot>& roots, std::vector<std::string>* files);
 
