@@ -22,6 +22,7 @@
 #include "hv/agent/remote.h"
 #include "hv/kernel/doctor.h"
 #include "hv/kernel/partition.h"
+#include "hv/kernel/partition_internal.h"
 #include "hv/linux_observe.h"
 #include "hv/qemu/agent_client.h"
 #include "hv/qemu/control.h"
@@ -107,7 +108,8 @@ class Router final : public Hypervisor {
     return h;
   }
   /// This hypervisor runs inside `s` (it is the agent's own VM).
-  bool IsSelf(const PartitionSpec& s) const { return !ctx_.inside.empty() && ctx_.inside.back() == s.name; }
+  bool IsSelf(const PartitionSpec& s) const { return IsSelf(s.name); }
+  bool IsSelf(const std::string& vm) const { return !ctx_.inside.empty() && ctx_.inside.back() == vm; }
   /// A qemu VM whose QEMU runs at this level.
   bool Here(const PartitionSpec& s) const { return s.IsQemu() && s.within.size() == ctx_.inside.size(); }
 
@@ -306,6 +308,9 @@ class Router final : public Hypervisor {
   /// The guest's own side of CreatePartition: this hypervisor runs inside `s`.
   Result<std::string> AdoptSelf(const PartitionSpec& s) {
     const std::string what = "VM '" + s.name + "' (inside)";
+    // The guest's init loads what lab needs inside (bridge, veth, nftables, kvm) after the agent
+    // answers; VMs and switches inside are made once it has.
+    for (int i = 0; i < 1200 && !fs::exists("/run/lab/modules-loaded"); ++i) ::usleep(50000);
     LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root).Prefixed(what));
     std::string ns = MachineRun(s.name) + "/ns";
     std::error_code ec;
@@ -318,6 +323,11 @@ class Router final : public Hypervisor {
       ::unlink(link.c_str());
       if (::symlink((std::string("/proc/1/ns/") + kind).c_str(), link.c_str()) != 0) return ErrnoStatus(what + ": symlink " + link);
     }
+    // Its cgroup, where commands run in it join (the VM's limits are QEMU's: none here).
+    std::vector<std::string> safe;
+    for (const auto& m : s.lineage) safe.push_back(KernelPathName(m));
+    bool created = false;
+    LAB_RETURN_IF_ERROR(kernel::CgroupCreate("lab/" + ctx_.Mark() + "/m/" + Join(safe, "/"), 0, 0, &created).Prefixed(what));
     std::string name = s.ComputerName();
     if (::sethostname(name.c_str(), name.size()) != 0) return ErrnoStatus(what + ": sethostname");
     LAB_RETURN_IF_ERROR(WriteFile("/etc/hostname", name + "\n").Prefixed(what));
@@ -500,6 +510,7 @@ class Router final : public Hypervisor {
   static std::string NicId(const AdapterSpec& s) { return "n" + s.port; }
 
   Result<std::string> ConnectAdapter(const AdapterSpec& s) override {
+    if (IsSelf(s.vm)) return local_->ConnectAdapter(s);  // the guest's side of its own adapter
     if (Hypervisor* r = Route(s.within)) return r->ConnectAdapter(s);
     if (s.vm_driver != "qemu") return local_->ConnectAdapter(s);
     const std::string what = "adapter '" + s.Written() + "' of VM '" + s.vm + "'";
@@ -531,6 +542,7 @@ class Router final : public Hypervisor {
     return json{{"port", *port}}.dump();
   }
   Status RemoveAdapter(const AdapterSpec& s, const std::string& f) override {
+    if (IsSelf(s.vm)) return local_->RemoveAdapter(s, f);
     if (GoesWithItsVm(s.within)) return Status::Ok();
     if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveAdapter(s, f));
     if (s.vm_driver != "qemu") return local_->RemoveAdapter(s, f);
@@ -543,18 +555,21 @@ class Router final : public Hypervisor {
     return local_->RemoveAdapter(s, f);
   }
   Result<std::string> SetAdapter(const AdapterSpec& s, const std::string& f) override {
+    if (IsSelf(s.vm)) return local_->SetAdapter(s, f);
     if (Hypervisor* r = Route(s.within)) return r->SetAdapter(s, f);
     auto here = local_->SetAdapter(s, f);
     if (!here || s.vm_driver != "qemu") return here;
     return At(GuestChain(s)).SetAdapter(s, f);
   }
   Status RepairAdapter(const AdapterSpec& s) override {
+    if (IsSelf(s.vm)) return local_->RepairAdapter(s);
     if (Hypervisor* r = Route(s.within)) return r->RepairAdapter(s);
     LAB_RETURN_IF_ERROR(local_->RepairAdapter(s));
     if (s.vm_driver != "qemu") return Status::Ok();
     return At(GuestChain(s)).RepairAdapter(s);
   }
   Status AnnounceAdapter(const AdapterSpec& s, const std::vector<BridgeAt>& flush) override {
+    if (IsSelf(s.vm)) return local_->AnnounceAdapter(s, flush);
     if (Hypervisor* r = Route(s.within)) return r->AnnounceAdapter(s, flush);
     LAB_RETURN_IF_ERROR(local_->AnnounceAdapter(s, flush));
     if (s.vm_driver != "qemu") return Status::Ok();
