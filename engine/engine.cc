@@ -482,7 +482,8 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       drift_of[owner].push_back(st.drift.back());
     }
     // A machine whose links or addresses drifted still runs; one found dead or half made does not.
-    bool alive = !found.count(r.key) || (what != "not running" && !IsPending(facts));
+    // "not running", or "not running: " and why (a qemu VM's QEMU gone).
+    bool alive = !found.count(r.key) || (what.rfind("not running", 0) != 0 && !IsPending(facts));
     if (r.kind == Kind::kPartition || r.kind == Kind::kNetwork) {
       MachineStatus m;
       m.name = r.spec.value("name", std::string());

@@ -296,14 +296,18 @@ json ToJson(const Seen& s) {
 
 void MergeSeen(const json& j, Seen* into) {
   if (!into || !j.is_object()) return;
-  for (const auto& [key, i] : j.value("interfaces", json::object()).items()) {
+  // Each taken out first: items() of a temporary would outlive it.
+  const json ifs = j.value("interfaces", json::object());
+  const json gws = j.value("default_gateways", json::object());
+  const json dns = j.value("dns_servers", json::object());
+  for (const auto& [key, i] : ifs.items()) {
     SeenInterface s{i.value("machine", ""), i.value("name", ""), i.value("up", false), {}};
     for (const auto& a : i.value("addresses", json::array()))
       if (auto c = Cidr::Parse(a.get<std::string>())) s.addresses.push_back(*c);
     into->interfaces[key] = std::move(s);
   }
-  for (const auto& [m, v] : j.value("default_gateways", json::object()).items()) into->default_gateways[m] = IpsFrom(v);
-  for (const auto& [m, v] : j.value("dns_servers", json::object()).items()) into->dns_servers[m] = IpsFrom(v);
+  for (const auto& [m, v] : gws.items()) into->default_gateways[m] = IpsFrom(v);
+  for (const auto& [m, v] : dns.items()) into->dns_servers[m] = IpsFrom(v);
 }
 
 Result<json> Dispatch(Hypervisor& hv, const std::string& method, const json& a) {

@@ -142,16 +142,21 @@ class Router final : public Hypervisor {
                       {"shared_state", ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state}};
       GuestLink* link = g.get();
       g->hv = agent::MakeRemoteHypervisor(
-          [link, context](const json& request, int timeout_ms) -> Result<json> {
+          [this, link, context](const json& request, int timeout_ms) -> Result<json> {
             json req = request;
             if (req.value("op", "") == "hv") req["args"]["ctx"] = context;
-            return Send(*link, req, timeout_ms);
+            return SendTo(*link, req, timeout_ms);
           },
           vm);
     }
     return *g;
   }
 
+  /// Sends to the VM's agent, failing at once when its QEMU is not running.
+  Result<json> SendTo(GuestLink& g, const json& request, int timeout_ms) {
+    if (!FindQemu(RunDir(g.vm)).ok()) return Status::Error("VM '" + g.vm + "' is not running (no QEMU)");
+    return Send(g, request, timeout_ms);
+  }
   static Result<json> Send(GuestLink& g, const json& request, int timeout_ms) {
     std::lock_guard lock(g.mu);
     if (!g.client) {
@@ -378,7 +383,7 @@ class Router final : public Hypervisor {
     return local_->PartitionRunning(s, f);
   }
   Status StopPartition(const PartitionSpec& s, const std::string& f) override {
-    if (Hypervisor* r = Route(s.within)) return r->StopPartition(s, f);
+    if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->StopPartition(s, f));
     if (s.IsQemu()) return RemoveQemuVm(s, f, true);
     return local_->StopPartition(s, f);
   }
@@ -633,7 +638,7 @@ class Router final : public Hypervisor {
       if (Here(p.spec)) {
         if (!QemuRunning(p.spec, p.facts)) {
           auto proc = ProcessOf(p.spec, p.facts);
-          d[p.key] = "QEMU is not running" + (proc ? " (pid " + std::to_string(proc->pid) + " is gone)" : std::string());
+          d[p.key] = "not running: its QEMU" + (proc ? " (pid " + std::to_string(proc->pid) + ")" : std::string()) + " is gone";
           dead.insert(p.spec.name);
         } else {
           inward[p.spec.name].partitions.push_back(p);  // its agent sees it as itself
@@ -659,7 +664,12 @@ class Router final : public Hypervisor {
     for (auto& [k, f] : mine)
       if (!self_keys_.count(k)) d[k] = f;
     for (auto& [vm, req] : inward) {
-      if (dead.count(vm)) continue;  // what was inside went with it
+      if (dead.count(vm)) {
+        // What ran inside went with it: its VMs are not running (their switches and the rest are
+        // made again with them).
+        for (const auto& p : req.partitions) d[p.key] = "not running";
+        continue;
+      }
       req.seen = r.seen;
       for (auto& [k, f] : Guest(vm).remote().Observe(req)) d[k] = f;
     }
