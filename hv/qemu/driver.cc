@@ -139,7 +139,7 @@ class Router final : public Hypervisor {
       auto inside = ctx_.inside;
       inside.push_back(vm);
       json context = {{"lab", ctx_.lab}, {"uid", ctx_.uid}, {"inside", inside},
-                      {"shared_state", ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state}};
+                      {"shared_state", "/lab-host" + (ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state)}};
       GuestLink* link = g.get();
       g->hv = agent::MakeRemoteHypervisor(
           [this, link, context](const json& request, int timeout_ms) -> Result<json> {

@@ -269,8 +269,14 @@ std::string MountRoot(const std::string& kind, const std::string& msize) {
   if (::mount("tmpfs", "/rw", "tmpfs", 0, "mode=755") != 0) return "mount tmpfs for the overlay: " + Errno();
   ::mkdir("/rw/upper", 0755);
   ::mkdir("/rw/work", 0755);
-  if (::mount("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work") == 0)
+  if (::mount("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work") == 0) {
+    // The host's tree as the host sees it, read-only, at /lab-host (kHostView): what the guest
+    // shadows with its own mounts (/tmp, /run, lab's state) stays reachable there, e.g. the guest
+    // kernels that qemu VMs inside this one boot.
+    ::mkdir("/newroot/lab-host", 0755);
+    if (::mount("/lower", "/newroot/lab-host", nullptr, MS_BIND | MS_REC, nullptr) != 0) Say("bind /lab-host: " + Errno());
     return "";
+  }
   // Without the overlay the host's tree stays read-only: the places programs write get a tmpfs.
   Say("overlay over 9p refused (" + Errno() + "): read-only root with tmpfs on /var and /root");
   if (::mount("/lower", "/newroot", nullptr, MS_BIND, nullptr) != 0) return "bind the 9p root: " + Errno();
