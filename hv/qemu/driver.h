@@ -24,7 +24,9 @@
 namespace lab::hv::qemu {
 
 /// The accelerator qemu VMs get on this machine: "kvm" where the /dev/kvm probe runs a standard
-/// guest, "tcg" otherwise (LAB_QEMU_ACCEL=kvm|tcg overrides). Probed once per process.
-std::string ChosenAccel();
+/// guest, or, `in_lab_guest` (this is a qemu VM of a lab), where lab exposed the processor's
+/// extensions to it (svm/vmx in its CPU and /dev/kvm there); "tcg" otherwise.
+/// LAB_QEMU_ACCEL=kvm|tcg overrides. Decided once per process.
+std::string ChosenAccel(bool in_lab_guest);
 
 }  // namespace lab::hv::qemu
