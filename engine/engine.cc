@@ -189,7 +189,7 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   HoldStopped(plan, lab, snap, hv);
   // The lab's static rules (what validation does not already refuse), before the changes' own.
   hv::QemuHostFacts qemu;
-  if (HasQemu(lab)) qemu = options_.qemu_host ? *options_.qemu_host : hv::ProbeQemuHost(options_.run_dir);
+  if (HasQemu(lab)) qemu = options_.qemu_host ? *options_.qemu_host : hv::ProbeQemuHost(options_.state_dir + "/qemu");
   RuleReport rules = CheckRules(lab, qemu);
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
   plan.notes.insert(plan.notes.begin(), rules.warnings.begin(), rules.warnings.end());
@@ -493,7 +493,13 @@ Result<LabStatus> Engine::Status(const std::string& lab) {
       if (m.kind == "vm") m.driver = r.spec.value("driver", std::string(schema::kDriverPartition));
       m.state = !alive ? "off" : (r.kind == Kind::kPartition && hv->PartitionSaved(r.spec.get<hv::PartitionSpec>(), facts) ? "saved" : "running");
       auto facts_json = nlohmann::json::parse(facts, nullptr, false);
-      if (!facts_json.is_discarded() && facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);
+      // A pid of this machine: a partition's init, a qemu VM's QEMU. What lives inside a qemu VM
+      // has pids of that guest, not of this machine: none shown.
+      bool inside_guest = r.spec.contains("within") && !r.spec["within"].empty();
+      if (!facts_json.is_discarded() && !inside_guest) {
+        if (facts_json.contains("init")) m.pid = facts_json["init"].value("pid", 0);
+        else if (facts_json.contains("qemu")) m.pid = facts_json["qemu"].value("pid", 0);
+      }
       if (r.kind == Kind::kNetwork && r.spec.contains("gateway") && r.spec["gateway"].is_string()) {
         m.addresses.push_back("stand-in " + r.spec["gateway"].get<std::string>());
         if (auto subnet = Cidr::Parse(r.spec.value("subnet", std::string()))) m.network_prefix = subnet->prefix;

@@ -6,7 +6,8 @@
 // standard guests), so the accelerator is the doctor's own /dev/kvm probe (kernel::ProbeKvm,
 // judged by qemu::JudgeAccel exactly as `lab doctor` and the qemu driver judge it). That probe
 // costs milliseconds where KVM works but up to its timeouts (seconds) where KVM hangs, so its
-// verdict is kept in a small file under the run directory keyed by the boot
+// verdict is kept in a small file (STATE/qemu/qemu-accel: the run directory is lab's tmpfs, released
+// when no lab is up) keyed by the boot
 // (/proc/sys/kernel/random/boot_id): only the first command after a boot pays. Where there is no
 // /dev/kvm, or this user cannot open it, the answer is TCG at once, without a probe (a cached
 // verdict of an earlier root run wins over the latter: `lab validate` without privileges then
@@ -29,7 +30,7 @@ struct QemuHostFacts {
 /// "intel" -> kIntel, "amd" -> kAmd, "" -> kNone, anything else kOther.
 model::ProcessorVendor VendorFromName(const std::string& vendor);
 
-/// The facts of this machine (see above). `run_dir` holds the cached verdict ("" = no cache).
+/// The facts of this machine (see above). `run_dir` (STATE/qemu) holds the cached verdict ("" = no cache).
 /// Never fails: what cannot be read is TCG / kNone / 0.
 QemuHostFacts ProbeQemuHost(const std::string& run_dir);
 

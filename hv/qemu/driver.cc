@@ -1,5 +1,7 @@
 #include "hv/qemu/driver.h"
 
+#include "hv/qemu_host.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -253,7 +255,12 @@ class Router final : public Hypervisor {
     if (auto old = FindQemu(run)) (void)StopQemu(*old, 0, kQuitMs);
 
     QemuConfig c;
-    c.accel = ChosenAccel(!ctx_.inside.empty()) == "kvm" ? Accel::kKvm : Accel::kTcg;
+    // The accelerator the rules judged it with at plan time (the same cached verdict), or inside
+    // a guest lab exposed the extensions to, its KVM.
+    bool kvm = ctx_.inside.empty()
+                   ? ProbeQemuHost(ctx_.state_root + "/qemu").accel == model::Accelerator::kKvm
+                   : ChosenAccel(true) == "kvm";
+    c.accel = kvm ? Accel::kKvm : Accel::kTcg;
     c.expose_virtualization_extensions = s.expose_virtualization_extensions;
     c.processors = std::max(1, s.processor_count);
     c.memory_mib = static_cast<int>(std::max<uint64_t>(s.memory_bytes >> 20, 128));
@@ -262,7 +269,9 @@ class Router final : public Hypervisor {
     c.run_dir = run;
     c.root = RootKind::k9p;
     c.root_dir = "/";
-    c.agent_binary = SelfBinary();
+    // The guest runs this very binary, through its read-only view of this machine's tree
+    // (/lab-host: the guest's own /tmp and /run would hide a build under them).
+    c.agent_binary = "/lab-host" + SelfBinary();
     auto p = StartQemu(c);
     if (!p) return p.status().Prefixed(what);
     // From here the VM exists: an error below stops it again.
