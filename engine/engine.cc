@@ -191,6 +191,18 @@ Plan Engine::PlanFor(const schema::Lab& file_lab, const std::string& uid, const 
   hv::QemuHostFacts qemu;
   if (HasQemu(lab)) qemu = options_.qemu_host ? *options_.qemu_host : hv::ProbeQemuHost(options_.state_dir + "/qemu");
   RuleReport rules = CheckRules(lab, qemu);
+  // Said once: how the qemu VMs this plan starts will run.
+  for (const auto& a : plan.actions) {
+    if (a.type == ActionType::kDelete || a.resource.kind != Kind::kPartition) continue;
+    // A shown plan's new resources carry no spec: the lab file says which VMs are qemu VMs.
+    const std::string name = a.resource.key.substr(a.resource.key.find('/') + 1);
+    auto m = std::find_if(lab.machines.begin(), lab.machines.end(), [&](const auto& x) { return x.name == name; });
+    if (m == lab.machines.end() || !m->IsQemu()) continue;
+    plan.notes.push_back(qemu.accel == hv::model::Accelerator::kKvm
+                             ? "qemu VMs run under KVM (" + qemu.why + ")"
+                             : "qemu VMs run under QEMU's software emulation (TCG), slower than KVM: " + qemu.why);
+    break;
+  }
   plan.refusals.insert(plan.refusals.begin(), rules.errors.begin(), rules.errors.end());
   plan.notes.insert(plan.notes.begin(), rules.warnings.begin(), rules.warnings.end());
   if (placed) plan.notes.insert(plan.notes.begin(), placed->notes.begin(), placed->notes.end());

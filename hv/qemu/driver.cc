@@ -513,6 +513,10 @@ class Router final : public Hypervisor {
     return Status::Error("VM '" + vm + "' has no free slot for another network adapter (at most " +
                          std::to_string(QemuConfig{}.hotplug_ports) + ")");
   }
+  json PortsOf(const std::string& vm) {
+    std::lock_guard lock(ports_mu_);
+    return ParseFacts(ReadAll(RunDir(vm) + "/ports.json"));
+  }
   void FreePort(const std::string& vm, const std::string& id) {
     std::lock_guard lock(ports_mu_);
     std::string path = RunDir(vm) + "/ports.json";
@@ -530,11 +534,22 @@ class Router final : public Hypervisor {
     const std::string what = "adapter '" + s.Written() + "' of VM '" + s.vm + "'";
     auto qemu = FindQemu(RunDir(s.vm));
     if (!qemu) return qemu.status().Prefixed(what);
+    auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000);
+    if (!qmp) return qmp.status().Prefixed(what);
+    // A run cut short after plugging it (nothing recorded): that half goes first.
+    if (PortsOf(s.vm).contains(NicId(s))) {
+      (void)UnplugNic(*qmp, NicId(s), 10000);
+      (void)local_->RemoveAdapter(s, "{}");
+      FreePort(s.vm, NicId(s));
+    }
     auto port = TakePort(s.vm, NicId(s));
     if (!port) return port.status().Prefixed(what);
     // The tap: made in the owner, a port of the switch there, then handed to QEMU.
     auto tap = OpenTap(kernel::NsPath(MachineRun(s.owner), "net"), s.port, "");
-    if (!tap) return tap.status().Prefixed(what);
+    if (!tap) {
+      FreePort(s.vm, NicId(s));
+      return tap.status().Prefixed(what);
+    }
     auto undo = [&](const Status& st) -> Status {
       (void)local_->RemoveAdapter(s, "{}");
       FreePort(s.vm, NicId(s));
@@ -542,8 +557,6 @@ class Router final : public Hypervisor {
     };
     auto made = local_->ConnectAdapter(s);
     if (!made) return undo(made.status());
-    auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000);
-    if (!qmp) return undo(qmp.status().Prefixed(what));
     Status plugged = PlugNic(*qmp, NicAtStart{NicId(s), tap->fd(), s.mac, *port});
     if (!plugged.ok()) return undo(plugged.Prefixed(what + ": Add-VMNetworkAdapter"));
     tap->Close();  // QEMU holds it now: when QEMU goes, the tap goes
