@@ -322,9 +322,6 @@ class Router final : public Hypervisor {
   /// The guest's own side of CreatePartition: this hypervisor runs inside `s`.
   Result<std::string> AdoptSelf(const PartitionSpec& s) {
     const std::string what = "VM '" + s.name + "' (inside)";
-    // The guest's init loads what lab needs inside (bridge, veth, nftables, kvm) after the agent
-    // answers; VMs and switches inside are made once it has.
-    for (int i = 0; i < 1200 && !fs::exists("/run/lab/modules-loaded"); ++i) ::usleep(50000);
     LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root).Prefixed(what));
     std::string ns = MachineRun(s.name) + "/ns";
     std::error_code ec;
@@ -350,6 +347,15 @@ class Router final : public Hypervisor {
     return std::string("{}");
   }
 
+  /// Inside a guest: the guest's init loads what lab needs inside it (bridge, veth, nftables,
+  /// kvm) after the agent answers; what is made inside waits for it (at most a minute), while
+  /// the VM's own identity and adapters (virtio_net comes first) need not.
+  void WaitGuestModules() {
+    if (ctx_.inside.empty() || modules_ready_) return;
+    for (int i = 0; i < 1200 && !fs::exists("/run/lab/modules-loaded"); ++i) ::usleep(50000);
+    modules_ready_ = true;
+  }
+
   /// Facts of this guest's own machine as the partition driver reads them: its init is pid 1.
   static std::string SelfFacts() {
     return json{{"init", {{"pid", 1}, {"start_time", ReadProcStat(1).start_time}}}}.dump();
@@ -370,6 +376,7 @@ class Router final : public Hypervisor {
   Result<std::string> CreatePartition(const PartitionSpec& s) override {
     if (IsSelf(s)) return AdoptSelf(s);
     if (Hypervisor* r = Route(s.within)) return r->CreatePartition(s);
+    WaitGuestModules();
     if (s.IsQemu()) return CreateQemuVm(s);
     return local_->CreatePartition(s);
   }
@@ -487,7 +494,11 @@ class Router final : public Hypervisor {
   }
 
   // --- switches, adapters, NAT, DNS ---------------------------------------------------------
-  Result<std::string> CreateSwitch(const SwitchSpec& s) override { return At(s.within).CreateSwitch(s); }
+  Result<std::string> CreateSwitch(const SwitchSpec& s) override {
+    if (Hypervisor* r = Route(s.within)) return r->CreateSwitch(s);
+    WaitGuestModules();
+    return local_->CreateSwitch(s);
+  }
   Status RemoveSwitch(const SwitchSpec& s, const std::string& f) override {
     if (GoesWithItsVm(s.within)) return Status::Ok();
     if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveSwitch(s, f));
@@ -530,6 +541,7 @@ class Router final : public Hypervisor {
   Result<std::string> ConnectAdapter(const AdapterSpec& s) override {
     if (IsSelf(s.vm)) return local_->ConnectAdapter(s);  // the guest's side of its own adapter
     if (Hypervisor* r = Route(s.within)) return r->ConnectAdapter(s);
+    WaitGuestModules();
     if (s.vm_driver != "qemu") return local_->ConnectAdapter(s);
     const std::string what = "adapter '" + s.Written() + "' of VM '" + s.vm + "'";
     auto qemu = FindQemu(RunDir(s.vm));
@@ -614,7 +626,11 @@ class Router final : public Hypervisor {
     return local_->ObserveTeam(s, ports);
   }
 
-  Result<std::string> CreateNat(const NatSpec& s) override { return At(s.within).CreateNat(s); }
+  Result<std::string> CreateNat(const NatSpec& s) override {
+    if (Hypervisor* r = Route(s.within)) return r->CreateNat(s);
+    WaitGuestModules();
+    return local_->CreateNat(s);
+  }
   Status RemoveNat(const NatSpec& s, const std::string& f) override {
     if (GoesWithItsVm(s.within)) return Status::Ok();
     if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveNat(s, f));
@@ -732,6 +748,7 @@ class Router final : public Hypervisor {
   std::mutex ports_mu_;
   std::set<std::string> self_keys_;
   std::atomic<bool> tearing_down_{false};
+  std::atomic<bool> modules_ready_{false};
 };
 
 }  // namespace
