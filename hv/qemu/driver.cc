@@ -618,8 +618,16 @@ class Router final : public Hypervisor {
     if (s.IsQemu()) return RemoveQemuVm(s, f, false);
     return local_->RemovePartition(s, f);
   }
+  /// The qemu VM at this level that `within` lies in, when it is saved: "" otherwise. What is
+  /// inside a saved VM is saved with it (frozen in its memory state).
+  std::string SavedAround(const std::vector<std::string>& within) const {
+    if (within.size() <= ctx_.inside.size()) return "";
+    const std::string& vm = within[ctx_.inside.size()];
+    return fs::exists(StateFile(vm)) && !FindQemu(RunDir(vm)).ok() ? vm : "";
+  }
   bool PartitionRunning(const PartitionSpec& s, const std::string& f) override {
     if (IsSelf(s)) return true;
+    if (!SavedAround(s.within).empty()) return true;
     if (Hypervisor* r = Route(s.within)) return r->PartitionRunning(s, f);
     if (s.IsQemu()) return QemuRunning(s, f) || QemuSaved(s, f);  // a saved VM is not off
     return local_->PartitionRunning(s, f);
@@ -653,12 +661,16 @@ class Router final : public Hypervisor {
     return local_->SavePartition(s, f);
   }
   Status ResumePartition(const PartitionSpec& s, const std::string& f) override {
+    if (std::string vm = SavedAround(s.within); !vm.empty())
+      return Status::Error("VM '" + s.name + "' is saved inside VM '" + vm + "', which is saved: resume '" + vm +
+                           "' (lab resume LAB " + vm + ")");
     if (Hypervisor* r = Route(s.within)) return r->ResumePartition(s, f);
     if (s.IsQemu()) return ResumeQemuVm(s, f);
     return local_->ResumePartition(s, f);
   }
   bool PartitionSaved(const PartitionSpec& s, const std::string& f) override {
     if (IsSelf(s)) return false;
+    if (!SavedAround(s.within).empty()) return true;
     if (Hypervisor* r = Route(s.within)) return r->PartitionSaved(s, f);
     if (s.IsQemu()) return QemuSaved(s, f);
     return local_->PartitionSaved(s, f);
