@@ -282,17 +282,27 @@ class Router final : public Hypervisor {
     return path;
   }
 
-  /// Save-VM's memory state of VM `vm` (kept with its disk).
+  /// Save-VM's memory state of VM `vm` (kept with its disk), and beside it what starting from it
+  /// needs: the kernel and initramfs it ran and its adapters at the time ({"boot", "adapters"}).
   std::string StateFile(const std::string& vm) const { return DiskDir(vm) + "/state.vm"; }
+  std::string StateDevices(const std::string& vm) const { return DiskDir(vm) + "/state.json"; }
 
   /// The machine QEMU runs for VM `s`: kernel, initramfs, processor, memory and root (its image's
   /// disk, or the host's tree). Its run directory exists afterwards.
-  Result<QemuConfig> ConfigOf(const PartitionSpec& s) {
+  /// `boot` (a saved state's {"kernel", "initrd"}): the files it was saved running, used when they
+  /// are still there (the state holds that kernel's memory; resolving the kernel package again
+  /// would also cost seconds of apt-cache).
+  Result<QemuConfig> ConfigOf(const PartitionSpec& s, const json& boot = json::object()) {
     const std::string what = "VM '" + s.name + "'";
-    auto kernel = Kernel();
-    if (!kernel) return kernel.status().Prefixed(what);
-    auto initrd = Initramfs(*kernel);
-    if (!initrd) return initrd.status().Prefixed(what);
+    std::string vmlinux = boot.value("kernel", ""), initramfs = boot.value("initrd", "");
+    if (vmlinux.empty() || initramfs.empty() || !fs::exists(vmlinux) || !fs::exists(initramfs)) {
+      auto kernel = Kernel();
+      if (!kernel) return kernel.status().Prefixed(what);
+      auto initrd = Initramfs(*kernel);
+      if (!initrd) return initrd.status().Prefixed(what);
+      vmlinux = kernel->vmlinux;
+      initramfs = *initrd;
+    }
     LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root).Prefixed(what));
     std::string run = RunDir(s.name);
     std::error_code ec;
@@ -306,8 +316,8 @@ class Router final : public Hypervisor {
     c.expose_virtualization_extensions = s.expose_virtualization_extensions;
     c.processors = std::max(1, s.processor_count);
     c.memory_mib = static_cast<int>(std::max<uint64_t>(s.memory_bytes >> 20, 128));
-    c.kernel = kernel->vmlinux;
-    c.initrd = *initrd;
+    c.kernel = vmlinux;
+    c.initrd = initramfs;
     c.run_dir = run;
     if (s.image.empty()) {
       c.root = RootKind::k9p;
@@ -328,10 +338,12 @@ class Router final : public Hypervisor {
     auto config = ConfigOf(s);
     if (!config) return config.status();
     const QemuConfig& c = *config;
+    LAB_RETURN_IF_ERROR(WriteFile(c.run_dir + "/boot.json", json{{"kernel", c.kernel}, {"initrd", c.initrd}}.dump()).Prefixed(what));
     // An earlier QEMU of this VM (a run killed after starting it) is ended first; a saved state
     // is void once the VM boots afresh.
     if (auto old = FindQemu(c.run_dir)) (void)StopQemu(*old, 0, kQuitMs);
     ::unlink(StateFile(s.name).c_str());
+    ::unlink(StateDevices(s.name).c_str());
     auto p = StartQemu(c);
     if (!p) return p.status().Prefixed(what);
     // From here the VM exists: an error below stops it again.
@@ -369,6 +381,7 @@ class Router final : public Hypervisor {
     if (auto p = FindQemu(run)) LAB_RETURN_IF_ERROR(StopQemu(*p, 0, kQuitMs).Prefixed("VM '" + s.name + "'"));
     // Stop-VM of a saved VM discards its saved state (Hyper-V's "Delete Saved State").
     if (::unlink(StateFile(s.name).c_str()) != 0 && errno != ENOENT) return ErrnoStatus("VM '" + s.name + "': remove " + StateFile(s.name));
+    ::unlink(StateDevices(s.name).c_str());
     if (!keep_disk) {
       LAB_RETURN_IF_ERROR(kernel::RemoveTree(run).Prefixed("VM '" + s.name + "'"));
       LAB_RETURN_IF_ERROR(kernel::RemoveTree(DiskDir(s.name)).Prefixed("VM '" + s.name + "'"));
@@ -438,6 +451,7 @@ class Router final : public Hypervisor {
     }
     // A saved state belongs to the disk as it was: void once the disk goes back.
     ::unlink(StateFile(s.name).c_str());
+    ::unlink(StateDevices(s.name).c_str());
     return QemuImg({"snapshot", "-a", name, Qcow2(s.name)}, what).status();
   }
   Status QemuRemoveCheckpoint(const PartitionSpec& s, const std::string& name) {
@@ -481,6 +495,9 @@ class Router final : public Hypervisor {
       std::lock_guard lock(guests_mu_);
       guests_.erase(s.name);
     }
+    json devices = {{"boot", ParseFacts(ReadAll(RunDir(s.name) + "/boot.json"))}, {"adapters", AdaptersOf(s.name)},
+                    {"ports", ParseFacts(ReadAll(RunDir(s.name) + "/ports.json"))}};
+    LAB_RETURN_IF_ERROR(WriteFile(StateDevices(s.name), devices.dump()).Prefixed(what));
     {
       auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
       if (!qmp) return qmp.status().Prefixed(what);
@@ -499,21 +516,25 @@ class Router final : public Hypervisor {
     if (QemuRunning(s, facts)) return Status::Ok();
     std::string state = StateFile(s.name);
     if (!fs::exists(state)) return Status::Error(what + " has no saved state (Save-VM) to start from");
-    auto config = ConfigOf(s);
+    json devices = ParseFacts(ReadAll(StateDevices(s.name)));
+    auto config = ConfigOf(s, devices.value("boot", json::object()));
     if (!config) return config.status();
     QemuConfig& c = *config;
     c.incoming = IncomingFromFile(state);
-    std::vector<AdapterSpec> adapters = AdaptersOf(s.name);
+    std::vector<AdapterSpec> adapters;
+    for (const auto& a : devices.value("adapters", json::array())) adapters.push_back(a.get<AdapterSpec>());
     std::vector<Tap> taps;
     for (const auto& a : adapters) {
       const std::string of = "adapter '" + a.Written() + "' of " + what;
-      auto port = TakePort(s.name, NicId(a));
+      // The root port it was saved on (the state's device tree), taken again here.
+      auto port = TakePort(s.name, NicId(a), devices.value("ports", json::object()).value(NicId(a), 0));
       if (!port) return port.status().Prefixed(of);
       auto tap = OpenTap(kernel::NsPath(MachineRun(a.owner), "net"), a.port, "");
       if (!tap) return tap.status().Prefixed(of);
       // The tap side, as Connect-VMNetworkAdapter made it: filtered, a port of the switch.
       auto made = local_->ConnectAdapter(a);
       if (!made) return made.status();
+      LAB_RETURN_IF_ERROR(RememberAdapter(a).Prefixed(of));
       c.nics.push_back(NicAtStart{NicId(a), tap->fd(), a.mac, *port});
       taps.push_back(std::move(*tap));
     }
@@ -549,6 +570,7 @@ class Router final : public Hypervisor {
     auto ping = WaitAgent(s.name, 60000);
     if (!ping) return fail(ping.status().Prefixed("its agent did not answer"));
     ::unlink(state.c_str());
+    ::unlink(StateDevices(s.name).c_str());
     return Status::Ok();
   }
 
@@ -752,11 +774,17 @@ class Router final : public Hypervisor {
   Status RepairSwitch(const SwitchSpec& s) override { return At(s.within).RepairSwitch(s); }
 
   /// The root port a tap of `vm` is plugged on: the lowest free one, remembered in its run dir.
-  Result<int> TakePort(const std::string& vm, const std::string& id) {
+  /// `known`: the port it had (a saved state's), recorded again when the run directory lost it.
+  Result<int> TakePort(const std::string& vm, const std::string& id, int known = 0) {
     std::lock_guard lock(ports_mu_);
     std::string path = RunDir(vm) + "/ports.json";
     json ports = ParseFacts(ReadAll(path));
     if (ports.contains(id)) return ports[id].get<int>();
+    if (known > 0) {
+      ports[id] = known;
+      LAB_RETURN_IF_ERROR(WriteFile(path, ports.dump()));
+      return known;
+    }
     std::set<int> used;
     for (const auto& [k, v] : ports.items()) used.insert(v.get<int>());
     for (int i = 1; i <= QemuConfig{}.hotplug_ports; ++i)
