@@ -27,7 +27,9 @@
 #include "hv/kernel/partition_internal.h"
 #include "hv/linux_observe.h"
 #include "hv/qemu/agent_client.h"
+#include "hv/qemu/command.h"
 #include "hv/qemu/control.h"
+#include "hv/qemu/disk.h"
 #include "hv/qemu/doctor.h"
 #include "hv/qemu/initramfs.h"
 #include "hv/qemu/kernel.h"
@@ -182,6 +184,9 @@ class Router final : public Hypervisor {
 
   // --- qemu VMs at this level --------------------------------------------------------------
   std::optional<QemuProcess> ProcessOf(const PartitionSpec& s, const std::string& facts) const {
+    // The pid file first: a VM started again from its saved state (ResumePartition, whose facts
+    // stay as they were) runs in a QEMU the facts do not name.
+    if (auto found = FindQemu(RunDir(s.name))) return *found;
     json q = ParseFacts(facts).value("qemu", json::object());
     QemuProcess p;
     p.run_dir = RunDir(s.name);
@@ -234,15 +239,72 @@ class Router final : public Hypervisor {
     return path;
   }
 
-  Result<std::string> CreateQemuVm(const PartitionSpec& s) {
+  /// lab next to lab-init (the build tree), else this process's own binary (an installed lab).
+  std::string LabBinary() const {
+    fs::path beside = fs::path(ctx_.init_path).parent_path() / "lab";
+    std::error_code ec;
+    if (fs::exists(beside, ec)) return beside.string();
+    return SelfBinary();
+  }
+  /// lab's tools for images (lab, lab-init and their libraries: kernel::EnsureToolsForImages),
+  /// one directory per build of them, shared with the partition driver's.
+  Result<std::string> ToolsForImages() {
+    std::string id;
+    for (const std::string& f : {LabBinary(), ctx_.init_path}) {
+      struct stat st {};
+      if (::stat(f.c_str(), &st) == 0)
+        id += std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+              std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ";";
+    }
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016zx", std::hash<std::string>{}(id));
+    std::string dir = ctx_.state_root + "/images/tools/" + hex;
+    LAB_RETURN_IF_ERROR(kernel::EnsureToolsForImages(dir, LabBinary(), ctx_.init_path));
+    return dir;
+  }
+
+  /// The VM's own disk (its differencing disk over its image's read-only disk), made once: kept
+  /// across Stop-VM/Start-VM, removed with the VM.
+  Result<std::string> VmDisk(const PartitionSpec& s) {
+    std::string path = DiskDir(s.name) + "/disk.qcow2";
+    if (fs::exists(path)) return path;
+    std::string raw;
+    {
+      std::lock_guard lock(boot_mu_);  // one build of an image's disk per process
+      auto tools = ToolsForImages();
+      if (!tools) return tools.status().Prefixed("lab's tools for image '" + s.image + "'");
+      auto made = EnsureImageDisk(DiskCacheDir(ctx_.state_root), s.image_key, s.image_layers, *tools);
+      if (!made) return made.status().Prefixed("the disk of image '" + s.image + "'");
+      raw = *made;
+    }
+    std::error_code ec;
+    fs::create_directories(DiskDir(s.name), ec);
+    if (ec) return Status::Error("cannot create " + DiskDir(s.name) + ": " + ec.message());
+    LAB_RETURN_IF_ERROR(CreateVmDisk(path, raw).Prefixed("its disk"));
+    return path;
+  }
+
+  /// Save-VM's memory state of VM `vm` (kept with its disk), and beside it what starting from it
+  /// needs: the kernel and initramfs it ran and its adapters at the time ({"boot", "adapters"}).
+  std::string StateFile(const std::string& vm) const { return DiskDir(vm) + "/state.vm"; }
+  std::string StateDevices(const std::string& vm) const { return DiskDir(vm) + "/state.json"; }
+
+  /// The machine QEMU runs for VM `s`: kernel, initramfs, processor, memory and root (its image's
+  /// disk, or the host's tree). Its run directory exists afterwards.
+  /// `boot` (a saved state's {"kernel", "initrd"}): the files it was saved running, used when they
+  /// are still there (the state holds that kernel's memory; resolving the kernel package again
+  /// would also cost seconds of apt-cache).
+  Result<QemuConfig> ConfigOf(const PartitionSpec& s, const json& boot = json::object()) {
     const std::string what = "VM '" + s.name + "'";
-    if (!s.image.empty())
-      return Status::Error(what + ": a qemu VM on image '" + s.image +
-                           "' needs the image's disk, which this version cannot make yet; use image: host");
-    auto kernel = Kernel();
-    if (!kernel) return kernel.status().Prefixed(what);
-    auto initrd = Initramfs(*kernel);
-    if (!initrd) return initrd.status().Prefixed(what);
+    std::string vmlinux = boot.value("kernel", ""), initramfs = boot.value("initrd", "");
+    if (vmlinux.empty() || initramfs.empty() || !fs::exists(vmlinux) || !fs::exists(initramfs)) {
+      auto kernel = Kernel();
+      if (!kernel) return kernel.status().Prefixed(what);
+      auto initrd = Initramfs(*kernel);
+      if (!initrd) return initrd.status().Prefixed(what);
+      vmlinux = kernel->vmlinux;
+      initramfs = *initrd;
+    }
     LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root).Prefixed(what));
     std::string run = RunDir(s.name);
     std::error_code ec;
@@ -251,9 +313,6 @@ class Router final : public Hypervisor {
     {
       std::ofstream(run + "/name") << s.name;
     }
-    // An earlier QEMU of this VM (a run killed after starting it) is ended first.
-    if (auto old = FindQemu(run)) (void)StopQemu(*old, 0, kQuitMs);
-
     QemuConfig c;
     // The accelerator the rules judged it with at plan time (the same cached verdict), or inside
     // a guest lab exposed the extensions to, its KVM.
@@ -264,14 +323,36 @@ class Router final : public Hypervisor {
     c.expose_virtualization_extensions = s.expose_virtualization_extensions;
     c.processors = std::max(1, s.processor_count);
     c.memory_mib = static_cast<int>(std::max<uint64_t>(s.memory_bytes >> 20, 128));
-    c.kernel = kernel->vmlinux;
-    c.initrd = *initrd;
+    c.kernel = vmlinux;
+    c.initrd = initramfs;
     c.run_dir = run;
-    c.root = RootKind::k9p;
-    c.root_dir = "/";
-    // The guest runs this very binary, through its read-only view of this machine's tree
-    // (/lab-host: the guest's own /tmp and /run would hide a build under them).
-    c.agent_binary = "/lab-host" + SelfBinary();
+    if (s.image.empty()) {
+      c.root = RootKind::k9p;
+      c.root_dir = "/";
+      // The guest runs this very binary, through its read-only view of this machine's tree
+      // (/lab-host: the guest's own /tmp and /run would hide a build under them).
+      c.agent_binary = "/lab-host" + SelfBinary();
+    } else {
+      auto disk = VmDisk(s);
+      if (!disk) return disk.status().Prefixed(what);
+      c.root = RootKind::kDisk;
+      c.disk = *disk;
+      c.agent_binary = "/opt/lab/lab";  // the image's copy of lab's tools (EnsureToolsForImages)
+    }
+    return c;
+  }
+
+  Result<std::string> CreateQemuVm(const PartitionSpec& s) {
+    const std::string what = "VM '" + s.name + "'";
+    auto config = ConfigOf(s);
+    if (!config) return config.status();
+    const QemuConfig& c = *config;
+    LAB_RETURN_IF_ERROR(WriteFile(c.run_dir + "/boot.json", json{{"kernel", c.kernel}, {"initrd", c.initrd}}.dump()).Prefixed(what));
+    // An earlier QEMU of this VM (a run killed after starting it) is ended first; a saved state
+    // is void once the VM boots afresh.
+    if (auto old = FindQemu(c.run_dir)) (void)StopQemu(*old, 0, kQuitMs);
+    ::unlink(StateFile(s.name).c_str());
+    ::unlink(StateDevices(s.name).c_str());
     auto p = StartQemu(c);
     if (!p) return p.status().Prefixed(what);
     // From here the VM exists: an error below stops it again.
@@ -307,6 +388,9 @@ class Router final : public Hypervisor {
     if (auto p = ProcessOf(s, facts)) LAB_RETURN_IF_ERROR(StopQemu(*p, keep_disk ? 15000 : 0, kQuitMs).Prefixed("VM '" + s.name + "'"));
     std::string run = RunDir(s.name);
     if (auto p = FindQemu(run)) LAB_RETURN_IF_ERROR(StopQemu(*p, 0, kQuitMs).Prefixed("VM '" + s.name + "'"));
+    // Stop-VM of a saved VM discards its saved state (Hyper-V's "Delete Saved State").
+    if (::unlink(StateFile(s.name).c_str()) != 0 && errno != ENOENT) return ErrnoStatus("VM '" + s.name + "': remove " + StateFile(s.name));
+    ::unlink(StateDevices(s.name).c_str());
     if (!keep_disk) {
       LAB_RETURN_IF_ERROR(kernel::RemoveTree(run).Prefixed("VM '" + s.name + "'"));
       LAB_RETURN_IF_ERROR(kernel::RemoveTree(DiskDir(s.name)).Prefixed("VM '" + s.name + "'"));
@@ -317,6 +401,186 @@ class Router final : public Hypervisor {
   bool QemuRunning(const PartitionSpec& s, const std::string& facts) const {
     auto p = ProcessOf(s, facts);
     return p && IsRunning(*p);
+  }
+  /// Saved (Save-VM): its memory state is in its state file and no QEMU runs it.
+  bool QemuSaved(const PartitionSpec& s, const std::string& facts) const {
+    return !s.image.empty() && fs::exists(StateFile(s.name)) && !QemuRunning(s, facts);
+  }
+
+  // --- checkpoints of qemu VMs on images: internal snapshots of their qcow2 --------------------
+  // A running VM's checkpoint is taken over QMP with its memory (Hyper-V's standard checkpoint);
+  // an off VM's with qemu-img, its disk only. Restore-VMCheckpoint applies to an off VM (the
+  // engine stops it first): qemu-img reverts its disk, and the VM boots from that disk when it
+  // starts (Hyper-V would put it in the saved state of the checkpoint's memory instead).
+  std::string Qcow2(const std::string& vm) const { return DiskDir(vm) + "/disk.qcow2"; }
+
+  Status NoDiskYet(const PartitionSpec& s, const std::string& op) const {
+    return Status::Error("VM '" + s.name + "' cannot " + op + ": it has no disk yet (it was never started)");
+  }
+
+  /// `qemu-img ARGS` on an off VM's disk; its output, or its message as the error.
+  Result<std::string> QemuImg(const std::vector<std::string>& args, const std::string& op) {
+    std::vector<std::string> argv = {"qemu-img"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto out = RunCommand(argv, 120000);
+    if (!out) return out.status().Prefixed(op);
+    if (out->exit_code != 0) {
+      std::string msg = Trim(out->output);
+      return Status::Error(op + ": qemu-img " + args.front() + ": " + (msg.empty() ? "exit " + std::to_string(out->exit_code) : msg));
+    }
+    return out->output;
+  }
+
+  /// The running QEMU of `s`, or nullopt when it is off (or saved).
+  std::optional<QemuProcess> Live(const PartitionSpec& s) const {
+    auto p = ProcessOf(s, "{}");
+    if (p && IsRunning(*p)) return p;
+    return std::nullopt;
+  }
+
+  Status QemuCheckpoint(const PartitionSpec& s, const std::string& name) {
+    const std::string what = "VM '" + s.name + "': Checkpoint-VM " + name;
+    if (s.image.empty()) return NoStateOnHostImage(s, "take checkpoints (Checkpoint-VM)");
+    if (!fs::exists(Qcow2(s.name))) return NoDiskYet(s, "take checkpoints (Checkpoint-VM)");
+    if (auto p = Live(s)) {
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return qmp.status().Prefixed(what);
+      return SaveCheckpoint(*qmp, name, 300000).Prefixed(what);
+    }
+    return QemuImg({"snapshot", "-c", name, Qcow2(s.name)}, what).status();
+  }
+  Status QemuRestore(const PartitionSpec& s, const std::string& name) {
+    const std::string what = "VM '" + s.name + "': Restore-VMCheckpoint " + name;
+    if (s.image.empty()) return NoStateOnHostImage(s, "restore checkpoints");
+    if (!fs::exists(Qcow2(s.name))) return NoDiskYet(s, "restore checkpoints");
+    if (auto p = Live(s)) {
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return qmp.status().Prefixed(what);
+      return LoadCheckpoint(*qmp, name, 300000).Prefixed(what);
+    }
+    // A saved state belongs to the disk as it was: void once the disk goes back.
+    ::unlink(StateFile(s.name).c_str());
+    ::unlink(StateDevices(s.name).c_str());
+    return QemuImg({"snapshot", "-a", name, Qcow2(s.name)}, what).status();
+  }
+  Status QemuRemoveCheckpoint(const PartitionSpec& s, const std::string& name) {
+    const std::string what = "VM '" + s.name + "': Remove-VMCheckpoint " + name;
+    if (s.image.empty()) return NoStateOnHostImage(s, "remove checkpoints");
+    if (!fs::exists(Qcow2(s.name))) return NoDiskYet(s, "remove checkpoints");
+    if (auto p = Live(s)) {
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return qmp.status().Prefixed(what);
+      return DeleteCheckpoint(*qmp, name, 300000).Prefixed(what);
+    }
+    return QemuImg({"snapshot", "-d", name, Qcow2(s.name)}, what).status();
+  }
+  /// Get-VMCheckpoint: the disk's snapshots, oldest first (`qemu-img info -U`, which reads a disk
+  /// a running QEMU holds too).
+  Result<std::vector<CheckpointInfo>> QemuCheckpoints(const PartitionSpec& s) {
+    std::vector<CheckpointInfo> out;
+    if (s.image.empty() || !fs::exists(Qcow2(s.name))) return out;
+    auto text = QemuImg({"info", "-U", "--output=json", Qcow2(s.name)}, "VM '" + s.name + "': Get-VMCheckpoint");
+    if (!text) return text.status();
+    json info = json::parse(*text, nullptr, false);
+    if (!info.is_object()) return Status::Error("VM '" + s.name + "': Get-VMCheckpoint: qemu-img info said no JSON");
+    for (const auto& snap : info.value("snapshots", json::array())) {
+      CheckpointInfo c;
+      c.name = snap.value("name", "");
+      c.taken = snap.value("date-sec", int64_t{0});
+      c.bytes = snap.value("vm-state-size", uint64_t{0});
+      out.push_back(c);
+    }
+    return out;
+  }
+
+  /// Save-VM: the VM's memory state to its state file, then its QEMU quits (its taps go with it;
+  /// ResumePartition makes them again).
+  Status SaveQemuVm(const PartitionSpec& s, const std::string& facts) {
+    const std::string what = "VM '" + s.name + "'";
+    if (s.image.empty()) return NoStateOnHostImage(s, "be saved (Save-VM)");
+    auto p = ProcessOf(s, facts);
+    if (!p || !IsRunning(*p)) return Status::Error(what + " cannot be saved (Save-VM): it is not running");
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(s.name);
+    }
+    json devices = {{"boot", ParseFacts(ReadAll(RunDir(s.name) + "/boot.json"))}, {"adapters", AdaptersOf(s.name)},
+                    {"ports", ParseFacts(ReadAll(RunDir(s.name) + "/ports.json"))}};
+    LAB_RETURN_IF_ERROR(WriteFile(StateDevices(s.name), devices.dump()).Prefixed(what));
+    {
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return qmp.status().Prefixed(what);
+      LAB_RETURN_IF_ERROR(SaveToFile(*qmp, StateFile(s.name), 300000).Prefixed(what));
+    }  // QEMU's monitor serves one client: released before StopQemu's quit
+    return StopQemu(*p, 0, kQuitMs).Prefixed(what);
+  }
+
+  /// Start-VM of a saved VM: QEMU again with the devices it was saved with (its adapters on new
+  /// taps with the same ids, MACs and root ports, made ports of their switches again), waiting
+  /// for the state; the agent's socket is connected before the state loads (docs/qemu.md), then
+  /// the VM runs on where it was. The state file is consumed once the agent answers.
+  Status ResumeQemuVm(const PartitionSpec& s, const std::string& facts) {
+    const std::string what = "VM '" + s.name + "'";
+    if (s.image.empty()) return NoStateOnHostImage(s, "be resumed from a saved state");
+    if (QemuRunning(s, facts)) return Status::Ok();
+    std::string state = StateFile(s.name);
+    if (!fs::exists(state)) return Status::Error(what + " has no saved state (Save-VM) to start from");
+    json devices = ParseFacts(ReadAll(StateDevices(s.name)));
+    auto config = ConfigOf(s, devices.value("boot", json::object()));
+    if (!config) return config.status();
+    QemuConfig& c = *config;
+    c.incoming = IncomingFromFile(state);
+    std::vector<AdapterSpec> adapters;
+    for (const auto& a : devices.value("adapters", json::array())) adapters.push_back(a.get<AdapterSpec>());
+    std::vector<Tap> taps;
+    for (const auto& a : adapters) {
+      const std::string of = "adapter '" + a.Written() + "' of " + what;
+      // The root port it was saved on (the state's device tree), taken again here.
+      auto port = TakePort(s.name, NicId(a), devices.value("ports", json::object()).value(NicId(a), 0));
+      if (!port) return port.status().Prefixed(of);
+      auto tap = OpenTap(kernel::NsPath(MachineRun(a.owner), "net"), a.port, "");
+      if (!tap) return tap.status().Prefixed(of);
+      // The tap side, as Connect-VMNetworkAdapter made it: filtered, a port of the switch.
+      auto made = local_->ConnectAdapter(a);
+      if (!made) return made.status();
+      LAB_RETURN_IF_ERROR(RememberAdapter(a).Prefixed(of));
+      c.nics.push_back(NicAtStart{NicId(a), tap->fd(), a.mac, *port});
+      taps.push_back(std::move(*tap));
+    }
+    auto p = StartQemu(c);
+    taps.clear();  // QEMU holds them now (or, when it did not start, they go)
+    if (!p) return p.status().Prefixed(what + ": Start-VM from its saved state");
+    auto fail = [&](const Status& st) -> Status {
+      {
+        std::lock_guard lock(guests_mu_);
+        guests_.erase(s.name);
+      }
+      (void)StopQemu(*p, 0, kQuitMs);
+      return Status::Error(st.Prefixed(what + ": Start-VM from its saved state").message() + "; its console said:" +
+                           Tail(p->console_log(), 8));
+    };
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(s.name);
+    }
+    {
+      GuestLink& g = Guest(s.name);
+      std::lock_guard lock(g.mu);
+      auto agent = AgentClient::Connect(g.socket, 5000);
+      if (!agent) return fail(agent.status());
+      g.client.emplace(std::move(*agent));
+    }
+    {
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return fail(qmp.status());
+      Status resumed = Resume(*qmp, 120000);
+      if (!resumed.ok()) return fail(resumed);
+    }
+    auto ping = WaitAgent(s.name, 60000);
+    if (!ping) return fail(ping.status().Prefixed("its agent did not answer"));
+    ::unlink(state.c_str());
+    ::unlink(StateDevices(s.name).c_str());
+    return Status::Ok();
   }
 
   /// The guest's own side of CreatePartition: this hypervisor runs inside `s`.
@@ -392,10 +656,18 @@ class Router final : public Hypervisor {
     if (s.IsQemu()) return RemoveQemuVm(s, f, false);
     return local_->RemovePartition(s, f);
   }
+  /// The qemu VM at this level that `within` lies in, when it is saved: "" otherwise. What is
+  /// inside a saved VM is saved with it (frozen in its memory state).
+  std::string SavedAround(const std::vector<std::string>& within) const {
+    if (within.size() <= ctx_.inside.size()) return "";
+    const std::string& vm = within[ctx_.inside.size()];
+    return fs::exists(StateFile(vm)) && !FindQemu(RunDir(vm)).ok() ? vm : "";
+  }
   bool PartitionRunning(const PartitionSpec& s, const std::string& f) override {
     if (IsSelf(s)) return true;
+    if (!SavedAround(s.within).empty()) return true;
     if (Hypervisor* r = Route(s.within)) return r->PartitionRunning(s, f);
-    if (s.IsQemu()) return QemuRunning(s, f);
+    if (s.IsQemu()) return QemuRunning(s, f) || QemuSaved(s, f);  // a saved VM is not off
     return local_->PartitionRunning(s, f);
   }
   Status StopPartition(const PartitionSpec& s, const std::string& f) override {
@@ -423,43 +695,57 @@ class Router final : public Hypervisor {
   }
   Status SavePartition(const PartitionSpec& s, const std::string& f) override {
     if (Hypervisor* r = Route(s.within)) return r->SavePartition(s, f);
-    if (s.IsQemu()) return NoStateOnHostImage(s, "be saved (Save-VM)");
+    if (s.IsQemu()) return SaveQemuVm(s, f);
     return local_->SavePartition(s, f);
   }
   Status ResumePartition(const PartitionSpec& s, const std::string& f) override {
+    if (std::string vm = SavedAround(s.within); !vm.empty())
+      return Status::Error("VM '" + s.name + "' is saved inside VM '" + vm + "', which is saved: resume '" + vm +
+                           "' (lab resume LAB " + vm + ")");
     if (Hypervisor* r = Route(s.within)) return r->ResumePartition(s, f);
-    if (s.IsQemu()) return NoStateOnHostImage(s, "be resumed from a saved state");
+    if (s.IsQemu()) return ResumeQemuVm(s, f);
     return local_->ResumePartition(s, f);
   }
   bool PartitionSaved(const PartitionSpec& s, const std::string& f) override {
     if (IsSelf(s)) return false;
+    if (!SavedAround(s.within).empty()) return true;
     if (Hypervisor* r = Route(s.within)) return r->PartitionSaved(s, f);
-    if (s.IsQemu()) return false;
+    if (s.IsQemu()) return QemuSaved(s, f);
     return local_->PartitionSaved(s, f);
   }
   Status CreateCheckpoint(const PartitionSpec& s, const std::string& f, const std::string& name) override {
     if (Hypervisor* r = Route(s.within)) return r->CreateCheckpoint(s, f, name);
-    if (s.IsQemu()) return NoStateOnHostImage(s, "take checkpoints (Checkpoint-VM)");
+    if (s.IsQemu()) return QemuCheckpoint(s, name);
     return local_->CreateCheckpoint(s, f, name);
   }
   Status RestoreCheckpoint(const PartitionSpec& s, const std::string& name) override {
-    if (Hypervisor* r = Route(s.within)) return r->RestoreCheckpoint(s, name);
-    if (s.IsQemu()) return NoStateOnHostImage(s, "restore checkpoints");
+    if (Hypervisor* r = Route(s.within)) {
+      // Inside a qemu VM that is off (Restore-VMCheckpoint stops it first): what is inside lives
+      // on its disk, which its own restore reverted, checkpoints of the VMs inside included.
+      if (!FindQemu(RunDir(s.within[ctx_.inside.size()])).ok()) return Status::Ok();
+      return r->RestoreCheckpoint(s, name);
+    }
+    if (s.IsQemu()) return QemuRestore(s, name);
     return local_->RestoreCheckpoint(s, name);
   }
   std::vector<std::string> Checkpoints(const PartitionSpec& s) override {
     if (Hypervisor* r = Route(s.within)) return r->Checkpoints(s);
-    if (s.IsQemu()) return {};
+    if (s.IsQemu()) {
+      std::vector<std::string> names;
+      if (auto all = QemuCheckpoints(s); all.ok())
+        for (const auto& c : *all) names.push_back(c.name);
+      return names;
+    }
     return local_->Checkpoints(s);
   }
   Result<std::vector<CheckpointInfo>> CheckpointDetails(const PartitionSpec& s) override {
     if (Hypervisor* r = Route(s.within)) return r->CheckpointDetails(s);
-    if (s.IsQemu()) return std::vector<CheckpointInfo>{};
+    if (s.IsQemu()) return QemuCheckpoints(s);
     return local_->CheckpointDetails(s);
   }
   Status RemoveCheckpoint(const PartitionSpec& s, const std::string& name) override {
     if (Hypervisor* r = Route(s.within)) return r->RemoveCheckpoint(s, name);
-    if (s.IsQemu()) return NoStateOnHostImage(s, "remove checkpoints");
+    if (s.IsQemu()) return QemuRemoveCheckpoint(s, name);
     return local_->RemoveCheckpoint(s, name);
   }
 
@@ -508,11 +794,17 @@ class Router final : public Hypervisor {
   Status RepairSwitch(const SwitchSpec& s) override { return At(s.within).RepairSwitch(s); }
 
   /// The root port a tap of `vm` is plugged on: the lowest free one, remembered in its run dir.
-  Result<int> TakePort(const std::string& vm, const std::string& id) {
+  /// `known`: the port it had (a saved state's), recorded again when the run directory lost it.
+  Result<int> TakePort(const std::string& vm, const std::string& id, int known = 0) {
     std::lock_guard lock(ports_mu_);
     std::string path = RunDir(vm) + "/ports.json";
     json ports = ParseFacts(ReadAll(path));
     if (ports.contains(id)) return ports[id].get<int>();
+    if (known > 0) {
+      ports[id] = known;
+      LAB_RETURN_IF_ERROR(WriteFile(path, ports.dump()));
+      return known;
+    }
     std::set<int> used;
     for (const auto& [k, v] : ports.items()) used.insert(v.get<int>());
     for (int i = 1; i <= QemuConfig{}.hotplug_ports; ++i)
@@ -530,11 +822,29 @@ class Router final : public Hypervisor {
   }
   void FreePort(const std::string& vm, const std::string& id) {
     std::lock_guard lock(ports_mu_);
-    std::string path = RunDir(vm) + "/ports.json";
-    json ports = ParseFacts(ReadAll(path));
-    if (!ports.contains(id)) return;
-    ports.erase(id);
-    (void)WriteFile(path, ports.dump());
+    for (const char* file : {"/ports.json", "/adapters.json"}) {
+      std::string path = RunDir(vm) + file;
+      json items = ParseFacts(ReadAll(path));
+      if (!items.contains(id)) continue;
+      items.erase(id);
+      (void)WriteFile(path, items.dump());
+    }
+  }
+  /// The adapters of qemu VM `vm` (by NicId), remembered in its run directory while connected: a
+  /// VM started from its saved state has them at start.
+  Status RememberAdapter(const AdapterSpec& a) {
+    std::lock_guard lock(ports_mu_);
+    std::string path = RunDir(a.vm) + "/adapters.json";
+    json items = ParseFacts(ReadAll(path));
+    items[NicId(a)] = a;
+    return WriteFile(path, items.dump());
+  }
+  std::vector<AdapterSpec> AdaptersOf(const std::string& vm) {
+    std::lock_guard lock(ports_mu_);
+    std::vector<AdapterSpec> out;
+    json items = ParseFacts(ReadAll(RunDir(vm) + "/adapters.json"));  // iterated: not a temporary
+    for (const auto& [id, a] : items.items()) out.push_back(a.get<AdapterSpec>());
+    return out;
   }
   static std::string NicId(const AdapterSpec& s) { return "n" + s.port; }
 
@@ -572,6 +882,10 @@ class Router final : public Hypervisor {
     Status plugged = PlugNic(*qmp, NicAtStart{NicId(s), tap->fd(), s.mac, *port});
     if (!plugged.ok()) return undo(plugged.Prefixed(what + ": Add-VMNetworkAdapter"));
     tap->Close();  // QEMU holds it now: when QEMU goes, the tap goes
+    if (Status kept = RememberAdapter(s); !kept.ok()) {
+      (void)UnplugNic(*qmp, NicId(s), 5000);
+      return undo(kept.Prefixed(what));
+    }
     // The guest's side: its NIC with this MAC gets the adapter's name and address.
     auto inside = At(GuestChain(s)).ConnectAdapter(s);
     if (!inside) {
@@ -665,6 +979,7 @@ class Router final : public Hypervisor {
     here.nics = r.nics;
     here.standins = r.standins;
     std::set<std::string> dead;  // qemu VMs at this level found not running
+    std::set<std::string> saved;  // and those saved (Save-VM): not drift, nothing inside to see
     for (const auto& p : r.partitions) {
       if (IsSelf(p.spec)) {
         // Seen by the partition driver as the machine whose init is pid 1 (the guest itself);
@@ -674,6 +989,10 @@ class Router final : public Hypervisor {
         continue;
       }
       if (Here(p.spec)) {
+        if (QemuSaved(p.spec, p.facts)) {
+          saved.insert(p.spec.name);
+          continue;
+        }
         if (!QemuRunning(p.spec, p.facts)) {
           auto proc = ProcessOf(p.spec, p.facts);
           d[p.key] = "not running: its QEMU" + (proc ? " (pid " + std::to_string(proc->pid) + ")" : std::string()) + " is gone";
@@ -702,6 +1021,7 @@ class Router final : public Hypervisor {
     for (auto& [k, f] : mine)
       if (!self_keys_.count(k)) d[k] = f;
     for (auto& [vm, req] : inward) {
+      if (saved.count(vm)) continue;  // frozen as it was saved: seen again once it runs
       if (dead.count(vm)) {
         // What ran inside went with it: its VMs are not running (their switches and the rest are
         // made again with them).

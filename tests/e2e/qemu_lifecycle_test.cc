@@ -1,0 +1,168 @@
+// End to end: Hyper-V's lifecycle of a qemu VM on a machine image (issue 20). The VM boots from
+// its own qcow2 over its image's read-only disk (an imported busybox image, made offline by the
+// test), runs its image's software under the guest kernel, and keeps what it wrote across
+// Stop-VM/Start-VM; `lab down` leaves no QEMU, tap or disk of the lab. Root only; SKIP without
+// QEMU, busybox-static or the guest kernel (cached in /var/tmp/lab-test-kernels); traffic stays
+// inside the lab's own namespaces.
+#include <catch2/catch.hpp>
+
+#include "hv/qemu/process.h"
+#include "tests/e2e/e2e_support.h"
+#include "tests/hv/qemu_support.h"
+#include "tests/images/image_maker.h"
+
+using namespace lab::testing::e2e;
+namespace maker = lab::testing::images;
+
+namespace {
+
+const char* kLab = R"(lab: qlife
+images:
+  tiny: {oci: ./tiny-layout:1.0}
+hosts:
+  hv1:
+    switches:
+      Lab: {type: internal, ip: 10.61.0.1/24}
+    vms:
+      vm1:
+        driver: qemu
+        image: tiny
+        memory: {startup: 256MiB}
+        adapters: [{switch: Lab, ip: 10.61.0.10/24}]
+)";
+
+/// Everything a qemu e2e test needs here, or a SKIP said: QEMU, busybox for the image, the guest
+/// kernel (linked into the sandbox's kernel cache, so nothing is downloaded).
+bool QemuReady(const Sandbox& sb, std::string* release) {
+  if (!lab::hv::qemu::QemuVersion().ok()) {
+    WARN("SKIP: QEMU is not installed");
+    return false;
+  }
+  if (maker::Busybox().empty()) {
+    WARN("SKIP: busybox-static is not installed (scripts/deps.sh installs it)");
+    return false;
+  }
+  auto kernel = lab::testing::TestKernel();
+  if (!kernel) return false;
+  fs::create_directories(sb.state + "/qemu/kernels");
+  fs::create_symlink(kernel->dir, sb.state + "/qemu/kernels/" + fs::path(kernel->dir).filename().string());
+  *release = kernel->release;
+  return true;
+}
+
+std::string Out(const Sandbox& sb, const std::string& machine, const std::string& cmd) {
+  Run r = sb.Lab("exec qlife " + machine + " -- " + cmd);
+  INFO(machine << ": " << cmd << "\n" << r.out);
+  CHECK(r.code == 0);
+  return r.out;
+}
+
+/// The VM's own disks under the sandbox's state (its qcow2).
+size_t VmDisks(const Sandbox& sb) {
+  size_t n = 0;
+  std::error_code ec;
+  if (!fs::exists(sb.state + "/disks", ec)) return 0;
+  for (auto it = fs::recursive_directory_iterator(sb.state + "/disks", ec); it != fs::recursive_directory_iterator();
+       it.increment(ec))
+    n += it->path().extension() == ".qcow2" ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("A qemu VM on an image boots its image from its own disk and keeps what it wrote across stop and start",
+          "[root][e2e][qemu]") {
+  LAB_REQUIRE_ROOT("qemu VMs on images");
+  Sandbox sb;
+  std::string release;
+  if (!QemuReady(sb, &release)) return;
+  maker::WriteOciLayout(sb.dir + "/tiny-layout", "tiny", "1.0");
+  std::string file = sb.dir + "/qlife.yaml";
+  std::ofstream(file) << kLab;
+
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  auto pids = InitPids(sb, "qlife");
+
+  // The image's software under the guest's own kernel, not the host's tree.
+  CHECK(Out(sb, "vm1", "cat /etc/image-name") == "tiny\n");
+  CHECK(Out(sb, "vm1", "/bin/busybox uname -r") == release + "\n");
+  CHECK(sb.Lab("exec qlife vm1 -- test -e /etc/shadow").code != 0);
+  CHECK(Out(sb, "vm1", "/bin/busybox ping -c 1 -W 5 10.61.0.1").find("1 packets received") != std::string::npos);
+  CHECK(VmDisks(sb) == 1);
+
+  // Stop-VM keeps the disk; Start-VM boots the same disk.
+  CHECK(Out(sb, "vm1", "sh -c 'echo kept > /root/written && /bin/busybox sync'") == "");
+  Run stop = sb.Lab("stop qlife vm1");
+  INFO(stop.out);
+  REQUIRE(stop.code == 0);
+  CHECK(sb.Lab("exec qlife vm1 -- cat /root/written").code != 0);  // off
+  CHECK(VmDisks(sb) == 1);
+  Run start = sb.Lab("start qlife vm1");
+  INFO(start.out);
+  REQUIRE(start.code == 0);
+  CHECK(Out(sb, "vm1", "cat /root/written") == "kept\n");
+
+  pids = InitPids(sb, "qlife");
+  TakeDownLeavingNothing(sb, "qlife", pids);
+  CHECK(VmDisks(sb) == 0);
+}
+
+TEST_CASE("A saved qemu VM resumes with its processes; a restored checkpoint reverts its disk", "[root][e2e][qemu]") {
+  LAB_REQUIRE_ROOT("qemu VMs saved and restored");
+  Sandbox sb;
+  std::string release;
+  if (!QemuReady(sb, &release)) return;
+  maker::WriteOciLayout(sb.dir + "/tiny-layout", "tiny", "1.0");
+  std::string file = sb.dir + "/qlife.yaml";
+  std::ofstream(file) << kLab;
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  auto pids = InitPids(sb, "qlife");
+
+  // Save-VM, then Start-VM from the saved state: the process started before is still there.
+  std::string sleeper = Out(sb, "vm1", "sh -c '/bin/busybox sleep 100000 </dev/null >/dev/null 2>&1 & echo $!'");
+  REQUIRE(sleeper.size() > 1);
+  sleeper.pop_back();
+  Run save = sb.Lab("save qlife vm1");
+  INFO(save.out);
+  REQUIRE(save.code == 0);
+  Run status = sb.Lab("status qlife");
+  INFO(status.out);
+  CHECK(std::regex_search(status.out, std::regex("vm1[^\n]*saved")));
+  CHECK(sb.Lab("exec qlife vm1 -- true").out.find("is saved; resume it first") != std::string::npos);
+  Run resume = sb.Lab("resume qlife vm1");
+  INFO(resume.out);
+  REQUIRE(resume.code == 0);
+  CHECK(Out(sb, "vm1", "sh -c 'kill -0 " + sleeper + " && echo alive'") == "alive\n");
+  // Its adapter is on a new tap, a port of the switch again.
+  CHECK(Out(sb, "vm1", "/bin/busybox ping -c 1 -W 5 10.61.0.1").find("1 packets received") != std::string::npos);
+  Run after = sb.Lab("status qlife");
+  INFO(after.out);
+  CHECK(std::regex_search(after.out, std::regex("vm1[^\n]*running")));
+
+  // Checkpoint-VM, a write after it, Restore-VMCheckpoint: the write is gone, the earlier one stays.
+  Out(sb, "vm1", "sh -c 'echo before > /root/before && /bin/busybox sync'");
+  Run cp = sb.Lab("checkpoint qlife vm1 c1");
+  INFO(cp.out);
+  REQUIRE(cp.code == 0);
+  Run list = sb.Lab("checkpoints qlife vm1");
+  INFO(list.out);
+  CHECK(list.out.find("c1") != std::string::npos);
+  Out(sb, "vm1", "sh -c 'echo after > /root/after && /bin/busybox sync'");
+  Run restore = sb.Lab("restore qlife vm1 c1");
+  INFO(restore.out);
+  REQUIRE(restore.code == 0);
+  CHECK(Out(sb, "vm1", "cat /root/before") == "before\n");
+  CHECK(sb.Lab("exec qlife vm1 -- test -e /root/after").code != 0);
+  Run rm = sb.Lab("checkpoint rm qlife vm1 c1");
+  INFO(rm.out);
+  CHECK(rm.code == 0);
+  CHECK(sb.Lab("checkpoints qlife vm1").out.find("has no checkpoints") != std::string::npos);
+
+  pids = InitPids(sb, "qlife");
+  TakeDownLeavingNothing(sb, "qlife", pids);
+  CHECK(VmDisks(sb) == 0);
+}
