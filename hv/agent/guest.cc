@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "base/text.h"
+#include "hv/agent/exec.h"
 #include "hv/agent/protocol.h"
 #include "hv/agent/remote.h"
 #include "hv/hypervisor.h"
@@ -68,40 +69,7 @@ PingReply Ping() {
 }
 
 ExecReply Exec(const std::vector<std::string>& argv) {
-  ExecReply r;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return ExecReply{126, std::string("pipe: ") + std::strerror(errno) + "\n"};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::vector<char*> ptrs;
-    for (const auto& a : argv) ptrs.push_back(const_cast<char*>(a.c_str()));
-    ptrs.push_back(nullptr);
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    int null = ::open("/dev/null", O_RDONLY);
-    if (null >= 0) ::dup2(null, 0);
-    ::setsid();
-    ::execvp(ptrs[0], ptrs.data());
-    std::string msg = argv[0] + ": " + std::strerror(errno) + "\n";
-    if (::write(2, msg.data(), msg.size()) < 0) {
-    }
-    ::_exit(errno == ENOENT ? 127 : 126);
-  }
-  ::close(fds[1]);
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    r.output.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fds[0]);
-  if (pid < 0) return ExecReply{126, std::string("fork: ") + std::strerror(errno) + "\n"};
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return RunCaptured(argv, [] { ::setsid(); });
 }
 
 /// lab's state inside the guest must be a filesystem an overlay can have its upper layer on (the

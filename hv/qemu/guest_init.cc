@@ -58,6 +58,7 @@
 #include <string>
 #include <vector>
 
+#include "hv/agent/exec.h"
 #include "hv/agent/protocol.h"
 
 namespace {
@@ -353,49 +354,10 @@ lab::hv::agent::PingReply Ping() {
 }
 
 lab::hv::agent::ExecReply Exec(const std::vector<std::string>& argv) {
-  lab::hv::agent::ExecReply r;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    r.exit_code = 126;
-    r.output = std::string("pipe: ") + strerror(errno) + "\n";
-    return r;
-  }
-  std::vector<char*> ptrs;
-  for (const auto& a : argv) ptrs.push_back(const_cast<char*>(a.c_str()));
-  ptrs.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
+  return lab::hv::agent::RunCaptured(argv, [] {
     ChildDefaults();
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    int null = ::open("/dev/null", O_RDONLY);
-    if (null >= 0) ::dup2(null, 0);
     ::setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin", 1);
-    ::execvp(ptrs[0], ptrs.data());
-    std::string msg = argv[0] + ": " + strerror(errno) + "\n";
-    if (::write(2, msg.data(), msg.size()) < 0) {
-    }
-    ::_exit(errno == ENOENT ? 127 : 126);
-  }
-  ::close(fds[1]);
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    r.output.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fds[0]);
-  int status = 0;
-  if (pid < 0) {
-    r.exit_code = 126;
-    r.output = std::string("fork: ") + strerror(errno) + "\n";
-    return r;
-  }
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  });
 }
 
 std::string Answer(const std::string& line) {
