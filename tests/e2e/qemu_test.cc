@@ -28,6 +28,17 @@ bool GiveKernel(const Sandbox& sb) {
   }
   auto kernel = lab::testing::TestKernel();
   if (!kernel) return false;
+  // The lab exposes a guest's extensions: where lab doctor finds that impossible here (a KVM
+  // host whose kvm module does not allow nesting), the lab cannot be made on this machine.
+  auto doctor = nlohmann::json::parse(sb.Lab("doctor --json").out, nullptr, false);
+  if (!doctor.is_discarded()) {
+    const auto& caps = doctor.is_array() ? doctor : doctor.value("capabilities", nlohmann::json::array());
+    for (const auto& c : caps)
+      if (c.value("name", "") == "qemu nested" && c.value("state", "") != "ok") {
+        WARN("SKIP: lab doctor: a qemu VM's extensions cannot be exposed here: " + c.value("detail", ""));
+        return false;
+      }
+  }
   fs::create_directories(sb.state + "/qemu/kernels");
   fs::create_directory_symlink(kernel->dir, sb.state + "/qemu/kernels/" + fs::path(kernel->dir).filename().string());
   return true;
