@@ -18,7 +18,10 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <mutex>
+#include <shared_mutex>
 #include <sstream>
+#include <thread>
 
 #include "base/text.h"
 #include "hv/agent/exec.h"
@@ -91,6 +94,7 @@ class Agent {
 
   Hypervisor& For(const json& ctx) {
     std::string key = ctx.dump();
+    std::lock_guard lock(mu_);
     auto& hv = hypervisors_[key];
     if (!hv) {
       LabContext c;
@@ -106,15 +110,13 @@ class Agent {
     return *hv;
   }
 
-  json Answer(const std::string& line) {
-    auto req = ParseRequest(line);
-    if (!req.ok()) return ErrorReply(req.message());
-    if (req->op == "ping") return ToJson(Ping());
-    if (req->op == "exec") return ToJson(Exec(req->argv));
-    json ctx = req->args.value("ctx", json::object());
+  json Answer(const Request& req) {
+    if (req.op == "ping") return ToJson(Ping());
+    if (req.op == "exec") return ToJson(Exec(req.argv));
+    json ctx = req.args.value("ctx", json::object());
     if (ctx.value("lab", "").empty() || ctx.value("uid", "").empty())
       return ErrorReply("agent: an hv request must name its lab (ctx)");
-    auto r = Dispatch(For(ctx), req->method, req->args);
+    auto r = Dispatch(For(ctx), req.method, req.args);
     if (!r) return ErrorReply(r.message());
     return HvReply(*r);
   }
@@ -123,19 +125,31 @@ class Agent {
 
  private:
   GuestAgentOptions options_;
+  std::mutex mu_;
   std::map<std::string, std::unique_ptr<Hypervisor>> hypervisors_;
 };
 
-bool WriteAll(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
+/// The port, written by every request's thread: one reply line at a time.
+class Port {
+ public:
+  explicit Port(int fd) : fd_(fd) {}
+  void Reply(const json& reply) {
+    // Command output may be any bytes: invalid UTF-8 is replaced rather than failing the reply.
+    std::string line = reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    std::lock_guard lock(mu_);
+    size_t done = 0;
+    while (done < line.size()) {
+      ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // the host is gone: it asks again when it comes back
+      done += static_cast<size_t>(n);
+    }
   }
-  return true;
-}
+
+ private:
+  int fd_;
+  std::mutex mu_;
+};
 
 }  // namespace
 
@@ -152,39 +166,58 @@ int RunGuestAgent(const GuestAgentOptions& options) {
   PrepareState(Agent::kState);
   Agent agent(options);
   std::fprintf(stderr, "lab agent: serving on %s\n", port.c_str());
+  // Opened once, read-write, for the agent's whole life: the host comes and goes (each lab
+  // command connects anew), which the port shows as end of file until it is back.
+  int fd = -1;
+  while ((fd = ::open(port.c_str(), O_RDWR | O_CLOEXEC)) < 0) ::usleep(250000);
+  Port out(fd);
+  // Requests are answered each in a thread of its own (a nested VM that boots for minutes does
+  // not hold back what is made beside it); ping in line. Children that daemons of the partition
+  // driver leave are reaped only while no request runs: a request waits for its own children by
+  // pid, which a reaper in between would take from it.
+  std::shared_mutex working;
   useconds_t pause = 20000;
+  std::string pending;
   for (;;) {
-    int fd = ::open(port.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-      ::usleep(250000);
-      continue;
-    }
-    std::string pending;
-    for (;;) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, -1) < 0 && errno != EINTR) break;
-      char buf[65536];
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n <= 0) break;  // the host side is gone (or not there yet): reopen
-      pending.append(buf, static_cast<size_t>(n));
-      pause = 20000;
-      size_t nl;
-      bool ok = true;
-      while (ok && (nl = pending.find('\n')) != std::string::npos) {
-        std::string line = pending.substr(0, nl);
-        pending.erase(0, nl + 1);
-        if (line.empty()) continue;
-        json reply = agent.Answer(line);
-        ok = WriteAll(fd, reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
-      }
-      if (!ok) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) < 0 && errno != EINTR) ::usleep(pause);
+    if (working.try_lock()) {
       while (::waitpid(-1, nullptr, WNOHANG) > 0) {
       }
+      working.unlock();
     }
-    ::close(fd);
-    ::usleep(pause);
-    pause = std::min<useconds_t>(pause * 2, 250000);
+    if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    char buf[65536];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {
+      // The host is not connected: wait for it, a little longer each time.
+      pending.clear();
+      ::usleep(pause);
+      pause = std::min<useconds_t>(pause * 2, 250000);
+      continue;
+    }
+    pause = 20000;
+    pending.append(buf, static_cast<size_t>(n));
+    for (size_t nl; (nl = pending.find('\n')) != std::string::npos;) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      if (line.empty()) continue;
+      int64_t id = RequestId(line);
+      auto req = ParseRequest(line);
+      if (!req.ok()) {
+        out.Reply(WithId(ErrorReply(req.message()), id));
+        continue;
+      }
+      if (req->op == "ping") {
+        out.Reply(WithId(ToJson(Ping()), id));
+        continue;
+      }
+      std::thread([&agent, &out, &working, r = std::move(*req), id] {
+        std::shared_lock held(working);
+        out.Reply(WithId(agent.Answer(r), id));
+      }).detach();
+    }
   }
 }
 

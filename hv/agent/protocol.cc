@@ -53,6 +53,17 @@ json ToJson(const ExecReply& reply) {
 
 json ErrorReply(const std::string& message) { return {{"v", kVersion}, {"ok", false}, {"error", message}}; }
 
+int64_t RequestId(const std::string& line) {
+  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_number_integer()) return -1;
+  return j["id"].get<int64_t>();
+}
+
+json WithId(json reply, int64_t id) {
+  if (id >= 0) reply["id"] = id;
+  return reply;
+}
+
 namespace {
 
 Status CheckReply(const json& reply) {

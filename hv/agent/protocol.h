@@ -4,7 +4,10 @@
 //
 // Wire: one JSON object per line, each way. Every message carries "v" (kVersion); a request names
 // its "op", a reply says "ok" and, when not ok, "error". A peer that speaks another version gets
-// an error reply naming both versions, never a guess.
+// an error reply naming both versions, never a guess. A request carries an "id" (a number the
+// host chooses) and its reply the same "id": the agent answers requests concurrently (a nested
+// VM booting does not hold back a switch made beside it), so replies come in any order, and a
+// reply the host stopped waiting for is recognised and dropped.
 //
 //   {"v":1,"op":"ping"}
 //     -> {"v":1,"ok":true,"kernel":"<uname -r>","cpu_flags":["fpu",...,"svm"],"kvm":true}
@@ -16,7 +19,7 @@
 // "hv" is the hypervisor API (hv/hypervisor.h) as requests: one per method, its arguments as
 // JSON (hv/agent/remote.h has both ends: the client stub and the agent's dispatch).
 //
-// Version 1 knew ping and exec; version 2 adds hv.
+// Version 1 knew ping and exec; version 2 adds hv; version 3 adds "id" and concurrent answers.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -27,7 +30,7 @@
 
 namespace lab::hv::agent {
 
-inline constexpr int kVersion = 2;
+inline constexpr int kVersion = 3;
 /// The virtio-serial port's name, as QEMU's `virtserialport name=` and the guest's
 /// /sys/class/virtio-ports/*/name see it.
 inline constexpr const char* kPortName = "lab.agent";
@@ -68,6 +71,11 @@ Result<Request> ParseRequest(const std::string& line);
 nlohmann::json ToJson(const PingReply& reply);
 nlohmann::json ToJson(const ExecReply& reply);
 nlohmann::json ErrorReply(const std::string& message);
+
+/// The "id" a request line carries (-1 without one, or when the line is not JSON), to be put in
+/// its reply with WithId even when the request itself is refused.
+int64_t RequestId(const std::string& line);
+nlohmann::json WithId(nlohmann::json reply, int64_t id);
 
 /// The replies as the host reads them; a reply with "ok": false is an error with its message.
 Result<PingReply> ParsePingReply(const nlohmann::json& reply);

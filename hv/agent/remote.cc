@@ -17,6 +17,10 @@ using nlohmann::json;
 /// How long a call may take in the guest: making a nested VM under software emulation takes
 /// seconds; run: commands as long as their own limits.
 constexpr int kCallMs = 180000;
+/// Making or starting a VM inside: a qemu VM boots there (its own deadline is 300 s, after the
+/// guest's modules, at most 60 s): the host waits longer than the guest, so that the guest's own
+/// error (with the nested VM's console) is what the user reads.
+constexpr int kBootCallMs = 420000;
 
 template <typename Spec>
 json Recs(const std::vector<Recorded<Spec>>& v) {
@@ -54,12 +58,14 @@ class RemoteHypervisor final : public Hypervisor {
     if (!reply) return reply.status().Prefixed("agent of VM '" + vm_ + "'");
     return ParseHvReply(*reply);
   }
-  Result<std::string> Facts(const std::string& method, json args) {
-    auto r = Call(method, std::move(args));
+  Result<std::string> Facts(const std::string& method, json args, int timeout_ms = kCallMs) {
+    auto r = Call(method, std::move(args), timeout_ms);
     if (!r) return r.status();
     return r->is_string() ? r->get<std::string>() : std::string("{}");
   }
-  Status Do(const std::string& method, json args) { return Call(method, std::move(args)).status(); }
+  Status Do(const std::string& method, json args, int timeout_ms = kCallMs) {
+    return Call(method, std::move(args), timeout_ms).status();
+  }
   bool Ask(const std::string& method, json args) {
     auto r = Call(method, std::move(args), 30000);
     return r.ok() && r->is_boolean() && r->get<bool>();
@@ -70,7 +76,7 @@ class RemoteHypervisor final : public Hypervisor {
   }
   Status RemoveNetwork(const NetworkSpec&, const std::string&) override { return Status::Ok(); }
 
-  Result<std::string> CreatePartition(const PartitionSpec& s) override { return Facts("CreatePartition", {{"spec", s}}); }
+  Result<std::string> CreatePartition(const PartitionSpec& s) override { return Facts("CreatePartition", {{"spec", s}}, kBootCallMs); }
   Status RemovePartition(const PartitionSpec& s, const std::string& f) override {
     return Do("RemovePartition", {{"spec", s}, {"facts", f}});
   }
@@ -87,7 +93,7 @@ class RemoteHypervisor final : public Hypervisor {
     return Do("SavePartition", {{"spec", s}, {"facts", f}});
   }
   Status ResumePartition(const PartitionSpec& s, const std::string& f) override {
-    return Do("ResumePartition", {{"spec", s}, {"facts", f}});
+    return Do("ResumePartition", {{"spec", s}, {"facts", f}}, kBootCallMs);
   }
   bool PartitionSaved(const PartitionSpec& s, const std::string& f) override {
     return Ask("PartitionSaved", {{"spec", s}, {"facts", f}});

@@ -7,7 +7,11 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 namespace lab::hv::qemu {
@@ -15,18 +19,41 @@ namespace lab::hv::qemu {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-AgentClient& AgentClient::operator=(AgentClient&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = std::exchange(other.fd_, -1);
-    buffer_ = std::move(other.buffer_);
+struct AgentClient::Conn {
+  explicit Conn(int f) : fd(f) {}
+  ~Conn() {
+    if (fd >= 0) ::close(fd);
   }
-  return *this;
-}
+  int fd;
+  std::mutex send_mu;  // one request line at a time on the socket
+  std::mutex mu;       // everything below
+  std::condition_variable cv;
+  int64_t next_id = 1;
+  std::map<int64_t, std::optional<json>> calls;  // waiting calls; a value once the reply came
+  bool reading = false;                          // one waiting call reads the socket for all
+  std::string buffer;                            // what came after the last full line
+  std::string broken;                            // why the connection is unusable, "" while it is fine
 
-AgentClient::~AgentClient() {
-  if (fd_ >= 0) ::close(fd_);
-}
+  /// Lines read: each reply goes to the call with its id; a reply without one (a peer of
+  /// another version refusing the request) to the oldest call; one for a call that gave up, and
+  /// a line that is not JSON, are dropped. Under `mu`.
+  void Deliver() {
+    for (size_t nl; (nl = buffer.find('\n')) != std::string::npos;) {
+      std::string line = buffer.substr(0, nl);
+      buffer.erase(0, nl + 1);
+      json j = json::parse(line, nullptr, false);
+      if (!j.is_object()) continue;
+      int64_t id = j.contains("id") && j["id"].is_number_integer() ? j["id"].get<int64_t>() : -1;
+      auto it = id >= 0 ? calls.find(id) : calls.begin();
+      if (it != calls.end() && !it->second) it->second = std::move(j);
+    }
+  }
+};
+
+AgentClient::AgentClient(int fd) : conn_(std::make_unique<Conn>(fd)) {}
+AgentClient::AgentClient(AgentClient&& other) noexcept = default;
+AgentClient& AgentClient::operator=(AgentClient&& other) noexcept = default;
+AgentClient::~AgentClient() = default;
 
 Result<AgentClient> AgentClient::Connect(const std::string& path, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -46,36 +73,81 @@ Result<AgentClient> AgentClient::Connect(const std::string& path, int timeout_ms
   }
 }
 
+bool AgentClient::Broken() const {
+  std::lock_guard lock(conn_->mu);
+  return !conn_->broken.empty();
+}
+
 Result<json> AgentClient::Call(const json& request, int timeout_ms) {
+  Conn& c = *conn_;
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::string line = request.dump() + "\n";
-  for (size_t done = 0; done < line.size();) {
-    ssize_t n = ::send(fd_, line.data() + done, line.size() - done, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return ErrnoStatus("agent: the VM's agent socket is closed (QEMU exited?)");
-    done += static_cast<size_t>(n);
+  int64_t id;
+  {
+    std::lock_guard lock(c.mu);
+    if (!c.broken.empty()) return Status::Error(c.broken);
+    id = c.next_id++;
+    c.calls[id];
   }
+  json numbered = request;
+  numbered["id"] = id;
+  std::string line = numbered.dump() + "\n";
+  {
+    std::lock_guard lock(c.send_mu);
+    for (size_t done = 0; done < line.size();) {
+      ssize_t n = ::send(c.fd, line.data() + done, line.size() - done, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        std::lock_guard l(c.mu);
+        c.calls.erase(id);
+        c.broken = "agent: the VM's agent socket is closed (QEMU exited?)";
+        c.cv.notify_all();
+        return Status::Error(c.broken);
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  std::unique_lock lock(c.mu);
   for (;;) {
-    size_t nl = buffer_.find('\n');
-    if (nl != std::string::npos) {
-      std::string reply = buffer_.substr(0, nl);
-      buffer_.erase(0, nl + 1);
-      json j = json::parse(reply, nullptr, false);
-      if (j.is_discarded()) return Status::Error("agent: not JSON from the guest: " + reply);
-      return j;
+    auto it = c.calls.find(id);
+    if (it->second) {
+      json reply = std::move(*it->second);
+      c.calls.erase(it);
+      return reply;
+    }
+    if (!c.broken.empty()) {
+      c.calls.erase(it);
+      return Status::Error(c.broken);
     }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0)
+    if (left <= 0) {
+      c.calls.erase(it);  // its reply, should it come, is dropped
       return Status::Error("agent: no answer from the guest within " + std::to_string(timeout_ms) + " ms");
-    pollfd p{fd_, POLLIN, 0};
-    int n = ::poll(&p, 1, static_cast<int>(left));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) continue;
-    char buf[8192];
-    ssize_t got = ::recv(fd_, buf, sizeof buf, 0);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return Status::Error("agent: the VM's agent socket closed (QEMU exited?)");
-    buffer_.append(buf, static_cast<size_t>(got));
+    }
+    int slice = static_cast<int>(std::min<int64_t>(left, 100));
+    if (c.reading) {
+      // Another call reads; it hands this one its reply (or the reader gives up its turn).
+      c.cv.wait_for(lock, std::chrono::milliseconds(slice));
+      continue;
+    }
+    c.reading = true;
+    lock.unlock();
+    char buf[65536];
+    ssize_t got = 0;
+    bool closed = false;
+    pollfd p{c.fd, POLLIN, 0};
+    int n = ::poll(&p, 1, slice);
+    if (n > 0) {
+      got = ::recv(c.fd, buf, sizeof buf, 0);
+      if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN)) closed = true;
+    }
+    lock.lock();
+    c.reading = false;
+    if (closed) c.broken = "agent: the VM's agent socket closed (QEMU exited?)";
+    if (got > 0) {
+      c.buffer.append(buf, static_cast<size_t>(got));
+      c.Deliver();
+    }
+    c.cv.notify_all();
   }
 }
 

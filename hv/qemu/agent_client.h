@@ -4,8 +4,14 @@
 // QEMU accepts the connection before the guest is up; a request written then waits in the port
 // until the guest's agent opens it, so the first Ping doubles as "wait until the agent is ready".
 // Every call has a deadline: a dead agent or QEMU is an error value, never a hang.
+//
+// One connection serves many threads at once: each request gets its own "id", and whichever
+// caller is waiting reads the socket for all of them (no thread of its own), handing each reply
+// to the call with its id. A reply that comes after its call gave up is dropped, so a slow
+// request never answers the next one.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -20,22 +26,26 @@ class AgentClient {
   /// Connects to `path`, retrying until `timeout_ms` while QEMU has not made it yet.
   static Result<AgentClient> Connect(const std::string& path, int timeout_ms);
 
-  AgentClient(AgentClient&& other) noexcept : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)) {}
+  AgentClient(AgentClient&& other) noexcept;
   AgentClient& operator=(AgentClient&& other) noexcept;
   AgentClient(const AgentClient&) = delete;
   AgentClient& operator=(const AgentClient&) = delete;
   ~AgentClient();
 
-  /// Sends one request and returns the reply line as JSON within `timeout_ms`.
+  /// Sends one request (with an "id" of its own) and returns its reply within `timeout_ms`.
+  /// Safe to call from several threads at once.
   Result<nlohmann::json> Call(const nlohmann::json& request, int timeout_ms);
 
   Result<agent::PingReply> Ping(int timeout_ms);
   Result<agent::ExecReply> Exec(const std::vector<std::string>& argv, int timeout_ms);
 
+  /// The socket closed (QEMU exited, or the connection broke): a new connection is needed.
+  bool Broken() const;
+
  private:
-  explicit AgentClient(int fd) : fd_(fd) {}
-  int fd_ = -1;
-  std::string buffer_;
+  struct Conn;
+  explicit AgentClient(int fd);
+  std::unique_ptr<Conn> conn_;
 };
 
 }  // namespace lab::hv::qemu

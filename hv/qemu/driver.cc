@@ -128,7 +128,7 @@ class Router final : public Hypervisor {
     std::string vm;
     std::string socket;
     std::mutex mu;
-    std::optional<AgentClient> client;
+    std::shared_ptr<AgentClient> client;
     std::unique_ptr<Hypervisor> hv;
     Hypervisor& remote() { return *hv; }
   };
@@ -161,17 +161,20 @@ class Router final : public Hypervisor {
     if (!FindQemu(RunDir(g.vm)).ok()) return Status::Error("VM '" + g.vm + "' is not running (no QEMU)");
     return Send(g, request, timeout_ms);
   }
+  /// Many threads share the link's one connection (the agent answers concurrently); a new one
+  /// is made only when it broke (QEMU exited or restarted).
   static Result<json> Send(GuestLink& g, const json& request, int timeout_ms) {
-    std::lock_guard lock(g.mu);
-    if (!g.client) {
-      auto c = AgentClient::Connect(g.socket, std::min(timeout_ms, 5000));
-      if (!c) return c.status();
-      g.client.emplace(std::move(*c));
+    std::shared_ptr<AgentClient> client;
+    {
+      std::lock_guard lock(g.mu);
+      if (!g.client || g.client->Broken()) {
+        auto c = AgentClient::Connect(g.socket, std::min(timeout_ms, 5000));
+        if (!c) return c.status();
+        g.client = std::make_shared<AgentClient>(std::move(*c));
+      }
+      client = g.client;
     }
-    auto reply = g.client->Call(request, timeout_ms);
-    // A reply that did not come may still come: the connection is not used again.
-    if (!reply) g.client.reset();
-    return reply;
+    return client->Call(request, timeout_ms);
   }
 
   /// Waits until the VM's agent answers (the guest is up), at most `timeout_ms`.
@@ -568,7 +571,7 @@ class Router final : public Hypervisor {
       std::lock_guard lock(g.mu);
       auto agent = AgentClient::Connect(g.socket, 5000);
       if (!agent) return fail(agent.status());
-      g.client.emplace(std::move(*agent));
+      g.client = std::make_shared<AgentClient>(std::move(*agent));
     }
     {
       auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
@@ -1074,21 +1077,27 @@ class Router final : public Hypervisor {
 }  // namespace
 
 std::string ChosenAccel(bool in_lab_guest) {
-  static const std::string chosen = [in_lab_guest] {
-    if (const char* e = std::getenv("LAB_QEMU_ACCEL"); e && (std::string(e) == "kvm" || std::string(e) == "tcg"))
-      return std::string(e);
-    // Inside a qemu VM that lab made with its extensions exposed, KVM is the nested SVM/VT-x that
-    // QEMU gave it (the +svm/+vmx CPU it was started with): qemu VMs inside run under it. The
-    // doctor's probe cannot judge that one (KVM_GET_SUPPORTED_CPUID is refused under nested
-    // emulation, so its booting guest faults), while QEMU's own guests boot there (measured).
-    if (in_lab_guest && ::access("/dev/kvm", R_OK | W_OK) == 0) {
-      std::string cpuinfo = ReadAll("/proc/cpuinfo");
-      if (cpuinfo.find(" svm") != std::string::npos || cpuinfo.find(" vmx") != std::string::npos) return std::string("kvm");
+  if (const char* e = std::getenv("LAB_QEMU_ACCEL"); e && (std::string(e) == "kvm" || std::string(e) == "tcg"))
+    return std::string(e);
+  // Inside a qemu VM that lab made with its extensions exposed, KVM is the nested SVM/VT-x that
+  // QEMU gave it (the +svm/+vmx CPU it was started with): qemu VMs inside run under it. The
+  // doctor's probe cannot judge that one (KVM_GET_SUPPORTED_CPUID is refused under nested
+  // emulation, so its booting guest faults), while QEMU's own guests boot there (measured).
+  // kvm_amd/kvm_intel load in the guest's late module phase: a processor with the flag waits
+  // for it (never caching "tcg" because a module was still loading).
+  if (in_lab_guest) {
+    std::string cpuinfo = ReadAll("/proc/cpuinfo");
+    if (cpuinfo.find(" svm") != std::string::npos || cpuinfo.find(" vmx") != std::string::npos) {
+      for (int i = 0; i < 1200 && ::access("/dev/kvm", F_OK) != 0 && !fs::exists("/run/lab/modules-loaded"); ++i)
+        ::usleep(50000);
+      if (::access("/dev/kvm", R_OK | W_OK) == 0) return "kvm";
     }
+  }
+  static const std::string probed = [] {
     auto kvm = kernel::JudgeKvm(kernel::ProbeKvm(2000));
     return std::string(kvm.state == kernel::kCapUsable ? "kvm" : "tcg");
   }();
-  return chosen;
+  return probed;
 }
 
 }  // namespace qemu

@@ -370,6 +370,7 @@ std::string Answer(const std::string& line) {
     reply = agent::ToJson(Ping());
   else
     reply = agent::ToJson(Exec(req->argv));
+  reply = agent::WithId(std::move(reply), agent::RequestId(line));
   // Command output may be any bytes: invalid UTF-8 is replaced rather than failing the reply.
   return reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

@@ -4,6 +4,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -349,6 +352,88 @@ TEST_CASE("The QMP client negotiates, matches replies by id, keeps events apart 
   CHECK(fake.received.front() == "qmp_capabilities");
 }
 
+/// An agent on a unix socket whose `script` reads requests (`next`) and sends replies (`send`)
+/// in the order it chooses.
+struct FakeAgent {
+  using Next = std::function<json()>;
+  using Send = std::function<void(const json&)>;
+  std::string path;
+  int listener = -1;
+  std::thread thread;
+  FakeAgent(const std::string& p, std::function<void(const Next&, const Send&)> script) : path(p) {
+    listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path.c_str());
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(listener, 1) == 0);
+    thread = std::thread([this, script] {
+      int fd = ::accept(listener, nullptr, nullptr);
+      if (fd < 0) return;
+      auto send = [fd](const json& j) { std::string s = j.dump() + "\n"; (void)!::write(fd, s.data(), s.size()); };
+      auto next = [fd]() -> json {
+        std::string buf;
+        char c;
+        while (::read(fd, &c, 1) == 1 && c != '\n') buf += c;
+        return json::parse(buf, nullptr, false);
+      };
+      script(next, send);
+      char c;
+      while (::read(fd, &c, 1) == 1) {
+      }
+      ::close(fd);
+    });
+  }
+  ~FakeAgent() {
+    ::shutdown(listener, SHUT_RDWR);
+    thread.join();
+    ::close(listener);
+    ::unlink(path.c_str());
+  }
+};
+
+TEST_CASE("One agent connection serves calls from many threads: each gets its own reply in any order, a late one is dropped",
+          "[hv][qemu]") {
+  std::string dir = testing::TempDir("agent-client");
+  auto reply = [](const json& req, const std::string& out) {
+    return agent::WithId(agent::ToJson(agent::ExecReply{0, out}), req["id"].get<int64_t>());
+  };
+  // Three calls at once, answered in another order than they were asked; one ("slow") only
+  // after its caller gave up, while a fourth call waits: that one gets its own reply.
+  FakeAgent fake(dir + "/agent.sock", [&](const FakeAgent::Next& next, const FakeAgent::Send& send) {
+    std::map<std::string, json> by;
+    for (int i = 0; i < 3; ++i) {
+      json r = next();
+      by[r["argv"][0].get<std::string>()] = r;
+    }
+    send(reply(by["second"], "2"));
+    send(reply(by["first"], "1"));
+    json fourth = next();  // sent once the others are done
+    send(reply(by["slow"], "late"));
+    send(reply(fourth, "4"));
+  });
+  auto client = AgentClient::Connect(dir + "/agent.sock", 5000);
+  REQUIRE(client.ok());
+  std::map<std::string, std::string> outs;
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  for (std::string name : {"first", "second", "slow"})
+    threads.emplace_back([&, name] {
+      auto r = client->Exec({name}, name == "slow" ? 300 : 10000);
+      std::lock_guard lock(mu);
+      outs[name] = r.ok() ? r->output : "error: " + r.message();
+    });
+  for (auto& t : threads) t.join();
+  CHECK(outs["first"] == "1");
+  CHECK(outs["second"] == "2");
+  CHECK(outs["slow"].find("no answer from the guest within 300 ms") != std::string::npos);
+  auto fourth = client->Exec({"fourth"}, 10000);
+  REQUIRE(fourth.ok());
+  CHECK(fourth->output == "4");
+  CHECK_FALSE(client->Broken());
+  fs::remove_all(dir);
+}
+
 TEST_CASE("The agent protocol refuses other versions, unknown ops and malformed requests by name", "[hv][qemu]") {
   auto ping = agent::ParseRequest(agent::PingRequest().dump());
   REQUIRE(ping.ok());
@@ -356,12 +441,17 @@ TEST_CASE("The agent protocol refuses other versions, unknown ops and malformed 
   auto exec = agent::ParseRequest(agent::ExecRequest({"uname", "-r"}).dump());
   REQUIRE(exec.ok());
   CHECK(exec->argv == std::vector<std::string>{"uname", "-r"});
-  CHECK(agent::ParseRequest(R"({"v":1,"op":"ping"})").message().find("version 1 is not this agent's version 2") !=
+  CHECK(agent::ParseRequest(R"({"v":2,"op":"ping"})").message().find("version 2 is not this agent's version 3") !=
         std::string::npos);
-  CHECK(agent::ParseRequest(R"({"v":2,"op":"reboot"})").message().find("unknown op 'reboot'") != std::string::npos);
-  CHECK_FALSE(agent::ParseRequest(R"({"v":2,"op":"exec","argv":[]})").ok());
-  CHECK_FALSE(agent::ParseRequest(R"({"v":2,"op":"hv"})").ok());
-  CHECK_FALSE(agent::ParseRequest(R"({"v":2,"op":"hv","method":"CreateSwitch","args":[1]})").ok());
+  CHECK(agent::ParseRequest(R"({"v":3,"op":"reboot"})").message().find("unknown op 'reboot'") != std::string::npos);
+  CHECK_FALSE(agent::ParseRequest(R"({"v":3,"op":"exec","argv":[]})").ok());
+  CHECK_FALSE(agent::ParseRequest(R"({"v":3,"op":"hv"})").ok());
+  CHECK_FALSE(agent::ParseRequest(R"({"v":3,"op":"hv","method":"CreateSwitch","args":[1]})").ok());
+  // The id of a request goes back with its reply, also when the request is refused.
+  CHECK(agent::RequestId(R"({"v":2,"op":"ping","id":42})") == 42);
+  CHECK(agent::RequestId("not json") == -1);
+  CHECK(agent::WithId(agent::ErrorReply("no"), 42)["id"] == 42);
+  CHECK_FALSE(agent::WithId(agent::ErrorReply("no"), -1).contains("id"));
   auto hv = agent::ParseRequest(agent::HvRequest("CreateSwitch", {{"spec", {{"name", "x"}}}}).dump());
   REQUIRE(hv.ok());
   CHECK(hv->method == "CreateSwitch");
