@@ -37,6 +37,11 @@ void AddInternal(CLI::App& app, Globals& g) {
     g_exit_code = hv::agent::RunGuestAgent(o);
   });
 
+  // One `lab exec` session inside a qemu VM, started by its agent (hv/agent/guest.h).
+  auto* guest_exec = app.add_subcommand("__guest-exec", "");
+  guest_exec->group("");
+  guest_exec->callback([] { g_exit_code = hv::agent::RunGuestExec(); });
+
   // bench/qemu-boot.sh: one qemu guest booted and timed (hv/qemu/boot.h).
   auto* boot = app.add_subcommand("__qemu-boot", "");
   boot->group("");

@@ -51,6 +51,10 @@ struct ExecRequest {
   std::string workdir;                  // "" = /
   std::string user;                     // a name or uid of the machine's /etc/passwd; "" = root
   bool tty = false;                     // a terminal of the machine's own /dev/pts, relayed to ours
+  // Where the command's input comes from and its output goes, for a machine inside a qemu VM
+  // (its agent's session); a partition's command has our stdin, stdout and stderr themselves.
+  int in_fd = 0;
+  int out_fd = 1;
 };
 struct ProbeAnswer {
   bool ok = false;

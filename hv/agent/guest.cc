@@ -3,13 +3,19 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -88,46 +94,18 @@ void PrepareState(const std::string& dir) {
   }
 }
 
-class Agent {
- public:
-  explicit Agent(GuestAgentOptions o) : options_(std::move(o)) {}
-
-  Hypervisor& For(const json& ctx) {
-    std::string key = ctx.dump();
-    std::lock_guard lock(mu_);
-    auto& hv = hypervisors_[key];
-    if (!hv) {
-      LabContext c;
-      c.lab = ctx.value("lab", "");
-      c.uid = ctx.value("uid", "");
-      c.inside = ctx.value("inside", std::vector<std::string>());
-      c.shared_state = ctx.value("shared_state", "");
-      c.run_root = "/run/lab";
-      c.state_root = kState;
-      c.init_path = options_.init_path;
-      hv = MakeHypervisor(c);
-    }
-    return *hv;
-  }
-
-  json Answer(const Request& req) {
-    if (req.op == "ping") return ToJson(Ping());
-    if (req.op == "exec") return ToJson(Exec(req.argv));
-    json ctx = req.args.value("ctx", json::object());
-    if (ctx.value("lab", "").empty() || ctx.value("uid", "").empty())
-      return ErrorReply("agent: an hv request must name its lab (ctx)");
-    auto r = Dispatch(For(ctx), req.method, req.args);
-    if (!r) return ErrorReply(r.message());
-    return HvReply(*r);
-  }
-
-  static constexpr const char* kState = "/var/lib/lab";
-
- private:
-  GuestAgentOptions options_;
-  std::mutex mu_;
-  std::map<std::string, std::unique_ptr<Hypervisor>> hypervisors_;
-};
+/// The hypervisor context a request names (its lab, and the VMs it lives in, this one last).
+LabContext GuestContext(const json& ctx, const std::string& init_path) {
+  LabContext c;
+  c.lab = ctx.value("lab", "");
+  c.uid = ctx.value("uid", "");
+  c.inside = ctx.value("inside", std::vector<std::string>());
+  c.shared_state = ctx.value("shared_state", "");
+  c.run_root = "/run/lab";
+  c.state_root = "/var/lib/lab";
+  c.init_path = init_path;
+  return c;
+}
 
 /// The port, written by every request's thread: one reply line at a time.
 class Port {
@@ -150,6 +128,206 @@ class Port {
   int fd_;
   std::mutex mu_;
 };
+
+class Agent {
+ public:
+  explicit Agent(GuestAgentOptions o) : options_(std::move(o)) {}
+
+  Hypervisor& For(const json& ctx) {
+    std::string key = ctx.dump();
+    std::lock_guard lock(mu_);
+    auto& hv = hypervisors_[key];
+    if (!hv) hv = MakeHypervisor(GuestContext(ctx, options_.init_path));
+    return *hv;
+  }
+
+  json Answer(const Request& req) {
+    if (req.op == "ping") return ToJson(Ping());
+    if (req.op == "exec") return ToJson(Exec(req.argv));
+    json ctx = req.args.value("ctx", json::object());
+    if (ctx.value("lab", "").empty() || ctx.value("uid", "").empty())
+      return ErrorReply("agent: an hv request must name its lab (ctx)");
+    auto r = Dispatch(For(ctx), req.method, req.args);
+    if (!r) return ErrorReply(r.message());
+    return HvReply(*r);
+  }
+
+  // --- sessions: `lab exec` with its input, output and terminal streamed ------------------------
+  // The command runs in a process of its own, `lab __guest-exec` (RunGuestExec), whose stdin,
+  // stdout and stderr are a pty's slave (tty) or a socket; the agent holds the other end and
+  // relays it as the session's messages.
+  struct Session {
+    int fd = -1;  // the pty's master, or our end of the socket
+    pid_t pid = 0;  // `lab __guest-exec`; 0 when the session goes further in (a thread of ours)
+    bool tty = false;
+    std::atomic<int> code{125};  // the exit code, when the session went further in
+  };
+
+  /// Starts session `id`; its output and end go to `out` from a thread of its own (holding
+  /// `working`, so the reaper leaves its child alone).
+  void StartSession(const Request& req, int64_t id, Port& out, std::shared_mutex& working) {
+    json a = req.args;
+    auto refuse = [&](const std::string& why) { out.Reply(WithId(ErrorReply("agent: " + why), id)); };
+    PartitionSpec spec;
+    try {
+      spec = a.at("spec").get<PartitionSpec>();
+    } catch (const json::exception& e) {
+      return refuse(std::string("a session needs the machine's spec: ") + e.what());
+    }
+    bool tty = a.value("tty", false);
+    int ours = -1, theirs = -1;
+    if (tty) {
+      winsize ws{};
+      ws.ws_row = static_cast<unsigned short>(a.value("rows", 0));
+      ws.ws_col = static_cast<unsigned short>(a.value("cols", 0));
+      if (::openpty(&ours, &theirs, nullptr, nullptr, ws.ws_row ? &ws : nullptr) != 0)
+        return refuse(std::string("openpty: ") + std::strerror(errno));
+      ::fcntl(ours, F_SETFD, FD_CLOEXEC);
+      ::fcntl(theirs, F_SETFD, FD_CLOEXEC);
+      // This pty only carries bytes: the terminal the user types into is the machine's own pty
+      // further in (the partition driver's), so this one neither echoes nor edits.
+      termios t{};
+      if (::tcgetattr(theirs, &t) == 0) {
+        ::cfmakeraw(&t);
+        ::tcsetattr(theirs, TCSANOW, &t);
+      }
+    } else {
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return refuse(std::string("socketpair: ") + std::strerror(errno));
+      ours = sv[0];
+      theirs = sv[1];
+    }
+    auto session = std::make_shared<Session>();
+    session->fd = ours;
+    session->tty = tty;
+    // A machine inside a qemu VM of this guest: the session goes on from here, through this
+    // agent's own connection to that VM's agent (QEMU serves one client per agent socket, and
+    // this agent holds it).
+    std::vector<std::string> home = spec.within;
+    if (spec.IsQemu()) home.push_back(spec.name);
+    if (home.size() > a.value("ctx", json::object()).value("inside", std::vector<std::string>()).size()) {
+      Hypervisor& hv = For(a.value("ctx", json::object()));
+      hv::ExecRequest x;
+      x.argv = a.value("argv", std::vector<std::string>());
+      x.env = a.value("env", std::vector<std::string>());
+      x.workdir = a.value("workdir", "");
+      x.user = a.value("user", "");
+      x.tty = tty;
+      x.in_fd = x.out_fd = theirs;
+      std::thread([&hv, spec, x, session, theirs, &working] {
+        std::shared_lock held(working);
+        auto code = hv.Exec(spec, x);
+        if (!code) {
+          std::string line = "lab: " + code.message() + "\r\n";
+          (void)!::write(theirs, line.data(), line.size());
+        }
+        session->code = code ? *code : 125;
+        ::close(theirs);  // the relay below reads the end
+      }).detach();
+    } else {
+      a["init_path"] = options_.init_path;
+      // Everything the child needs is made before fork: after it, only async-signal-safe calls.
+      std::vector<std::string> env_strings;
+      for (char** e = environ; *e; ++e)
+        if (std::strncmp(*e, "LAB_GUEST_EXEC=", 15) != 0) env_strings.emplace_back(*e);
+      env_strings.push_back("LAB_GUEST_EXEC=" + a.dump());
+      std::vector<char*> envp;
+      for (auto& e : env_strings) envp.push_back(e.data());
+      envp.push_back(nullptr);
+      const char* argv[] = {"lab", "__guest-exec", nullptr};
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        ::setsid();
+        if (tty) ::ioctl(theirs, TIOCSCTTY, 0);
+        for (int fd = 0; fd < 3; ++fd) ::dup2(theirs, fd);
+        ::execve("/proc/self/exe", const_cast<char* const*>(argv), envp.data());
+        ::_exit(127);
+      }
+      ::close(theirs);
+      if (pid < 0) {
+        ::close(ours);
+        return refuse(std::string("fork: ") + std::strerror(errno));
+      }
+      session->pid = pid;
+    }
+    {
+      std::lock_guard lock(mu_);
+      sessions_[id] = session;
+    }
+    std::thread([this, session, id, &out, &working] {
+      std::shared_lock held(working);
+      char buf[16384];
+      for (;;) {
+        ssize_t n = ::read(session->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // end of file, or EIO: every slave of the pty closed
+        out.Reply(OutputMessage(id, std::string_view(buf, static_cast<size_t>(n))));
+      }
+      int code = session->code;
+      if (session->pid > 0) {
+        int status = 0;
+        while (::waitpid(session->pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      {
+        std::lock_guard lock(mu_);
+        sessions_.erase(id);
+      }
+      ::close(session->fd);
+      out.Reply(SessionEnd(id, code));
+    }).detach();
+  }
+
+  /// Input and window sizes for a session (no reply); a session that ended is ignored.
+  void ToSession(const Request& req, int64_t id) {
+    std::shared_ptr<Session> s;
+    {
+      std::lock_guard lock(mu_);
+      auto it = sessions_.find(id);
+      if (it == sessions_.end()) return;
+      s = it->second;
+    }
+    if (req.op == "resize") {
+      winsize ws{};
+      ws.ws_row = static_cast<unsigned short>(req.rows);
+      ws.ws_col = static_cast<unsigned short>(req.cols);
+      if (s->tty) ::ioctl(s->fd, TIOCSWINSZ, &ws);
+    } else if (req.eof) {
+      if (s->tty) {
+        // This pty is raw: the end of input is the EOF character of the machine's own terminal
+        // further in (Ctrl-D, as the user would type it).
+        (void)!::write(s->fd, "\x04", 1);
+      } else {
+        ::shutdown(s->fd, SHUT_WR);
+      }
+    } else {
+      for (size_t done = 0; done < req.data.size();) {
+        ssize_t n = ::write(s->fd, req.data.data() + done, req.data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += static_cast<size_t>(n);
+      }
+    }
+  }
+
+  /// The host went away: its sessions are hung up (their process groups get SIGHUP).
+  void HangUpSessions() {
+    std::lock_guard lock(mu_);
+    for (auto& [id, s] : sessions_)
+      if (s->pid > 0) ::kill(-s->pid, SIGHUP);
+  }
+
+  static constexpr const char* kState = "/var/lib/lab";
+
+ private:
+  GuestAgentOptions options_;
+  std::map<int64_t, std::shared_ptr<Session>> sessions_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<Hypervisor>> hypervisors_;
+};
+
 
 }  // namespace
 
@@ -192,6 +370,7 @@ int RunGuestAgent(const GuestAgentOptions& options) {
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) {
       // The host is not connected: wait for it, a little longer each time.
+      if (pause == 20000) agent.HangUpSessions();  // once, when it goes
       pending.clear();
       ::usleep(pause);
       pause = std::min<useconds_t>(pause * 2, 250000);
@@ -213,11 +392,47 @@ int RunGuestAgent(const GuestAgentOptions& options) {
         out.Reply(WithId(ToJson(Ping()), id));
         continue;
       }
+      if (req->op == "input" || req->op == "resize") {
+        agent.ToSession(*req, id);
+        continue;
+      }
+      if (req->op == "session") {
+        agent.StartSession(*req, id, out, working);
+        continue;
+      }
       std::thread([&agent, &out, &working, r = std::move(*req), id] {
         std::shared_lock held(working);
         out.Reply(WithId(agent.Answer(r), id));
       }).detach();
     }
+  }
+}
+
+int RunGuestExec() {
+  const char* payload = std::getenv("LAB_GUEST_EXEC");
+  json a = json::parse(payload ? payload : "", nullptr, false);
+  if (!a.is_object()) {
+    std::fprintf(stderr, "lab: __guest-exec runs a session of the guest agent (LAB_GUEST_EXEC)\n");
+    return 125;
+  }
+  ::unsetenv("LAB_GUEST_EXEC");
+  try {
+    auto hv = MakeHypervisor(GuestContext(a.value("ctx", json::object()), a.value("init_path", "")));
+    hv::ExecRequest x;
+    x.argv = a.at("argv").get<std::vector<std::string>>();
+    x.env = a.value("env", std::vector<std::string>());
+    x.workdir = a.value("workdir", "");
+    x.user = a.value("user", "");
+    x.tty = a.value("tty", false);
+    auto code = hv->Exec(a.at("spec").get<PartitionSpec>(), x);
+    if (!code) {
+      std::fprintf(stderr, "lab: %s\n", code.message().c_str());
+      return 125;
+    }
+    return *code;
+  } catch (const json::exception& e) {
+    std::fprintf(stderr, "lab: a malformed session request: %s\n", e.what());
+    return 125;
   }
 }
 

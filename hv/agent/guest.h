@@ -6,8 +6,9 @@
 // does, and "hv": the hypervisor API, dispatched (hv/agent/remote.h) to this guest's own
 // hypervisor for the lab and VM chain the request names (hv::MakeHypervisor with
 // LabContext::inside), so the VM's switches, NAT, DNS settings and nested VMs are made here by the
-// partition driver, and qemu VMs inside by QEMU. One request at a time; EOF on the port means the
-// host went away: the port is opened again.
+// partition driver, and qemu VMs inside by QEMU. Requests are answered concurrently, each in a
+// thread of its own; EOF on the port means the host went away (its terminal sessions are hung
+// up) until it connects again.
 #pragma once
 
 #include <string>
@@ -21,5 +22,10 @@ struct GuestAgentOptions {
 
 /// Serves until killed. Returns an exit code only when the port cannot be found.
 int RunGuestAgent(const GuestAgentOptions& options);
+
+/// `lab __guest-exec`: one session's command (LAB_GUEST_EXEC: the session's arguments), run by
+/// this guest's hypervisor with this process's stdin/stdout/stderr (the agent's pty or socket).
+/// Returns the command's exit code; 125 when it could not be run.
+int RunGuestExec();
 
 }  // namespace lab::hv::agent

@@ -1,5 +1,7 @@
 #include "hv/agent/protocol.h"
 
+#include "base/base64.h"
+
 namespace lab::hv::agent {
 
 using nlohmann::json;
@@ -10,6 +12,21 @@ json ExecRequest(const std::vector<std::string>& argv) { return {{"v", kVersion}
 
 json HvRequest(const std::string& method, json args) {
   return {{"v", kVersion}, {"op", "hv"}, {"method", method}, {"args", std::move(args)}};
+}
+
+json SessionRequest(json args) { return {{"v", kVersion}, {"op", "session"}, {"args", std::move(args)}}; }
+json InputMessage(int64_t session, std::string_view bytes) {
+  return {{"v", kVersion}, {"op", "input"}, {"id", session}, {"data", Base64Encode(bytes)}};
+}
+json EofMessage(int64_t session) { return {{"v", kVersion}, {"op", "input"}, {"id", session}, {"eof", true}}; }
+json ResizeMessage(int64_t session, int rows, int cols) {
+  return {{"v", kVersion}, {"op", "resize"}, {"id", session}, {"rows", rows}, {"cols", cols}};
+}
+json OutputMessage(int64_t session, std::string_view bytes) {
+  return {{"v", kVersion}, {"id", session}, {"out", Base64Encode(bytes)}};
+}
+json SessionEnd(int64_t session, int exit_code) {
+  return {{"v", kVersion}, {"id", session}, {"ok", true}, {"exit_code", exit_code}};
 }
 
 json HvReply(json result) { return {{"v", kVersion}, {"ok", true}, {"result", std::move(result)}}; }
@@ -40,7 +57,30 @@ Result<Request> ParseRequest(const std::string& line) {
     if (!r.args.is_object()) return Status::Error("agent: hv's \"args\" must be an object");
     return r;
   }
-  return Status::Error("agent: unknown op '" + r.op + "' (this agent knows ping, exec, hv)");
+  if (r.op == "session") {
+    r.args = j.value("args", json::object());
+    if (!r.args.is_object() || !r.args.contains("argv") || !r.args["argv"].is_array() || r.args["argv"].empty())
+      return Status::Error("agent: session needs \"args\" with a non-empty \"argv\"");
+    return r;
+  }
+  if (r.op == "input") {
+    r.eof = j.value("eof", false);
+    if (!r.eof) {
+      if (!j.contains("data") || !j["data"].is_string()) return Status::Error("agent: input needs \"data\" or \"eof\"");
+      auto bytes = Base64Decode(j["data"].get<std::string>());
+      if (!bytes) return Status::Error("agent: input's \"data\" is not base64");
+      r.data = std::move(*bytes);
+    }
+    return r;
+  }
+  if (r.op == "resize") {
+    if (!j.contains("rows") || !j["rows"].is_number_integer() || !j.contains("cols") || !j["cols"].is_number_integer())
+      return Status::Error("agent: resize needs \"rows\" and \"cols\"");
+    r.rows = j["rows"].get<int>();
+    r.cols = j["cols"].get<int>();
+    return r;
+  }
+  return Status::Error("agent: unknown op '" + r.op + "' (this agent knows ping, exec, hv, session, input, resize)");
 }
 
 json ToJson(const PingReply& reply) {
@@ -89,6 +129,20 @@ Result<PingReply> ParsePingReply(const json& reply) {
   } catch (const json::exception& e) {
     return Status::Error(std::string("agent: malformed ping reply: ") + e.what());
   }
+}
+
+Result<SessionEvent> ParseSessionMessage(const json& message) {
+  SessionEvent e;
+  if (message.is_object() && !message.contains("ok") && message.contains("out")) {
+    auto bytes = message["out"].is_string() ? Base64Decode(message["out"].get<std::string>()) : std::nullopt;
+    if (!bytes) return Status::Error("agent: a session's output is not base64");
+    e.out = std::move(*bytes);
+    return e;
+  }
+  LAB_RETURN_IF_ERROR(CheckReply(message));
+  e.end = true;
+  e.exit_code = message.value("exit_code", 1);
+  return e;
 }
 
 Result<json> ParseHvReply(const json& reply) {

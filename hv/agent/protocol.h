@@ -19,11 +19,23 @@
 // "hv" is the hypervisor API (hv/hypervisor.h) as requests: one per method, its arguments as
 // JSON (hv/agent/remote.h has both ends: the client stub and the agent's dispatch).
 //
-// Version 1 knew ping and exec; version 2 adds hv; version 3 adds "id" and concurrent answers.
+// A terminal session (`lab exec` into a qemu VM or a VM inside one) is one request with many
+// messages both ways, all with the session's "id":
+//   {"v":3,"op":"session","id":7,"args":{"ctx":{...},"spec":{...},"argv":["sh"],"tty":true,
+//                                      "rows":24,"cols":80,"env":[],"workdir":"","user":""}}
+//     <- {"v":3,"id":7,"out":"<base64>"} ...        what the command prints, as it prints it
+//     -> {"v":3,"op":"input","id":7,"data":"<base64>"} / {"v":3,"op":"input","id":7,"eof":true}
+//     -> {"v":3,"op":"resize","id":7,"rows":50,"cols":132}
+//     <- {"v":3,"id":7,"ok":true,"exit_code":0}     the end: a message with "ok" is the last
+// input and resize get no reply. The host going away hangs the session up.
+//
+// Version 1 knew ping and exec; version 2 adds hv; version 3 adds "id", concurrent answers and
+// sessions.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -50,15 +62,35 @@ struct ExecReply {
 
 /// One request as the guest reads it.
 struct Request {
-  std::string op;                 // "ping", "exec", "hv"
+  std::string op;                 // "ping", "exec", "hv", "session", "input", "resize"
   std::vector<std::string> argv;  // exec
   std::string method;             // hv: the Hypervisor method
-  nlohmann::json args;            // hv: its arguments (an object)
+  nlohmann::json args;            // hv, session: its arguments (an object)
+  std::string data;               // input: the bytes (decoded)
+  bool eof = false;               // input: the end of the session's input
+  int rows = 0, cols = 0;         // resize
 };
 
 nlohmann::json PingRequest();
 nlohmann::json ExecRequest(const std::vector<std::string>& argv);
 nlohmann::json HvRequest(const std::string& method, nlohmann::json args);
+nlohmann::json SessionRequest(nlohmann::json args);
+nlohmann::json InputMessage(int64_t session, std::string_view bytes);
+nlohmann::json EofMessage(int64_t session);
+nlohmann::json ResizeMessage(int64_t session, int rows, int cols);
+/// What a session's command printed (guest to host); the session's last message is
+/// SessionEnd, or an ErrorReply with the session's id.
+nlohmann::json OutputMessage(int64_t session, std::string_view bytes);
+nlohmann::json SessionEnd(int64_t session, int exit_code);
+/// A message of a session: its output (bytes, "" for none), or at the end its exit code (or the
+/// error that ended it).
+struct SessionEvent {
+  std::string out;
+  bool end = false;
+  int exit_code = 0;
+};
+Result<SessionEvent> ParseSessionMessage(const nlohmann::json& message);
+
 /// The reply to an hv request that went through: its result (null for a method without one).
 nlohmann::json HvReply(nlohmann::json result);
 /// An hv reply's result; an error with the agent's message when it was refused.

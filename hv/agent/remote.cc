@@ -1,6 +1,7 @@
 #include "hv/agent/remote.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,6 +9,7 @@
 
 #include "base/text.h"
 #include "hv/agent/protocol.h"
+#include "hv/kernel/terminal.h"
 
 namespace lab::hv::agent {
 namespace {
@@ -51,7 +53,8 @@ std::vector<Ipv4> IpsFrom(const json& j) {
 
 class RemoteHypervisor final : public Hypervisor {
  public:
-  RemoteHypervisor(Transport t, std::string vm) : transport_(std::move(t)), vm_(std::move(vm)) {}
+  RemoteHypervisor(Transport t, std::string vm, SessionRunner session)
+      : transport_(std::move(t)), vm_(std::move(vm)), session_(std::move(session)) {}
 
   Result<json> Call(const std::string& method, json args, int timeout_ms = kCallMs) {
     auto reply = transport_(HvRequest(method, std::move(args)), timeout_ms);
@@ -196,6 +199,16 @@ class RemoteHypervisor final : public Hypervisor {
   }
 
   Result<int> Exec(const PartitionSpec& m, const hv::ExecRequest& x) override {
+    if (session_) {
+      json args = {{"spec", m}, {"argv", x.argv}, {"env", x.env}, {"workdir", x.workdir}, {"user", x.user}, {"tty", x.tty}};
+      winsize ws{};
+      bool sized = x.in_fd == 0 ? kernel::TerminalSize(&ws) : ::ioctl(x.in_fd, TIOCGWINSZ, &ws) == 0 && ws.ws_row;
+      if (x.tty && sized) {
+        args["rows"] = ws.ws_row;
+        args["cols"] = ws.ws_col;
+      }
+      return session_(std::move(args), x.tty, x.in_fd, x.out_fd);
+    }
     auto r = Call("Exec", {{"spec", m}, {"argv", x.argv}, {"env", x.env}, {"workdir", x.workdir}, {"user", x.user}},
                   24 * 3600 * 1000);
     if (!r) return r.status();
@@ -215,6 +228,7 @@ class RemoteHypervisor final : public Hypervisor {
  private:
   Transport transport_;
   std::string vm_;
+  SessionRunner session_;
 };
 
 /// Runs `fn` with stdin from /dev/null and stdout/stderr into a file, and returns what it wrote.
@@ -251,8 +265,8 @@ std::string Captured(Fn&& fn) {
 
 }  // namespace
 
-std::unique_ptr<Hypervisor> MakeRemoteHypervisor(Transport transport, std::string vm) {
-  return std::make_unique<RemoteHypervisor>(std::move(transport), std::move(vm));
+std::unique_ptr<Hypervisor> MakeRemoteHypervisor(Transport transport, std::string vm, SessionRunner session) {
+  return std::make_unique<RemoteHypervisor>(std::move(transport), std::move(vm), std::move(session));
 }
 
 json ToJson(const ObserveRequest& r) {

@@ -25,9 +25,14 @@ namespace lab::hv::agent {
 /// Sends one request and returns the reply (a JSON object) within `timeout_ms`.
 using Transport = std::function<Result<nlohmann::json>(const nlohmann::json& request, int timeout_ms)>;
 
+/// Runs a terminal session (protocol.h) with the session's arguments, relaying `in_fd` to it and
+/// its output to `out_fd`; returns the command's exit code.
+using SessionRunner = std::function<Result<int>(nlohmann::json args, bool tty, int in_fd, int out_fd)>;
+
 /// The hypervisor of the guest reached through `transport`; `vm` names the qemu VM in messages.
-/// Exec relays the command's output to our stdout once it has ended (not streamed, no terminal).
-std::unique_ptr<Hypervisor> MakeRemoteHypervisor(Transport transport, std::string vm);
+/// Exec is a session through `session` (streamed both ways, a terminal with -t); without one, the
+/// command's output comes to our stdout once it has ended.
+std::unique_ptr<Hypervisor> MakeRemoteHypervisor(Transport transport, std::string vm, SessionRunner session = nullptr);
 
 /// The agent's side: calls `method` with `args` on `hv` and returns its result as JSON.
 /// Exec runs with stdin from /dev/null and stdout/stderr captured, and returns

@@ -16,6 +16,7 @@
 #include "base/proc.h"
 #include "base/status.h"
 #include "hv/kernel/partition.h"
+#include "hv/kernel/terminal.h"
 
 namespace lab::hv::kernel {
 
@@ -143,8 +144,6 @@ class ChildArgv {
 
 // ---- the caller's terminal (terminal.cc) ----
 
-/// The window size of the caller's terminal (stdin, stdout or stderr); false when none is one.
-bool TerminalSize(struct winsize* size);
 /// Relays the caller's stdin to the pty `master` and the master's output to the caller's stdout
 /// until `child` (ours, not reaped here) ends or the pty's every slave is closed, then drains what
 /// is left. A terminal on stdin is in raw mode meanwhile and as it was after; SIGWINCH passes the

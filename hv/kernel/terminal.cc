@@ -17,6 +17,7 @@
 #include <string>
 
 #include "hv/kernel/partition_internal.h"
+#include "hv/kernel/terminal.h"
 
 namespace lab::hv::kernel {
 namespace {
@@ -33,27 +34,6 @@ void OnSignal(int sig) {
   }
   errno = saved;
 }
-
-// The user's terminal in raw mode for the while; as it was again when this goes.
-class RawTerminal {
- public:
-  explicit RawTerminal(int fd) : fd_(fd) {
-    if (!::isatty(fd_) || ::tcgetattr(fd_, &saved_) != 0) return;
-    termios raw = saved_;
-    ::cfmakeraw(&raw);
-    active_ = ::tcsetattr(fd_, TCSADRAIN, &raw) == 0;
-  }
-  ~RawTerminal() {
-    if (active_) ::tcsetattr(fd_, TCSADRAIN, &saved_);
-  }
-  RawTerminal(const RawTerminal&) = delete;
-  RawTerminal& operator=(const RawTerminal&) = delete;
-
- private:
-  int fd_;
-  termios saved_{};
-  bool active_ = false;
-};
 
 // Handlers for the while of the relay, the previous ones back after.
 class SignalsToPipe {
@@ -109,6 +89,17 @@ bool Drain(int master) {
 }
 
 }  // namespace
+
+RawTerminal::RawTerminal(int fd) : fd_(fd) {
+  if (!::isatty(fd_) || ::tcgetattr(fd_, &saved_) != 0) return;
+  termios raw = saved_;
+  ::cfmakeraw(&raw);
+  active_ = ::tcsetattr(fd_, TCSADRAIN, &raw) == 0;
+}
+
+RawTerminal::~RawTerminal() {
+  if (active_) ::tcsetattr(fd_, TCSADRAIN, &saved_);
+}
 
 bool TerminalSize(winsize* size) {
   for (int fd : {0, 1, 2})

@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,10 +43,26 @@ class AgentClient {
   /// The socket closed (QEMU exited, or the connection broke): a new connection is needed.
   bool Broken() const;
 
+  // --- sessions (hv/agent/protocol.h): one request, many messages both ways -----------------
+  /// Sends `request` with an id of its own, under which every message of the guest for it is
+  /// kept (Next) until Close.
+  Result<int64_t> Open(const nlohmann::json& request);
+  /// Sends a message as it is (input and resize name their session's id themselves).
+  Status Post(const nlohmann::json& message);
+  /// The next message of session `id`; nullopt when none came within `timeout_ms`.
+  Result<std::optional<nlohmann::json>> Next(int64_t id, int timeout_ms);
+  void Close(int64_t id);
+
  private:
   struct Conn;
   explicit AgentClient(int fd);
   std::unique_ptr<Conn> conn_;
 };
+
+/// `lab exec` through the agent: opens the session `request` (agent::SessionRequest) and relays
+/// `in_fd` to it and its output to `out_fd` until the command ends; with `tty`, a terminal on
+/// `in_fd` is in raw mode meanwhile and (on our stdin) window sizes follow SIGWINCH. Returns the
+/// command's exit code.
+Result<int> RunSession(AgentClient& agent, const nlohmann::json& request, bool tty, int in_fd = 0, int out_fd = 1);
 
 }  // namespace lab::hv::qemu

@@ -151,7 +151,14 @@ class Router final : public Hypervisor {
             if (req.value("op", "") == "hv") req["args"]["ctx"] = context;
             return SendTo(*link, req, timeout_ms);
           },
-          vm);
+          vm,
+          [this, link, context](json args, bool tty, int in_fd, int out_fd) -> Result<int> {
+            if (!FindQemu(RunDir(link->vm)).ok()) return Status::Error("VM '" + link->vm + "' is not running (no QEMU)");
+            args["ctx"] = context;
+            auto client = Client(*link, 5000);
+            if (!client) return client.status();
+            return RunSession(**client, agent::SessionRequest(std::move(args)), tty, in_fd, out_fd);
+          });
     }
     return *g;
   }
@@ -163,18 +170,19 @@ class Router final : public Hypervisor {
   }
   /// Many threads share the link's one connection (the agent answers concurrently); a new one
   /// is made only when it broke (QEMU exited or restarted).
-  static Result<json> Send(GuestLink& g, const json& request, int timeout_ms) {
-    std::shared_ptr<AgentClient> client;
-    {
-      std::lock_guard lock(g.mu);
-      if (!g.client || g.client->Broken()) {
-        auto c = AgentClient::Connect(g.socket, std::min(timeout_ms, 5000));
-        if (!c) return c.status();
-        g.client = std::make_shared<AgentClient>(std::move(*c));
-      }
-      client = g.client;
+  static Result<std::shared_ptr<AgentClient>> Client(GuestLink& g, int timeout_ms) {
+    std::lock_guard lock(g.mu);
+    if (!g.client || g.client->Broken()) {
+      auto c = AgentClient::Connect(g.socket, std::min(timeout_ms, 5000));
+      if (!c) return c.status();
+      g.client = std::make_shared<AgentClient>(std::move(*c));
     }
-    return client->Call(request, timeout_ms);
+    return g.client;
+  }
+  static Result<json> Send(GuestLink& g, const json& request, int timeout_ms) {
+    auto client = Client(g, timeout_ms);
+    if (!client) return client.status();
+    return (*client)->Call(request, timeout_ms);
   }
 
   /// Waits until the VM's agent answers (the guest is up), at most `timeout_ms`.
@@ -1044,8 +1052,6 @@ class Router final : public Hypervisor {
   }
   Result<int> Exec(const PartitionSpec& m, const ExecRequest& x) override {
     if (IsSelf(m)) return local_->Exec(m, x);
-    if (x.tty && Route(Home(m)))
-      return Status::Error("VM '" + m.name + "': a terminal (-t) into a qemu VM is not supported yet; run without -t");
     return At(Home(m)).Exec(m, x);
   }
 

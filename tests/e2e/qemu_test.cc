@@ -113,6 +113,29 @@ TEST_CASE("labs/qemu-nested.yaml: real guests expose or hide virtualization, nes
   INFO(inner.out.substr(0, 2000));
   CHECK(inner.out.find("Hypervisor detected: KVM") != std::string::npos);
 
+  // lab exec streams through the agents: our stdin reaches the command in the guest, its output
+  // comes back as it is printed, and so does its exit code.
+  std::string input = sb.dir + "/input";
+  REQUIRE(lab::WriteFileAtomic(input, "abc\ndef\n"));
+  Run piped = sb.Lab("exec -T qemu-nested middle -- sh -c 'cat; exit 3' < " + input);
+  CHECK(piped.code == 3);
+  CHECK(piped.out == "abc\ndef\n");
+  // -t: a terminal of the machine's own, with the size of ours, in the qemu VM, in a partition
+  // inside it and in the qemu VM inside it (a terminal made by script(1) stands in for the user's).
+  if (!lab::hv::qemu::FindInPath("script").empty()) {
+    for (const char* vm : {"middle", "nested1", "inner"}) {
+      Run term = sb.Popen("script -qec \"stty rows 31 cols 101; LAB_STATE_DIR=" + sb.state + " LAB_RUN_DIR=" + sb.run +
+                          " " + LAB_BINARY_DIR + "/lab exec -t qemu-nested " + vm +
+                          " -- sh -c 'stty size; tty; exit 5'\" /dev/null < /dev/null");
+      INFO(vm << ": " << term.out);
+      CHECK(term.code == 5);
+      CHECK(term.out.find("31 101") != std::string::npos);
+      CHECK(term.out.find("/dev/pts/") != std::string::npos);
+    }
+  } else {
+    WARN("SKIP: lab exec -t: script(1) is not installed (apt-get install bsdutils)");
+  }
+
   Run again = sb.Lab("up " + file);
   INFO(again.out);
   CHECK(again.out.find("No changes.") != std::string::npos);
