@@ -178,7 +178,15 @@ Result<Template> EnsureTemplate(const std::string& templates_dir, const std::str
   t.state = t.dir + "/state.vm";
   Lock lock(templates_dir + "/" + key + ".lock");
   if (!lock.ok()) return ErrnoStatus("lock " + templates_dir + "/" + key + ".lock");
-  if (fs::exists(t.dir, ec)) return t;  // made earlier, or by the one we waited for
+  auto read_facts = [&t] {
+    auto text = ReadFile(t.dir + "/template.json");
+    json j = json::parse(text ? *text : std::string(), nullptr, false);
+    if (j.is_object()) t.guest_kernel = j.value("guest_kernel", "");
+  };
+  if (fs::exists(t.dir, ec)) {  // made earlier, or by the one we waited for
+    read_facts();
+    return t;
+  }
   // Under the lock nobody else builds this template: what a killed build left goes, its QEMU first.
   if (auto old = FindQemu(run_dir)) (void)StopQemu(*old, 0, kQuitMs);
   for (const auto& e : fs::directory_iterator(templates_dir, ec))
@@ -206,6 +214,7 @@ Result<Template> EnsureTemplate(const std::string& templates_dir, const std::str
     return made.Prefixed("template " + key + " of image disk " + image_disk);
   }
   t.made_now = true;
+  read_facts();
   return t;
 }
 
@@ -243,7 +252,7 @@ std::string IdentityScript(const GuestIdentity& id) {
        std::to_string(id.epoch_seconds) + " ; fi >/dev/null || { echo 'cannot set the clock'; exit 1; }\n";
   s += "printf '" + PrintfBytes(id.entropy) + "' >/dev/urandom || { echo 'cannot add entropy'; exit 1; }\n";
   s += "echo " + id.machine_id + " >/etc/machine-id || { echo 'cannot write /etc/machine-id'; exit 1; }\n";
-  s += "rm -f /var/lib/systemd/random-seed /var/lib/urandom/random-seed\n";
+  s += "for f in /var/lib/systemd/random-seed /var/lib/urandom/random-seed; do [ ! -e $f ] || rm -f $f; done\n";
   return s;
 }
 

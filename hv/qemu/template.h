@@ -45,6 +45,7 @@ struct Template {
   std::string disk;   // its qcow2 (over the image's disk): the backing file of its VMs' disks
   std::string state;  // its saved memory state (SaveToFile): IncomingFromFile(state)
   bool made_now = false;  // this call made it (else it was there, or another made it meanwhile)
+  std::string guest_kernel;  // the guest's `uname -r` (its agent's ping when it was made)
 };
 
 /// The template of `boot` (its root must be RootKind::kDisk) over `image_disk` under
