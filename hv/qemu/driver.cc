@@ -527,14 +527,16 @@ class Router final : public Hypervisor {
     fs::create_directories(DiskDir(s.name), ec);
     if (ec) return Status::Error(what + ": cannot create " + DiskDir(s.name) + ": " + ec.message());
     std::string disk = Qcow2(s.name);
+    // An earlier QEMU of this VM (a run killed after starting it) is ended first, and the disk a
+    // cut-short attempt left (TemplatePending was there) goes.
+    if (auto old = FindQemu(run)) (void)StopQemu(*old, 0, kQuitMs);
     LAB_RETURN_IF_ERROR(WriteFile(TemplatePending(s.name), tpl->key + "\n"));
-    ::unlink(disk.c_str());  // a disk a cut-short attempt left (TemplatePending was there)
+    ::unlink(disk.c_str());
     LAB_RETURN_IF_ERROR(CreateVmDisk(disk, tpl->disk, "qcow2").Prefixed("its disk over template " + tpl->key));
     c.disk = disk;
     c.run_dir = run;
     c.incoming = IncomingFromFile(tpl->state);
     LAB_RETURN_IF_ERROR(WriteFile(run + "/boot.json", json{{"kernel", c.kernel}, {"initrd", c.initrd}}.dump()));
-    if (auto old = FindQemu(run)) (void)StopQemu(*old, 0, kQuitMs);
     ::unlink(StateFile(s.name).c_str());
     ::unlink(StateDevices(s.name).c_str());
     stage("disk:");

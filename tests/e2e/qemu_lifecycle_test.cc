@@ -220,7 +220,8 @@ double QemuAge(const Sandbox& sb, const std::string& mark, const std::string& vm
 
 }  // namespace
 
-TEST_CASE("Two qemu VMs of one image start from one saved template and each takes on its own identity",
+TEST_CASE("Two qemu VMs of one image start from one saved template and each takes on its own identity; a VM whose "
+          "template no longer loads boots instead",
           "[root][e2e][qemu]") {
   LAB_REQUIRE_ROOT("qemu VMs started from a template");
   Sandbox sb;
@@ -279,4 +280,30 @@ TEST_CASE("Two qemu VMs of one image start from one saved template and each take
   TakeDownLeavingNothing(sb, "qtwin", pids);
   CHECK(VmDisks(sb) == 0);
   CHECK(Templates(sb) == templates);
+
+  // A template whose state no longer loads: the next VM of it boots instead, and says why.
+  fs::resize_file(templates[0] + "/state.vm", 4096);
+  std::string solo = sb.dir + "/qsolo.yaml";
+  std::ofstream(solo) << std::regex_replace(std::regex_replace(kTwinLab, std::regex("qtwin"), "qsolo"),
+                                            std::regex("      vm2:[\\s\\S]*"), "");
+  Run again = sb.Lab("up " + solo);
+  INFO(again.out);
+  REQUIRE(again.code == 0);
+  auto solo_pids = InitPids(sb, "qsolo");
+  std::string solo_mark;
+  for (const auto& m : sb.owned)
+    if (m.rfind("qsolo-", 0) == 0) solo_mark = m;
+  REQUIRE(!solo_mark.empty());
+  auto note = lab::ReadFile(sb.run + "/" + solo_mark + "/q/vm1/template.txt");
+  REQUIRE(note.has_value());
+  INFO(*note);
+  CHECK(note->rfind("booted (not from a template): ", 0) == 0);
+  Run up_solo = sb.Lab("exec qsolo vm1 -- cat /proc/uptime");
+  INFO(up_solo.out);
+  CHECK(std::atof(up_solo.out.c_str()) < QemuAge(sb, solo_mark, "vm1"));  // booted after its QEMU started
+  auto info = lab::hv::qemu::RunCommand(
+      {"qemu-img", "info", "-U", "--output=json", sb.state + "/disks/" + solo_mark + "/q/vm1/disk.qcow2"}, 30000);
+  REQUIRE(info.ok());
+  CHECK(nlohmann::json::parse(info->output, nullptr, false).value("backing-filename-format", "") == "raw");
+  TakeDownLeavingNothing(sb, "qsolo", solo_pids);
 }
