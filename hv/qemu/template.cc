@@ -82,7 +82,10 @@ Status MakeTemplate(const std::string& tmp, QemuConfig c, const std::string& ima
     return Status::Error(st.message() + "; its console said:" + Tail(p->console_log(), 8));
   };
   auto deadline = started + std::chrono::milliseconds(boot_ms);
-  auto left = [&] { return std::max<int>(1000, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count())); };
+  auto left = [&] {  // what is left of boot_ms, at least a second
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    return std::max<int>(1000, static_cast<int>(ms));
+  };
   {
     auto a = AgentClient::Connect(p->agent_socket(), 5000);
     if (!a) return fail(a.status().Prefixed("its agent"));
@@ -96,7 +99,8 @@ Status MakeTemplate(const std::string& tmp, QemuConfig c, const std::string& ima
     auto r = agent->Exec({"cat", kModulesLoaded}, left());
     if (!r) return fail(r.status().Prefixed("waiting for its modules"));
     if (r->exit_code == 0) break;
-    if (Clock::now() >= deadline) return fail(Status::Error("its modules were not loaded within " + std::to_string(boot_ms / 1000) + " s"));
+    if (Clock::now() >= deadline)
+      return fail(Status::Error("its modules were not loaded within " + std::to_string(boot_ms / 1000) + " s"));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   double ready = Seconds(started);
