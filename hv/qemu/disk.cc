@@ -209,13 +209,13 @@ Result<std::string> EnsureImageDisk(const std::string& cache_dir, const std::str
   return raw;
 }
 
-Status CreateVmDisk(const std::string& path, const std::string& backing_raw) {
+Status CreateVmDisk(const std::string& path, const std::string& backing_file, const std::string& backing_format) {
   std::string qemu_img = Tool("qemu-img");
   if (qemu_img.empty()) return Status::Error("qemu-img is not installed (apt-get install qemu-utils)");
   if (::access(path.c_str(), F_OK) == 0) return Status::Error("VM disk " + path + " already exists");
-  std::string backing = fs::absolute(backing_raw).lexically_normal().string();
+  std::string backing = fs::absolute(backing_file).lexically_normal().string();
   if (::access(backing.c_str(), R_OK) != 0) return ErrnoStatus("VM disk " + path + ": backing file " + backing);
-  auto out = RunCommand({qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", backing, path}, 60000);
+  auto out = RunCommand({qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, path}, 60000);
   Status st = !out.ok()              ? out.status()
               : out->exit_code != 0 ? Status::Error("qemu-img create " + path + " failed: " + out->output)
                                      : Status::Ok();

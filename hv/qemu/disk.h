@@ -36,9 +36,10 @@ inline constexpr long long kImageDiskHeadroomBytes = 1LL << 30;
 Result<std::string> EnsureImageDisk(const std::string& cache_dir, const std::string& image_key,
                                     const std::vector<std::string>& layers, const std::string& tools_dir);
 
-/// The VM's own disk at `path`: a qcow2 whose backing file is `backing_raw` (read-only from then
-/// on: every write of the VM lands in `path`). An existing `path` is an error (it is the VM's
-/// data); on error nothing is left at `path`.
-Status CreateVmDisk(const std::string& path, const std::string& backing_raw);
+/// The VM's own disk at `path`: a qcow2 whose backing file is `backing` (read-only from then on:
+/// every write of the VM lands in `path`), of format `backing_format`: "raw" for an image's disk,
+/// "qcow2" for a template's (hv/qemu/template.h: the chain is one deeper). An existing `path` is
+/// an error (it is the VM's data); on error nothing is left at `path`.
+Status CreateVmDisk(const std::string& path, const std::string& backing, const std::string& backing_format = "raw");
 
 }  // namespace lab::hv::qemu

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +37,7 @@
 #include "hv/qemu/kernel.h"
 #include "hv/qemu/process.h"
 #include "hv/qemu/qmp.h"
+#include "hv/qemu/template.h"
 
 namespace lab::hv {
 
@@ -354,6 +357,7 @@ class Router final : public Hypervisor {
   }
 
   Result<std::string> CreateQemuVm(const PartitionSpec& s) {
+    if (auto resumed = CreateFromTemplate(s)) return *resumed;  // else: a cold boot, said why
     const std::string what = "VM '" + s.name + "'";
     auto config = ConfigOf(s);
     if (!config) return config.status();
@@ -389,6 +393,215 @@ class Router final : public Hypervisor {
                 {"accel", c.accel == Accel::kKvm ? "kvm" : "tcg"},
                 {"kernel", ping->kernel}}
         .dump();
+  }
+
+  // --- VMs on images started from a template (hv/qemu/template.h) --------------------------
+  /// The image's read-only disk of `s` (made once per image and lab build).
+  Result<std::string> ImageDisk(const PartitionSpec& s) {
+    std::lock_guard lock(boot_mu_);  // one build of an image's disk per process
+    auto tools = ToolsForImages();
+    if (!tools) return tools.status().Prefixed("lab's tools for image '" + s.image + "'");
+    auto made = EnsureImageDisk(DiskCacheDir(ctx_.state_root), s.image_key, s.image_layers, *tools);
+    if (!made) return made.status().Prefixed("the disk of image '" + s.image + "'");
+    return *made;
+  }
+
+  /// What apt's answer for the kernel package depends on: its lists (a directory apt-get update
+  /// renames files into), its configuration and what is installed (modification times); "" when
+  /// there are no lists to judge by.
+  static std::string AptIdentity() {
+    std::string id;
+    for (const char* f : {"/var/lib/apt/lists", "/var/lib/apt/lists/partial", "/etc/apt", "/etc/apt/sources.list",
+                          "/etc/apt/sources.list.d", "/etc/apt/preferences.d", "/var/lib/dpkg/status"}) {
+      struct stat st {};
+      if (::stat(f, &st) != 0) {
+        if (std::string(f) == "/var/lib/apt/lists") return "";
+        continue;
+      }
+      id += std::string(f) + ":" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ";";
+    }
+    return id;
+  }
+  /// The guest kernel for a VM from a template: Kernel()'s, remembered (STATE/qemu/kernel.json)
+  /// with AptIdentity: while apt's cache and lists are as they were, apt-cache would name the same
+  /// package, and its cache entry is taken without asking (two apt-cache runs: 2 s here, most of a
+  /// VM's start from a template otherwise).
+  Result<GuestKernel> RememberedKernel() {
+    std::string cache = KernelCacheDir(ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state);
+    std::string memo = ctx_.state_root + "/qemu/kernel.json";
+    std::string apt = AptIdentity();
+    json was = ParseFacts(ReadAll(memo));
+    if (!apt.empty() && was.value("apt", "") == apt)
+      if (auto k = CachedKernel(cache, KernelPackage{was.value("package", ""), was.value("version", "")})) return *k;
+    auto k = Kernel();
+    if (!k) return k.status();
+    if (!apt.empty()) (void)WriteFile(memo, json{{"apt", apt}, {"package", k->package}, {"version", k->version}}.dump());
+    return *k;
+  }
+
+  /// The machine of VM `s` as its template boots it (ConfigOf's, without the VM's own disk and
+  /// run directory), and the image's disk under it.
+  Result<std::pair<QemuConfig, std::string>> TemplateMachine(const PartitionSpec& s) {
+    auto kernel = RememberedKernel();
+    if (!kernel) return kernel.status().Prefixed("the guest kernel");
+    auto initrd = Initramfs(*kernel);
+    if (!initrd) return initrd.status();
+    auto raw = ImageDisk(s);
+    if (!raw) return raw.status();
+    QemuConfig c;
+    bool kvm = ctx_.inside.empty()
+                   ? ProbeQemuHost(ctx_.state_root + "/qemu").accel == model::Accelerator::kKvm
+                   : ChosenAccel(true) == "kvm";
+    c.accel = kvm ? Accel::kKvm : Accel::kTcg;
+    c.expose_virtualization_extensions = s.expose_virtualization_extensions;
+    c.processors = std::max(1, s.processor_count);
+    c.memory_mib = static_cast<int>(std::max<uint64_t>(s.memory_bytes >> 20, 128));
+    c.kernel = kernel->vmlinux;
+    c.initrd = *initrd;
+    c.root = RootKind::kDisk;
+    c.agent_binary = "/opt/lab/lab";  // the image's copy of lab's tools (EnsureToolsForImages)
+    return std::make_pair(c, *raw);
+  }
+
+  /// Where VM `s`'s start from a template is said (or why it booted instead).
+  std::string TemplateNote(const std::string& vm) const { return RunDir(vm) + "/template.txt"; }
+  /// Present while a VM's disk over a template is made and its guest not yet itself: a run cut
+  /// short there left a disk that is nobody's yet, made again from the template.
+  std::string TemplatePending(const std::string& vm) const { return DiskDir(vm) + "/from-template"; }
+
+  /// New-VM of a VM on an image, from the template of its image and machine: its facts, or
+  /// nullopt when it boots instead: it is on the host's tree (image: host), it has a disk already
+  /// (Start-VM boots what it wrote), or making or using the template failed, which the VM's run
+  /// directory says (template.txt) and which is no error: the cold boot is the VM as asked.
+  std::optional<std::string> CreateFromTemplate(const PartitionSpec& s) {
+    if (s.image.empty() || !ctx_.inside.empty()) return std::nullopt;
+    std::string disk = Qcow2(s.name), pending = TemplatePending(s.name);
+    std::error_code ec;
+    if (fs::exists(disk, ec) && !fs::exists(pending, ec)) return std::nullopt;
+    // LAB_QEMU_TEMPLATES=off: every VM boots (measuring a cold boot against a resume; ruling a
+    // template out when a guest misbehaves).
+    if (const char* e = std::getenv("LAB_QEMU_TEMPLATES"); e && std::string(e) == "off") {
+      fs::create_directories(RunDir(s.name), ec);
+      (void)WriteFile(TemplateNote(s.name), "booted (not from a template): LAB_QEMU_TEMPLATES=off\n");
+      return std::nullopt;
+    }
+    auto started = std::chrono::steady_clock::now();
+    auto facts = FromTemplate(s);
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.3f", took);
+    fs::create_directories(RunDir(s.name), ec);
+    if (facts) {
+      (void)WriteFile(TemplateNote(s.name), "started from template " + facts->second + " in " + secs + " s\n");
+      return facts->first;
+    }
+    // Nothing of the attempt stays: the cold boot makes its disk over the image's disk.
+    ::unlink(disk.c_str());
+    ::unlink(pending.c_str());
+    (void)WriteFile(TemplateNote(s.name), "booted (not from a template): " + facts.status().message() + "\n");
+    return std::nullopt;
+  }
+
+  /// CreateFromTemplate's attempt: the template (made when missing), the VM's qcow2 over its disk,
+  /// QEMU started on its memory state with the agent connected before it loads, then the guest's
+  /// own identity: clock, entropy, machine id (IdentityScript), then computer name, hosts and DNS
+  /// client (CreatePartition inside, as after a boot). Its adapters are plugged afterwards as for
+  /// any running VM (the template has none). Facts and the template's key; on error the QEMU it
+  /// started is gone.
+  Result<std::pair<std::string, std::string>> FromTemplate(const PartitionSpec& s) {
+    const std::string what = "VM '" + s.name + "'";
+    auto t0 = std::chrono::steady_clock::now();
+    std::string stages;  // where the time went, for template.txt
+    auto stage = [&](const char* name) {
+      auto now = std::chrono::steady_clock::now();
+      char ms[64];
+      std::snprintf(ms, sizeof ms, " %s %.0f ms", name, std::chrono::duration<double, std::milli>(now - t0).count());
+      stages += ms;
+      t0 = now;
+    };
+    auto machine = TemplateMachine(s);
+    if (!machine) return machine.status();
+    stage("kernel+image:");
+    QemuConfig c = machine->first;
+    const std::string& raw = machine->second;
+    std::string key = TemplateKey(c, raw, QemuBinaryIdentity(c.binary));
+    // The template's QEMU runs beside the labs' (a short path: sockets), not in this lab's tree.
+    LAB_RETURN_IF_ERROR(kernel::EnsureRunRoot(ctx_.run_root));
+    auto tpl = EnsureTemplate(TemplatesDir(ctx_.state_root), key, c, raw, ctx_.run_root + "/templates/" + key, kBootMs);
+    if (!tpl) return tpl.status();
+    stage(tpl->made_now ? "template (made now):" : "template:");
+    std::string run = RunDir(s.name);
+    std::error_code ec;
+    fs::create_directories(run, ec);
+    if (ec) return Status::Error(what + ": cannot create " + run + ": " + ec.message());
+    std::ofstream(run + "/name") << s.name;
+    fs::create_directories(DiskDir(s.name), ec);
+    if (ec) return Status::Error(what + ": cannot create " + DiskDir(s.name) + ": " + ec.message());
+    std::string disk = Qcow2(s.name);
+    // An earlier QEMU of this VM (a run killed after starting it) is ended first, and the disk a
+    // cut-short attempt left (TemplatePending was there) goes.
+    if (auto old = FindQemu(run)) (void)StopQemu(*old, 0, kQuitMs);
+    LAB_RETURN_IF_ERROR(WriteFile(TemplatePending(s.name), tpl->key + "\n"));
+    ::unlink(disk.c_str());
+    LAB_RETURN_IF_ERROR(CreateVmDisk(disk, tpl->disk, "qcow2").Prefixed("its disk over template " + tpl->key));
+    c.disk = disk;
+    c.run_dir = run;
+    c.incoming = IncomingFromFile(tpl->state);
+    LAB_RETURN_IF_ERROR(WriteFile(run + "/boot.json", json{{"kernel", c.kernel}, {"initrd", c.initrd}}.dump()));
+    ::unlink(StateFile(s.name).c_str());
+    ::unlink(StateDevices(s.name).c_str());
+    stage("disk:");
+    auto p = StartQemu(c);
+    if (!p) return p.status();
+    stage("qemu:");
+    auto fail = [&](const Status& st) -> Status {
+      {
+        std::lock_guard lock(guests_mu_);
+        guests_.erase(s.name);
+      }
+      (void)StopQemu(*p, 0, kQuitMs);
+      return Status::Error(st.message() + "; its console said:" + Tail(p->console_log(), 8));
+    };
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(s.name);  // a new QEMU: a new connection
+    }
+    {
+      GuestLink& g = Guest(s.name);
+      std::lock_guard lock(g.mu);
+      auto agent = AgentClient::Connect(g.socket, 5000);
+      if (!agent) return fail(agent.status());
+      g.client.emplace(std::move(*agent));
+    }
+    {
+      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
+      if (!qmp) return fail(qmp.status());
+      Status resumed = Resume(*qmp, 120000);
+      if (!resumed.ok()) return fail(resumed.Prefixed("the template's state"));
+    }
+    stage("state loaded:");
+    {
+      // The first request to its agent (which answers as soon as the guest runs on: it was
+      // waiting on its port when saved).
+      auto identity = FreshIdentity();  // the host's clock as late as can be
+      if (!identity) return fail(identity.status());
+      auto ran = Send(Guest(s.name), agent::ExecRequest({"sh", "-c", IdentityScript(*identity)}), 60000);
+      if (!ran) return fail(ran.status().Prefixed("its new identity"));
+      auto reply = agent::ParseExecReply(*ran);
+      if (!reply) return fail(reply.status().Prefixed("its new identity"));
+      if (reply->exit_code != 0) return fail(Status::Error("its new identity: " + Trim(reply->output)));
+    }
+    stage("identity:");
+    auto adopted = Guest(s.name).remote().CreatePartition(s);
+    if (!adopted) return fail(adopted.status());
+    stage("computer name:");
+    ::unlink(TemplatePending(s.name).c_str());
+    std::string facts = json{{"qemu", {{"pid", p->pid}, {"start_time", p->start_time}}},
+                             {"accel", c.accel == Accel::kKvm ? "kvm" : "tcg"},
+                             {"kernel", tpl->guest_kernel},
+                             {"template", tpl->key}}
+                            .dump();
+    return std::make_pair(facts, tpl->key + " (" + Trim(stages) + ")");
   }
 
   Status RemoveQemuVm(const PartitionSpec& s, const std::string& facts, bool keep_disk) {

@@ -6,6 +6,7 @@
 // inside the lab's own namespaces.
 #include <catch2/catch.hpp>
 
+#include "hv/qemu/command.h"
 #include "hv/qemu/process.h"
 #include "tests/e2e/e2e_support.h"
 #include "tests/hv/qemu_support.h"
@@ -165,4 +166,144 @@ TEST_CASE("A saved qemu VM resumes with its processes; a restored checkpoint rev
   pids = InitPids(sb, "qlife");
   TakeDownLeavingNothing(sb, "qlife", pids);
   CHECK(VmDisks(sb) == 0);
+}
+
+namespace {
+
+const char* kTwinLab = R"(lab: qtwin
+images:
+  tiny: {oci: ./tiny-layout:1.0}
+hosts:
+  hv1:
+    switches:
+      Lab: {type: internal, ip: 10.62.0.1/24}
+    vms:
+      vm1:
+        driver: qemu
+        image: tiny
+        memory: {startup: 256MiB}
+        adapters: [{switch: Lab, ip: 10.62.0.10/24}]
+      vm2:
+        driver: qemu
+        image: tiny
+        memory: {startup: 256MiB}
+        adapters: [{switch: Lab, ip: 10.62.0.11/24}]
+)";
+
+std::string TwinOut(const Sandbox& sb, const std::string& vm, const std::string& cmd) {
+  Run r = sb.Lab("exec qtwin " + vm + " -- " + cmd);
+  INFO(vm << ": " << cmd << "\n" << r.out);
+  CHECK(r.code == 0);
+  return r.out;
+}
+
+/// The template directories under the sandbox's state (complete ones: no temporaries).
+std::vector<std::string> Templates(const Sandbox& sb) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(sb.state + "/qemu/templates", ec))
+    if (e.is_directory()) out.push_back(e.path().string());
+  return out;
+}
+
+/// Seconds since QEMU of VM `vm` of lab mark `mark` started (its qemu.pid: "PID START_TIME",
+/// START_TIME in clock ticks after boot, as /proc/PID/stat says), by this machine's uptime.
+double QemuAge(const Sandbox& sb, const std::string& mark, const std::string& vm) {
+  std::ifstream pidfile(sb.run + "/" + mark + "/q/" + vm + "/qemu.pid");
+  long pid = 0;
+  unsigned long long start = 0;
+  pidfile >> pid >> start;
+  double up = 0;
+  std::ifstream("/proc/uptime") >> up;
+  return start == 0 ? -1 : up - static_cast<double>(start) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+TEST_CASE("Two qemu VMs of one image start from one saved template and each takes on its own identity; a VM whose "
+          "template no longer loads boots instead",
+          "[root][e2e][qemu]") {
+  LAB_REQUIRE_ROOT("qemu VMs started from a template");
+  Sandbox sb;
+  std::string release;
+  if (!QemuReady(sb, &release)) return;
+  maker::WriteOciLayout(sb.dir + "/tiny-layout", "tiny", "1.0");
+  std::string file = sb.dir + "/qtwin.yaml";
+  std::ofstream(file) << kTwinLab;
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  auto pids = InitPids(sb, "qtwin");
+  REQUIRE(sb.owned.size() == 1);
+  const std::string mark = *sb.owned.begin();
+
+  // One template, made once, is the backing file of both VMs' own disks.
+  auto templates = Templates(sb);
+  REQUIRE(templates.size() == 1);
+  CHECK(fs::exists(templates[0] + "/state.vm"));
+  for (const std::string& vm : std::vector<std::string>{"vm1", "vm2"}) {
+    INFO(vm);
+    std::string disk = sb.state + "/disks/" + mark + "/q/" + vm + "/disk.qcow2";
+    auto info = lab::hv::qemu::RunCommand({"qemu-img", "info", "-U", "--output=json", disk}, 30000);
+    REQUIRE(info.ok());
+    INFO(info->output);
+    auto j = nlohmann::json::parse(info->output, nullptr, false);
+    REQUIRE(j.is_object());
+    CHECK(j.value("backing-filename", "") == templates[0] + "/disk.qcow2");
+    CHECK(j.value("backing-filename-format", "") == "qcow2");
+  }
+
+  // Each guest resumed a booted state: it has been up longer than its QEMU has been running.
+  for (const std::string& vm : std::vector<std::string>{"vm1", "vm2"}) {
+    std::string uptime = TwinOut(sb, vm, "cat /proc/uptime");
+    double guest = std::atof(uptime.c_str());
+    double age = QemuAge(sb, mark, vm);  // read after the guest's: only larger than at that moment
+    INFO(vm << ": guest up " << guest << " s, its QEMU started " << age << " s ago");
+    CHECK(age > 0);
+    CHECK(guest > age);
+  }
+
+  // Yet each is itself: computer name, MAC, machine id; each reaches the other's address.
+  std::string h1 = TwinOut(sb, "vm1", "hostname"), h2 = TwinOut(sb, "vm2", "hostname");
+  CHECK(h1 != h2);
+  std::string mac1 = TwinOut(sb, "vm1", "sh -c 'cat /sys/class/net/*/address'");
+  std::string mac2 = TwinOut(sb, "vm2", "sh -c 'cat /sys/class/net/*/address'");
+  CHECK(mac1 != mac2);
+  std::string id1 = TwinOut(sb, "vm1", "cat /etc/machine-id"), id2 = TwinOut(sb, "vm2", "cat /etc/machine-id");
+  CHECK(std::regex_match(id1, std::regex("[0-9a-f]{32}\n")));
+  CHECK(std::regex_match(id2, std::regex("[0-9a-f]{32}\n")));
+  CHECK(id1 != id2);
+  CHECK(TwinOut(sb, "vm1", "/bin/busybox ping -c 1 -W 5 10.62.0.11").find("1 packets received") != std::string::npos);
+  CHECK(TwinOut(sb, "vm2", "/bin/busybox ping -c 1 -W 5 10.62.0.10").find("1 packets received") != std::string::npos);
+
+  // `lab down` removes the VMs' disks and keeps the template, a cache like the image's disk.
+  TakeDownLeavingNothing(sb, "qtwin", pids);
+  CHECK(VmDisks(sb) == 0);
+  CHECK(Templates(sb) == templates);
+
+  // A template whose state no longer loads: the next VM of it boots instead, and says why.
+  fs::resize_file(templates[0] + "/state.vm", 4096);
+  std::string solo = sb.dir + "/qsolo.yaml";
+  std::ofstream(solo) << std::regex_replace(std::regex_replace(kTwinLab, std::regex("qtwin"), "qsolo"),
+                                            std::regex("      vm2:[\\s\\S]*"), "");
+  Run again = sb.Lab("up " + solo);
+  INFO(again.out);
+  REQUIRE(again.code == 0);
+  auto solo_pids = InitPids(sb, "qsolo");
+  std::string solo_mark;
+  for (const auto& m : sb.owned)
+    if (m.rfind("qsolo-", 0) == 0) solo_mark = m;
+  REQUIRE(!solo_mark.empty());
+  auto note = lab::ReadFile(sb.run + "/" + solo_mark + "/q/vm1/template.txt");
+  REQUIRE(note.has_value());
+  INFO(*note);
+  CHECK(note->rfind("booted (not from a template): ", 0) == 0);
+  Run up_solo = sb.Lab("exec qsolo vm1 -- cat /proc/uptime");
+  INFO(up_solo.out);
+  CHECK(std::atof(up_solo.out.c_str()) < QemuAge(sb, solo_mark, "vm1"));  // booted after its QEMU started
+  auto info = lab::hv::qemu::RunCommand(
+      {"qemu-img", "info", "-U", "--output=json", sb.state + "/disks/" + solo_mark + "/q/vm1/disk.qcow2"}, 30000);
+  REQUIRE(info.ok());
+  CHECK(nlohmann::json::parse(info->output, nullptr, false).value("backing-filename-format", "") == "raw");
+  TakeDownLeavingNothing(sb, "qsolo", solo_pids);
 }
