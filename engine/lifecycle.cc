@@ -483,9 +483,10 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
           auto moved = MigrateLive(engine, req, recorded->record.uid, applied, *snap, *hv, *target, subtree,
                                    placement, reason, report);
           if (!moved) return moved.status();
-          report.lines.push_back("VM '" + req.machine + "' now runs on '" + req.to + "' (was on '" + from +
-                                 "'): live migration in " + std::to_string(moved->total_ms) + " ms (downtime " +
-                                 std::to_string(moved->downtime_ms) + " ms)");
+          report.lines.push_back("VM '" + req.machine + "' now runs on '" + req.to + "' (was on '" + from + "'): " +
+                                 (moved->earlier ? std::string("moved live by an earlier run that stopped part way")
+                                                 : "live migration in " + std::to_string(moved->total_ms) +
+                                                       " ms (downtime " + std::to_string(moved->downtime_ms) + " ms)"));
           break;
         }
         // Quick migration: off on the source (what runs inside with it), on at the destination.

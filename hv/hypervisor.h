@@ -126,6 +126,7 @@ struct LiveMigration {
   std::string facts;        // the VM's facts on its destination
   int64_t total_ms = 0;     // from start to the VM running at the destination
   int64_t downtime_ms = 0;  // the VM paused between source and destination
+  bool earlier = false;     // it was there already: moved by an earlier run that stopped part way
 };
 
 class Hypervisor {

@@ -687,7 +687,7 @@ class Router final : public Hypervisor {
     // A run that ended after the VM arrived (its records not yet written): it is there already.
     if (arrived) {
       LAB_RETURN_IF_ERROR(Arrived(to));
-      return LiveMigration{FactsWith(facts, *src), 0, 0};
+      return LiveMigration{FactsWith(facts, *src), 0, 0, true};
     }
 
     const std::string in = NewIncomingDir(from.name);
@@ -1047,6 +1047,7 @@ class Router final : public Hypervisor {
     WaitGuestModules();
     if (s.vm_driver != "qemu") return local_->ConnectAdapter(s);
     const std::string what = "adapter '" + s.Written() + "' of VM '" + s.vm + "'";
+    LAB_RETURN_IF_ERROR(SettleMigration(s.vm).Prefixed(what));  // a move cut short first
     auto qemu = FindQemu(RunDir(s.vm));
     if (!qemu) return qemu.status().Prefixed(what);
     auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000);
@@ -1092,6 +1093,7 @@ class Router final : public Hypervisor {
     if (GoesWithItsVm(s.within)) return Status::Ok();
     if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveAdapter(s, f));
     if (s.vm_driver != "qemu") return local_->RemoveAdapter(s, f);
+    (void)SettleMigration(s.vm);  // a move cut short: QEMU refuses device_del while migrating
     if (!tearing_down_)
       if (auto qemu = FindQemu(RunDir(s.vm)))
         if (auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000))
