@@ -37,13 +37,18 @@ model::Operation ModelOp(LifecycleOp op) {
 /// migration: each adapter of the VMs in `subtree` that runs is announced on its switch (and the
 /// switch it left, after a move, forgets its MAC). Reachable at once rather than when the
 /// bridges' entries age out (300 s). A failure is reported, not fatal: the VM is there.
+/// `through`: the hypervisor to announce with (a live migration's, still connected to the moved
+/// VM's agent: a new connection right after would race the guest reopening its port), else a new one.
 void Announce(Engine& engine, const LifecycleRequest& req, const std::set<std::string>& subtree,
-              const std::map<std::string, hv::BridgeAt>& left, LifecycleReport& report) {
+              const std::map<std::string, hv::BridgeAt>& left, LifecycleReport& report,
+              hv::Hypervisor* through = nullptr) {
   auto rec = engine.Find(req.lab);
   if (!rec) return;
   auto snap = engine.store().Load(req.lab);
   if (!snap) return;
-  auto hv = engine.MakeHypervisor(req.lab, rec->uid);
+  std::unique_ptr<hv::Hypervisor> made;
+  if (!through) made = engine.MakeHypervisor(req.lab, rec->uid);
+  hv::Hypervisor* hv = through ? through : made.get();
   int announced = 0;
   for (const auto& r : RecordedResources(*snap)) {
     if (r.kind != Kind::kAdapter) continue;
@@ -127,7 +132,6 @@ Result<hv::LiveMigration> MigrateLive(Engine& engine, const LifecycleRequest& re
     (void)engine.store().FailAction(*id, moved.status().message());
     return moved.status();
   }
-  LAB_RETURN_IF_ERROR(engine.store().SetPlacement(req.lab, req.machine, placement));
   auto record = [](const Resource& r, const std::string& facts) {
     return state::ResourceRecord{ToString(r.kind), r.key, r.deps.empty() ? "" : r.deps.front(), r.Hash(),
                                  r.ToRecordJson(), facts, 0};
@@ -143,6 +147,16 @@ Result<hv::LiveMigration> MigrateLive(Engine& engine, const LifecycleRequest& re
     LAB_RETURN_IF_ERROR(engine.store().CommitAction(*step, req.lab, record(it->second, rec.facts), ""));
   }
   LAB_RETURN_IF_ERROR(engine.store().CommitAction(*id, req.lab, record(vm_there->second, moved->facts), ""));
+  // The placement last: until it is written, `lab move` of it again sees it where it was and
+  // finds it arrived (the records are then written again).
+  LAB_RETURN_IF_ERROR(engine.store().SetPlacement(req.lab, req.machine, placement));
+  // An earlier move of it that stopped part way is finished now: `lab up` need not redo it.
+  for (const auto& e : engine.store().Intended(req.lab)) {
+    if (e.action != "move" || !snap.resources.count(e.key)) continue;
+    auto r = Resource::FromRecordJson(e.key, snap.resources.at(e.key).spec);
+    if (r && subtree.count(MachineOf(*r)))
+      LAB_RETURN_IF_ERROR(engine.store().FailAction(e.id, "interrupted: finished by a later lab move"));
+  }
   report.lines.push_back("move " + vm_there->second.display);
   return *moved;
 }
@@ -248,7 +262,6 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
   report.warnings = recorded->warnings;
   std::set<std::string> subtree;  // the machine and every VM inside it
   std::map<std::string, hv::BridgeAt> left;  // "vm/adapter" -> its switch's bridge before this command
-  bool announce_now = false;  // moved live: announced without going through the planner
   {
     auto lock = engine.store().Lock(req.lab);
     if (!lock) return lock.status();
@@ -516,7 +529,8 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
     // A start goes through the planner even when the VM runs: a start that stopped part way
     // (a VM inside it not made) is continued by the same command.
     if (live) {
-      announce_now = true;
+      Announce(engine, req, subtree, left, report, hv.get());  // the VM runs there already: nothing to start
+      return report;
     } else if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state != model::State::kSaved) ||
                  move_running)) {
       return report;
@@ -525,10 +539,6 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
       report.lines.push_back("VM '" + req.machine + "' stays off (lab stop); " +
                              ShellCommand({"lab", "start", req.lab, req.machine}) + " runs it");
   }  // the lock is released: Up takes it again
-  if (announce_now) {  // a live migration: nothing to start, the VM runs there already
-    Announce(engine, req, subtree, left, report);
-    return report;
-  }
 
   // Start-VM: the planner makes the VM and what lives in it again, around its kept disk. VMs
   // inside it that the user stopped stay off (Engine::Up).
