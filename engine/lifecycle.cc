@@ -37,13 +37,18 @@ model::Operation ModelOp(LifecycleOp op) {
 /// migration: each adapter of the VMs in `subtree` that runs is announced on its switch (and the
 /// switch it left, after a move, forgets its MAC). Reachable at once rather than when the
 /// bridges' entries age out (300 s). A failure is reported, not fatal: the VM is there.
+/// `through`: the hypervisor to announce with (a live migration's, still connected to the moved
+/// VM's agent: a new connection right after would race the guest reopening its port), else a new one.
 void Announce(Engine& engine, const LifecycleRequest& req, const std::set<std::string>& subtree,
-              const std::map<std::string, hv::BridgeAt>& left, LifecycleReport& report) {
+              const std::map<std::string, hv::BridgeAt>& left, LifecycleReport& report,
+              hv::Hypervisor* through = nullptr) {
   auto rec = engine.Find(req.lab);
   if (!rec) return;
   auto snap = engine.store().Load(req.lab);
   if (!snap) return;
-  auto hv = engine.MakeHypervisor(req.lab, rec->uid);
+  std::unique_ptr<hv::Hypervisor> made;
+  if (!through) made = engine.MakeHypervisor(req.lab, rec->uid);
+  hv::Hypervisor* hv = through ? through : made.get();
   int announced = 0;
   for (const auto& r : RecordedResources(*snap)) {
     if (r.kind != Kind::kAdapter) continue;
@@ -88,6 +93,72 @@ Result<Found> FindVm(const state::Snapshot& snap, const std::string& lab, const 
   if (f.target->spec.is_host)
     return Status::Error("'" + machine + "' is a host, a physical machine of the lab; checkpoints are of VMs");
   return f;
+}
+
+/// Move-VM of running VM `target` as a live migration to `req.to`: the hypervisor carries it
+/// over (Hypervisor::MigratePartition, with the VM and its adapters as the lab places them there),
+/// then the records follow: its placement, the specs of what is recorded of it and inside it (as
+/// the planner would make them there, so `lab up` finds nothing to change) and its new facts.
+/// Journaled: an action begun and not done is an interrupted move; the next `lab move` or
+/// `lab up` converges (until the VM runs at the destination it runs at the source).
+Result<hv::LiveMigration> MigrateLive(Engine& engine, const LifecycleRequest& req, const std::string& uid, const schema::Lab& applied,
+                   const state::Snapshot& snap, hv::Hypervisor& hv, const Machine& target,
+                   const std::set<std::string>& subtree, const std::string& placement, const std::string& reason,
+                   LifecycleReport& report) {
+  auto placements = snap.placements;
+  if (placement.empty()) placements.erase(req.machine);
+  else placements[req.machine] = placement;
+  // The images as recorded: the specs at the destination carry the same keys and layers.
+  MachineImages images;
+  for (const auto& [key, rec] : snap.resources)
+    if (auto r = Resource::FromRecordJson(key, rec.spec); r && r->kind == Kind::kPartition) {
+      auto p = r->spec.get<hv::PartitionSpec>();
+      if (!p.image.empty()) images[p.image] = MachineImage{p.image_key, p.image_layers};
+    }
+  std::map<std::string, Resource> there;
+  for (auto& r : Desired(ApplyPlacements(applied, placements).lab, uid, {}, &images)) there[r.key] = std::move(r);
+  auto vm_there = there.find(target.resource.key);
+  if (vm_there == there.end())
+    return Status::Error("VM '" + req.machine + "' has no place on '" + req.to + "' in the lab as last applied");
+  std::vector<hv::AdapterSpec> adapters;
+  for (const auto& [key, r] : there)
+    if (r.kind == Kind::kAdapter && r.spec.value("vm", std::string()) == req.machine)
+      adapters.push_back(r.spec.get<hv::AdapterSpec>());
+
+  auto id = engine.store().BeginAction(req.lab, "move", target.resource.key, reason);
+  if (!id) return id.status();
+  auto moved = hv.MigratePartition(target.spec, target.facts, vm_there->second.spec.get<hv::PartitionSpec>(), adapters);
+  if (!moved) {
+    (void)engine.store().FailAction(*id, moved.status().message());
+    return moved.status();
+  }
+  auto record = [](const Resource& r, const std::string& facts) {
+    return state::ResourceRecord{ToString(r.kind), r.key, r.deps.empty() ? "" : r.deps.front(), r.Hash(),
+                                 r.ToRecordJson(), facts, 0};
+  };
+  // What is recorded of the VM and inside it, as placed there (its facts stay: it did not change).
+  for (const auto& [key, rec] : snap.resources) {
+    if (key == target.resource.key) continue;
+    auto it = there.find(key);
+    auto r = Resource::FromRecordJson(key, rec.spec);
+    if (it == there.end() || !r || !subtree.count(MachineOf(*r)) || it->second.Hash() == rec.spec_hash) continue;
+    auto step = engine.store().BeginAction(req.lab, "move", key, reason);
+    if (!step) return step.status();
+    LAB_RETURN_IF_ERROR(engine.store().CommitAction(*step, req.lab, record(it->second, rec.facts), ""));
+  }
+  LAB_RETURN_IF_ERROR(engine.store().CommitAction(*id, req.lab, record(vm_there->second, moved->facts), ""));
+  // The placement last: until it is written, `lab move` of it again sees it where it was and
+  // finds it arrived (the records are then written again).
+  LAB_RETURN_IF_ERROR(engine.store().SetPlacement(req.lab, req.machine, placement));
+  // An earlier move of it that stopped part way is finished now: `lab up` need not redo it.
+  for (const auto& e : engine.store().Intended(req.lab)) {
+    if (e.action != "move" || !snap.resources.count(e.key)) continue;
+    auto r = Resource::FromRecordJson(e.key, snap.resources.at(e.key).spec);
+    if (r && subtree.count(MachineOf(*r)))
+      LAB_RETURN_IF_ERROR(engine.store().FailAction(e.id, "interrupted: finished by a later lab move"));
+  }
+  report.lines.push_back("move " + vm_there->second.display);
+  return *moved;
 }
 
 }  // namespace
@@ -349,6 +420,10 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
                              ShellCommand({"lab", "resume", req.lab, req.machine}) + ") or stop it (lab stop) first, then move it");
     }
     const bool move_running = req.op == LifecycleOp::kMove && vm.state == model::State::kRunning;
+    // Live migration (Move-VM of a running VM): a qemu VM on an image carries its memory over
+    // to a QEMU on the destination. A qemu VM on the host's software (a 9p root) cannot, and a
+    // partition's processes cannot change kernel namespaces: both move by quick migration.
+    const bool live = move_running && target->spec.IsQemu() && !target->spec.image.empty();
 
     // Restore turns a running VM off first (Restore-VMCheckpoint applies to a VM that is off).
     bool stop_first = req.op == LifecycleOp::kRestore && vm.state != model::State::kOff;
@@ -415,13 +490,26 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
               journaled(*target, "resume", [&] { return hv->ResumePartition(target->spec, target->facts); }));
         break;
       case LifecycleOp::kMove: {
-        // Quick migration: off on the source (what runs inside with it), on at the destination.
-        if (move_running) LAB_RETURN_IF_ERROR(stop_inside());
         const schema::Machine* in_file = applied.FindMachine(req.machine);
         const std::string placement = in_file && in_file->parent == req.to ? "" : req.to;  // back home: forget it
+        if (live) {
+          auto moved = MigrateLive(engine, req, recorded->record.uid, applied, *snap, *hv, *target, subtree,
+                                   placement, reason, report);
+          if (!moved) return moved.status();
+          report.lines.push_back("VM '" + req.machine + "' now runs on '" + req.to + "' (was on '" + from + "'): " +
+                                 (moved->earlier ? std::string("moved live by an earlier run that stopped part way")
+                                                 : "live migration in " + std::to_string(moved->total_ms) +
+                                                       " ms (downtime " + std::to_string(moved->downtime_ms) + " ms)"));
+          break;
+        }
+        // Quick migration: off on the source (what runs inside with it), on at the destination.
+        if (move_running) LAB_RETURN_IF_ERROR(stop_inside());
         LAB_RETURN_IF_ERROR(journaled(*target, "move", [&] { return engine.store().SetPlacement(req.lab, req.machine, placement); }));
         report.lines.push_back("VM '" + req.machine + "' now runs on '" + req.to + "' (was on '" + from + "')" +
-                               (move_running ? ": stopped there, started here with its disk" : ", and stays off"));
+                               (move_running ? ": stopped there, started here with its disk" : ", and stays off") +
+                               (move_running && target->spec.IsQemu()
+                                    ? " (quick migration: a qemu VM on the host's software, image: host, cannot migrate live)"
+                                    : ""));
         break;
       }
       case LifecycleOp::kCheckpoint: {
@@ -440,9 +528,13 @@ Result<LifecycleReport> RunLifecycle(Engine& engine, const LifecycleRequest& ask
     }
     // A start goes through the planner even when the VM runs: a start that stopped part way
     // (a VM inside it not made) is continued by the same command.
-    if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state != model::State::kSaved) ||
-          move_running))
+    if (live) {
+      Announce(engine, req, subtree, left, report, hv.get());  // the VM runs there already: nothing to start
       return report;
+    } else if (!(req.op == LifecycleOp::kRestore || (req.op == LifecycleOp::kStart && vm.state != model::State::kSaved) ||
+                 move_running)) {
+      return report;
+    }
     if (req.op == LifecycleOp::kRestore && snap->stopped.count(req.machine))
       report.lines.push_back("VM '" + req.machine + "' stays off (lab stop); " +
                              ShellCommand({"lab", "start", req.lab, req.machine}) + " runs it");

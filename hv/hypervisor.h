@@ -9,6 +9,7 @@
 // recording fake. A future QEMU/KVM driver sits behind the same interface.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -124,6 +125,14 @@ struct BridgeAt {
   std::string ifname;
 };
 
+/// What a live migration (Hypervisor::MigratePartition) did.
+struct LiveMigration {
+  std::string facts;        // the VM's facts on its destination
+  int64_t total_ms = 0;     // from start to the VM running at the destination
+  int64_t downtime_ms = 0;  // the VM paused between source and destination
+  bool earlier = false;     // it was there already: moved by an earlier run that stopped part way
+};
+
 class Hypervisor {
  public:
   virtual ~Hypervisor() = default;
@@ -165,6 +174,18 @@ class Hypervisor {
   virtual bool PartitionSaved(const PartitionSpec& s, const std::string& facts) {
     (void)s, (void)facts;
     return false;
+  }
+  /// Move-VM of a running VM as a live migration: the VM `from` (running, recorded with `facts`)
+  /// goes on running as `to` (the same VM placed on its destination host), its memory, processes
+  /// and disk carried over while it runs; `adapters` are its adapters as they are on the
+  /// destination (their switches' owner is the new host; same names, MACs and ports). On success
+  /// nothing of it runs at the source any more; on error the VM runs on at the source and nothing
+  /// is left at the destination. A driver that cannot says so (the engine then moves it by quick
+  /// migration: off at the source, started at the destination).
+  virtual Result<LiveMigration> MigratePartition(const PartitionSpec& from, const std::string& facts,
+                                                 const PartitionSpec& to, const std::vector<AdapterSpec>& adapters) {
+    (void)from, (void)facts, (void)to, (void)adapters;
+    return Status::Error("this hypervisor cannot migrate a running VM live");
   }
   /// Checkpoint-VM -SnapshotName NAME: a copy of the partition's writable layer.
   virtual Status CreateCheckpoint(const PartitionSpec& s, const std::string& facts, const std::string& name) {

@@ -571,7 +571,7 @@ class Router final : public Hypervisor {
       std::lock_guard lock(g.mu);
       auto agent = AgentClient::Connect(g.socket, 5000);
       if (!agent) return fail(agent.status());
-      g.client.emplace(std::move(*agent));
+      g.client = std::make_shared<AgentClient>(std::move(*agent));
     }
     {
       auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
@@ -605,6 +605,7 @@ class Router final : public Hypervisor {
   }
 
   Status RemoveQemuVm(const PartitionSpec& s, const std::string& facts, bool keep_disk) {
+    (void)SettleMigration(s.name);  // a move cut short: its destination QEMU goes too
     {
       std::lock_guard lock(guests_mu_);
       guests_.erase(s.name);
@@ -807,6 +808,188 @@ class Router final : public Hypervisor {
     return Status::Ok();
   }
 
+  // --- Move-VM of a running qemu VM: live migration --------------------------------------------
+  // A second QEMU for the same VM, started in RUN/q/<vm>/in with incoming "defer", the same disk
+  // (QEMU's migration hands the image over: the destination opens it inactive, the source
+  // inactivates it once its last write is out) and the same devices: the adapters on new taps in
+  // the destination host's namespace, on its switch, with the same ids, MACs and root ports. The
+  // source migrates to it and quits; then the destination's sockets, logs and pid take the run
+  // directory's names. Until the destination runs the VM, the source has it: a run cut short is
+  // settled by the next one (SettleMigration). The destination's directory is new for each
+  // migration (in-<ms>): a QEMU unlinks the socket paths it bound when it quits, so the source,
+  // itself a destination once, must not share them with its own destination.
+
+  /// A new directory name for the destination QEMU of a migration of `vm`.
+  std::string NewIncomingDir(const std::string& vm) const {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+    return RunDir(vm) + "/in-" + std::to_string(ms.count());
+  }
+  /// The destination directories a migration of `vm` left (normally none).
+  std::vector<std::string> IncomingDirs(const std::string& vm) const {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(RunDir(vm), ec))
+      if (e.path().filename().string().rfind("in-", 0) == 0) out.push_back(e.path().string());
+    return out;
+  }
+
+  /// The VM's facts with QEMU `p`'s pid and start time.
+  static std::string FactsWith(const std::string& facts, const QemuProcess& p) {
+    json j = ParseFacts(facts);
+    j["qemu"] = {{"pid", p.pid}, {"start_time", p.start_time}};
+    return j.dump();
+  }
+
+  /// The destination QEMU `dst` (in its directory `in`) runs the VM and the source is gone: its files
+  /// take the run directory's names, its adapters (`in`/adapters.json) become the VM's,
+  /// and the source's tap sides (filters, what is left of the taps) go.
+  Status TakeOver(const std::string& vm, const QemuProcess& dst) {
+    const std::string what = "VM '" + vm + "': Move-VM";
+    const std::string& in = dst.run_dir;
+    const std::string run = RunDir(vm);
+    json arriving = ParseFacts(ReadAll(in + "/adapters.json"));
+    for (const auto& old : AdaptersOf(vm)) (void)local_->RemoveAdapter(old, "{}");
+    for (const char* f : {"/qmp.sock", "/agent.sock", "/console.log", "/qemu.log"})
+      if (::rename((in + f).c_str(), (run + f).c_str()) != 0 && errno != ENOENT) return ErrnoStatus(what + ": rename " + in + f);
+    LAB_RETURN_IF_ERROR(WriteFile(run + "/qemu.pid", std::to_string(dst.pid) + " " + std::to_string(dst.start_time) + "\n")
+                            .Prefixed(what));
+    for (const auto& [id, a] : arriving.items()) LAB_RETURN_IF_ERROR(RememberAdapter(a.get<AdapterSpec>()).Prefixed(what));
+    return kernel::RemoveTree(in).Prefixed(what);
+  }
+
+  /// What a live migration cut short left (a destination QEMU in an in-* directory): when it runs the
+  /// VM, it takes over (the source, paused after handing the VM over, quits); otherwise it goes,
+  /// and the source, which still has the VM, runs on.
+  Status SettleMigration(const std::string& vm) {
+    for (const auto& in : IncomingDirs(vm)) LAB_RETURN_IF_ERROR(Settle(vm, in));
+    return Status::Ok();
+  }
+  Status Settle(const std::string& vm, const std::string& in) {
+    auto dst = FindQemu(in);
+    auto src = FindQemu(RunDir(vm));
+    auto status_of = [](const QemuProcess& p) -> std::string {
+      auto qmp = QmpClient::Connect(p.qmp_socket(), 2000);
+      if (!qmp) return "";
+      auto st = qmp->QueryStatus();
+      return st.ok() ? *st : "";
+    };
+    if (dst && status_of(*dst) == "running") {
+      if (src) LAB_RETURN_IF_ERROR(StopQemu(*src, 0, kQuitMs).Prefixed("VM '" + vm + "'"));
+      {
+        std::lock_guard lock(guests_mu_);
+        guests_.erase(vm);
+      }
+      return TakeOver(vm, *dst);
+    }
+    if (dst) LAB_RETURN_IF_ERROR(StopQemu(*dst, 0, kQuitMs).Prefixed("VM '" + vm + "'"));
+    json arriving = ParseFacts(ReadAll(in + "/adapters.json"));
+    for (const auto& [id, a] : arriving.items()) (void)local_->RemoveAdapter(a.get<AdapterSpec>(), "{}");
+    if (src && status_of(*src) == "postmigrate")
+      if (auto qmp = QmpClient::Connect(src->qmp_socket(), 2000)) (void)Resume(*qmp, 10000);
+    return kernel::RemoveTree(in).Prefixed("VM '" + vm + "'");
+  }
+
+  Result<LiveMigration> MigrateQemuVm(const PartitionSpec& from, const std::string& facts, const PartitionSpec& to,
+                                      const std::vector<AdapterSpec>& adapters) {
+    const std::string what = "VM '" + from.name + "'";
+    if (from.image.empty()) return NoStateOnHostImage(from, "be moved live (Move-VM)");
+    LAB_RETURN_IF_ERROR(SettleMigration(from.name));
+    auto src = ProcessOf(from, facts);
+    if (!src || !IsRunning(*src)) return Status::Error(what + " cannot be moved live (Move-VM): it is not running");
+    // Its adapters as they are and as they will be, by their QEMU ids.
+    std::map<std::string, AdapterSpec> there;
+    for (const auto& a : adapters) there[NicId(a)] = a;
+    json ports = PortsOf(from.name);
+    bool arrived = !ports.empty();
+    for (const auto& a : AdaptersOf(from.name)) {
+      auto it = there.find(NicId(a));
+      if (it == there.end())
+        return Status::Error(what + ": adapter '" + a.Written() + "' has no switch to connect to at the destination");
+      arrived = arrived && a.owner == it->second.owner && a.switch_ifname == it->second.switch_ifname;
+    }
+    // A run that ended after the VM arrived (its records not yet written): it is there already.
+    if (arrived) {
+      LAB_RETURN_IF_ERROR(Arrived(to));
+      return LiveMigration{FactsWith(facts, *src), 0, 0, true};
+    }
+
+    const std::string in = NewIncomingDir(from.name);
+    std::error_code ec;
+    fs::create_directories(in, ec);
+    if (ec) return Status::Error(what + ": cannot create " + in + ": " + ec.message());
+    auto config = ConfigOf(to, ParseFacts(ReadAll(RunDir(from.name) + "/boot.json")));
+    if (!config) return config.status();
+    QemuConfig c = *config;
+    c.run_dir = in;
+    c.incoming = "defer";
+    std::vector<AdapterSpec> made;
+    auto undo = [&](const Status& st) -> Status {
+      for (const auto& a : made) (void)local_->RemoveAdapter(a, "{}");
+      (void)kernel::RemoveTree(in);
+      return st;
+    };
+    json arriving = json::object();
+    std::vector<Tap> taps;
+    for (const auto& [id, a] : there) {
+      if (!ports.contains(id)) continue;  // not connected at the source (a run cut short): `lab up` connects it
+      const std::string of = "adapter '" + a.Written() + "' of " + what;
+      auto tap = OpenTap(kernel::NsPath(MachineRun(a.owner), "net"), a.port, "");
+      if (!tap) return undo(tap.status().Prefixed(of + " at '" + a.owner + "'"));
+      made.push_back(a);
+      auto port = local_->ConnectAdapter(a);  // filtered, a port of the destination's switch
+      if (!port) return undo(port.status());
+      c.nics.push_back(NicAtStart{id, tap->fd(), a.mac, ports[id].get<int>()});
+      taps.push_back(std::move(*tap));
+      arriving[id] = a;
+    }
+    if (Status st = WriteFile(in + "/adapters.json", arriving.dump()); !st.ok()) return undo(st.Prefixed(what));
+    auto dst = StartQemu(c);
+    taps.clear();  // the destination QEMU holds them now (or, when it did not start, they go)
+    if (!dst) return undo(dst.status().Prefixed(what + ": Move-VM (destination)"));
+    auto fail = [&](const Status& st) -> Status {
+      (void)StopQemu(*dst, 0, kQuitMs);
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(from.name);
+      return undo(st.Prefixed(what));
+    };
+    // The host connects to the destination's agent socket before the state loads (docs/qemu.md).
+    auto agent = AgentClient::Connect(dst->agent_socket(), 5000);
+    if (!agent) return fail(agent.status());
+    Result<MigrationStats> stats = Status::Error("not run");
+    {
+      auto from_qmp = QmpClient::Connect(src->qmp_socket(), 5000);
+      if (!from_qmp) return fail(from_qmp.status());
+      auto to_qmp = QmpClient::Connect(dst->qmp_socket(), 5000);
+      if (!to_qmp) return fail(to_qmp.status());
+      stats = MigrateTo(*from_qmp, *to_qmp, MigrationUri(in), 300000);
+    }  // QEMU's monitors serve one client: released before the quit
+    if (!stats) return fail(stats.status());
+    // The destination runs the VM: the source (paused) quits, the destination takes its names.
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(from.name);
+    }
+    LAB_RETURN_IF_ERROR(StopQemu(*src, 0, kQuitMs).Prefixed(what + ": Move-VM (the source)"));
+    LAB_RETURN_IF_ERROR(TakeOver(from.name, *dst));
+    {
+      GuestLink& g = Guest(from.name);
+      std::lock_guard lock(g.mu);
+      g.client = std::make_shared<AgentClient>(std::move(*agent));
+    }
+    LAB_RETURN_IF_ERROR(Arrived(to));
+    QemuProcess now = *dst;
+    now.run_dir = RunDir(from.name);
+    return LiveMigration{FactsWith(facts, now), stats->total_ms, stats->downtime_ms};
+  }
+
+  /// The guest takes on its place on the destination (its lineage there: the cgroup commands run
+  /// in inside it, its hosts file), as CreatePartition gave it its first.
+  Status Arrived(const PartitionSpec& to) {
+    auto adopted = Guest(to.name).remote().CreatePartition(to);
+    if (!adopted) return adopted.status().Prefixed("VM '" + to.name + "': Move-VM (inside, on '" + to.parent() + "')");
+    return Status::Ok();
+  }
+
   /// The guest's own side of CreatePartition: this hypervisor runs inside `s`.
   Result<std::string> AdoptSelf(const PartitionSpec& s) {
     const std::string what = "VM '" + s.name + "' (inside)";
@@ -865,7 +1048,10 @@ class Router final : public Hypervisor {
     if (IsSelf(s)) return AdoptSelf(s);
     if (Hypervisor* r = Route(s.within)) return r->CreatePartition(s);
     WaitGuestModules();
-    if (s.IsQemu()) return CreateQemuVm(s);
+    if (s.IsQemu()) {
+      LAB_RETURN_IF_ERROR(SettleMigration(s.name));  // a move cut short first
+      return CreateQemuVm(s);
+    }
     return local_->CreatePartition(s);
   }
   /// Removal of something inside a qemu VM that is going (the lab is torn down) or gone: it goes
@@ -898,6 +1084,12 @@ class Router final : public Hypervisor {
     if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->StopPartition(s, f));
     if (s.IsQemu()) return RemoveQemuVm(s, f, true);
     return local_->StopPartition(s, f);
+  }
+  Result<LiveMigration> MigratePartition(const PartitionSpec& from, const std::string& f, const PartitionSpec& to,
+                                         const std::vector<AdapterSpec>& adapters) override {
+    if (Hypervisor* r = Route(from.within)) return r->MigratePartition(from, f, to, adapters);
+    if (from.IsQemu()) return MigrateQemuVm(from, f, to, adapters);
+    return local_->MigratePartition(from, f, to, adapters);
   }
   Status NoStateOnHostImage(const PartitionSpec& s, const std::string& op) const {
     return Status::Error("VM '" + s.name + "' cannot " + op +
@@ -1078,6 +1270,7 @@ class Router final : public Hypervisor {
     WaitGuestModules();
     if (s.vm_driver != "qemu") return local_->ConnectAdapter(s);
     const std::string what = "adapter '" + s.Written() + "' of VM '" + s.vm + "'";
+    LAB_RETURN_IF_ERROR(SettleMigration(s.vm).Prefixed(what));  // a move cut short first
     auto qemu = FindQemu(RunDir(s.vm));
     if (!qemu) return qemu.status().Prefixed(what);
     auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000);
@@ -1123,6 +1316,7 @@ class Router final : public Hypervisor {
     if (GoesWithItsVm(s.within)) return Status::Ok();
     if (Hypervisor* r = Route(s.within)) return Forgiving(s.within, r->RemoveAdapter(s, f));
     if (s.vm_driver != "qemu") return local_->RemoveAdapter(s, f);
+    (void)SettleMigration(s.vm);  // a move cut short: QEMU refuses device_del while migrating
     if (!tearing_down_)
       if (auto qemu = FindQemu(RunDir(s.vm)))
         if (auto qmp = QmpClient::Connect(qemu->qmp_socket(), 5000))

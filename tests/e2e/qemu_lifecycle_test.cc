@@ -1,14 +1,19 @@
 // End to end: Hyper-V's lifecycle of a qemu VM on a machine image (issue 20). The VM boots from
 // its own qcow2 over its image's read-only disk (an imported busybox image, made offline by the
 // test), runs its image's software under the guest kernel, and keeps what it wrote across
-// Stop-VM/Start-VM; `lab down` leaves no QEMU, tap or disk of the lab. Root only; SKIP without
+// Stop-VM/Start-VM, resumes a saved state with its processes, and moves to another host live
+// (Move-VM: its memory carried over to a QEMU there); `lab down` leaves no QEMU, tap or disk of
+// the lab. Root only; SKIP without
 // QEMU, busybox-static or the guest kernel (cached in /var/tmp/lab-test-kernels); traffic stays
 // inside the lab's own namespaces.
 #include <catch2/catch.hpp>
 
+#include "hv/kernel/netlink.h"
+#include "hv/kernel/probe.h"
 #include "hv/qemu/command.h"
 #include "hv/qemu/process.h"
 #include "tests/e2e/e2e_support.h"
+#include "tests/e2e/faults_support.h"
 #include "tests/hv/qemu_support.h"
 #include "tests/images/image_maker.h"
 
@@ -32,6 +37,31 @@ hosts:
         adapters: [{switch: Lab, ip: 10.61.0.10/24}]
 )";
 
+// Two hosts on one wire, each with an external switch of the same name; vm1 on hv1.
+const char* kMoveLab = R"(lab: qmove
+images:
+  tiny: {oci: ./tiny-layout:1.0}
+networks:
+  lan: {subnet: 10.63.0.0/24, gateway: 10.63.0.1}
+hosts:
+  hv1:
+    nics:
+      Ethernet: {network: lan, ip: 10.63.0.11/24, gateway: 10.63.0.1}
+    switches:
+      External: {type: external, nics: [Ethernet], allow_management_os: true}
+    vms:
+      vm1:
+        driver: qemu
+        image: tiny
+        memory: {startup: 256MiB}
+        adapters: [{switch: External, ip: 10.63.0.30/24, gateway: 10.63.0.1}]
+  hv2:
+    nics:
+      Ethernet: {network: lan, ip: 10.63.0.12/24, gateway: 10.63.0.1}
+    switches:
+      External: {type: external, nics: [Ethernet], allow_management_os: true}
+)";
+
 /// Everything a qemu e2e test needs here, or a SKIP said: QEMU, busybox for the image, the guest
 /// kernel (linked into the sandbox's kernel cache, so nothing is downloaded).
 bool QemuReady(const Sandbox& sb, std::string* release) {
@@ -51,8 +81,9 @@ bool QemuReady(const Sandbox& sb, std::string* release) {
   return true;
 }
 
-std::string Out(const Sandbox& sb, const std::string& machine, const std::string& cmd) {
-  Run r = sb.Lab("exec qlife " + machine + " -- " + cmd);
+std::string Out(const Sandbox& sb, const std::string& machine, const std::string& cmd,
+                const std::string& lab = "qlife") {
+  Run r = sb.Lab("exec " + lab + " " + machine + " -- " + cmd);
   INFO(machine << ": " << cmd << "\n" << r.out);
   CHECK(r.code == 0);
   return r.out;
@@ -67,6 +98,33 @@ size_t VmDisks(const Sandbox& sb) {
        it.increment(ec))
     n += it->path().extension() == ".qcow2" ? 1 : 0;
   return n;
+}
+
+/// One ping from inside host `machine`'s network namespace, answered within `timeout_ms`.
+bool PingFrom(const Sandbox& sb, const std::string& lab, const std::string& machine, const std::string& target,
+              int timeout_ms) {
+  namespace k = lab::hv::kernel;
+  auto ns = k::NetNs::Open(MachineRun(sb, lab, machine) + "/ns/net");
+  REQUIRE(ns.ok());
+  k::ProbeResult r;
+  REQUIRE(k::WithNetNs(*ns, [&] {
+            r = k::ProbePing(target, timeout_ms);
+            return lab::Status::Ok();
+          }).ok());
+  INFO(machine << " ping " << target << ": " << r.detail);
+  return r.ok;
+}
+
+/// vm1 of `lab` in `lab status --json`: {"parent", "state", "pid"}.
+nlohmann::json Vm1(const Sandbox& sb, const std::string& lab) {
+  Run st = sb.Lab("status " + lab + " --json");
+  auto j = nlohmann::json::parse(st.out, nullptr, false);
+  INFO(st.out);
+  REQUIRE(j.is_object());
+  for (const auto& m : j["machines"])
+    if (m.value("name", "") == "vm1") return m;
+  FAIL("no vm1 in lab status");
+  return {};
 }
 
 }  // namespace
@@ -165,6 +223,62 @@ TEST_CASE("A saved qemu VM resumes with its processes; a restored checkpoint rev
 
   pids = InitPids(sb, "qlife");
   TakeDownLeavingNothing(sb, "qlife", pids);
+  CHECK(VmDisks(sb) == 0);
+}
+
+TEST_CASE("A running qemu VM on an image moves to another host live: its processes go on and it answers there at once",
+          "[root][e2e][qemu]") {
+  LAB_REQUIRE_ROOT("qemu VMs moved live");
+  Sandbox sb;
+  std::string release;
+  if (!QemuReady(sb, &release)) return;
+  maker::WriteOciLayout(sb.dir + "/tiny-layout", "tiny", "1.0");
+  std::string file = sb.dir + "/qmove.yaml";
+  std::ofstream(file) << kMoveLab;
+  Run up = sb.Lab("up " + file);
+  INFO(up.out);
+  REQUIRE(up.code == 0);
+  auto pids = InitPids(sb, "qmove");
+
+  auto before = Vm1(sb, "qmove");
+  CHECK(before.value("parent", "") == "hv1");
+  const int old_qemu = before.value("pid", 0);
+  REQUIRE(old_qemu > 0);
+  // Both hosts know vm1 where it is (hv2 over the wire, through hv1's switch).
+  REQUIRE(PingFrom(sb, "qmove", "hv2", "10.63.0.30", 5000));
+  std::string sleeper =
+      Out(sb, "vm1", "sh -c '/bin/busybox sleep 100000 </dev/null >/dev/null 2>&1 & echo $!'", "qmove");
+  REQUIRE(sleeper.size() > 1);
+  sleeper.pop_back();
+
+  Run moved = sb.Lab("move qmove vm1 --to hv2");
+  INFO(moved.out);
+  REQUIRE(moved.code == 0);
+  CHECK(std::regex_search(moved.out, std::regex("VM 'vm1' now runs on 'hv2' \\(was on 'hv1'\\): live migration in [0-9]+ ms "
+                                                "\\(downtime [0-9]+ ms\\)")));
+  // At once: one second, where the wire's bridges would send its frames to hv1 for 300 s.
+  CHECK(PingFrom(sb, "qmove", "hv2", "10.63.0.30", 1000));
+  CHECK(PingFrom(sb, "qmove", "hv1", "10.63.0.30", 1000));
+  // Its memory came along: the process started before runs on, with the same pid.
+  CHECK(Out(sb, "vm1", "sh -c 'kill -0 " + sleeper + " && echo alive'", "qmove") == "alive\n");
+
+  auto after = Vm1(sb, "qmove");
+  CHECK(after.value("parent", "") == "hv2");
+  CHECK(after.value("state", "") == "running");
+  const int new_qemu = after.value("pid", 0);
+  CHECK(new_qemu > 0);
+  CHECK(new_qemu != old_qemu);
+  CHECK(ProcessGone(old_qemu));
+  Run again = sb.Lab("up " + file);
+  INFO(again.out);
+  CHECK(again.code == 0);
+  CHECK(again.out.find("No changes.") != std::string::npos);
+  CHECK(Vm1(sb, "qmove").value("pid", 0) == new_qemu);
+
+  pids.push_back(new_qemu);
+  auto now = InitPids(sb, "qmove");
+  pids.insert(pids.end(), now.begin(), now.end());
+  TakeDownLeavingNothing(sb, "qmove", pids);
   CHECK(VmDisks(sb) == 0);
 }
 

@@ -261,6 +261,15 @@ class FakeHypervisor : public hv::Hypervisor {
   void TearingDownLab() override { (void)Call("TearingDownLab"); }
 
   /// A stopped partition reads as not running until it is created (started) again.
+  /// Recorded as "MigratePartition VM FROM->TO ADAPTER@OWNER/BRIDGE...".
+  Result<hv::LiveMigration> MigratePartition(const hv::PartitionSpec& from, const std::string&, const hv::PartitionSpec& to,
+                                             const std::vector<hv::AdapterSpec>& adapters) override {
+    std::string line = "MigratePartition " + from.name + " " + from.parent() + "->" + to.parent();
+    for (const auto& a : adapters) line += " " + a.vm + "/" + a.name + "@" + a.owner + "/" + a.switch_ifname;
+    auto facts = Make(line, true);
+    if (!facts) return facts.status();
+    return hv::LiveMigration{*facts, 420, 42};
+  }
   Status StopPartition(const hv::PartitionSpec& s, const std::string&) override {
     LAB_RETURN_IF_ERROR(Call("StopPartition " + s.name));
     std::lock_guard guard(mu_);
@@ -371,6 +380,10 @@ class FakeHypervisor : public hv::Hypervisor {
     }
     Status RemoveLabRoot() override { return f_.RemoveLabRoot(); }
     void TearingDownLab() override { f_.TearingDownLab(); }
+    Result<hv::LiveMigration> MigratePartition(const hv::PartitionSpec& s, const std::string& x, const hv::PartitionSpec& t,
+                                               const std::vector<hv::AdapterSpec>& a) override {
+      return f_.MigratePartition(s, x, t, a);
+    }
     Status StopPartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.StopPartition(s, x); }
     Status SavePartition(const hv::PartitionSpec& s, const std::string& x) override { return f_.SavePartition(s, x); }
     Result<std::string> SetPartitionMemory(const hv::PartitionSpec& s, const std::string& x) override {
