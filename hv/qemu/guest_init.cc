@@ -6,8 +6,9 @@
 //     then those of the root the kernel command line asks for: `lab.root=9p` (9p, overlay) or
 //     `lab.root=disk` (virtio_blk, ext4). A module that fails is reported on the console and
 //     skipped; one listed with CPU flags (kvm_amd: svm) is loaded only for a processor with one;
-//  3. a child (niced) loads the "button" modules (pid 1 then listens to the ACPI power button) and
-//     the "late" ones (networking, bridge, veth, nftables, tun, kvm, balloon) in the background,
+//  3. a child (niced) loads the "net" module (virtio_net: the adapters come next), the "button"
+//     modules (pid 1 then listens to the ACPI power button) and the "late" ones (bridge, veth,
+//     nftables, tun, kvm, balloon) in the background,
 //     from the initramfs it keeps as its root; with an agent, it starts once the agent has taken on
 //     the VM's identity (its hostname changed; at most 15 s): the VM is ready first; when it is
 //     done pid 1 writes kModulesLoaded;
@@ -243,7 +244,7 @@ void WaitForIdentity(const std::string& initial, int ms) {
   }
 }
 
-/// The "button" and "late" phases in a niced child, so that the agent is not kept waiting by
+/// The "net", "button" and "late" phases in a niced child, so that the agent is not kept waiting by
 /// them. The child's root stays the initramfs (where the module files are) after pid 1 switches
 /// root. It writes a byte to *button_ready (a pipe pid 1 polls) once the power button is loaded.
 /// With an agent (`wait_for_agent`) it starts only once the agent has taken on the VM's identity
@@ -266,6 +267,7 @@ pid_t StartLateLoader(int* button_ready, bool wait_for_agent) {
       ::uname(&u);
       WaitForIdentity(u.nodename, kIdentityWaitMs);
     }
+    LoadPhase("net");
     LoadPhase("button");
     if (fds[1] >= 0 && ::write(fds[1], "b", 1) < 0) {
     }

@@ -90,12 +90,15 @@ TEST_CASE("The guest's modules load the agent's port first and lab's needs insid
   // lab's partition driver and QEMU inside the guest: bridges, veth, nftables NAT and the bridge
   // family, taps, kvm by processor flag.
   for (const char* m : {"bridge.ko", "veth.ko", "tun.ko", "nf_tables.ko", "nft_chain_nat.ko", "nft_masq.ko", "nf_nat.ko",
-                        "nf_conntrack.ko", "nft_meta_bridge.ko", "virtio_net.ko", "virtio_balloon.ko", "virtio-rng.ko",
+                        "nf_conntrack.ko", "nft_meta_bridge.ko", "virtio_balloon.ko", "virtio-rng.ko",
                         "kvm.ko"}) {
     INFO(m);
     CHECK(phase_of[m] == "late");
   }
-  // The power button first, so that Stop-VM is heard soon after the agent starts.
+  // The adapters' NIC driver first in the background (the host plugs the adapters as soon as the
+  // VM is ready), then the power button, so that Stop-VM is heard soon after the agent starts.
+  CHECK(phase_of["virtio_net.ko"] == "net");
+  CHECK(list->find("[net]\n") < list->find("[button]\n"));
   CHECK(phase_of["button.ko"] == "button");
   CHECK(phase_of["evdev.ko"] == "button");
   CHECK(list->find("[button]\n") < list->find("[late]\n"));
