@@ -8,7 +8,9 @@
 #    address). "Ready" = the executor's step timings from `lab up -v --log-format json`: `create
 #    partition/<vm>` (QEMU started, agent answering) + `create adapter/<vm>/<name>` (tap plugged,
 #    the guest's NIC up with its address). Also printed: `lab up`'s wall time, which adds the
-#    host-side steps (host, network, stand-in, switch) and the plan. Then `lab down`.
+#    host-side steps (host, network, stand-in, switch) and the plan. Then `lab down`. Then the same
+#    lab with the VM on an image (`image: tiny`, an OCI layout of busybox-static made here; its
+#    root is its own qcow2 over the image's disk, which one untimed `lab up` makes first).
 # 2. Idle. The one-VM lab again, left 15 s to settle (the guest's late modules load in the
 #    background), then its QEMU's utime+stime (/proc/PID/stat) over 60 s as % of one core, and its
 #    PSS (/proc/PID/smaps_rollup). Then a lab of three such VMs: PSS per VM (the sum over the three
@@ -24,13 +26,16 @@
 # there (else lab fetches it with apt). Every lab brought up is brought down on exit, whatever
 # happens.
 #
-# As root, after `bash scripts/build.sh`:  bash bench/qemu-lab.sh [RUNS=5] [IDLE_SECONDS=60]
+# As root, after `bash scripts/build.sh`:  bash bench/qemu-lab.sh [RUNS=5] [IDLE_SECONDS=60] [SECTIONS=123]
+# (SECTIONS: which of the three to run, e.g. 1 for ready vs floor only; LAB_BENCH_DIR: another
+# base directory than /var/tmp/lab-bench-qemu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 idle_s=${2:-60}
+sections=${3:-123}
 lab=$(realpath "${LAB:-build/lab}")
-base=/var/tmp/lab-bench-qemu
+base=${LAB_BENCH_DIR:-/var/tmp/lab-bench-qemu}
 export LAB_STATE_DIR=$base/state LAB_RUN_DIR=$base/run
 mkdir -p "$LAB_STATE_DIR/qemu/kernels" "$LAB_RUN_DIR" "$base/labs"
 kcache=/var/tmp/lab-test-kernels/linux-image-6.1.0-57-amd64_6.1.192-3
@@ -46,9 +51,10 @@ now_ms() { date +%s%3N; }
 # lab_file NAME VMS MIB: a host hv1 with an external switch on network lan 10.3x.0.0/24 (stand-in
 # .1) and VMS qemu VMs vm1.. at .21.., each pinging the stand-in and (with more than one) the next.
 lab_file() {
-  local name=$1 n=$2 mib=$3 f=$base/labs/$1.yaml i
+  local name=$1 n=$2 mib=$3 image=${4:-} f=$base/labs/$1.yaml i
   {
     echo "lab: $name"
+    [[ -n $image ]] && echo "images: {tiny: {oci: ./tiny-layout:1.0}}"
     echo "networks:"
     echo "  lan: {subnet: 10.37.0.0/24, gateway: 10.37.0.1}"
     echo "hosts:"
@@ -61,6 +67,7 @@ lab_file() {
     for ((i = 1; i <= n; i++)); do
       echo "      vm$i:"
       echo "        driver: qemu"
+      [[ -n $image ]] && echo "        image: tiny"
       echo "        memory: {startup: ${mib}MiB}"
       echo "        adapters:"
       echo "          - {name: Ethernet, switch: External, ip: 10.37.0.$((20 + i))/24, gateway: 10.37.0.1}"
@@ -73,6 +80,29 @@ lab_file() {
   } >"$f"
   echo "$f"
 }
+# tiny_image: an OCI layout at $base/labs/tiny-layout (ref 1.0) of one layer, busybox-static's
+# shell and applets (what an image VM needs beside lab's own tools, which lab adds at /opt/lab).
+tiny_image() {
+  local d=$base/img blobs=$base/labs/tiny-layout/blobs/sha256 layer config manifest
+  rm -rf "$d" "$base/labs/tiny-layout"
+  mkdir -p "$d/root/bin" "$d/root/etc" "$d/root/tmp" "$d/root/root" "$d/root/usr/bin" "$blobs"
+  cp "$(command -v busybox)" "$d/root/bin/busybox"
+  for a in sh cat ls echo mkdir sleep ip hostname; do ln -s busybox "$d/root/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$d/root/etc/passwd"
+  chmod 1777 "$d/root/tmp"
+  tar -C "$d/root" --owner=0 --group=0 -czf "$d/layer.tar.gz" bin etc tmp root usr
+  put() { local h; h=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$blobs/$h"; echo "$h $(stat -c %s "$1")"; }
+  layer=($(put "$d/layer.tar.gz"))
+  echo '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}' >"$d/config.json"
+  config=($(put "$d/config.json"))
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "${config[0]}" "${config[1]}" "${layer[0]}" "${layer[1]}" >"$d/manifest.json"
+  manifest=($(put "$d/manifest.json"))
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"1.0"}}]}' \
+    "${manifest[0]}" "${manifest[1]}" >"$base/labs/tiny-layout/index.json"
+  echo '{"imageLayoutVersion": "1.0.0"}' >"$base/labs/tiny-layout/oci-layout"
+}
+
 # The QEMU pids of lab NAME (first field of each qemu.pid under its run dir).
 qemu_pids() { cat "$LAB_RUN_DIR"/"$1"-*/q/*/qemu.pid 2>/dev/null | awk '{print $1}'; }
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }   # utime + stime
@@ -81,28 +111,45 @@ rss_kb() { awk '/^Rss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 
 "$lab" __qemu-boot --floor >/dev/null   # fetches the kernel if needed and warms the page cache
 
-echo "== 1. ready vs floor ($runs runs)"
 one=$(lab_file qbench-one 1 512)
-floors=() readys=() walls=()
-for ((r = 1; r <= runs; r++)); do
-  floor=$("$lab" __qemu-boot --floor | awk '{print $4}')
-  up_labs+=("$one")
+if [[ $sections == *1* ]]; then
+echo "== 1. ready vs floor ($runs runs; image: host and image: tiny, a busybox OCI image)"
+tiny_image
+img=$(lab_file qbench-img 1 512 tiny)
+up_labs+=("$img")
+"$lab" up "$img" >/dev/null   # the image's disk is made once: not counted
+"$lab" down "$img" >/dev/null
+up_labs=()
+# up_ready FILE: `lab up` of FILE, timed; prints "READY VM ADAPTER WALL" (ms); then `lab down`.
+up_ready() {
+  local f=$1 t0 wall vm ad
+  up_labs+=("$f")
   t0=$(now_ms)
-  "$lab" up -v --log-format json "$one" >"$base/up.out" 2>"$base/up.json"
+  "$lab" up -v --log-format json "$f" >"$base/up.out" 2>"$base/up.json"
   wall=$(($(now_ms) - t0))
   vm=$(grep -o '"create partition/vm1: [0-9.]* ms' "$base/up.json" | grep -o '[0-9.]* ms' | cut -d' ' -f1)
   ad=$(grep -o '"create adapter/vm1/Ethernet: [0-9.]* ms' "$base/up.json" | grep -o '[0-9.]* ms' | cut -d' ' -f1)
-  ready=$(awk -v a="$vm" -v b="$ad" 'BEGIN {printf "%.0f", a + b}')
-  "$lab" down "$one" >/dev/null
+  "$lab" down "$f" >/dev/null
   up_labs=()
-  echo "run $r: floor ${floor} ms, ready ${ready} ms (VM ${vm} + adapter ${ad}), lab up wall ${wall} ms, ratio $(awk -v a="$ready" -v f="$floor" 'BEGIN {printf "%.2f", a / f}')   (load $(load))"
-  floors+=("$floor") readys+=("$ready") walls+=("$wall")
+  echo "$(awk -v a="$vm" -v b="$ad" 'BEGIN {printf "%.0f", a + b}') $vm $ad $wall"
+}
+ratio() { awk -v a="$1" -v f="$2" 'BEGIN {printf "%.2f", a / f}'; }
+floors=() readys=() walls=() ireadys=()
+for ((r = 1; r <= runs; r++)); do
+  floor=$("$lab" __qemu-boot --floor | awk '{print $4}')
+  read -r ready vm ad wall < <(up_ready "$one")
+  read -r iready ivm iad iwall < <(up_ready "$img")
+  echo "run $r: floor ${floor} ms; image: host ready ${ready} ms (VM ${vm} + adapter ${ad}), lab up wall ${wall} ms, ratio $(ratio "$ready" "$floor"); image: tiny ready ${iready} ms (VM ${ivm} + adapter ${iad}), ratio $(ratio "$iready" "$floor")   (load $(load))"
+  floors+=("$floor") readys+=("$ready") walls+=("$wall") ireadys+=("$iready")
 done
 mf=$(printf '%s\n' "${floors[@]}" | median)
 mr=$(printf '%s\n' "${readys[@]}" | median)
 mw=$(printf '%s\n' "${walls[@]}" | median)
-echo "median of $runs: floor ${mf} ms, ready ${mr} ms, ratio $(awk -v a="$mr" -v f="$mf" 'BEGIN {printf "%.2f", a / f}'), lab up wall ${mw} ms ($(awk -v a="$mw" -v f="$mf" 'BEGIN {printf "%.2f", a / f}') x floor)   (load $(load))"
+mi=$(printf '%s\n' "${ireadys[@]}" | median)
+echo "median of $runs: floor ${mf} ms; image: host ready ${mr} ms, ratio $(ratio "$mr" "$mf"), lab up wall ${mw} ms ($(ratio "$mw" "$mf") x floor); image: tiny ready ${mi} ms, ratio $(ratio "$mi" "$mf")   (load $(load))"
+fi
 
+if [[ $sections == *2* ]]; then
 echo "== 2. idle"
 tck=$(getconf CLK_TCK)
 up_labs+=("$one")
@@ -128,6 +175,9 @@ echo "$n idle VMs (512 MiB): PSS per VM $((pss / n / 1024)) MiB, RSS per VM $((r
 "$lab" down "$three" >/dev/null
 up_labs=()
 
+fi
+
+[[ $sections == *3* ]] || exit 0
 echo "== 3. ten qemu VMs in one lab up"
 ten=$(lab_file qbench-ten 10 256)
 up_labs+=("$ten")

@@ -6,9 +6,12 @@
 //     then those of the root the kernel command line asks for: `lab.root=9p` (9p, overlay) or
 //     `lab.root=disk` (virtio_blk, ext4). A module that fails is reported on the console and
 //     skipped; one listed with CPU flags (kvm_amd: svm) is loaded only for a processor with one;
-//  3. a child (niced) loads the "button" modules (pid 1 then listens to the ACPI power button) and
-//     the "late" ones (networking, bridge, veth, nftables, tun, kvm, balloon) in the background,
-//     from the initramfs it keeps as its root; when it is done pid 1 writes kModulesLoaded;
+//  3. a child (niced) loads the "net" module (virtio_net: the adapters come next), the "button"
+//     modules (pid 1 then listens to the ACPI power button) and the "late" ones (bridge, veth,
+//     nftables, tun, kvm, balloon) in the background,
+//     from the initramfs it keeps as its root; with an agent, it starts once the agent has taken on
+//     the VM's identity (its hostname changed; at most 15 s): the VM is ready first; when it is
+//     done pid 1 writes kModulesLoaded;
 //  4. `lab.root=9p`: the host tree exported with mount tag `labroot` is mounted read-only and made
 //     writable by an overlay whose upper is a tmpfs; `lab.root=disk`: /dev/vda (ext4) read-write.
 //     Then switch_root to it (the initramfs stays underneath: the module loader still reads it);
@@ -220,10 +223,35 @@ void ChildDefaults() {
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
-/// The "button" and "late" phases in a niced child, so that the agent is not kept waiting by
+/// With an agent, how long the background loader waits for it to take on the VM's identity.
+constexpr int kIdentityWaitMs = 15000;
+
+/// Waits until this machine's hostname is no longer `initial` (the agent set the VM's computer
+/// name: the host had its answer and the VM is ready but for its adapters), at most `ms`.
+void WaitForIdentity(const std::string& initial, int ms) {
+  auto start = Clock::now();
+  for (;;) {
+    utsname u{};
+    if (::uname(&u) == 0 && initial != u.nodename) {
+      Say("the agent took on the VM's identity: loading the rest");
+      return;
+    }
+    if (Clock::now() - start >= std::chrono::milliseconds(ms)) {
+      Say("no identity from the agent in " + std::to_string(ms / 1000) + " s: loading the rest anyway");
+      return;
+    }
+    ::usleep(10000);
+  }
+}
+
+/// The "net", "button" and "late" phases in a niced child, so that the agent is not kept waiting by
 /// them. The child's root stays the initramfs (where the module files are) after pid 1 switches
 /// root. It writes a byte to *button_ready (a pipe pid 1 polls) once the power button is loaded.
-pid_t StartLateLoader(int* button_ready) {
+/// With an agent (`wait_for_agent`) it starts only once the agent has taken on the VM's identity
+/// (WaitForIdentity): on one emulated processor the loader's work in the kernel (ext4 alone
+/// 0.4-0.7 s, not preemptible) would otherwise hold back the agent's start by about half a second,
+/// and nothing the VM needs before that is in these phases (its adapters come after).
+pid_t StartLateLoader(int* button_ready, bool wait_for_agent) {
   int fds[2];
   *button_ready = -1;
   if (::pipe2(fds, O_CLOEXEC) != 0) {
@@ -234,6 +262,12 @@ pid_t StartLateLoader(int* button_ready) {
   if (pid == 0) {
     ChildDefaults();
     ::setpriority(PRIO_PROCESS, 0, 10);
+    if (wait_for_agent) {
+      utsname u{};
+      ::uname(&u);
+      WaitForIdentity(u.nodename, kIdentityWaitMs);
+    }
+    LoadPhase("net");
     LoadPhase("button");
     if (fds[1] >= 0 && ::write(fds[1], "b", 1) < 0) {
     }
@@ -519,6 +553,7 @@ class Supervisor {
       return;
     }
     agent_ = pid;
+    Say("agent " + cmd_.agent + " started (pid " + std::to_string(pid) + ")");
   }
 
   // Without a host on the other end the port reads EOF at once (and polls as hung up), so it is
@@ -589,7 +624,7 @@ int main() {
   // Forked before the switch: the loader's root stays the initramfs (where the module files are),
   // which remains mounted underneath the new root.
   int button_ready = -1;
-  pid_t loader = StartLateLoader(&button_ready);
+  pid_t loader = StartLateLoader(&button_ready, !cmd.agent.empty());
   if (!cmd.root.empty()) {
     std::string err = MountRoot(cmd.root, cmd.msize);
     if (err.empty()) err = SwitchRoot();

@@ -231,9 +231,11 @@ std::vector<ModuleRoot> GuestModuleRoots() {
       // An image's disk: ext4 needs crc32c_generic on a processor without SSE4.2 (qemu64).
       {"virtio_blk", {}, "disk"}, {"crc32c_generic", {}, "disk"}, {"ext4", {}, "disk"},
   };
-  // In the background once the agent runs: first the power button Stop-VM presses (ACPI button +
-  // evdev), then adapters, lab's partition driver inside the guest (bridges, veth, nftables NAT and
-  // bridge-family filters, overlay roots), QEMU inside it (tun, kvm), dynamic memory, entropy.
+  // In the background once the agent runs: first the adapters' NIC driver, then the power button
+  // Stop-VM presses (ACPI button + evdev), then lab's partition driver inside the guest (bridges,
+  // veth, nftables NAT and bridge-family filters, overlay roots), QEMU inside it (tun, kvm),
+  // dynamic memory, entropy.
+  roots.push_back({"virtio_net", {}, "net"});
   roots.push_back({"button", {}, "button"});
   roots.push_back({"evdev", {}, "button"});
   // crc32c_generic first: libcrc32c (nf_tables, nf_nat) and ext4 ask the crypto API for "crc32c"

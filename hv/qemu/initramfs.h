@@ -42,12 +42,15 @@ Result<std::vector<std::string>> ModuleClosure(const std::string& modules_dir, c
 ///   "boot"  before anything else: what the agent's port needs (virtio transport and console);
 ///   "9p"    when `lab.root=9p`, before the root is mounted (9p over virtio, overlay);
 ///   "disk"  when `lab.root=disk`, before the root is mounted (virtio_blk, ext4);
-///   "button" in the background, first: the ACPI power button and its event device (Stop-VM is
+///   "net"   in the background, first: virtio_net, which the VM's adapters need right after it is
+///           ready (with an agent the background phases start once it has taken on the VM's
+///           identity: the adapters are what the host plugs next);
+///   "button" in the background then: the ACPI power button and its event device (Stop-VM is
 ///           heard as soon as can be);
 ///   "late"  in the background then: networking, what lab's partition driver needs inside
 ///           (bridge, veth, nftables with NAT and the bridge family, overlay), QEMU's needs (tun,
 ///           kvm), balloon and entropy.
-inline constexpr const char* kModulePhases[] = {"boot", "9p", "disk", "button", "late"};
+inline constexpr const char* kModulePhases[] = {"boot", "9p", "disk", "net", "button", "late"};
 
 /// A module the guest needs, the phase it is loaded in, and the processor flags it is loaded for
 /// (none: always).

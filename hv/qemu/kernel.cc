@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,8 +13,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/text.h"
 #include "hv/qemu/bytes.h"
 #include "hv/qemu/command.h"
 
@@ -294,8 +297,41 @@ void RemoveStaleFetches(const std::string& cache_dir) {
   }
 }
 
+std::string AptStateStamp(const std::vector<std::string>& paths) {
+  std::string stamp;
+  for (const auto& p : paths) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) {
+      stamp += p + "=-;";
+      continue;
+    }
+    stamp += p + "=" + std::to_string(st.st_size) + "@" + std::to_string(st.st_mtim.tv_sec) + "." +
+             std::to_string(st.st_mtim.tv_nsec) + ";";
+  }
+  return stamp;
+}
+
+Result<KernelPackage> ResolveKernelPackageRemembered(
+    const std::string& cache_dir, const std::string& meta_package, const std::string& stamp,
+    const std::function<Result<KernelPackage>(const std::string&)>& resolve) {
+  std::string memo = (fs::path(cache_dir) / ("apt-" + meta_package + ".json")).string();
+  if (auto text = lab::ReadFile(memo)) {
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_object() && j.value("stamp", "") == stamp && !j.value("package", "").empty() &&
+        !j.value("version", "").empty())
+      return KernelPackage{j.value("package", ""), j.value("version", "")};
+  }
+  auto pkg = resolve(meta_package);
+  if (!pkg.ok()) return pkg;
+  std::error_code ec;
+  fs::create_directories(cache_dir, ec);
+  // Not remembering is only slower: a failed write is not an error.
+  (void)WriteFileAtomic(memo, nlohmann::json{{"stamp", stamp}, {"package", pkg->package}, {"version", pkg->version}}.dump());
+  return pkg;
+}
+
 Result<GuestKernel> FetchKernel(const std::string& cache_dir, const std::string& meta_package) {
-  auto pkg = ResolveKernelPackage(meta_package);
+  auto pkg = ResolveKernelPackageRemembered(cache_dir, meta_package, AptStateStamp());
   if (!pkg.ok()) {
     if (auto cached = AnyCachedKernel(cache_dir)) return *cached;
     return pkg.status().Prefixed("guest kernel");

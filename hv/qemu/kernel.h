@@ -13,6 +13,7 @@
 // is always complete; a cache hit needs no network.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -68,7 +69,26 @@ Status UnpackDeb(const std::string& deb, const std::vector<std::string>& prefixe
 /// the next fetch starts that entry afresh. Those of running fetches stay.
 void RemoveStaleFetches(const std::string& cache_dir);
 
-/// The guest kernel: the cache entry of the version apt offers now for `meta_package`, or the
+/// What apt's answer about a package depends on, as one string that changes when any of it does:
+/// the size and modification time (ns) of each of `paths` ("-" for one that is missing). The
+/// default paths are apt's package lists (a directory whose mtime changes when `apt-get update`
+/// renames a list into it), its binary cache, dpkg's status (installed versions weigh in the
+/// candidate) and apt's sources, preferences and configuration.
+std::string AptStateStamp(const std::vector<std::string>& paths = {
+                              "/var/lib/apt/lists", "/var/cache/apt/pkgcache.bin", "/var/lib/dpkg/status",
+                              "/etc/apt/sources.list", "/etc/apt/sources.list.d", "/etc/apt/preferences.d",
+                              "/etc/apt/apt.conf.d"});
+
+/// `resolve(meta_package)`, remembered in `cache_dir`/apt-<meta_package>.json under `stamp`
+/// (AptStateStamp()): while the stamp is unchanged the remembered answer is returned without
+/// calling `resolve` (apt-cache takes 1-3 s here, the better part of a qemu VM's start beyond its
+/// boot). A failed resolution is not remembered.
+Result<KernelPackage> ResolveKernelPackageRemembered(
+    const std::string& cache_dir, const std::string& meta_package, const std::string& stamp,
+    const std::function<Result<KernelPackage>(const std::string&)>& resolve = ResolveKernelPackage);
+
+/// The guest kernel: the cache entry of the version apt offers now for `meta_package`
+/// (ResolveKernelPackageRemembered: apt is asked again only when its state changed), or the
 /// package downloaded (`apt-get download`), unpacked and its vmlinux extracted into a new entry.
 /// When apt cannot resolve the package, the newest cached entry, if any.
 Result<GuestKernel> FetchKernel(const std::string& cache_dir, const std::string& meta_package = "linux-image-amd64");

@@ -90,12 +90,15 @@ TEST_CASE("The guest's modules load the agent's port first and lab's needs insid
   // lab's partition driver and QEMU inside the guest: bridges, veth, nftables NAT and the bridge
   // family, taps, kvm by processor flag.
   for (const char* m : {"bridge.ko", "veth.ko", "tun.ko", "nf_tables.ko", "nft_chain_nat.ko", "nft_masq.ko", "nf_nat.ko",
-                        "nf_conntrack.ko", "nft_meta_bridge.ko", "virtio_net.ko", "virtio_balloon.ko", "virtio-rng.ko",
+                        "nf_conntrack.ko", "nft_meta_bridge.ko", "virtio_balloon.ko", "virtio-rng.ko",
                         "kvm.ko"}) {
     INFO(m);
     CHECK(phase_of[m] == "late");
   }
-  // The power button first, so that Stop-VM is heard soon after the agent starts.
+  // The adapters' NIC driver first in the background (the host plugs the adapters as soon as the
+  // VM is ready), then the power button, so that Stop-VM is heard soon after the agent starts.
+  CHECK(phase_of["virtio_net.ko"] == "net");
+  CHECK(list->find("[net]\n") < list->find("[button]\n"));
   CHECK(phase_of["button.ko"] == "button");
   CHECK(phase_of["evdev.ko"] == "button");
   CHECK(list->find("[button]\n") < list->find("[late]\n"));
@@ -300,12 +303,14 @@ TEST_CASE("Guests boot on the host's tree over 9p with a supervised agent and on
     return c;
   };
 
-  // The 9p guest's agent: a script that reports each start (and LAB_AGENT_PORT) on the port and
-  // exits, so pid 1 restarts it; its third run also makes what lab's partition driver makes inside
-  // a guest (a bridge with a veth port, nftables NAT and a bridge-family filter) with the host's
-  // own ip and nft, and looks at the root pid 1 set up.
+  // The 9p guest's agent: a script that takes on the VM's identity (its hostname, as lab's agent
+  // does when the host creates the VM: the background modules wait for it), reports each start
+  // (and LAB_AGENT_PORT) on the port and exits, so pid 1 restarts it; its third run also makes what
+  // lab's partition driver makes inside a guest (a bridge with a veth port, nftables NAT and a
+  // bridge-family filter) with the host's own ip and nft, and looks at the root pid 1 set up.
   std::string script = dir + "/agent.sh";
   Write(script, R"SH(#!/bin/sh
+echo lab-vm > /proc/sys/kernel/hostname
 while [ ! -e /run/lab/modules-loaded ]; do sleep 0.1; done
 n=$(( $(cat /run/agent-runs 2>/dev/null || echo 0) + 1 )); echo $n > /run/agent-runs
 {
@@ -411,6 +416,12 @@ EOF
     CHECK(all.find("mounted /run tmpfs\n") != std::string::npos);
     CHECK(all.find("mounted /sys/fs/cgroup cgroup2\n") != std::string::npos);
     CHECK(all.find("pid1 init\n") != std::string::npos);
+    // The background modules waited for the agent's identity, then loaded virtio_net first.
+    std::string console = Slurp(tree_vm->console_log());
+    size_t identity = console.find("the agent took on the VM's identity: loading the rest");
+    CHECK(identity != std::string::npos);
+    CHECK(console.find("modules (net)", identity) != std::string::npos);
+    CHECK(console.find("no identity from the agent") == std::string::npos);
     // The overlay's upper is the guest's own: the host's /etc is untouched.
     CHECK_FALSE(fs::exists("/etc/lab-written"));
     ::close(port);

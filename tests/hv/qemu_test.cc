@@ -148,6 +148,48 @@ TEST_CASE("A kernel fetch killed halfway leaves nothing the next fetch trips on"
   fs::remove_all(cache);
 }
 
+
+TEST_CASE("apt is asked for the kernel package once while its state is unchanged, and again when it changes", "[hv][qemu]") {
+  std::string cache = testing::TempDir("lab-kernels");
+  int asked = 0;
+  std::string version = "6.1.192-3";
+  auto resolve = [&](const std::string& meta) -> Result<KernelPackage> {
+    ++asked;
+    if (meta == "linux-image-unknown") return Status::Error("apt does not know the kernel package");
+    return KernelPackage{"linux-image-6.1.0-57-amd64", version};
+  };
+  // The stamp follows the files it is made of.
+  std::string lists = cache + "/lists";
+  fs::create_directories(lists);
+  std::string stamp = AptStateStamp({lists, cache + "/missing"});
+  CHECK(stamp == AptStateStamp({lists, cache + "/missing"}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::ofstream(lists + "/new-list") << "Package: x\n";
+  CHECK(AptStateStamp({lists, cache + "/missing"}) != stamp);
+
+  auto first = ResolveKernelPackageRemembered(cache, "linux-image-amd64", "stamp-1", resolve);
+  REQUIRE(first.ok());
+  auto second = ResolveKernelPackageRemembered(cache, "linux-image-amd64", "stamp-1", resolve);
+  REQUIRE(second.ok());
+  CHECK(asked == 1);
+  CHECK(second->package == "linux-image-6.1.0-57-amd64");
+  CHECK(second->version == "6.1.192-3");
+  // apt's state changed (apt-get update): asked again, and the new answer is the one remembered.
+  version = "6.1.200-1";
+  auto third = ResolveKernelPackageRemembered(cache, "linux-image-amd64", "stamp-2", resolve);
+  REQUIRE(third.ok());
+  CHECK(asked == 2);
+  CHECK(third->version == "6.1.200-1");
+  CHECK(ResolveKernelPackageRemembered(cache, "linux-image-amd64", "stamp-2", resolve)->version == "6.1.200-1");
+  CHECK(asked == 2);
+  // A failure is not remembered.
+  CHECK_FALSE(ResolveKernelPackageRemembered(cache, "linux-image-unknown", "stamp-2", resolve).ok());
+  CHECK_FALSE(ResolveKernelPackageRemembered(cache, "linux-image-unknown", "stamp-2", resolve).ok());
+  CHECK(asked == 4);
+  // The remembered answers are no cache entries.
+  CHECK_FALSE(AnyCachedKernel(cache).has_value());
+  fs::remove_all(cache);
+}
 TEST_CASE("The initramfs's newc cpio reads back with libarchive: files, modes, links, devices", "[hv][qemu]") {
   std::string dir = testing::TempDir("lab-cpio");
   std::string path = dir + "/initrd.gz";
