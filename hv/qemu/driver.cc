@@ -406,44 +406,11 @@ class Router final : public Hypervisor {
     return *made;
   }
 
-  /// What apt's answer for the kernel package depends on: its lists (a directory apt-get update
-  /// renames files into), its configuration and what is installed (modification times); "" when
-  /// there are no lists to judge by.
-  static std::string AptIdentity() {
-    std::string id;
-    for (const char* f : {"/var/lib/apt/lists", "/var/lib/apt/lists/partial", "/etc/apt", "/etc/apt/sources.list",
-                          "/etc/apt/sources.list.d", "/etc/apt/preferences.d", "/var/lib/dpkg/status"}) {
-      struct stat st {};
-      if (::stat(f, &st) != 0) {
-        if (std::string(f) == "/var/lib/apt/lists") return "";
-        continue;
-      }
-      id += std::string(f) + ":" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ";";
-    }
-    return id;
-  }
-  /// The guest kernel for a VM from a template: Kernel()'s, remembered (STATE/qemu/kernel.json)
-  /// with AptIdentity: while apt's cache and lists are as they were, apt-cache would name the same
-  /// package, and its cache entry is taken without asking (two apt-cache runs: 2 s here, most of a
-  /// VM's start from a template otherwise).
-  Result<GuestKernel> RememberedKernel() {
-    std::string cache = KernelCacheDir(ctx_.shared_state.empty() ? ctx_.state_root : ctx_.shared_state);
-    std::string memo = ctx_.state_root + "/qemu/kernel.json";
-    std::string apt = AptIdentity();
-    json was = ParseFacts(ReadAll(memo));
-    if (!apt.empty() && was.value("apt", "") == apt)
-      if (auto k = CachedKernel(cache, KernelPackage{was.value("package", ""), was.value("version", "")})) return *k;
-    auto k = Kernel();
-    if (!k) return k.status();
-    if (!apt.empty()) (void)WriteFile(memo, json{{"apt", apt}, {"package", k->package}, {"version", k->version}}.dump());
-    return *k;
-  }
-
   /// The machine of VM `s` as its template boots it (ConfigOf's, without the VM's own disk and
   /// run directory), and the image's disk under it.
   Result<std::pair<QemuConfig, std::string>> TemplateMachine(const PartitionSpec& s) {
-    auto kernel = RememberedKernel();
-    if (!kernel) return kernel.status().Prefixed("the guest kernel");
+    auto kernel = Kernel();  // apt's answer is remembered while apt's state is unchanged
+    if (!kernel) return kernel.status();
     auto initrd = Initramfs(*kernel);
     if (!initrd) return initrd.status();
     auto raw = ImageDisk(s);
