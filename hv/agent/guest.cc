@@ -94,6 +94,28 @@ void PrepareState(const std::string& dir) {
   }
 }
 
+/// How this agent was started, with __guest-exec for __guest-agent: on an image, lab runs through
+/// its own dynamic loader (/proc/self/exe is the loader, which takes the program and its
+/// arguments after its own options).
+std::vector<std::string> SelfCommand() {
+  std::vector<std::string> words;
+  std::string cmdline = Slurp("/proc/self/cmdline");
+  bool found = false;
+  for (size_t at = 0; at < cmdline.size();) {
+    size_t end = cmdline.find('\0', at);
+    if (end == std::string::npos) end = cmdline.size();
+    words.push_back(cmdline.substr(at, end - at));
+    if (words.back() == "__guest-agent") {
+      words.back() = "__guest-exec";
+      found = true;
+      break;
+    }
+    at = end + 1;
+  }
+  if (!found) words = {"lab", "__guest-exec"};
+  return words;
+}
+
 /// The hypervisor context a request names (its lab, and the VMs it lives in, this one last).
 LabContext GuestContext(const json& ctx, const std::string& init_path) {
   LabContext c;
@@ -235,13 +257,16 @@ class Agent {
       std::vector<char*> envp;
       for (auto& e : env_strings) envp.push_back(e.data());
       envp.push_back(nullptr);
-      const char* argv[] = {"lab", "__guest-exec", nullptr};
+      std::vector<std::string> self = SelfCommand();
+      std::vector<char*> argv;
+      for (auto& w : self) argv.push_back(w.data());
+      argv.push_back(nullptr);
       pid_t pid = ::fork();
       if (pid == 0) {
         ::setsid();
         if (tty) ::ioctl(theirs, TIOCSCTTY, 0);
         for (int fd = 0; fd < 3; ++fd) ::dup2(theirs, fd);
-        ::execve("/proc/self/exe", const_cast<char* const*>(argv), envp.data());
+        ::execve("/proc/self/exe", argv.data(), envp.data());
         ::_exit(127);
       }
       ::close(theirs);

@@ -94,6 +94,10 @@ Status MakeTemplate(const std::string& tmp, QemuConfig c, const std::string& ima
   auto ping = agent->Ping(left());
   if (!ping) return fail(ping.status().Prefixed("its agent did not answer"));
   double booted = Seconds(started);
+  // The guest's init loads its late modules once the VM has an identity (its hostname changed:
+  // lab-guest-init); a template has none of its own yet, so it gets a placeholder name.
+  if (auto named = agent->Exec({"sh", "-c", "echo lab-template > /proc/sys/kernel/hostname"}, left()); !named)
+    return fail(named.status().Prefixed("naming it"));
   // The late modules (bridge, veth, nftables, kvm) in the saved memory too: its VMs need not wait.
   for (;;) {
     auto r = agent->Exec({"cat", kModulesLoaded}, left());
