@@ -81,6 +81,13 @@ TEST_CASE("labs/qemu-nested.yaml: real guests expose or hide virtualization, nes
 
   Run up = sb.Lab("up " + file);
   INFO(up.out);
+  if (up.code != 0) {
+    // What the guests said, for the report: the VM inside middle is booted by middle's QEMU.
+    Run consoles = sb.Lab("exec qemu-nested middle -- sh -c 'for f in /run/lab/*/q/*/console.log; do echo \"== $f\"; "
+                          "tail -n 30 $f; done; cat /proc/loadavg'");
+    INFO("inside middle:\n" << consoles.out);
+    CHECK(up.code == 0);
+  }
   REQUIRE(up.code == 0);
   auto pids = InitPids(sb, "qemu-nested");
   auto qemus = QemuPids(sb, "qemu-nested");
