@@ -40,6 +40,7 @@ std::vector<std::string> QemuArgv(const QemuConfig& c) {
   if (c.root == RootKind::kDisk) append += " lab.root=disk";
   if (!c.agent_binary.empty()) append += " lab.agent=" + c.agent_binary;
   if (!c.append.empty()) append += " " + c.append;
+  const std::string kick = c.ioeventfd ? "" : ",ioeventfd=off";
   std::vector<std::string> argv = {c.binary,
           "-nodefaults", "-no-user-config", "-display", "none",
           "-machine", "q35",
@@ -52,9 +53,9 @@ std::vector<std::string> QemuArgv(const QemuConfig& c) {
           "-append", append,
           "-no-reboot",
           "-chardev", "socket,id=agent,server=on,wait=off,path=" + run + "/agent.sock",
-          "-device", "virtio-serial-pci,id=vser",
+          "-device", "virtio-serial-pci,id=vser" + kick,
           "-device", std::string("virtserialport,chardev=agent,name=") + agent::kPortName,
-          "-device", "virtio-rng-pci,id=rng",
+          "-device", "virtio-rng-pci,id=rng" + kick,
           "-qmp", "unix:" + run + "/qmp.sock,server=on,wait=off",
           "-serial", "file:" + run + "/console.log"};
   auto add = [&argv](std::string a, std::string b) {
@@ -63,13 +64,13 @@ std::vector<std::string> QemuArgv(const QemuConfig& c) {
   };
   if (c.root == RootKind::k9p) {
     add("-fsdev", "local,id=labroot,path=" + c.root_dir + ",security_model=none,readonly=on,multidevs=remap");
-    add("-device", "virtio-9p-pci,fsdev=labroot,mount_tag=labroot");
+    add("-device", "virtio-9p-pci,fsdev=labroot,mount_tag=labroot" + kick);
   } else if (c.root == RootKind::kDisk) {
     add("-blockdev", "driver=file,filename=" + c.disk + ",node-name=disk-file,cache.direct=off");
     add("-blockdev", "driver=qcow2,file=disk-file,node-name=disk");
-    add("-device", "virtio-blk-pci,drive=disk,id=vda");
+    add("-device", "virtio-blk-pci,drive=disk,id=vda" + kick);
   }
-  if (c.balloon) add("-device", "virtio-balloon-pci,id=balloon");
+  if (c.balloon) add("-device", "virtio-balloon-pci,id=balloon");  // no ioeventfd property
   for (int i = 1; i <= c.hotplug_ports; ++i)
     add("-device", "pcie-root-port,id=rp" + std::to_string(i) + ",chassis=" + std::to_string(i) + ",bus=pcie.0");
   for (const auto& n : c.nics) {

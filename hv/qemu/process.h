@@ -47,6 +47,10 @@ struct QemuConfig {
   std::string kernel;  // an ELF vmlinux with the PVH note
   std::string initrd;
   std::string append;  // added after lab's own kernel arguments
+  /// Virtqueue kicks through eventfds (QEMU's default). Off for a guest under the nested KVM of a
+  /// lab guest: there a kick was seen lost while the guest's virtio console started, the guest
+  /// spinning on it for minutes; off, a kick is handled in the vCPU's own exit.
+  bool ioeventfd = true;
   std::string run_dir;  // the VM's sockets, logs and pid file (must exist)
   int nice = 0;         // scheduling niceness of the QEMU process
   int tb_size_mib = 64;  // TCG: cap of the translated-code cache
