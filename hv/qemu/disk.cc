@@ -17,6 +17,16 @@
 #include "hv/qemu/command.h"
 
 namespace lab::hv::qemu {
+
+FileLock::FileLock(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
+  while (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+  }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -117,24 +127,6 @@ void Measure(const std::string& dir, std::set<std::pair<dev_t, ino_t>>& seen, lo
   }
 }
 
-/// RAII flock of a file (made when missing).
-class Lock {
- public:
-  explicit Lock(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
-    while (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
-    }
-  }
-  ~Lock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Lock(const Lock&) = delete;
-  Lock& operator=(const Lock&) = delete;
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
 Status BuildImageDisk(const std::string& stage, const std::string& tmp, const std::vector<std::string>& layers,
                       const std::string& tools_dir) {
   std::string mkfs = Tool("mkfs.ext4");
@@ -191,7 +183,7 @@ Result<std::string> EnsureImageDisk(const std::string& cache_dir, const std::str
   if (ec) return Status::Error("cannot create " + cache_dir + ": " + ec.message());
   std::string name = ImageDiskName(image_key, tools_dir);
   std::string raw = cache_dir + "/" + name + ".raw";
-  Lock lock(cache_dir + "/" + name + ".lock");
+  FileLock lock(cache_dir + "/" + name + ".lock");
   if (!lock.ok()) return ErrnoStatus("lock " + cache_dir + "/" + name + ".lock");
   if (::access(raw.c_str(), F_OK) == 0) return raw;  // made by an earlier lab, or the one we waited for
   // Under the lock nobody else builds this disk: what a killed build left goes.

@@ -19,6 +19,19 @@
 
 namespace lab::hv::qemu {
 
+/// RAII flock of a file (made when missing): one maker of a cached disk or template at a time.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  bool ok() const { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
+
 /// STATE/qemu/disks: where image disks are kept.
 std::string DiskCacheDir(const std::string& state_dir);
 

@@ -190,6 +190,27 @@ class Router final : public Hypervisor {
     return (*client)->Call(request, timeout_ms);
   }
 
+  /// A QEMU of VM `vm` started from a memory state (incoming): the agent's socket gets its client
+  /// before the state loads (the state says the host was connected), then the VM runs. A failure
+  /// to resume is prefixed with `state` when given.
+  Status ConnectAndResume(const std::string& vm, const QemuProcess& p, const std::string& state) {
+    {
+      std::lock_guard lock(guests_mu_);
+      guests_.erase(vm);  // a new QEMU: a new connection
+    }
+    {
+      GuestLink& g = Guest(vm);
+      std::lock_guard lock(g.mu);
+      auto agent = AgentClient::Connect(g.socket, 5000);
+      if (!agent) return agent.status();
+      g.client = std::make_shared<AgentClient>(std::move(*agent));
+    }
+    auto qmp = QmpClient::Connect(p.qmp_socket(), 5000);
+    if (!qmp) return qmp.status();
+    Status resumed = Resume(*qmp, 120000);
+    return resumed.ok() || state.empty() ? resumed : resumed.Prefixed(state);
+  }
+
   /// Waits until the VM's agent answers (the guest is up), at most `timeout_ms`.
   Result<agent::PingReply> WaitAgent(const std::string& vm, int timeout_ms) {
     GuestLink& g = Guest(vm);
@@ -546,23 +567,7 @@ class Router final : public Hypervisor {
       (void)StopQemu(*p, 0, kQuitMs);
       return Status::Error(st.message() + "; its console said:" + Tail(p->console_log(), 8));
     };
-    {
-      std::lock_guard lock(guests_mu_);
-      guests_.erase(s.name);  // a new QEMU: a new connection
-    }
-    {
-      GuestLink& g = Guest(s.name);
-      std::lock_guard lock(g.mu);
-      auto agent = AgentClient::Connect(g.socket, 5000);
-      if (!agent) return fail(agent.status());
-      g.client = std::make_shared<AgentClient>(std::move(*agent));
-    }
-    {
-      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
-      if (!qmp) return fail(qmp.status());
-      Status resumed = Resume(*qmp, 120000);
-      if (!resumed.ok()) return fail(resumed.Prefixed("the template's state"));
-    }
+    if (Status resumed = ConnectAndResume(s.name, *p, "the template's state"); !resumed.ok()) return fail(resumed);
     stage("state loaded:");
     {
       // The first request to its agent (which answers as soon as the guest runs on: it was
@@ -768,23 +773,7 @@ class Router final : public Hypervisor {
       return Status::Error(st.Prefixed(what + ": Start-VM from its saved state").message() + "; its console said:" +
                            Tail(p->console_log(), 8));
     };
-    {
-      std::lock_guard lock(guests_mu_);
-      guests_.erase(s.name);
-    }
-    {
-      GuestLink& g = Guest(s.name);
-      std::lock_guard lock(g.mu);
-      auto agent = AgentClient::Connect(g.socket, 5000);
-      if (!agent) return fail(agent.status());
-      g.client = std::make_shared<AgentClient>(std::move(*agent));
-    }
-    {
-      auto qmp = QmpClient::Connect(p->qmp_socket(), 5000);
-      if (!qmp) return fail(qmp.status());
-      Status resumed = Resume(*qmp, 120000);
-      if (!resumed.ok()) return fail(resumed);
-    }
+    if (Status resumed = ConnectAndResume(s.name, *p, ""); !resumed.ok()) return fail(resumed);
     auto ping = WaitAgent(s.name, 60000);
     if (!ping) return fail(ping.status().Prefixed("its agent did not answer"));
     ::unlink(state.c_str());

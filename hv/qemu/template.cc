@@ -35,23 +35,6 @@ constexpr int kQuitMs = 5000;
 /// Written by the guest init once its background module loader is done (hv/qemu/guest_init.cc).
 constexpr const char* kModulesLoaded = "/run/lab/modules-loaded";
 
-/// RAII flock of a file (made when missing).
-class Lock {
- public:
-  explicit Lock(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
-    while (fd_ >= 0 && ::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
-    }
-  }
-  ~Lock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Lock(const Lock&) = delete;
-  Lock& operator=(const Lock&) = delete;
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
 
 std::string Tail(const std::string& path, size_t lines) {
   auto text = ReadFile(path);
@@ -184,7 +167,7 @@ Result<Template> EnsureTemplate(const std::string& templates_dir, const std::str
   t.dir = templates_dir + "/" + key;
   t.disk = t.dir + "/disk.qcow2";
   t.state = t.dir + "/state.vm";
-  Lock lock(templates_dir + "/" + key + ".lock");
+  FileLock lock(templates_dir + "/" + key + ".lock");
   if (!lock.ok()) return ErrnoStatus("lock " + templates_dir + "/" + key + ".lock");
   auto read_facts = [&t] {
     auto text = ReadFile(t.dir + "/template.json");
